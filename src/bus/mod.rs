@@ -1,0 +1,102 @@
+//! Cross-instance delivery.
+//!
+//! Every [`crate::Server`] delivers to its own clients directly and hands an [`Envelope`] to its [`Bus`] so other
+//! instances can deliver to theirs. What comes in from the bus enters through the server's [`Inbox`]. The bus
+//! carries plaintext application messages between servers; each instance seals for its own encrypted clients.
+//!
+//! [`LocalBus`] is the embedded default: an in-process hub (one instance, or several servers in one process).
+
+mod local;
+
+pub use local::LocalBus;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+use crate::protocol::{Envelope, EnvelopeError, Target};
+use crate::server::Shared;
+
+/// A future returned by [`Bus::shutdown`].
+pub type BusFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Transport between server instances. Implementations must never block the caller: `publish` and `interest`
+/// are called on delivery paths (and `interest` under the routing table's lock).
+pub trait Bus: Send + Sync + 'static {
+    /// Connects a server: envelopes for it from now on go to `inbox`.
+    fn attach(&self, inbox: Inbox);
+
+    /// Sends an envelope to the other instances (at most once; failures are counted, not returned).
+    fn publish(&self, envelope: Envelope);
+
+    /// This instance gained (`on`) or lost its last local member for `target`; interest-based transports
+    /// subscribe or unsubscribe the matching channel. The default ignores it.
+    fn interest(&self, target: &Target, on: bool) {
+        let _ = (target, on);
+    }
+
+    /// Whether envelopes currently flow (false while a remote transport is reconnecting).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Detaches the server `server_id` and releases the transport's resources.
+    fn shutdown(&self, server_id: &str) -> BusFuture;
+}
+
+/// The entry point of envelopes arriving from the bus into one server.
+#[derive(Clone)]
+pub struct Inbox {
+    server_id: Arc<str>,
+    shared: Weak<Shared>,
+}
+
+impl Inbox {
+    pub(crate) fn new(server_id: Arc<str>, shared: Weak<Shared>) -> Self {
+        Self { server_id, shared }
+    }
+
+    /// The id of the server behind this inbox; envelopes carrying it are its own and are skipped.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// False once the server is gone.
+    pub fn is_open(&self) -> bool {
+        self.shared.strong_count() > 0
+    }
+
+    /// Delivers a parsed envelope to the local clients it addresses.
+    pub fn deliver(&self, envelope: &Envelope) {
+        if envelope.server_id == *self.server_id {
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.deliver_from_bus(envelope);
+        }
+    }
+
+    /// Parses raw envelope bytes from a transport and delivers them; hostile input is dropped and counted.
+    pub fn deliver_bytes(&self, payload: &[u8]) -> Result<(), EnvelopeError> {
+        match Envelope::parse(payload) {
+            Ok(env) => {
+                self.deliver(&env);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(shared) = self.shared.upgrade() {
+                    shared.count_dropped_envelope();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("server_id", &self.server_id)
+            .finish()
+    }
+}

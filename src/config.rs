@@ -1,0 +1,134 @@
+//! Server settings and their defaults. Defaults match the reference where it has one.
+
+use std::time::Duration;
+
+/// Every tunable of a [`crate::Server`]. Build one through [`crate::Server::builder`]; `Config::default()` gives
+/// the documented defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// WebSocket path. Default `/ws`.
+    pub path: String,
+    /// Rooms every client joins after authenticating. Default `["ws-default", "ws-notification"]`.
+    pub default_rooms: Vec<String>,
+    /// Time allowed to send `authenticate` after connecting; while authentication (and the handshake) runs, the
+    /// window is three times this. Default 5 s.
+    pub auth_timeout: Duration,
+    /// How often the heartbeat sweep runs. Default 30 s.
+    pub heartbeat_interval: Duration,
+    /// An authenticated client silent for longer than this is closed 4002. Default 90 s.
+    pub heartbeat_timeout: Duration,
+    /// Most sealing operations in flight across all connections. Default 10.
+    pub encrypted_batch_limit: usize,
+    /// Refuse sessions that do not complete an encryption handshake (close 4004). Default `false` until a
+    /// handshake is bundled; building with `true` and no handshake is an error.
+    pub require_encryption: bool,
+    /// Largest inbound message after authentication, in bytes; larger closes 1009. Default 128 KiB.
+    pub max_payload_length: usize,
+    /// Largest inbound message before authentication, in bytes; larger closes 1009. Default 8 KiB.
+    pub max_preauth_payload_length: usize,
+    /// Messages queued per connection before it is closed 4007 as a slow consumer. Default 1024.
+    pub outbound_queue: usize,
+    /// Send WebSocket pings to authenticated clients on every heartbeat sweep. Default `true`.
+    pub send_pings: bool,
+    /// Let authenticated clients `publish` to rooms they joined. Default `false`.
+    pub allow_client_publish: bool,
+    /// Deliver a client's own `publish` back to it. Default `false` (the reference's `publishToSelf`).
+    pub publish_to_self: bool,
+    /// Most rooms one client may be in (own-id and default rooms included). Default 256.
+    pub max_rooms_per_client: usize,
+    /// How long [`crate::Server::shutdown`] waits for connections to close. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Socket read buffer per connection, in bytes. Default 4 KiB (axum's 128 KiB costs ~137 KiB per idle
+    /// connection).
+    pub read_buffer_size: usize,
+    /// Bytes buffered before a write is flushed. Default 16 KiB.
+    pub write_buffer_size: usize,
+    /// Hard cap on buffered outbound bytes per connection. Default 1 MiB.
+    pub max_write_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            path: "/ws".to_owned(),
+            default_rooms: vec!["ws-default".to_owned(), "ws-notification".to_owned()],
+            auth_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(90),
+            encrypted_batch_limit: 10,
+            require_encryption: false,
+            max_payload_length: 128 * 1024,
+            max_preauth_payload_length: 8 * 1024,
+            outbound_queue: 1024,
+            send_pings: true,
+            allow_client_publish: false,
+            publish_to_self: false,
+            max_rooms_per_client: 256,
+            shutdown_timeout: Duration::from_secs(10),
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 16 * 1024,
+            max_write_buffer_size: 1024 * 1024,
+        }
+    }
+}
+
+/// A setting that cannot work, reported by [`crate::ServerBuilder::build`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `require_encryption` is on but nothing can encrypt.
+    #[error("require_encryption is set but no handshake is configured: add one with ServerBuilder::handshake or turn require_encryption off")]
+    EncryptionWithoutHandshake,
+    /// The path does not start with `/`.
+    #[error("path {0:?} must start with '/'")]
+    BadPath(String),
+    /// A limit is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The pre-auth limit exceeds the post-auth limit.
+    #[error("max_preauth_payload_length must not exceed max_payload_length")]
+    PreauthLimit,
+    /// No authenticator was given.
+    #[error("an authenticator is required: add one with ServerBuilder::authenticator")]
+    NoAuthenticator,
+    /// `build` was called outside a Tokio runtime.
+    #[error("ServerBuilder::build must be called inside a Tokio runtime")]
+    NoRuntime,
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::BadPath(self.path.clone()));
+        }
+        for (name, v) in [
+            ("encrypted_batch_limit", self.encrypted_batch_limit),
+            ("max_payload_length", self.max_payload_length),
+            (
+                "max_preauth_payload_length",
+                self.max_preauth_payload_length,
+            ),
+            ("outbound_queue", self.outbound_queue),
+            ("max_rooms_per_client", self.max_rooms_per_client),
+            ("read_buffer_size", self.read_buffer_size),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (name, d) in [
+            ("auth_timeout", self.auth_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.max_preauth_payload_length > self.max_payload_length {
+            return Err(ConfigError::PreauthLimit);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,615 @@
+//! One WebSocket connection: a reader (this task) that parses, authenticates and routes inbound frames, and a
+//! writer task that owns the socket's sending half and the session's sealer.
+//!
+//! Everything bound for the client — fan-out, replies, the close frame — goes through the connection's
+//! [`Mailbox`] queue, so the client sees it in exactly the order it was queued, and encrypted sessions get every
+//! frame after `connected` sealed by the one task that owns the outbound sequence numbers.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::hooks::{
+    invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest,
+    Transformed,
+};
+use crate::mailbox::{Mailbox, Outbound};
+use crate::protocol::event::errors;
+use crate::protocol::inbound::{self, ClientMessage, InboundError};
+use crate::protocol::{event, outbound, room, CloseCode, Message as AppMessage, Target};
+use crate::registry::{ClientState, Entry};
+use crate::server::Shared;
+use crate::session::{HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
+use crate::stats::Stats;
+
+/// How long a closing writer may take to get the close frame out.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Most queued items a writer drains into one flush.
+const WRITE_BATCH: usize = 64;
+
+type Flow = ControlFlow<()>;
+
+/// Runs a connection from upgrade to cleanup.
+pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid) {
+    let (mailbox, rx) = Mailbox::new(
+        shared.config.outbound_queue,
+        shared.clock,
+        shared.stats.clone(),
+    );
+    let entry = Entry::new(id, mailbox.clone());
+    let (mut sink, stream) = socket.split();
+    if !shared.registry.insert(entry.clone()) {
+        // A duplicate id must never shadow the existing connection (reference defect W34).
+        let _ = sink.send(close_message(CloseCode::InternalError)).await;
+        return;
+    }
+    tracing::debug!(client = %entry.id_str, "connected");
+    let mut writer = tokio::spawn(write_loop(sink, rx, entry.clone(), shared.clone()));
+    let mut reader = Reader {
+        deadline: Some(Instant::now() + shared.config.auth_timeout),
+        shared: shared.clone(),
+        entry: entry.clone(),
+        opener: None,
+    };
+    reader.read_loop(stream).await;
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        mailbox.finish();
+        let _ = writer.await;
+    }
+    let user_id = entry.user_id().map(|u| u.to_string());
+    shared.registry.remove(&entry);
+    let code = mailbox.close_code();
+    tracing::info!(client = %entry.id_str, code = code.map(CloseCode::code), "disconnected");
+    if let Some(hook) = &shared.hooks.on_disconnected {
+        let ev = Disconnected {
+            client_id: entry.id_str.to_string(),
+            user_id,
+            code: code.map(CloseCode::code),
+        };
+        if let Err(e) = invoke(hook.as_ref(), ev).await {
+            Stats::bump(&shared.stats.hook_failures);
+            tracing::warn!(client = %entry.id_str, error = %e, "on_disconnected hook failed");
+        }
+    }
+}
+
+fn close_message(code: CloseCode) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    }))
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    entry: Arc<Entry>,
+    /// Authentication deadline; `None` once authenticated.
+    deadline: Option<Instant>,
+    opener: Option<Box<dyn Opener>>,
+}
+
+fn is_too_large(err: axum::Error) -> bool {
+    matches!(
+        err.into_inner()
+            .downcast::<tungstenite::Error>()
+            .map(|e| *e),
+        Ok(tungstenite::Error::Capacity(_))
+    )
+}
+
+impl Reader {
+    fn mailbox(&self) -> &Mailbox {
+        &self.entry.mailbox
+    }
+
+    fn close(&self, code: CloseCode) -> Flow {
+        tracing::info!(client = %self.entry.id_str, code = code.code(), "closing");
+        self.mailbox().close_after_pending(code);
+        ControlFlow::Break(())
+    }
+
+    fn reply_error(&self, message: &str) {
+        self.mailbox().push_system(outbound::error(message));
+    }
+
+    fn fail(&self, message: &str, code: CloseCode) -> Flow {
+        self.reply_error(message);
+        self.close(code)
+    }
+
+    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+        let entry = self.entry.clone();
+        loop {
+            let deadline = self.deadline;
+            let next = tokio::select! {
+                biased;
+                _ = entry.mailbox.killed() => return,
+                _ = sleep_until(deadline) => {
+                    let _ = self.close(CloseCode::AuthenticationTimeout);
+                    return;
+                }
+                next = stream.next() => next,
+            };
+            let flow = match next {
+                None | Some(Ok(Message::Close(_))) => {
+                    entry.mailbox.finish();
+                    return;
+                }
+                Some(Err(e)) => {
+                    if is_too_large(e) {
+                        let _ = self.close(CloseCode::TooLarge);
+                    } else {
+                        entry.mailbox.finish();
+                    }
+                    return;
+                }
+                Some(Ok(Message::Text(text))) => self.guarded(text.as_bytes(), false).await,
+                Some(Ok(Message::Binary(bytes))) => self.guarded(&bytes, true).await,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            };
+            if flow.is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Handles one frame, abandoning it if the connection is killed meanwhile (a hook may be slow).
+    async fn guarded(&mut self, frame: &[u8], binary: bool) -> Flow {
+        let entry = self.entry.clone();
+        tokio::select! {
+            biased;
+            _ = entry.mailbox.killed() => ControlFlow::Break(()),
+            flow = self.on_frame(frame, binary) => flow,
+        }
+    }
+
+    async fn on_frame(&mut self, frame: &[u8], binary: bool) -> Flow {
+        let limit = if self.deadline.is_some() {
+            self.shared.config.max_preauth_payload_length
+        } else {
+            self.shared.config.max_payload_length
+        };
+        if frame.len() > limit {
+            return self.close(CloseCode::TooLarge);
+        }
+        let Some(opener) = self.opener.as_mut() else {
+            return self.route(frame).await;
+        };
+        if binary {
+            // wsenc/1 §8: anything but an `encrypted` text record is a downgrade attempt.
+            return self.close(CloseCode::EncryptionRequired);
+        }
+        match opener.open(frame) {
+            Ok(Some(inner)) => self.route(&inner).await,
+            Ok(None) => {
+                self.mailbox().touch();
+                ControlFlow::Continue(())
+            }
+            Err(code) => self.close(code),
+        }
+    }
+
+    async fn route(&mut self, frame: &[u8]) -> Flow {
+        let parsed = std::str::from_utf8(frame)
+            .map_err(|_| InboundError::InvalidFormat)
+            .and_then(inbound::parse);
+        let msg = match parsed {
+            Ok(msg) => msg,
+            Err(InboundError::InvalidFormat) => {
+                self.reply_error(errors::INVALID_MESSAGE_FORMAT);
+                return ControlFlow::Continue(());
+            }
+            Err(InboundError::ReservedEvent) => {
+                self.reply_error(errors::RESERVED_EVENT);
+                return ControlFlow::Continue(());
+            }
+        };
+        self.mailbox().touch();
+        match msg {
+            ClientMessage::Heartbeat => ControlFlow::Continue(()),
+            ClientMessage::Authenticate(data) => self.authenticate(data).await,
+            _ if self.entry.phase() != ClientState::Authenticated => {
+                self.reply_error(errors::NOT_AUTHENTICATED);
+                ControlFlow::Continue(())
+            }
+            ClientMessage::Join(rooms) => self.join(rooms).await,
+            ClientMessage::Leave(rooms) => self.leave(&rooms),
+            ClientMessage::Publish { room, event, data } => self.publish(&room, &event, data),
+            ClientMessage::Custom { event, data, id } => self.custom(&event, data, id).await,
+        }
+    }
+
+    async fn authenticate(&mut self, data: Option<&RawValue>) -> Flow {
+        if self.entry.phase() != ClientState::Unauthorized {
+            self.reply_error(errors::ALREADY_AUTHENTICATED);
+            return ControlFlow::Continue(());
+        }
+        self.shared.registry.set_authenticating(&self.entry);
+        let Some(data) =
+            data.and_then(|d| serde_json::from_str::<Map<String, Value>>(d.get()).ok())
+        else {
+            Stats::bump(&self.shared.stats.auth_rejected);
+            return self.fail(
+                errors::AUTHENTICATION_FAILED,
+                CloseCode::AuthenticationFailed,
+            );
+        };
+        // The extended window covers the authenticator and the handshake together (reference defect W11).
+        let window = self.shared.config.auth_timeout.saturating_mul(3);
+        let established = match tokio::time::timeout(window, self.establish(data)).await {
+            Ok(Ok(established)) => established,
+            Ok(Err(flow)) => return flow,
+            Err(_) => return self.close(CloseCode::AuthenticationTimeout),
+        };
+        self.deadline = None;
+        if let Some(hook) = &self.shared.hooks.on_connected {
+            // A failing hook is logged; it never turns an established session into an auth failure (W33).
+            if let Err(e) = invoke(hook.as_ref(), established).await {
+                Stats::bump(&self.shared.stats.hook_failures);
+                tracing::warn!(client = %self.entry.id_str, error = %e, "on_connected hook failed");
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Authenticator, then handshake, then `connected` and the indexes. Credentials are checked before any
+    /// handshake work happens.
+    async fn establish(&mut self, data: Map<String, Value>) -> Result<Connected, Flow> {
+        let client_id = self.entry.id_str.to_string();
+        let req = AuthRequest {
+            client_id: client_id.clone(),
+            data: data.clone(),
+        };
+        let identity = match invoke(self.shared.authenticator.as_ref(), req).await {
+            Ok(Some(identity)) => identity,
+            Ok(None) => {
+                Stats::bump(&self.shared.stats.auth_rejected);
+                return Err(self.fail(
+                    errors::AUTHENTICATION_FAILED,
+                    CloseCode::AuthenticationFailed,
+                ));
+            }
+            Err(e) => {
+                Stats::bump(&self.shared.stats.hook_failures);
+                tracing::warn!(client = %client_id, error = %e, "authenticator failed");
+                return Err(self.fail(
+                    errors::AUTHENTICATION_ERROR,
+                    CloseCode::AuthenticationFailed,
+                ));
+            }
+        };
+        let session = self.handshake(&identity.user_id, data).await?;
+        let encrypted = session.is_some();
+        let mut fields = Map::new();
+        fields.insert("id".into(), Value::String(client_id.clone()));
+        if let Some(user) = &identity.user_id {
+            fields.insert("userId".into(), Value::String(user.clone()));
+        }
+        fields.insert("time".into(), Value::String(now_iso8601()));
+        let sealer: Option<Box<dyn Sealer>> = session.map(|s| {
+            let Session {
+                connected_fields,
+                sealer,
+                opener,
+            } = s;
+            fields.extend(connected_fields);
+            self.opener = Some(opener);
+            sealer
+        });
+        let mut connected = String::with_capacity(256);
+        connected.push_str("{\"event\":\"connected\",\"data\":");
+        connected.push_str(&Value::Object(fields).to_string());
+        connected.push('}');
+        // `connected` is the last plaintext frame; the sealer takes over right behind it in the same queue.
+        self.mailbox().push_system(connected);
+        if let Some(sealer) = sealer {
+            self.mailbox().push(Outbound::Encrypt(sealer));
+        }
+        let user: Option<Arc<str>> = identity.user_id.as_deref().map(Into::into);
+        let rooms = room::sanitize(&self.shared.config.default_rooms);
+        self.shared.registry.authenticate(
+            &self.entry,
+            user,
+            identity.metadata.clone(),
+            encrypted,
+            &rooms,
+        );
+        tracing::info!(client = %client_id, encrypted, "authenticated");
+        Ok(Connected {
+            client_id,
+            user_id: identity.user_id,
+            metadata: identity.metadata,
+        })
+    }
+
+    async fn handshake(
+        &self,
+        user_id: &Option<String>,
+        data: Map<String, Value>,
+    ) -> Result<Option<Session>, Flow> {
+        let require = self.shared.config.require_encryption;
+        let Some(hs) = &self.shared.handshake else {
+            return Ok(None);
+        };
+        let req = HandshakeRequest {
+            client_id: self.entry.id_str.to_string(),
+            user_id: user_id.clone(),
+            data,
+        };
+        match invoke(hs.as_ref(), req).await {
+            Ok(HandshakeOutcome::Encrypted(session)) => Ok(Some(session)),
+            Ok(HandshakeOutcome::Plaintext) if !require => Ok(None),
+            Ok(HandshakeOutcome::Plaintext | HandshakeOutcome::Reject) => {
+                Err(self.fail(errors::HANDSHAKE_FAILED, CloseCode::EncryptionRequired))
+            }
+            Err(e) => {
+                Stats::bump(&self.shared.stats.hook_failures);
+                tracing::warn!(client = %self.entry.id_str, error = %e, "handshake failed");
+                Err(self.fail(errors::HANDSHAKE_FAILED, CloseCode::EncryptionRequired))
+            }
+        }
+    }
+
+    async fn join(&mut self, requested: Vec<std::borrow::Cow<'_, str>>) -> Flow {
+        let rooms = room::sanitize(&requested);
+        if rooms.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let Some(validator) = self.shared.room_validator() else {
+            tracing::debug!(client = %self.entry.id_str, "join refused: no room validator configured");
+            return ControlFlow::Continue(());
+        };
+        let req = RoomRequest {
+            client_id: self.entry.id_str.to_string(),
+            user_id: self.entry.user_id().map(|u| u.to_string()),
+            metadata: self.entry.metadata(),
+            rooms: rooms.clone(),
+        };
+        let allowed = match invoke(validator, req).await {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                Stats::bump(&self.shared.stats.hook_failures);
+                tracing::warn!(client = %self.entry.id_str, error = %e, "room validator failed");
+                return ControlFlow::Continue(());
+            }
+        };
+        // The validator's answer is re-sanitised and limited to what was asked for (reference defect W23).
+        for name in room::sanitize(&allowed)
+            .iter()
+            .filter(|r| rooms.contains(r))
+        {
+            self.shared.registry.join(&self.entry.id, name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn leave(&self, requested: &[std::borrow::Cow<'_, str>]) -> Flow {
+        for name in requested.iter().filter(|r| **r != *self.entry.id_str) {
+            self.shared.registry.leave(&self.entry.id, name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn publish(&self, room_name: &str, event_name: &str, data: Option<&RawValue>) -> Flow {
+        let config = &self.shared.config;
+        if !config.allow_client_publish {
+            self.reply_error(errors::PUBLISH_NOT_ALLOWED);
+            return ControlFlow::Continue(());
+        }
+        // Own-id rooms are direct channels, never publish targets.
+        if room_name == &*self.entry.id_str || !self.entry.is_in(room_name) {
+            self.reply_error(errors::NOT_IN_ROOM);
+            return ControlFlow::Continue(());
+        }
+        let data = data.map_or_else(
+            || RawValue::from_string("null".to_owned()),
+            |d| Ok(d.to_owned()),
+        );
+        let Ok(data) = data else {
+            return ControlFlow::Continue(());
+        };
+        let exclude = if config.publish_to_self {
+            Vec::new()
+        } else {
+            vec![self.entry.id_str.to_string()]
+        };
+        if self
+            .shared
+            .emit(
+                Target::Room(room_name.to_owned()),
+                event_name,
+                data,
+                exclude,
+                true,
+            )
+            .is_err()
+        {
+            self.reply_error(errors::RESERVED_EVENT);
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn custom(
+        &self,
+        event_name: &str,
+        data: Option<&RawValue>,
+        id: Option<&RawValue>,
+    ) -> Flow {
+        let Some(handler) = &self.shared.hooks.message_handler else {
+            tracing::debug!(client = %self.entry.id_str, "no message handler for custom event");
+            return ControlFlow::Continue(());
+        };
+        let parse =
+            |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        let msg = IncomingMessage {
+            client_id: self.entry.id_str.to_string(),
+            user_id: self.entry.user_id().map(|u| u.to_string()),
+            event: event_name.to_owned(),
+            data: parse(data).unwrap_or(Value::Null),
+            id: parse(id),
+        };
+        if let Err(e) = invoke(handler.as_ref(), msg).await {
+            Stats::bump(&self.shared.stats.hook_failures);
+            tracing::warn!(client = %self.entry.id_str, error = %e, "message handler failed");
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now_iso8601() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&format).unwrap_or_default()
+}
+
+enum WriteEnd {
+    /// Send this close frame.
+    Close(CloseCode),
+    /// The socket failed; nothing more can be sent.
+    Broken,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Drains the mailbox into the socket until a close, a kill, or a socket error.
+async fn write_loop(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Outbound>,
+    entry: Arc<Entry>,
+    shared: Arc<Shared>,
+) {
+    let mut writer = Writer {
+        sealer: None,
+        sealed: Vec::new(),
+        entry: entry.clone(),
+        shared,
+    };
+    let end = tokio::select! {
+        biased;
+        _ = entry.mailbox.killed() => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
+        end = writer.pump(&mut sink, &mut rx) => end,
+    };
+    if let WriteEnd::Close(code) = end {
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code))).await;
+    }
+    // The writer is gone: the reader must stop too.
+    entry.mailbox.finish();
+}
+
+struct Writer {
+    sealer: Option<Box<dyn Sealer>>,
+    sealed: Vec<String>,
+    entry: Arc<Entry>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    async fn pump(&mut self, sink: &mut Sink, rx: &mut mpsc::Receiver<Outbound>) -> WriteEnd {
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+                return WriteEnd::Broken;
+            }
+            for item in batch.drain(..) {
+                let step = match item {
+                    Outbound::Text(text) => {
+                        match transform(&self.shared, &self.entry, text).await {
+                            Some(text) => self.write(sink, text).await,
+                            None => Ok(()),
+                        }
+                    }
+                    Outbound::System(text) => self.write(sink, text).await,
+                    Outbound::Encrypt(sealer) => {
+                        self.sealer = Some(sealer);
+                        Ok(())
+                    }
+                    Outbound::Ping => sink
+                        .feed(Message::Ping(bytes::Bytes::new()))
+                        .await
+                        .map_err(|_| WriteEnd::Broken),
+                    Outbound::Close(code) => Err(WriteEnd::Close(code)),
+                };
+                if let Err(end) = step {
+                    if matches!(end, WriteEnd::Close(_)) && sink.flush().await.is_err() {
+                        return WriteEnd::Broken;
+                    }
+                    return end;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return WriteEnd::Broken;
+            }
+        }
+    }
+
+    async fn write(&mut self, sink: &mut Sink, text: Utf8Bytes) -> Result<(), WriteEnd> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return sink
+                .feed(Message::Text(text))
+                .await
+                .map_err(|_| WriteEnd::Broken);
+        };
+        {
+            // Bounds sealing work in flight across connections; never held across a socket write.
+            let _permit = self.shared.seal_permits.acquire().await;
+            sealer
+                .seal(text.as_str(), &mut self.sealed)
+                .map_err(WriteEnd::Close)?;
+        }
+        for frame in self.sealed.drain(..) {
+            sink.feed(Message::Text(frame.into()))
+                .await
+                .map_err(|_| WriteEnd::Broken)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the outbound transformer, if any. `None` drops the message for this recipient.
+async fn transform(shared: &Shared, entry: &Entry, text: Utf8Bytes) -> Option<Utf8Bytes> {
+    let Some(hook) = &shared.hooks.outbound_transformer else {
+        return Some(text);
+    };
+    let msg = AppMessage::parse(text.as_str())?;
+    let req = Outgoing {
+        client: entry.info(),
+        event: msg.event,
+        data: msg.data,
+    };
+    match invoke(hook.as_ref(), req).await {
+        Ok(Transformed::Unchanged) => Some(text),
+        Ok(Transformed::Replace { event: name, data })
+            if event::is_valid_application_event(&name) =>
+        {
+            let raw = serde_json::value::to_raw_value(&data).ok()?;
+            Some(outbound::message(&name, Some(&raw)).into())
+        }
+        Ok(Transformed::Replace { .. } | Transformed::Drop) => None,
+        Err(e) => {
+            Stats::bump(&shared.stats.hook_failures);
+            tracing::warn!(client = %entry.id_str, error = %e, "outbound transformer failed; message dropped");
+            None
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Application hooks: authentication, room validation, lifecycle callbacks, message handling and outbound
+//! transformation.
+//!
+//! Every hook is a [`Hook`]: any `Fn(Request) -> impl Future<Output = Result<Response, HookError>>` closure
+//! qualifies, or a type implementing the trait. The server calls hooks through [`invoke`], which turns an error
+//! *or a panic* into a [`HookFailure`] so a misbehaving hook never takes down the connection's neighbours or the
+//! server.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+
+use crate::registry::ClientInfo;
+
+/// What a hook returns on failure.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The boxed future a [`Hook`] returns.
+pub type HookFuture<T> = Pin<Box<dyn Future<Output = Result<T, HookError>> + Send>>;
+
+/// An asynchronous application callback from `Req` to `Resp`.
+pub trait Hook<Req, Resp>: Send + Sync + 'static {
+    /// Runs the hook.
+    fn call(&self, req: Req) -> HookFuture<Resp>;
+}
+
+impl<F, Fut, Req, Resp> Hook<Req, Resp> for F
+where
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, HookError>> + Send + 'static,
+{
+    fn call(&self, req: Req) -> HookFuture<Resp> {
+        Box::pin(self(req))
+    }
+}
+
+/// How a hook call went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum HookFailure {
+    /// The hook returned an error.
+    #[error("hook returned an error: {0}")]
+    Error(HookError),
+    /// The hook panicked (while being called or while its future ran).
+    #[error("hook panicked")]
+    Panicked,
+}
+
+/// Calls `hook`, catching errors and panics.
+pub(crate) async fn invoke<Req: 'static, Resp: 'static>(
+    hook: &dyn Hook<Req, Resp>,
+    req: Req,
+) -> Result<Resp, HookFailure> {
+    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| hook.call(req)))
+        .map_err(|_| HookFailure::Panicked)?;
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(HookFailure::Error(e)),
+        Err(_) => Err(HookFailure::Panicked),
+    }
+}
+
+/// Input of the authenticator: the `data` object of the client's `authenticate` message.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    /// Server-assigned connection id.
+    pub client_id: String,
+    /// The `data` object as sent (secrets included: never log it).
+    pub data: serde_json::Map<String, Value>,
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The user this connection belongs to; `None` for an anonymous client.
+    pub user_id: Option<String>,
+    /// Application data kept with the connection and handed to later hooks.
+    pub metadata: Value,
+}
+
+/// Input of the room validator.
+#[derive(Debug, Clone)]
+pub struct RoomRequest {
+    /// Connection id.
+    pub client_id: String,
+    /// The connection's user, if any.
+    pub user_id: Option<String>,
+    /// Metadata returned by the authenticator.
+    pub metadata: Value,
+    /// Requested rooms, already sanitised. The validator returns the allowed subset; anything it returns that was
+    /// not requested, or is not a joinable name, is ignored.
+    pub rooms: Vec<String>,
+}
+
+/// Input of the on-connected hook.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// Connection id.
+    pub client_id: String,
+    /// The connection's user, if any.
+    pub user_id: Option<String>,
+    /// Metadata returned by the authenticator.
+    pub metadata: Value,
+}
+
+/// Input of the on-disconnected hook.
+#[derive(Debug, Clone)]
+pub struct Disconnected {
+    /// Connection id.
+    pub client_id: String,
+    /// The connection's user, if it had authenticated.
+    pub user_id: Option<String>,
+    /// The close code the server sent, if the server closed the connection.
+    pub code: Option<u16>,
+}
+
+/// A custom (non-protocol) event from an authenticated client.
+#[derive(Debug, Clone)]
+pub struct IncomingMessage {
+    /// Connection id.
+    pub client_id: String,
+    /// The connection's user, if any.
+    pub user_id: Option<String>,
+    /// Event name (never a reserved one).
+    pub event: String,
+    /// Payload (`null` when absent).
+    pub data: Value,
+    /// The client's correlation id, untouched.
+    pub id: Option<Value>,
+}
+
+/// Input of the outbound transformer: one message about to be delivered to one client.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The recipient.
+    pub client: ClientInfo,
+    /// Event name.
+    pub event: String,
+    /// Payload.
+    pub data: Value,
+}
+
+/// What the outbound transformer decided. The result is still sealed for encrypted clients: a transformer can
+/// never cause plaintext to reach an encrypted session.
+#[derive(Debug, Clone)]
+pub enum Transformed {
+    /// Deliver the message as it is.
+    Unchanged,
+    /// Deliver this instead.
+    Replace {
+        /// New event name (reserved names are refused and the message dropped).
+        event: String,
+        /// New payload.
+        data: Value,
+    },
+    /// Do not deliver it to this client.
+    Drop,
+}
+
+/// The authenticator: `None` rejects the credentials (close 4003).
+pub type Authenticator = dyn Hook<AuthRequest, Option<Identity>>;
+/// The room validator: returns the allowed rooms.
+pub type RoomValidator = dyn Hook<RoomRequest, Vec<String>>;
+/// Called once a client is authenticated and in its rooms.
+pub type OnConnected = dyn Hook<Connected, ()>;
+/// Called once a connection is gone and removed from every index.
+pub type OnDisconnected = dyn Hook<Disconnected, ()>;
+/// Handles custom events from authenticated clients.
+pub type MessageHandler = dyn Hook<IncomingMessage, ()>;
+/// Rewrites or drops outbound messages per recipient (runs in the recipient's writer, before sealing).
+pub type OutboundTransformer = dyn Hook<Outgoing, Transformed>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn panics_and_errors_become_failures() {
+        let panics_now = |_: u8| -> std::future::Ready<Result<u8, HookError>> { panic!("sync") };
+        let panics_later = |_: u8| async move {
+            if true {
+                panic!("async");
+            }
+            Ok::<u8, HookError>(1)
+        };
+        let errs = |_: u8| async move { Err::<u8, HookError>("nope".into()) };
+        let ok = |x: u8| async move { Ok::<u8, HookError>(x + 1) };
+        assert!(matches!(
+            invoke(&panics_now, 1).await,
+            Err(HookFailure::Panicked)
+        ));
+        assert!(matches!(
+            invoke(&panics_later, 1).await,
+            Err(HookFailure::Panicked)
+        ));
+        assert!(matches!(invoke(&errs, 1).await, Err(HookFailure::Error(_))));
+        assert_eq!(invoke(&ok, 1).await.unwrap(), 2);
+    }
+}

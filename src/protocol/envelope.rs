@@ -1,0 +1,282 @@
+//! The cross-instance bus envelope and channel names, wire-compatible with the reference's Redis envelope
+//! `{serverId, type, target?, event, data, exclude?}` so mixed fleets and existing emitters keep working.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::event;
+
+/// Channel every instance hears.
+pub const BROADCAST_CHANNEL: &str = "ws:broadcast";
+/// Prefix of room channels.
+pub const ROOM_PREFIX: &str = "ws:room:";
+/// Prefix of client channels.
+pub const CLIENT_PREFIX: &str = "ws:client:";
+/// Prefix of user channels.
+pub const USER_PREFIX: &str = "ws:user:";
+/// `serverId` used by emitters; never equal to a server's own id.
+pub const EMITTER_SERVER_ID: &str = "emitter";
+
+/// Largest envelope accepted from the bus, in bytes.
+pub const MAX_ENVELOPE_LEN: usize = 1024 * 1024;
+/// Most `exclude` entries accepted in one envelope.
+pub const MAX_EXCLUDE: usize = 1024;
+/// Longest target (room, client or user id) accepted, in bytes.
+pub const MAX_TARGET_LEN: usize = 1024;
+
+/// Who an envelope is addressed to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// One connection, by id.
+    Client(String),
+    /// Every session of a user.
+    User(String),
+    /// Every member of a room.
+    Room(String),
+    /// Every authenticated client.
+    Broadcast,
+}
+
+impl Target {
+    /// The bus channel this target is published on.
+    pub fn channel(&self) -> String {
+        match self {
+            Self::Client(id) => format!("{CLIENT_PREFIX}{id}"),
+            Self::User(id) => format!("{USER_PREFIX}{id}"),
+            Self::Room(room) => format!("{ROOM_PREFIX}{room}"),
+            Self::Broadcast => BROADCAST_CHANNEL.to_owned(),
+        }
+    }
+
+    /// The target a channel name denotes, if it is one of ours.
+    pub fn from_channel(channel: &str) -> Option<Self> {
+        if channel == BROADCAST_CHANNEL {
+            return Some(Self::Broadcast);
+        }
+        let pick = |prefix: &str| {
+            channel
+                .strip_prefix(prefix)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        };
+        pick(CLIENT_PREFIX)
+            .map(Self::Client)
+            .or_else(|| pick(USER_PREFIX).map(Self::User))
+            .or_else(|| pick(ROOM_PREFIX).map(Self::Room))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "client",
+            Self::User(_) => "user",
+            Self::Room(_) => "room",
+            Self::Broadcast => "broadcast",
+        }
+    }
+
+    fn id(&self) -> Option<&str> {
+        match self {
+            Self::Client(t) | Self::User(t) | Self::Room(t) => Some(t),
+            Self::Broadcast => None,
+        }
+    }
+}
+
+/// One message travelling between instances.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The publishing instance (`"emitter"` for emitters); an instance skips its own envelopes.
+    pub server_id: String,
+    /// Addressee.
+    pub target: Target,
+    /// Application event name (never a reserved one).
+    pub event: String,
+    /// Payload, raw JSON.
+    pub data: Box<RawValue>,
+    /// Client ids that must not receive it (room and broadcast only).
+    pub exclude: Vec<String>,
+}
+
+/// Why an envelope from the bus was refused. Refused envelopes are dropped and counted, never delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Larger than [`MAX_ENVELOPE_LEN`].
+    #[error("envelope larger than {MAX_ENVELOPE_LEN} bytes")]
+    TooLarge,
+    /// Not JSON, or a field has the wrong type.
+    #[error("envelope is not valid JSON of the expected shape")]
+    Malformed,
+    /// `type` is not client, user, room or broadcast, or a non-broadcast envelope lacks `target`.
+    #[error("envelope has an unknown type or is missing its target")]
+    BadTarget,
+    /// The event name is reserved (`connected`, `encrypted`, ...) or empty/too long.
+    #[error("envelope carries a reserved or invalid event name")]
+    BadEvent,
+    /// Too many `exclude` entries or an oversized target.
+    #[error("envelope exceeds a field limit")]
+    Limit,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
+    #[serde(borrow)]
+    server_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    target: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exclude: Option<Vec<String>>,
+}
+
+impl Envelope {
+    /// Serialises to the reference's JSON form.
+    pub fn to_json(&self) -> String {
+        let wire = Wire {
+            server_id: self.server_id.as_str().into(),
+            kind: self.target.kind().into(),
+            target: self.target.id().map(Into::into),
+            event: self.event.as_str().into(),
+            data: Some(&self.data),
+            exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
+        };
+        // Every field is a string, a list of strings or already-valid raw JSON, so this cannot fail.
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+
+    /// Parses and validates an envelope received from the bus.
+    pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        if bytes.len() > MAX_ENVELOPE_LEN {
+            return Err(EnvelopeError::TooLarge);
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::Malformed)?;
+        if !text.trim_start().starts_with('{') {
+            return Err(EnvelopeError::Malformed);
+        }
+        let w: Wire<'_> = serde_json::from_str(text).map_err(|_| EnvelopeError::Malformed)?;
+        if !event::is_valid_application_event(&w.event) {
+            return Err(EnvelopeError::BadEvent);
+        }
+        let target = match (w.kind.as_ref(), w.target) {
+            ("broadcast", _) => Target::Broadcast,
+            (_, None) => return Err(EnvelopeError::BadTarget),
+            (_, Some(t)) if t.is_empty() => return Err(EnvelopeError::BadTarget),
+            (_, Some(t)) if t.len() > MAX_TARGET_LEN => return Err(EnvelopeError::Limit),
+            ("client", Some(t)) => Target::Client(t.into_owned()),
+            ("user", Some(t)) => Target::User(t.into_owned()),
+            ("room", Some(t)) => Target::Room(t.into_owned()),
+            _ => return Err(EnvelopeError::BadTarget),
+        };
+        let exclude = w.exclude.unwrap_or_default();
+        if exclude.len() > MAX_EXCLUDE {
+            return Err(EnvelopeError::Limit);
+        }
+        let data = match w.data {
+            Some(d) => d.to_owned(),
+            None => {
+                RawValue::from_string("null".to_owned()).map_err(|_| EnvelopeError::Malformed)?
+            }
+        };
+        Ok(Self {
+            server_id: w.server_id.into_owned(),
+            target,
+            event: w.event.into_owned(),
+            data,
+            exclude,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_emitter_envelope_parses() {
+        let e = Envelope::parse(
+            br#"{"serverId":"emitter","type":"room","target":"r","event":"e","data":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.server_id, EMITTER_SERVER_ID);
+        assert_eq!(e.target, Target::Room("r".into()));
+        assert_eq!(e.target.channel(), "ws:room:r");
+        assert_eq!(e.data.get(), "{}");
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let e = Envelope {
+            server_id: "s1".into(),
+            target: Target::Broadcast,
+            event: "news".into(),
+            data: RawValue::from_string("[1,\"x\"]".into()).unwrap(),
+            exclude: vec!["a".into()],
+        };
+        let back = Envelope::parse(e.to_json().as_bytes()).unwrap();
+        assert_eq!(
+            (back.server_id, back.target, back.event),
+            ("s1".into(), Target::Broadcast, "news".into())
+        );
+        assert_eq!(
+            (back.data.get(), back.exclude),
+            ("[1,\"x\"]", vec!["a".to_owned()])
+        );
+    }
+
+    #[test]
+    fn hostile_envelopes_are_refused() {
+        let cases: [(&[u8], EnvelopeError); 7] = [
+            (b"nope", EnvelopeError::Malformed),
+            (b"[1]", EnvelopeError::Malformed),
+            (
+                br#"{"serverId":1,"type":"room","target":"r","event":"e"}"#,
+                EnvelopeError::Malformed,
+            ),
+            (
+                br#"{"serverId":"x","type":"room","event":"e"}"#,
+                EnvelopeError::BadTarget,
+            ),
+            (
+                br#"{"serverId":"x","type":"planet","target":"r","event":"e"}"#,
+                EnvelopeError::BadTarget,
+            ),
+            (
+                br#"{"serverId":"x","type":"room","target":"r","event":"connected"}"#,
+                EnvelopeError::BadEvent,
+            ),
+            (
+                br#"{"serverId":"x","type":"broadcast","event":"encrypted"}"#,
+                EnvelopeError::BadEvent,
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                Envelope::parse(bytes).err(),
+                Some(want),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let big = vec![b' '; MAX_ENVELOPE_LEN + 1];
+        assert_eq!(Envelope::parse(&big).err(), Some(EnvelopeError::TooLarge));
+    }
+
+    #[test]
+    fn channels_map_back_to_targets() {
+        for t in [
+            Target::Broadcast,
+            Target::Room("a:b".into()),
+            Target::Client("c".into()),
+            Target::User("u".into()),
+        ] {
+            assert_eq!(Target::from_channel(&t.channel()), Some(t));
+        }
+        assert_eq!(Target::from_channel("ws:room:"), None);
+        assert_eq!(Target::from_channel("other"), None);
+    }
+}

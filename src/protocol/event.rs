@@ -1,0 +1,71 @@
+//! Event names of the wire protocol.
+
+/// Client → server: credentials (and, with wsenc/1, the client's ephemeral public key).
+pub const AUTHENTICATE: &str = "authenticate";
+/// Server → client: the session is established.
+pub const CONNECTED: &str = "connected";
+/// Reference constant; never sent by the server.
+pub const DISCONNECT: &str = "disconnect";
+/// Client → server: join rooms `{"rooms":[..]}`.
+pub const JOIN: &str = "join";
+/// Client → server: leave rooms `{"rooms":[..]}`.
+pub const LEAVE: &str = "leave";
+/// Server → client: `{"message": ".."}`.
+pub const ERROR: &str = "error";
+/// Client → server keep-alive.
+pub const HEARTBEAT: &str = "heartbeat";
+/// Both directions: a wsenc/1 record.
+pub const ENCRYPTED: &str = "encrypted";
+/// Inside a record: the sender switches to the next epoch's keys.
+pub const KEY_UPDATE: &str = "key_update";
+/// Client → server: publish to a joined room `{"room":R,"event":E,"data":D}`.
+pub const PUBLISH: &str = "publish";
+
+/// Names no application message may carry, whoever publishes it (client, server API, bus, emitter): delivering
+/// one would confuse or kill encrypted sessions (wsenc/1 §8a).
+pub const RESERVED: [&str; 9] = [
+    AUTHENTICATE,
+    CONNECTED,
+    ENCRYPTED,
+    KEY_UPDATE,
+    ERROR,
+    HEARTBEAT,
+    JOIN,
+    LEAVE,
+    PUBLISH,
+];
+
+/// True when `event` is one of [`RESERVED`].
+pub fn is_reserved(event: &str) -> bool {
+    RESERVED.contains(&event)
+}
+
+/// Longest application event name accepted anywhere (client publish, server API, bus).
+pub const MAX_EVENT_LEN: usize = 256;
+
+/// Checks an application event name: non-empty, at most [`MAX_EVENT_LEN`] bytes, not reserved.
+pub fn is_valid_application_event(event: &str) -> bool {
+    !event.is_empty() && event.len() <= MAX_EVENT_LEN && !is_reserved(event)
+}
+
+/// The fixed `error` event texts; they never echo client input.
+pub mod errors {
+    /// The frame is not a JSON object with a string `event` (or a field has the wrong shape).
+    pub const INVALID_MESSAGE_FORMAT: &str = "Invalid message format";
+    /// A non-auth event before authentication finished.
+    pub const NOT_AUTHENTICATED: &str = "Not authenticated";
+    /// A second `authenticate`.
+    pub const ALREADY_AUTHENTICATED: &str = "Already authenticated";
+    /// The authenticator rejected the credentials.
+    pub const AUTHENTICATION_FAILED: &str = "Authentication failed";
+    /// The authenticator failed (error or panic).
+    pub const AUTHENTICATION_ERROR: &str = "Authentication error";
+    /// The handshake rejected the client's key material.
+    pub const HANDSHAKE_FAILED: &str = "Encryption handshake failed";
+    /// A client sent an event name the protocol reserves.
+    pub const RESERVED_EVENT: &str = "Reserved event";
+    /// Client publishing is disabled on this server.
+    pub const PUBLISH_NOT_ALLOWED: &str = "Publish not allowed";
+    /// The client published to a room it has not joined.
+    pub const NOT_IN_ROOM: &str = "Not a member of room";
+}

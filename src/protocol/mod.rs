@@ -1,0 +1,14 @@
+//! Pure wire code: event names, close codes, client frame parsing, outbound frame encoding, room-name rules and
+//! the bus envelope. Nothing here does I/O, so every function can be fuzzed and property-tested on its own.
+
+pub mod close;
+pub mod envelope;
+pub mod event;
+pub mod inbound;
+pub mod outbound;
+pub mod room;
+
+pub use close::CloseCode;
+pub use envelope::{Envelope, EnvelopeError, Target};
+pub use inbound::{ClientMessage, InboundError};
+pub use outbound::Message;

@@ -1,0 +1,384 @@
+//! Who is connected to this instance: clients, their users and their rooms — the routing table of local
+//! delivery.
+//!
+//! One `RwLock` guards all indexes so they always agree with each other. Fan-out only takes the read lock and
+//! does nothing under it but non-blocking queue pushes, so deliveries run in parallel and never wait on a
+//! socket. Membership changes take the write lock; they also tell the bus which channels this instance now
+//! needs (interest), under the lock, so those notifications can never arrive out of order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::bus::Bus;
+use crate::mailbox::{Mailbox, Outbound};
+use crate::protocol::Target;
+
+/// Where a connection is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientState {
+    /// Connected, no `authenticate` yet.
+    Unauthorized,
+    /// Authenticator or handshake running.
+    Authenticating,
+    /// Established: receives messages.
+    Authenticated,
+}
+
+impl ClientState {
+    /// The reference's state name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Authenticating => "authenticating",
+            Self::Authenticated => "authenticated",
+        }
+    }
+}
+
+/// A snapshot of one connection, as returned by [`crate::Server::client`] and friends.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// Connection id (a UUID).
+    pub id: String,
+    /// The authenticated user, if any.
+    pub user_id: Option<String>,
+    /// Lifecycle state.
+    pub state: ClientState,
+    /// Rooms the client is in, sorted (its own-id room included).
+    pub rooms: Vec<String>,
+    /// Whether the session is encrypted.
+    pub encrypted: bool,
+    /// When the WebSocket was accepted.
+    pub connected_at: SystemTime,
+    /// Time since the client's last valid message.
+    pub idle: Duration,
+    /// Metadata returned by the authenticator (`null` before authentication).
+    pub metadata: Value,
+}
+
+pub(crate) struct Entry {
+    pub(crate) id: Uuid,
+    pub(crate) id_str: Arc<str>,
+    pub(crate) mailbox: Arc<Mailbox>,
+    connected_at: SystemTime,
+    state: Mutex<EntryState>,
+}
+
+struct EntryState {
+    phase: ClientState,
+    user_id: Option<Arc<str>>,
+    metadata: Value,
+    rooms: HashSet<Arc<str>>,
+    encrypted: bool,
+}
+
+impl Entry {
+    pub(crate) fn new(id: Uuid, mailbox: Arc<Mailbox>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            id_str: id.to_string().into(),
+            mailbox,
+            connected_at: SystemTime::now(),
+            state: Mutex::new(EntryState {
+                phase: ClientState::Unauthorized,
+                user_id: None,
+                metadata: Value::Null,
+                rooms: HashSet::new(),
+                encrypted: false,
+            }),
+        })
+    }
+
+    pub(crate) fn phase(&self) -> ClientState {
+        self.state.lock().phase
+    }
+
+    pub(crate) fn user_id(&self) -> Option<Arc<str>> {
+        self.state.lock().user_id.clone()
+    }
+
+    pub(crate) fn metadata(&self) -> Value {
+        self.state.lock().metadata.clone()
+    }
+
+    pub(crate) fn is_in(&self, room: &str) -> bool {
+        self.state.lock().rooms.contains(room)
+    }
+
+    pub(crate) fn info(&self) -> ClientInfo {
+        let s = self.state.lock();
+        let mut rooms: Vec<String> = s.rooms.iter().map(|r| r.to_string()).collect();
+        rooms.sort_unstable();
+        ClientInfo {
+            id: self.id_str.to_string(),
+            user_id: s.user_id.as_deref().map(str::to_owned),
+            state: s.phase,
+            rooms,
+            encrypted: s.encrypted,
+            connected_at: self.connected_at,
+            idle: self.mailbox.idle_for(),
+            metadata: s.metadata.clone(),
+        }
+    }
+}
+
+/// Client ids a fan-out must skip.
+pub(crate) struct Exclude(HashSet<Uuid>);
+
+impl Exclude {
+    pub(crate) fn none() -> Self {
+        Self(HashSet::new())
+    }
+
+    /// Ids that are not UUIDs cannot name a client and are ignored.
+    pub(crate) fn from_ids<S: AsRef<str>>(ids: &[S]) -> Self {
+        Self(
+            ids.iter()
+                .filter_map(|s| Uuid::try_parse(s.as_ref()).ok())
+                .collect(),
+        )
+    }
+
+    fn skips(&self, id: &Uuid) -> bool {
+        !self.0.is_empty() && self.0.contains(id)
+    }
+}
+
+/// Result of adding a client to a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinResult {
+    Joined,
+    AlreadyMember,
+    NotAuthenticated,
+    RoomLimit,
+    UnknownClient,
+}
+
+type Members = HashMap<Uuid, Arc<Entry>>;
+
+#[derive(Default)]
+struct Indexes {
+    clients: Members,
+    authenticated: Members,
+    users: HashMap<Arc<str>, Members>,
+    rooms: HashMap<Arc<str>, Members>,
+}
+
+pub(crate) struct Registry {
+    idx: RwLock<Indexes>,
+    bus: Arc<dyn Bus>,
+    max_rooms_per_client: usize,
+}
+
+impl Registry {
+    pub(crate) fn new(bus: Arc<dyn Bus>, max_rooms_per_client: usize) -> Self {
+        Self {
+            idx: RwLock::new(Indexes::default()),
+            bus,
+            max_rooms_per_client,
+        }
+    }
+
+    /// Adds a new, unauthorised connection. False if the id is taken (the caller must refuse the socket).
+    pub(crate) fn insert(&self, entry: Arc<Entry>) -> bool {
+        let mut idx = self.idx.write();
+        if idx.clients.contains_key(&entry.id) {
+            return false;
+        }
+        idx.clients.insert(entry.id, entry);
+        true
+    }
+
+    pub(crate) fn set_authenticating(&self, entry: &Entry) {
+        entry.state.lock().phase = ClientState::Authenticating;
+    }
+
+    /// Makes the connection a full member: user index, own-id room, `rooms`, and the authenticated set.
+    pub(crate) fn authenticate(
+        &self,
+        entry: &Arc<Entry>,
+        user_id: Option<Arc<str>>,
+        metadata: Value,
+        encrypted: bool,
+        rooms: &[String],
+    ) {
+        let mut idx = self.idx.write();
+        if !idx.clients.contains_key(&entry.id) {
+            return;
+        }
+        {
+            let mut s = entry.state.lock();
+            s.phase = ClientState::Authenticated;
+            s.user_id = user_id.clone();
+            s.metadata = metadata;
+            s.encrypted = encrypted;
+        }
+        idx.authenticated.insert(entry.id, entry.clone());
+        self.bus
+            .interest(&Target::Client(entry.id_str.to_string()), true);
+        if let Some(user) = user_id {
+            let members = idx.users.entry(user.clone()).or_default();
+            if members.is_empty() {
+                self.bus.interest(&Target::User(user.to_string()), true);
+            }
+            members.insert(entry.id, entry.clone());
+        }
+        let own: Arc<str> = entry.id_str.clone();
+        self.join_locked(&mut idx, entry, own);
+        for room in rooms {
+            self.join_locked(&mut idx, entry, room.as_str().into());
+        }
+    }
+
+    /// Adds an authenticated client to a room.
+    pub(crate) fn join(&self, id: &Uuid, room: &str) -> JoinResult {
+        let mut idx = self.idx.write();
+        let Some(entry) = idx.clients.get(id).cloned() else {
+            return JoinResult::UnknownClient;
+        };
+        if entry.phase() != ClientState::Authenticated {
+            return JoinResult::NotAuthenticated;
+        }
+        self.join_locked(&mut idx, &entry, room.into())
+    }
+
+    fn join_locked(&self, idx: &mut Indexes, entry: &Arc<Entry>, room: Arc<str>) -> JoinResult {
+        {
+            let mut s = entry.state.lock();
+            if s.rooms.contains(&room) {
+                return JoinResult::AlreadyMember;
+            }
+            if s.rooms.len() >= self.max_rooms_per_client {
+                return JoinResult::RoomLimit;
+            }
+            s.rooms.insert(room.clone());
+        }
+        let members = idx.rooms.entry(room.clone()).or_default();
+        if members.is_empty() {
+            self.bus.interest(&Target::Room(room.to_string()), true);
+        }
+        members.insert(entry.id, entry.clone());
+        JoinResult::Joined
+    }
+
+    /// Removes a client from a room; false if it was not in it.
+    pub(crate) fn leave(&self, id: &Uuid, room: &str) -> bool {
+        let mut idx = self.idx.write();
+        let Some(entry) = idx.clients.get(id).cloned() else {
+            return false;
+        };
+        if !entry.state.lock().rooms.remove(room) {
+            return false;
+        }
+        self.drop_member(&mut idx, id, room);
+        true
+    }
+
+    fn drop_member(&self, idx: &mut Indexes, id: &Uuid, room: &str) {
+        if let Some(members) = idx.rooms.get_mut(room) {
+            members.remove(id);
+            if members.is_empty() {
+                idx.rooms.remove(room);
+                self.bus.interest(&Target::Room(room.to_owned()), false);
+            }
+        }
+    }
+
+    /// Removes a connection from every index.
+    pub(crate) fn remove(&self, entry: &Entry) {
+        let mut idx = self.idx.write();
+        if idx.clients.remove(&entry.id).is_none() {
+            return;
+        }
+        let was_member = idx.authenticated.remove(&entry.id).is_some();
+        let (user, rooms) = {
+            let mut s = entry.state.lock();
+            (s.user_id.clone(), std::mem::take(&mut s.rooms))
+        };
+        for room in &rooms {
+            self.drop_member(&mut idx, &entry.id, room);
+        }
+        if let Some(user) = user {
+            if let Some(members) = idx.users.get_mut(&user) {
+                members.remove(&entry.id);
+                if members.is_empty() {
+                    idx.users.remove(&user);
+                    self.bus.interest(&Target::User(user.to_string()), false);
+                }
+            }
+        }
+        if was_member {
+            self.bus
+                .interest(&Target::Client(entry.id_str.to_string()), false);
+        }
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Entry>> {
+        let id = Uuid::try_parse(id).ok()?;
+        self.idx.read().clients.get(&id).cloned()
+    }
+
+    pub(crate) fn has_room(&self, room: &str) -> bool {
+        self.idx.read().rooms.contains_key(room)
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
+        self.idx.read().clients.values().cloned().collect()
+    }
+
+    pub(crate) fn authenticated(&self) -> Vec<Arc<Entry>> {
+        self.idx.read().authenticated.values().cloned().collect()
+    }
+
+    pub(crate) fn by_user(&self, user: &str) -> Vec<Arc<Entry>> {
+        self.idx
+            .read()
+            .users
+            .get(user)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn by_room(&self, room: &str) -> Vec<Arc<Entry>> {
+        self.idx
+            .read()
+            .rooms
+            .get(room)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Queues `text` for every local recipient of `target` not in `exclude`; returns how many were queued.
+    /// Only authenticated clients are ever recipients (the indexes hold no one else).
+    pub(crate) fn deliver(&self, target: &Target, text: &Utf8Bytes, exclude: &Exclude) -> usize {
+        let idx = self.idx.read();
+        let members = match target {
+            Target::Broadcast => Some(&idx.authenticated),
+            Target::Room(room) => idx.rooms.get(room.as_str()),
+            Target::User(user) => idx.users.get(user.as_str()),
+            Target::Client(id) => {
+                let entry = Uuid::try_parse(id)
+                    .ok()
+                    .and_then(|id| idx.authenticated.get(&id));
+                return usize::from(
+                    entry.is_some_and(|e| e.mailbox.push(Outbound::Text(text.clone()))),
+                );
+            }
+        };
+        let Some(members) = members else {
+            return 0;
+        };
+        members
+            .iter()
+            .filter(|(id, _)| !exclude.skips(id))
+            .filter(|(_, e)| e.mailbox.push(Outbound::Text(text.clone())))
+            .count()
+    }
+}

@@ -1,0 +1,599 @@
+//! The server: builder, shared state, the public handle and the axum router.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::bus::{Bus, Inbox, LocalBus};
+use crate::config::{Config, ConfigError};
+use crate::hooks::{
+    Authenticator, Hook, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer,
+    RoomValidator,
+};
+use crate::mailbox::Outbound;
+use crate::protocol::{event, outbound, room, CloseCode, Envelope, Target};
+use crate::registry::{ClientInfo, Exclude, JoinResult, Registry};
+use crate::session::Handshake;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The event name is reserved for the protocol (`connected`, `error`, `encrypted`, ...): delivering it would
+    /// confuse or kill encrypted sessions. Pick another name.
+    #[error("event name {0:?} is reserved by the protocol; use another name")]
+    ReservedEvent(String),
+    /// The event name is empty or longer than 256 bytes.
+    #[error("event name must be 1 to 256 bytes long")]
+    InvalidEvent,
+    /// The payload could not be serialised to JSON.
+    #[error("payload is not serialisable to JSON: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Why a server-side room change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// No such connection on this instance.
+    #[error("no such client on this instance")]
+    UnknownClient,
+    /// The client has not finished authenticating.
+    #[error("client is not authenticated yet")]
+    NotAuthenticated,
+    /// The name is empty, too long, starts with `ws:` or is shaped like a client id.
+    #[error("room name is not joinable (1-256 bytes, no 'ws:' prefix, not a UUID)")]
+    InvalidName,
+    /// The client is already in `max_rooms_per_client` rooms.
+    #[error("client is in too many rooms")]
+    RoomLimit,
+}
+
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) room_validator: Option<Arc<RoomValidator>>,
+    pub(crate) on_connected: Option<Arc<OnConnected>>,
+    pub(crate) on_disconnected: Option<Arc<OnDisconnected>>,
+    pub(crate) message_handler: Option<Arc<MessageHandler>>,
+    pub(crate) outbound_transformer: Option<Arc<OutboundTransformer>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) server_id: Arc<str>,
+    pub(crate) registry: Registry,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) hooks: Hooks,
+    pub(crate) authenticator: Arc<Authenticator>,
+    pub(crate) handshake: Option<Arc<Handshake>>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) seal_permits: Semaphore,
+    pub(crate) clock: Instant,
+}
+
+fn raw_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, SendError> {
+    Ok(serde_json::value::to_raw_value(data)?)
+}
+
+fn check_event(name: &str) -> Result<(), SendError> {
+    if event::is_reserved(name) {
+        return Err(SendError::ReservedEvent(name.to_owned()));
+    }
+    if !event::is_valid_application_event(name) {
+        return Err(SendError::InvalidEvent);
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Delivers to local recipients and, when `publish`, hands the envelope to the bus. Returns the local count.
+    pub(crate) fn emit(
+        &self,
+        target: Target,
+        event_name: &str,
+        data: Box<RawValue>,
+        exclude: Vec<String>,
+        publish: bool,
+    ) -> Result<usize, SendError> {
+        check_event(event_name)?;
+        let text: Utf8Bytes = outbound::message(event_name, Some(&data)).into();
+        let local = self
+            .registry
+            .deliver(&target, &text, &Exclude::from_ids(&exclude));
+        if publish {
+            self.bus.publish(Envelope {
+                server_id: self.server_id.to_string(),
+                target,
+                event: event_name.to_owned(),
+                data,
+                exclude,
+            });
+        }
+        Ok(local)
+    }
+
+    pub(crate) fn deliver_from_bus(&self, env: &Envelope) {
+        // Envelope::parse already refused reserved names; envelopes built in-process are checked here.
+        if !event::is_valid_application_event(&env.event) {
+            self.count_dropped_envelope();
+            return;
+        }
+        let text: Utf8Bytes = outbound::message(&env.event, Some(&env.data)).into();
+        let exclude = match env.target {
+            Target::Room(_) | Target::Broadcast | Target::User(_) => {
+                Exclude::from_ids(&env.exclude)
+            }
+            Target::Client(_) => Exclude::none(),
+        };
+        self.registry.deliver(&env.target, &text, &exclude);
+        Stats::bump(&self.stats.envelopes_delivered);
+    }
+
+    pub(crate) fn count_dropped_envelope(&self) {
+        Stats::bump(&self.stats.envelopes_dropped);
+    }
+
+    pub(crate) fn room_validator(
+        &self,
+    ) -> Option<&dyn Hook<crate::hooks::RoomRequest, Vec<String>>> {
+        self.hooks.room_validator.as_deref()
+    }
+}
+
+/// A running sealcast server: the routing handle and the source of the axum [`Router`]. Cheap to clone.
+///
+/// Every `send_*` method delivers to this instance's clients at once and publishes to the bus so other instances
+/// deliver to theirs (with the embedded bus and one instance, that is a no-op).
+///
+/// ```no_run
+/// use sealcast::{Identity, Server};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::builder()
+///     .authenticator(|req: sealcast::AuthRequest| async move {
+///         let ok = req.data.get("token").and_then(|t| t.as_str()) == Some("let-me-in");
+///         Ok(ok.then(|| Identity { user_id: Some("alice".into()), metadata: serde_json::Value::Null }))
+///     })
+///     .build()?;
+/// let app = axum::Router::new().merge(server.router());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let stopper = server.clone();
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async move { stopper.shutdown().await })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("server_id", &self.shared.server_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The axum router serving the WebSocket endpoint at the configured path. Merge it into your app.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&self.shared.config.path, get(upgrade))
+            .with_state(self.shared.clone())
+    }
+
+    /// This instance's id (a UUID), as written into bus envelopes.
+    pub fn server_id(&self) -> &str {
+        &self.shared.server_id
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// True while the server accepts connections and its bus is delivering.
+    pub fn is_ready(&self) -> bool {
+        !self.shared.shutdown.is_cancelled() && self.shared.bus.is_ready()
+    }
+
+    /// Sends to one connection, wherever it is connected. A client on this instance is served directly, without
+    /// a bus round trip.
+    pub fn send_to_client<T: Serialize + ?Sized>(
+        &self,
+        client_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), SendError> {
+        let target = Target::Client(client_id.to_owned());
+        let local = self.shared.registry.get(client_id).is_some();
+        self.shared
+            .emit(target, event, raw_json(data)?, Vec::new(), !local)
+            .map(drop)
+    }
+
+    /// Sends to every session of a user, on every instance.
+    pub fn send_to_user<T: Serialize + ?Sized>(
+        &self,
+        user_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), SendError> {
+        self.shared
+            .emit(
+                Target::User(user_id.to_owned()),
+                event,
+                raw_json(data)?,
+                Vec::new(),
+                true,
+            )
+            .map(drop)
+    }
+
+    /// Sends to every member of a room on every instance, except the clients in `exclude`.
+    pub fn send_to_room<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        event: &str,
+        data: &T,
+        exclude: &[&str],
+    ) -> Result<(), SendError> {
+        let exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
+        self.shared
+            .emit(
+                Target::Room(room.to_owned()),
+                event,
+                raw_json(data)?,
+                exclude,
+                true,
+            )
+            .map(drop)
+    }
+
+    /// Sends to every authenticated client on every instance, except the clients in `exclude`.
+    pub fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+        exclude: &[&str],
+    ) -> Result<(), SendError> {
+        let exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
+        self.shared
+            .emit(Target::Broadcast, event, raw_json(data)?, exclude, true)
+            .map(drop)
+    }
+
+    /// The reference's `send`: no destination broadcasts; otherwise the destination is resolved as a local client
+    /// id, then a local room, then — not known here — a client id if it is shaped like one (client ids are UUIDs
+    /// and UUID-shaped room names are reserved), else a room.
+    pub fn send<T: Serialize + ?Sized>(
+        &self,
+        destination: Option<&str>,
+        topic: &str,
+        data: &T,
+    ) -> Result<(), SendError> {
+        let Some(dest) = destination else {
+            return self.broadcast(topic, data, &[]);
+        };
+        let is_local_client = self.shared.registry.get(dest).is_some();
+        if is_local_client
+            || (!self.shared.registry.has_room(dest) && room::is_client_id_shaped(dest))
+        {
+            self.send_to_client(dest, topic, data)
+        } else {
+            self.send_to_room(dest, topic, data, &[])
+        }
+    }
+
+    /// Adds a local, authenticated client to a room (no validator involved: this is the server's decision).
+    pub fn join_room(&self, client_id: &str, room_name: &str) -> Result<(), RoomError> {
+        if !room::is_joinable(room_name) {
+            return Err(RoomError::InvalidName);
+        }
+        let id = Uuid::try_parse(client_id).map_err(|_| RoomError::UnknownClient)?;
+        match self.shared.registry.join(&id, room_name) {
+            JoinResult::Joined | JoinResult::AlreadyMember => Ok(()),
+            JoinResult::NotAuthenticated => Err(RoomError::NotAuthenticated),
+            JoinResult::RoomLimit => Err(RoomError::RoomLimit),
+            JoinResult::UnknownClient => Err(RoomError::UnknownClient),
+        }
+    }
+
+    /// Removes a local client from a room. A client cannot leave the room named after its own id. Returns
+    /// whether it was a member.
+    pub fn leave_room(&self, client_id: &str, room_name: &str) -> bool {
+        match Uuid::try_parse(client_id) {
+            Ok(id) if client_id != room_name => self.shared.registry.leave(&id, room_name),
+            _ => false,
+        }
+    }
+
+    /// Every connection on this instance, authenticated or not.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.shared
+            .registry
+            .all()
+            .iter()
+            .map(|e| e.info())
+            .collect()
+    }
+
+    /// One connection on this instance.
+    pub fn client(&self, client_id: &str) -> Option<ClientInfo> {
+        self.shared.registry.get(client_id).map(|e| e.info())
+    }
+
+    /// The local sessions of a user.
+    pub fn clients_by_user(&self, user_id: &str) -> Vec<ClientInfo> {
+        self.shared
+            .registry
+            .by_user(user_id)
+            .iter()
+            .map(|e| e.info())
+            .collect()
+    }
+
+    /// The local members of a room.
+    pub fn clients_by_room(&self, room_name: &str) -> Vec<ClientInfo> {
+        self.shared
+            .registry
+            .by_room(room_name)
+            .iter()
+            .map(|e| e.info())
+            .collect()
+    }
+
+    /// Closes a local connection with `code` after what is already queued for it. False if unknown.
+    pub fn disconnect(&self, client_id: &str, code: CloseCode) -> bool {
+        self.shared
+            .registry
+            .get(client_id)
+            .is_some_and(|e| e.mailbox.close_after_pending(code))
+    }
+
+    /// Graceful shutdown: refuses new connections, closes every client 1001 after its queued messages, waits for
+    /// the connection tasks (disconnect hooks included) up to `shutdown_timeout`, then detaches from the bus.
+    /// Safe to call more than once.
+    pub async fn shutdown(&self) {
+        let s = &self.shared;
+        s.shutdown.cancel();
+        for e in s.registry.all() {
+            e.mailbox.close_after_pending(CloseCode::ShuttingDown);
+        }
+        s.tracker.close();
+        if tokio::time::timeout(s.config.shutdown_timeout, s.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timeout: aborting remaining connections");
+            for e in s.registry.all() {
+                e.mailbox.kill_with(CloseCode::ShuttingDown);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.tracker.wait()).await;
+        }
+        s.bus.shutdown(&s.server_id).await;
+    }
+
+    /// Resolves when [`Server::shutdown`] has been called (handy for `with_graceful_shutdown`).
+    pub async fn stopped(&self) {
+        self.shared.shutdown.cancelled().await;
+    }
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    if shared.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let c = &shared.config;
+    let id = Uuid::new_v4();
+    let tracker = shared.tracker.clone();
+    ws.read_buffer_size(c.read_buffer_size)
+        .write_buffer_size(c.write_buffer_size)
+        .max_write_buffer_size(c.max_write_buffer_size)
+        .max_message_size(c.max_payload_length)
+        .max_frame_size(c.max_payload_length)
+        .on_upgrade(move |socket| tracker.track_future(crate::connection::run(socket, shared, id)))
+}
+
+/// Configures a [`Server`]. Defaults are those of [`Config::default`].
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: Config,
+    hooks: Hooks,
+    authenticator: Option<Arc<Authenticator>>,
+    handshake: Option<Arc<Handshake>>,
+    bus: Option<Arc<dyn Bus>>,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident : $ty:ty),* $(,)?) => {
+        $( $(#[$doc])* pub fn $name(mut self, value: $ty) -> Self { self.config.$name = value; self } )*
+    };
+}
+
+impl ServerBuilder {
+    setters! {
+        /// WebSocket path (default `/ws`).
+        path: String,
+        /// Rooms joined after authentication (default `ws-default`, `ws-notification`).
+        default_rooms: Vec<String>,
+        /// Authentication window (default 5 s; ×3 while authenticating and handshaking).
+        auth_timeout: Duration,
+        /// Heartbeat sweep period (default 30 s).
+        heartbeat_interval: Duration,
+        /// Silence after which an authenticated client is closed 4002 (default 90 s).
+        heartbeat_timeout: Duration,
+        /// Concurrent sealing operations across connections (default 10).
+        encrypted_batch_limit: usize,
+        /// Require an encrypted session (close 4004 otherwise).
+        require_encryption: bool,
+        /// Largest inbound message after authentication (default 128 KiB).
+        max_payload_length: usize,
+        /// Largest inbound message before authentication (default 8 KiB).
+        max_preauth_payload_length: usize,
+        /// Outbound queue length per connection before a 4007 close (default 1024).
+        outbound_queue: usize,
+        /// WebSocket pings on each heartbeat sweep (default on).
+        send_pings: bool,
+        /// Allow clients to `publish` to joined rooms (default off).
+        allow_client_publish: bool,
+        /// Echo a client's publish back to it (default off).
+        publish_to_self: bool,
+        /// Rooms per client (default 256).
+        max_rooms_per_client: usize,
+        /// Bound on graceful shutdown (default 10 s).
+        shutdown_timeout: Duration,
+        /// Per-connection read buffer (default 4 KiB).
+        read_buffer_size: usize,
+        /// Per-connection write buffer (default 16 KiB).
+        write_buffer_size: usize,
+        /// Per-connection cap on buffered outbound bytes (default 1 MiB).
+        max_write_buffer_size: usize,
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The authenticator (required): `Ok(Some(identity))` accepts, `Ok(None)` rejects (4003).
+    pub fn authenticator(
+        mut self,
+        hook: impl Hook<crate::AuthRequest, Option<crate::Identity>>,
+    ) -> Self {
+        self.authenticator = Some(Arc::new(hook));
+        self
+    }
+
+    /// Decides which requested rooms a client may join. Without one, client joins are refused.
+    pub fn room_validator(mut self, hook: impl Hook<crate::RoomRequest, Vec<String>>) -> Self {
+        self.hooks.room_validator = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after a client is authenticated and in its rooms.
+    pub fn on_connected(mut self, hook: impl Hook<crate::Connected, ()>) -> Self {
+        self.hooks.on_connected = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after a connection ended and left every index.
+    pub fn on_disconnected(mut self, hook: impl Hook<crate::Disconnected, ()>) -> Self {
+        self.hooks.on_disconnected = Some(Arc::new(hook));
+        self
+    }
+
+    /// Handles custom events from authenticated clients.
+    pub fn message_handler(mut self, hook: impl Hook<crate::IncomingMessage, ()>) -> Self {
+        self.hooks.message_handler = Some(Arc::new(hook));
+        self
+    }
+
+    /// Rewrites or drops application messages per recipient, before sealing.
+    pub fn outbound_transformer(
+        mut self,
+        hook: impl Hook<crate::Outgoing, crate::Transformed>,
+    ) -> Self {
+        self.hooks.outbound_transformer = Some(Arc::new(hook));
+        self
+    }
+
+    /// The encryption handshake run after authentication.
+    pub fn handshake(
+        mut self,
+        hook: impl Hook<crate::HandshakeRequest, crate::HandshakeOutcome>,
+    ) -> Self {
+        self.handshake = Some(Arc::new(hook));
+        self
+    }
+
+    /// The bus to other instances (default: a private [`LocalBus`], i.e. a single instance).
+    pub fn bus(mut self, bus: impl Bus) -> Self {
+        self.bus = Some(Arc::new(bus));
+        self
+    }
+
+    /// Validates the settings and starts the server's background tasks. Must run inside a Tokio runtime.
+    pub fn build(self) -> Result<Server, ConfigError> {
+        self.config.validate()?;
+        let authenticator = self.authenticator.ok_or(ConfigError::NoAuthenticator)?;
+        if self.config.require_encryption && self.handshake.is_none() {
+            return Err(ConfigError::EncryptionWithoutHandshake);
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let bus = self.bus.unwrap_or_else(|| Arc::new(LocalBus::new()));
+        let server_id: Arc<str> = Uuid::new_v4().to_string().into();
+        let shared = Arc::new(Shared {
+            registry: Registry::new(bus.clone(), self.config.max_rooms_per_client),
+            seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
+            config: self.config,
+            server_id: server_id.clone(),
+            bus: bus.clone(),
+            hooks: self.hooks,
+            authenticator,
+            handshake: self.handshake,
+            stats: Arc::new(Stats::default()),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            clock: Instant::now(),
+        });
+        bus.attach(Inbox::new(server_id, Arc::downgrade(&shared)));
+        runtime.spawn(heartbeat_sweep(
+            Arc::downgrade(&shared),
+            shared.shutdown.clone(),
+        ));
+        Ok(Server { shared })
+    }
+}
+
+/// Closes authenticated clients silent past `heartbeat_timeout` (4002) and pings the others.
+async fn heartbeat_sweep(shared: std::sync::Weak<Shared>, stop: CancellationToken) {
+    let Some(period) = shared.upgrade().map(|s| s.config.heartbeat_interval) else {
+        return;
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(s) = shared.upgrade() else { return };
+        for e in s.registry.authenticated() {
+            if e.mailbox.idle_for() > s.config.heartbeat_timeout {
+                tracing::info!(client = %e.id_str, code = 4002, "heartbeat timeout");
+                e.mailbox.close_after_pending(CloseCode::HeartbeatTimeout);
+            } else if s.config.send_pings {
+                e.mailbox.push(Outbound::Ping);
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The seam between the connection and whatever encrypts it.
+//!
+//! A [`Handshake`] runs once, after the authenticator accepted the credentials. It either leaves the session in
+//! plaintext, rejects it (close 4004), or returns a [`Session`]: extra fields for the `connected` event plus a
+//! [`Sealer`] (owned by the connection's writer: every outbound frame after `connected` goes through it, in order)
+//! and an [`Opener`] (owned by the reader: every inbound frame goes through it). wsenc/1 is one implementation;
+//! applications can plug their own.
+
+use serde_json::{Map, Value};
+
+use crate::hooks::Hook;
+use crate::protocol::CloseCode;
+
+/// Seals outbound messages of one session (server → client direction).
+pub trait Sealer: Send + Sync + 'static {
+    /// Seals one inner message (`{"event":..,"data":..}` JSON text) into one or more wire frames appended to
+    /// `out`. An error closes the connection with the returned code.
+    fn seal(&mut self, inner: &str, out: &mut Vec<String>) -> Result<(), CloseCode>;
+}
+
+/// Opens inbound frames of one session (client → server direction).
+pub trait Opener: Send + Sync + 'static {
+    /// Opens one inbound frame. `Ok(Some(inner))` is an inner message to route, `Ok(None)` a control record the
+    /// opener consumed (e.g. a key update). An error closes the connection with the returned code (4004 for a
+    /// frame that is not a record at all, 4005 for a bad record, 4006 for an exhausted key).
+    fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, CloseCode>;
+}
+
+/// An established encrypted session.
+pub struct Session {
+    /// Fields merged into the `connected` event's `data` (e.g. `serverPublicKey`, `salt`, `confirm`).
+    pub connected_fields: Map<String, Value>,
+    /// Outbound direction.
+    pub sealer: Box<dyn Sealer>,
+    /// Inbound direction.
+    pub opener: Box<dyn Opener>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+/// Input of a [`Handshake`].
+#[derive(Debug, Clone)]
+pub struct HandshakeRequest {
+    /// Connection id.
+    pub client_id: String,
+    /// The authenticated user, if any.
+    pub user_id: Option<String>,
+    /// The `authenticate` payload (key material lives here).
+    pub data: Map<String, Value>,
+}
+
+/// What a handshake decided.
+#[derive(Debug)]
+pub enum HandshakeOutcome {
+    /// The client asked for no encryption (allowed only when encryption is not required).
+    Plaintext,
+    /// Encrypt the session.
+    Encrypted(Session),
+    /// Refuse: close 4004.
+    Reject,
+}
+
+/// A pluggable handshake (the reference's `handshakeFn`).
+pub type Handshake = dyn Hook<HandshakeRequest, HandshakeOutcome>;

@@ -1,0 +1,206 @@
+//! Shared test harness: real servers on 127.0.0.1:0 and real WebSocket clients (tokio-tungstenite).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sealcast::{AuthRequest, HookError, Identity, Server, ServerBuilder};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure something does not happen.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// The test authenticator: `user:<id>` → user `<id>`, `anon` → anonymous, `error` → hook error, `panic` → panic,
+/// `slow` → never answers, anything else → rejected.
+pub async fn test_auth(req: AuthRequest) -> Result<Option<Identity>, HookError> {
+    let token = req
+        .data
+        .get("token")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    match token.as_str() {
+        "anon" => Ok(Some(Identity::default())),
+        "error" => Err("authenticator exploded".into()),
+        "panic" => panic!("authenticator panicked"),
+        "slow" => {
+            std::future::pending::<()>().await;
+            Ok(None)
+        }
+        t => Ok(t.strip_prefix("user:").map(|u| Identity {
+            user_id: Some(u.to_owned()),
+            metadata: json!({ "token": "kept" }),
+        })),
+    }
+}
+
+/// A builder with the test authenticator and a permissive room validator.
+pub fn builder() -> ServerBuilder {
+    Server::builder()
+        .authenticator(test_auth)
+        .room_validator(|req: sealcast::RoomRequest| async move { Ok::<_, HookError>(req.rooms) })
+}
+
+/// A server listening on a free loopback port.
+pub struct TestServer {
+    pub server: Server,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub async fn start(builder: ServerBuilder) -> Self {
+        let server = builder.build().expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = server.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { server, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.addr, self.server.config().path)
+    }
+
+    /// A raw, unauthenticated client.
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.url()).await
+    }
+
+    /// A client authenticated with `token`, after its `connected` event.
+    pub async fn login(&self, token: &str) -> (Client, Value) {
+        let mut c = self.connect().await;
+        c.send(json!({"event": "authenticate", "data": {"token": token}}))
+            .await;
+        let connected = c.expect_event("connected").await;
+        (c, connected)
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A real WebSocket client.
+pub struct Client {
+    pub ws: Ws,
+}
+
+/// What the client observed instead of a frame.
+#[derive(Debug, PartialEq)]
+pub enum Ended {
+    Closed(u16, String),
+    Dropped,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send");
+    }
+
+    /// Next text frame, or how the connection ended.
+    pub async fn next_text(&mut self, within: Duration) -> Result<String, Ended> {
+        loop {
+            let m = match tokio::time::timeout(within, self.ws.next()).await {
+                Err(_) => panic!("no frame within {within:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return Err(Ended::Dropped),
+                Ok(Some(Ok(m))) => m,
+            };
+            match m {
+                Message::Text(t) => return Ok(t.to_string()),
+                Message::Close(Some(f)) => {
+                    return Err(Ended::Closed(u16::from(f.code), f.reason.to_string()))
+                }
+                Message::Close(None) => return Err(Ended::Dropped),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next frame as JSON; panics if the connection ends.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_text(WAIT).await {
+            Ok(t) => serde_json::from_str(&t).expect("server sent JSON"),
+            Err(e) => panic!("connection ended: {e:?}"),
+        }
+    }
+
+    /// Skips frames until one with `event`, returns its `data`.
+    pub async fn expect_event(&mut self, event: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["event"] == event {
+                return v["data"].clone();
+            }
+        }
+    }
+
+    /// The next frame must be an `error` event with this message.
+    pub async fn expect_error(&mut self, message: &str) {
+        let v = self.recv().await;
+        assert_eq!(v, json!({"event": "error", "data": {"message": message}}));
+    }
+
+    /// Reads until the close frame and returns its code and reason (frames before it are returned too).
+    pub async fn expect_close(&mut self) -> (u16, String, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            match self.next_text(WAIT).await {
+                Ok(t) => before.push(serde_json::from_str(&t).unwrap_or(Value::String(t))),
+                Err(Ended::Closed(code, reason)) => return (code, reason, before),
+                Err(Ended::Dropped) => panic!("dropped without a close frame; before: {before:?}"),
+            }
+        }
+    }
+
+    /// Nothing arrives for a while.
+    pub async fn expect_silence(&mut self) {
+        match tokio::time::timeout(QUIET, self.ws.next()).await {
+            Err(_) => {}
+            Ok(m) => panic!("expected silence, got {m:?}"),
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// The numeric close code tungstenite uses.
+pub fn code_of(c: WsCloseCode) -> u16 {
+    u16::from(c)
+}
+
+/// Polls `cond` until true or panics after [`WAIT`].
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        if start.elapsed() > WAIT {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
