@@ -214,6 +214,11 @@ impl Server {
         &self.shared.config
     }
 
+    /// The server's bus entry point, for feeding envelopes from a custom transport or a test.
+    pub fn inbox(&self) -> Inbox {
+        Inbox::new(self.shared.server_id.clone(), Arc::downgrade(&self.shared))
+    }
+
     /// Current counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()

@@ -189,6 +189,11 @@ impl Client {
     }
 }
 
+/// The `id` of a `connected` payload.
+pub fn id_of(connected: &Value) -> String {
+    connected["id"].as_str().expect("connected.id").to_owned()
+}
+
 /// The numeric close code tungstenite uses.
 pub fn code_of(c: WsCloseCode) -> u16 {
     u16::from(c)
