@@ -33,3 +33,8 @@ pub use registry::{ClientInfo, ClientState};
 pub use server::{RoomError, SendError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
 pub use stats::StatsSnapshot;
+
+/// The README's code blocks, compiled as doc-tests so the documented example keeps building.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
