@@ -1,1 +1,3 @@
+//! sealcast: encryption-first WebSocket messaging server.
 
+pub mod crypto;
