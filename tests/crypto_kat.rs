@@ -336,3 +336,117 @@ fn negative_checks_fail() {
         )
         .is_err());
 }
+
+/// Every representation of a secret we could accidentally print.
+fn forms(secret: &[u8]) -> Vec<String> {
+    let dec = |b: &[u8]| {
+        b.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        hex::encode(secret),
+        hex::encode_upper(secret),
+        hex::encode(&secret[..6]),
+        b64::encode(secret),
+        b64::encode(&secret[..6]),
+        dec(&secret[..4]),
+    ]
+}
+
+fn assert_redacted(what: &str, dbg: &str, secrets: &[Vec<u8>]) {
+    for s in secrets {
+        for f in forms(s) {
+            assert!(!dbg.contains(&f), "{what} Debug leaks {f}: {dbg}");
+        }
+    }
+    // no long hex runs either
+    let mut run = 0;
+    for c in dbg.chars() {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        assert!(run < 16, "{what} Debug has a hex run: {dbg}");
+    }
+}
+
+#[test]
+fn debug_output_is_redacted() {
+    let secrets = [
+        h(S_PRIV),
+        h(EC_PRIV),
+        h(ES_PRIV),
+        h(EE),
+        h(ES),
+        h(TS_C2S_0),
+        h(TS_S2C_0),
+        h(KEY_C2S_0),
+        h(KEY_S2C_0),
+        h(IV_C2S_0),
+        h(IV_S2C_0),
+        h(TS_C2S_1),
+        h(KEY_C2S_1),
+        h(IV_C2S_1),
+        h(SALT),
+        h(CONFIRM),
+    ];
+    let key = StaticKey::from_scalar_bytes_for_tests(&h(S_PRIV)).unwrap();
+    let pem = key.to_pkcs8_pem().unwrap();
+    let keys = StaticKeySet::new(key);
+    let client = ClientHandshake::with_ephemeral_for_tests(&h(EC_PRIV)).unwrap();
+    let req = HandshakeRequest::from_auth_data(&common_crypto::auth_data(&client, None))
+        .unwrap()
+        .unwrap();
+    let (hello, mut sealer, opener) = server_handshake_with_ephemeral_for_tests(
+        &keys,
+        &req,
+        CONN_ID,
+        USER_ID,
+        &h(ES_PRIV),
+        h32(SALT),
+    )
+    .unwrap();
+    let mut c2s = RecordSealer::new(
+        Direction::C2s,
+        TrafficSecret::from_bytes(&h32(TS_C2S_0)),
+        h32(TH),
+        0,
+    );
+    let dbgs = vec![
+        ("StaticKeySet", format!("{keys:?} {keys:#?}")),
+        ("StaticKey", format!("{:?}", keys.current())),
+        ("ClientHandshake", format!("{client:?} {client:#?}")),
+        ("HandshakeRequest", format!("{req:?}")),
+        ("ServerHello", format!("{hello:?} {hello:#?}")),
+        ("RecordSealer", format!("{sealer:?} {sealer:#?}")),
+        ("RecordOpener", format!("{opener:?} {opener:#?}")),
+        (
+            "TrafficSecret",
+            format!("{:?}", TrafficSecret::from_bytes(&h32(TS_C2S_0))),
+        ),
+        ("EcSecretKey", format!("{:?}", sk(S_PRIV))),
+        ("AeadKey", format!("{:?}", AeadKey::new(&h32(KEY_C2S_0)))),
+    ];
+    for (what, d) in &dbgs {
+        assert!(
+            d.contains("redacted") || *what == "HandshakeRequest" || *what == "ServerHello",
+            "{what}: {d}"
+        );
+        assert_redacted(what, d, &secrets);
+        // the PEM body never shows up either
+        let body: String = pem.lines().nth(1).unwrap().chars().take(20).collect();
+        assert!(!d.contains(&body));
+    }
+    // the detector itself catches leaks in each form
+    for leak in [
+        format!("{:?}", h(KEY_C2S_0)),
+        hex::encode(h(TS_S2C_0)),
+        b64::encode(&h(IV_C2S_0)),
+    ] {
+        let s2 = secrets.clone();
+        assert!(std::panic::catch_unwind(move || assert_redacted("probe", &leak, &s2)).is_err());
+    }
+    // after a key update too
+    c2s.request_key_update(&mut Vec::new()).unwrap();
+    sealer.request_key_update(&mut Vec::new()).unwrap();
+    assert_redacted("RecordSealer", &format!("{c2s:?}{sealer:?}"), &secrets);
+}
