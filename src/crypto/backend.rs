@@ -211,8 +211,8 @@ impl EcSecretKey {
 
     /// `ECDH(self, peer)`: the 32-byte x-coordinate of the shared point.
     pub fn diffie_hellman(&self, peer: &EcPublicKey) -> Zeroizing<[u8; SHARED_SECRET_LEN]> {
-        let scalar = self.key.to_nonzero_scalar();
-        let shared = p256::ecdh::diffie_hellman(scalar, peer.key.as_affine());
+        let scalar = Zeroizing::new(self.key.to_nonzero_scalar());
+        let shared = p256::ecdh::diffie_hellman(&*scalar, peer.key.as_affine());
         let mut out = Zeroizing::new([0u8; SHARED_SECRET_LEN]);
         out.iter_mut()
             .zip(shared.raw_secret_bytes().iter())

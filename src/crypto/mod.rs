@@ -8,6 +8,19 @@
 //!
 //! All secrets live in zeroizing types and `Debug` output is redacted.
 
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo
+    )
+)]
+
 pub mod b64;
 #[doc(hidden)]
 pub mod backend;
