@@ -703,6 +703,47 @@ mod tests {
         assert!(fast_hits >= 5);
     }
 
+    /// Mutated frames: the fast path never disagrees with the strict parser, nothing panics.
+    #[test]
+    fn mutated_frames_fast_path_equivalence() {
+        let mut sealer = RecordSealer::new(
+            Direction::C2s,
+            TrafficSecret::from_bytes(&[1; 32]),
+            [2; 32],
+            0,
+        );
+        let mut out = Vec::new();
+        sealer.seal(br#"{"event":"x","data":1}"#, &mut out).unwrap();
+        let base = out[0].to_vec();
+        let alphabet = b"{}[]\":,0123456789-_+/=. eAzZ\\u\x00\xff";
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut rnd = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut f = base.clone();
+            for _ in 0..1 + rnd(3) {
+                let i = rnd(f.len() + 1);
+                match rnd(5) {
+                    0 if i < f.len() => f[i] = alphabet[rnd(alphabet.len())],
+                    1 => f.insert(i, alphabet[rnd(alphabet.len())]),
+                    2 if i < f.len() => {
+                        f.remove(i);
+                    }
+                    3 => f.truncate(i),
+                    _ if i < f.len() => f[i] ^= 1 << rnd(8),
+                    _ => {}
+                }
+            }
+            let a = parse_envelope(&f);
+            let b = parse_envelope_strict(&f);
+            assert_eq!(a, b, "{}", String::from_utf8_lossy(&f));
+        }
+    }
+
     #[test]
     fn aad_layout() {
         let th = [0x11u8; 32];
