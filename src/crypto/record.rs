@@ -745,6 +745,31 @@ mod tests {
     }
 
     #[test]
+    fn epoch_wrap_is_key_exhausted() {
+        let ts = || TrafficSecret::from_bytes(&[9; 32]);
+        let mut s = RecordSealer::new(Direction::S2c, ts(), [8; 32], 0);
+        s.epoch = u32::MAX;
+        let mut out = Vec::new();
+        assert_eq!(s.request_key_update(&mut out), Err(SealError::KeyExhausted));
+        assert!(out.is_empty(), "no key_update record may be emitted");
+        s.set_epoch_limit(2).unwrap();
+        // seq 0 is fine; seq 1 is the last slot and needs a key_update that cannot happen
+        s.seal(b"{}", &mut out).unwrap();
+        out.clear();
+        assert_eq!(s.seal(b"{}", &mut out), Err(SealError::KeyExhausted));
+        assert!(out.is_empty());
+        assert_eq!(s.next_seq(), 1);
+        s.seq = 0;
+        // a key_update received in the last epoch closes 4006
+        let frame = s.seal_record(KEY_UPDATE_MESSAGE, None).unwrap();
+        let mut o = RecordOpener::new(Direction::S2c, ts(), [8; 32], 0);
+        o.epoch = u32::MAX;
+        let e = o.open(&frame).unwrap_err();
+        assert_eq!(e, OpenError::KeyExhausted);
+        assert_eq!(e.close_code(), 4006);
+    }
+
+    #[test]
     fn aad_layout() {
         let th = [0x11u8; 32];
         let a = aad(Direction::S2c, &th, 0x01020304, 0x0506070809);
