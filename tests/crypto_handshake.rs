@@ -382,3 +382,14 @@ fn static_key_pem_round_trip() {
     let pin = sealcast::crypto::PinnedKey::from_b64u(&k.public_key_b64u()).unwrap();
     assert_eq!(pin, k.pinned());
 }
+
+#[test]
+fn state_types_can_move_across_tasks() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<sealcast::crypto::RecordSealer>();
+    send::<sealcast::crypto::RecordOpener>();
+    send::<ClientHandshake>();
+    send_sync::<StaticKeySet>();
+    send_sync::<ServerHello>();
+}

@@ -7,6 +7,47 @@
 //! [`ClientHandshake`]. Errors map to the spec close codes via `close_code()`.
 //!
 //! All secrets live in zeroizing types and `Debug` output is redacted.
+//!
+//! ```
+//! use sealcast::crypto::{
+//!     server_handshake, ClientHandshake, HandshakeRequest, ServerHello, StaticKey, StaticKeySet,
+//! };
+//! use serde_json::{json, Map, Value};
+//!
+//! // Server start-up: load (or `keygen`) the static key; clients pin `keys.current().pinned()`.
+//! let keys = StaticKeySet::new(StaticKey::generate()?);
+//! let pins = [keys.current().pinned()];
+//!
+//! // Client: `authenticate` carries the ephemeral key.
+//! let client = ClientHandshake::new()?;
+//! let mut auth = Map::new();
+//! auth.insert("token".into(), json!("opaque"));
+//! client.insert_auth_fields(&mut auth, None);
+//!
+//! // Server, after the authenticator accepted the credentials (Ok(None): plaintext client).
+//! let req = HandshakeRequest::from_auth_data(&Value::Object(auth))?.expect("publicKey present");
+//! let (hello, mut s2c, mut c2s_in) = server_handshake(&keys, &req, "conn-1", "user-1")?;
+//! let mut connected = Map::new();
+//! connected.insert("id".into(), json!("conn-1"));
+//! connected.insert("userId".into(), json!("user-1"));
+//! hello.insert_into(&mut connected);
+//!
+//! // Client: verify `confirm`, get its record states.
+//! let hello = ServerHello::from_connected_data(&Value::Object(connected))?;
+//! let (mut c2s, mut s2c_in) = client.finish(&pins, &hello, "conn-1", "user-1")?;
+//!
+//! // Records both ways; errors carry `close_code()` (4004 / 4005 / 4006).
+//! let mut frames = Vec::new();
+//! c2s.seal(br#"{"event":"publish","data":{"room":"r","text":"hi"}}"#, &mut frames)?;
+//! for f in &frames {
+//!     let inner = c2s_in.open(f)?; // Some(inner JSON) or None for a key_update
+//!     assert!(inner.is_some());
+//! }
+//! frames.clear();
+//! s2c.seal(br#"{"event":"message","data":{"text":"hi"}}"#, &mut frames)?;
+//! assert!(s2c_in.open(&frames[0])?.is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![deny(missing_docs)]
 #![cfg_attr(
