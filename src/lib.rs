@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bus;
 mod config;
 mod connection;
+pub mod crypto;
 pub mod hooks;
 mod mailbox;
 pub mod protocol;

@@ -1,0 +1,205 @@
+//! wsenc/1 crypto benchmarks: record seal/open, the server-side handshake vs its bare primitives.
+//!
+//! `cargo bench --bench crypto`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sealcast::crypto::backend::{
+    hkdf_sha256, random_bytes, sha256, AeadKey, EcPublicKey, EcSecretKey,
+};
+use sealcast::crypto::record::{aad, nonce};
+use sealcast::crypto::schedule::TrafficSecret;
+use sealcast::crypto::{
+    server_handshake, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer,
+    StaticKey, StaticKeySet, PROTO,
+};
+
+/// An inner message of exactly `len` bytes.
+fn message(len: usize) -> Vec<u8> {
+    let head = br#"{"event":"message","data":""#;
+    let tail = br#""}"#;
+    let mut m = head.to_vec();
+    m.resize(len - tail.len(), b'x');
+    m.extend_from_slice(tail);
+    assert_eq!(m.len(), len);
+    m
+}
+
+fn pair() -> (RecordSealer, RecordOpener) {
+    let ts = [0x42u8; 32];
+    let th = [0x17u8; 32];
+    (
+        RecordSealer::new(Direction::S2c, TrafficSecret::from_bytes(&ts), th, 1),
+        RecordOpener::new(Direction::S2c, TrafficSecret::from_bytes(&ts), th, 1),
+    )
+}
+
+fn records(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record");
+    for size in [256usize, 4096] {
+        let msg = message(size);
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("seal_{size}B"), |b| {
+            let (mut sealer, _) = pair();
+            let mut out = Vec::with_capacity(2);
+            b.iter(|| {
+                out.clear();
+                sealer.seal(black_box(&msg), &mut out).unwrap();
+                black_box(&out);
+            })
+        });
+        g.bench_function(format!("open_{size}B"), |b| {
+            let (mut sealer, mut opener) = pair();
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                let mut frames = Vec::with_capacity(1024);
+                while left > 0 {
+                    let n = left.min(1024);
+                    frames.clear();
+                    for _ in 0..n {
+                        sealer.seal(&msg, &mut frames).unwrap();
+                    }
+                    let t = Instant::now();
+                    for f in &frames {
+                        black_box(opener.open(black_box(f)).unwrap());
+                    }
+                    total += t.elapsed();
+                    left -= n;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn handshake(c: &mut Criterion) {
+    let keys = StaticKeySet::new(StaticKey::generate().unwrap());
+    let client = ClientHandshake::new().unwrap();
+    let mut m = serde_json::Map::new();
+    m.insert("token".into(), "t".into());
+    client.insert_auth_fields(&mut m, None);
+    let data = serde_json::Value::Object(m);
+    let client_pub_b64 = client.public_key_b64u();
+    let client_pub = sealcast::crypto::b64::decode(&client_pub_b64).unwrap();
+    let s_secret = EcSecretKey::generate().unwrap();
+
+    let mut g = c.benchmark_group("handshake");
+    g.bench_function("server_full", |b| {
+        b.iter(|| {
+            let req = HandshakeRequest::from_auth_data(black_box(&data))
+                .unwrap()
+                .unwrap();
+            black_box(server_handshake(&keys, &req, "c-0001", "u-42").unwrap());
+        })
+    });
+    // The same work done with the bare primitives: parse e_c, keygen e_s, salt, 2 ECDH,
+    // 2 initial HKDFs + key/iv for both directions, 2 AES key setups, the confirm tag.
+    g.bench_function("bare_primitives", |b| {
+        b.iter(|| {
+            let e_c = EcPublicKey::from_sec1_uncompressed(black_box(&client_pub)).unwrap();
+            let e_s = EcSecretKey::generate().unwrap();
+            let mut salt = [0u8; 32];
+            random_bytes(&mut salt).unwrap();
+            let e_s_pub = e_s.public_key();
+            let th = sha256(&[
+                PROTO,
+                &[0u8; 8],
+                &client_pub,
+                e_c.as_sec1(),
+                e_s_pub.as_sec1(),
+                &salt,
+                b"c-0001u-42",
+                &[0u8; 16],
+            ]);
+            let ee = e_s.diffie_hellman(&e_c);
+            let es = s_secret.diffie_hellman(&e_c);
+            let mut ikm = [0u8; 64];
+            ikm[..32].copy_from_slice(&*ee);
+            ikm[32..].copy_from_slice(&*es);
+            let mut ts = [[0u8; 32]; 2];
+            for (t, l) in ts.iter_mut().zip([&b"wsenc/1 c2s"[..], b"wsenc/1 s2c"]) {
+                hkdf_sha256(&salt, &ikm, &[l, &th], t).unwrap();
+            }
+            let mut keys = Vec::with_capacity(2);
+            let mut iv = [0u8; 12];
+            for t in &ts {
+                let mut k = [0u8; 32];
+                hkdf_sha256(&[], t, &[b"wsenc/1 key"], &mut k).unwrap();
+                hkdf_sha256(&[], t, &[b"wsenc/1 iv"], &mut iv).unwrap();
+                keys.push(AeadKey::new(&k));
+            }
+            let tag = keys[1]
+                .seal_in_place(&nonce(&iv, 0), &aad(Direction::S2c, &th, 0, 0), &mut [])
+                .unwrap();
+            black_box((e_s_pub, tag));
+        })
+    });
+    g.bench_function("p256_keygen", |b| {
+        b.iter(|| black_box(EcSecretKey::generate().unwrap().public_key()))
+    });
+    let e_c = EcPublicKey::from_sec1_uncompressed(&client_pub).unwrap();
+    g.bench_function("p256_ecdh", |b| {
+        b.iter(|| black_box(s_secret.diffie_hellman(black_box(&e_c))))
+    });
+    g.bench_function("p256_parse_public", |b| {
+        b.iter(|| black_box(EcPublicKey::from_sec1_uncompressed(black_box(&client_pub)).unwrap()))
+    });
+    g.bench_function("hkdf_sha256_32B", |b| {
+        let mut out = [0u8; 32];
+        b.iter(|| {
+            hkdf_sha256(
+                black_box(&[1u8; 32]),
+                &[2u8; 64],
+                &[b"wsenc/1 c2s", &[3u8; 32]],
+                &mut out,
+            )
+            .unwrap();
+            black_box(&out);
+        })
+    });
+    g.bench_function("aes256gcm_key_setup", |b| {
+        b.iter(|| black_box(AeadKey::new(black_box(&[7u8; 32]))))
+    });
+    g.bench_function("client_finish", |b| {
+        let pin = keys.current().pinned();
+        b.iter_batched(
+            || {
+                let client = ClientHandshake::new().unwrap();
+                let mut m = serde_json::Map::new();
+                client.insert_auth_fields(&mut m, None);
+                let req = HandshakeRequest::from_auth_data(&serde_json::Value::Object(m))
+                    .unwrap()
+                    .unwrap();
+                let (hello, _, _) = server_handshake(&keys, &req, "c", "u").unwrap();
+                (client, hello)
+            },
+            |(client, hello)| {
+                black_box(
+                    client
+                        .finish(std::slice::from_ref(&pin), &hello, "c", "u")
+                        .unwrap(),
+                )
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = records, handshake
+}
+criterion_main!(benches);

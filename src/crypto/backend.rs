@@ -1,0 +1,301 @@
+//! The primitive seam: P-256 ECDH, HKDF-SHA-256, SHA-256 and AES-256-GCM.
+//!
+//! Everything above this module only exchanges byte arrays with it, so a faster backend can be
+//! slotted in behind a feature later. Current backend: RustCrypto `p256` 0.13, `hkdf` 0.12 /
+//! `sha2` 0.10 and `aes-gcm` 0.11 (see `docs/crypto-backend.md`).
+//!
+//! This module is public only so that test vectors and benchmarks can reach the primitives;
+//! applications should use the handshake and record types instead.
+
+use std::fmt;
+
+use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+use hkdf::Hkdf;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// AES-256 key length.
+pub const KEY_LEN: usize = 32;
+/// AES-GCM nonce length.
+pub const NONCE_LEN: usize = 12;
+/// AES-GCM tag length.
+pub const TAG_LEN: usize = 16;
+/// Length of an uncompressed SEC1 P-256 point.
+pub const PUBLIC_KEY_LEN: usize = 65;
+/// Length of an ECDH shared secret (x-coordinate).
+pub const SHARED_SECRET_LEN: usize = 32;
+/// Length of a P-256 scalar.
+pub const SCALAR_LEN: usize = 32;
+
+/// AEAD failure (authentication, or a length limit). Carries no data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("AEAD operation failed")]
+pub struct AeadError;
+
+/// HKDF output length out of range (more than 255 × 32 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("HKDF output length invalid")]
+pub struct HkdfLengthError;
+
+/// The OS random number generator failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("OS random number generator failed")]
+pub struct RngError;
+
+/// A public key that is not an uncompressed, on-curve, non-identity P-256 point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid P-256 public key")]
+pub struct InvalidPublicKey;
+
+/// A private scalar that is not in `[1, n-1]` or not 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid P-256 private scalar")]
+pub struct InvalidSecretKey;
+
+/// An AES-256-GCM key schedule, constructed once per traffic key and reused for every record.
+/// Zeroized on drop (`aes-gcm` `zeroize` feature).
+pub struct AeadKey {
+    cipher: Aes256Gcm,
+}
+
+impl AeadKey {
+    /// Expands an AES-256-GCM key.
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
+        Self {
+            cipher: Aes256Gcm::new(key.into()),
+        }
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], AeadError> {
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(nonce.into(), aad, buf.into())
+            .map_err(|_| AeadError)?;
+        Ok(tag.into())
+    }
+
+    /// Decrypts `buf` in place after verifying `tag`. On failure `buf` holds no plaintext
+    /// that may be used (the caller discards it).
+    pub fn open_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), AeadError> {
+        self.cipher
+            .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
+            .map_err(|_| AeadError)
+    }
+}
+
+impl fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AeadKey([redacted])")
+    }
+}
+
+/// `HKDF-SHA-256(salt, ikm, info_0 ‖ info_1 ‖ …, okm.len())`. An empty salt is 32 zero bytes
+/// (RFC 5869 §2.2; HMAC pads keys with zeros, so both are the same).
+pub fn hkdf_sha256(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[&[u8]],
+    okm: &mut [u8],
+) -> Result<(), HkdfLengthError> {
+    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
+    hk.expand_multi_info(info, okm).map_err(|_| HkdfLengthError)
+}
+
+/// SHA-256 over the concatenation of `parts`.
+pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Fills `out` from the OS CSPRNG.
+pub fn random_bytes(out: &mut [u8]) -> Result<(), RngError> {
+    rand::rngs::OsRng.try_fill_bytes(out).map_err(|_| RngError)
+}
+
+/// A validated P-256 public key (uncompressed SEC1 form kept alongside).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EcPublicKey {
+    key: p256::PublicKey,
+    sec1: [u8; PUBLIC_KEY_LEN],
+}
+
+impl EcPublicKey {
+    /// Strict parse (wsenc/1 §1): exactly 65 bytes, first byte `0x04`, on the curve, not the
+    /// identity, canonical coordinates. Compressed and hybrid encodings are rejected.
+    pub fn from_sec1_uncompressed(bytes: &[u8]) -> Result<Self, InvalidPublicKey> {
+        let sec1: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|_| InvalidPublicKey)?;
+        if sec1.first() != Some(&0x04) {
+            return Err(InvalidPublicKey);
+        }
+        let key = p256::PublicKey::from_sec1_bytes(&sec1).map_err(|_| InvalidPublicKey)?;
+        Ok(Self { key, sec1 })
+    }
+
+    /// The 65-byte uncompressed SEC1 encoding.
+    pub fn to_sec1(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.sec1
+    }
+
+    /// Borrow the 65-byte uncompressed SEC1 encoding.
+    pub fn as_sec1(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.sec1
+    }
+
+    fn from_p256(key: p256::PublicKey) -> Self {
+        let mut sec1 = [0u8; PUBLIC_KEY_LEN];
+        let ep = key.to_encoded_point(false);
+        // An uncompressed encoding of a valid public key is always 65 bytes.
+        sec1.iter_mut()
+            .zip(ep.as_bytes())
+            .for_each(|(d, s)| *d = *s);
+        Self { key, sec1 }
+    }
+}
+
+impl fmt::Debug for EcPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Public, but keep logs small and uniform.
+        f.write_str("EcPublicKey(P-256)")
+    }
+}
+
+/// A P-256 private scalar. Zeroized on drop; `Debug` is redacted.
+pub struct EcSecretKey {
+    key: p256::SecretKey,
+}
+
+impl EcSecretKey {
+    /// Generates a fresh key from the OS CSPRNG (rejection sampling; never panics).
+    pub fn generate() -> Result<Self, RngError> {
+        // The probability of a 32-byte string not being in [1, n-1] is about 2^-32; bound the loop.
+        for _ in 0..64 {
+            let mut bytes = Zeroizing::new([0u8; SCALAR_LEN]);
+            random_bytes(bytes.as_mut_slice())?;
+            if let Ok(k) = Self::from_scalar_bytes(bytes.as_slice()) {
+                return Ok(k);
+            }
+        }
+        Err(RngError)
+    }
+
+    /// From a big-endian 32-byte scalar in `[1, n-1]`.
+    pub fn from_scalar_bytes(bytes: &[u8]) -> Result<Self, InvalidSecretKey> {
+        if bytes.len() != SCALAR_LEN {
+            return Err(InvalidSecretKey);
+        }
+        let key = p256::SecretKey::from_slice(bytes).map_err(|_| InvalidSecretKey)?;
+        Ok(Self { key })
+    }
+
+    /// The matching public key (one base-point multiplication).
+    pub fn public_key(&self) -> EcPublicKey {
+        EcPublicKey::from_p256(self.key.public_key())
+    }
+
+    /// `ECDH(self, peer)`: the 32-byte x-coordinate of the shared point.
+    pub fn diffie_hellman(&self, peer: &EcPublicKey) -> Zeroizing<[u8; SHARED_SECRET_LEN]> {
+        let scalar = Zeroizing::new(self.key.to_nonzero_scalar());
+        let shared = p256::ecdh::diffie_hellman(&*scalar, peer.key.as_affine());
+        let mut out = Zeroizing::new([0u8; SHARED_SECRET_LEN]);
+        out.iter_mut()
+            .zip(shared.raw_secret_bytes().iter())
+            .for_each(|(d, s)| *d = *s);
+        out
+    }
+
+    /// PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), LF line endings.
+    pub(crate) fn to_pkcs8_pem(&self) -> Option<Zeroizing<String>> {
+        use p256::pkcs8::{EncodePrivateKey, LineEnding};
+        self.key.to_pkcs8_pem(LineEnding::LF).ok()
+    }
+
+    /// From PKCS#8 PEM.
+    pub(crate) fn from_pkcs8_pem(pem: &str) -> Option<Self> {
+        use p256::pkcs8::DecodePrivateKey;
+        p256::SecretKey::from_pkcs8_pem(pem)
+            .ok()
+            .map(|key| Self { key })
+    }
+}
+
+impl fmt::Debug for EcSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EcSecretKey([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_public_key_parse() {
+        let sk = EcSecretKey::generate().unwrap();
+        let pk = sk.public_key();
+        let sec1 = pk.to_sec1();
+        assert_eq!(sec1[0], 4);
+        assert!(EcPublicKey::from_sec1_uncompressed(&sec1).is_ok());
+        // compressed form of the same point is rejected
+        let compressed = sk.key.public_key().to_encoded_point(true);
+        assert_eq!(compressed.as_bytes().len(), 33);
+        assert!(p256::PublicKey::from_sec1_bytes(compressed.as_bytes()).is_ok());
+        assert!(EcPublicKey::from_sec1_uncompressed(compressed.as_bytes()).is_err());
+        // identity, wrong lengths, wrong prefix, off-curve
+        assert!(EcPublicKey::from_sec1_uncompressed(&[0u8]).is_err());
+        assert!(EcPublicKey::from_sec1_uncompressed(&[]).is_err());
+        assert!(EcPublicKey::from_sec1_uncompressed(&[0u8; 65]).is_err());
+        assert!(EcPublicKey::from_sec1_uncompressed(&sec1[..64]).is_err());
+        let mut hybrid = sec1;
+        hybrid[0] = 0x06 | (sec1[64] & 1);
+        assert!(EcPublicKey::from_sec1_uncompressed(&hybrid).is_err());
+        let mut off = sec1;
+        off[64] ^= 1;
+        assert!(EcPublicKey::from_sec1_uncompressed(&off).is_err());
+        let mut long = sec1.to_vec();
+        long.push(0);
+        assert!(EcPublicKey::from_sec1_uncompressed(&long).is_err());
+    }
+
+    #[test]
+    fn scalar_range() {
+        assert!(EcSecretKey::from_scalar_bytes(&[0u8; 32]).is_err());
+        assert!(EcSecretKey::from_scalar_bytes(&[0xffu8; 32]).is_err());
+        assert!(EcSecretKey::from_scalar_bytes(&[1u8; 31]).is_err());
+        assert!(EcSecretKey::from_scalar_bytes(&[1u8; 32]).is_ok());
+    }
+
+    #[test]
+    fn ecdh_agrees() {
+        let a = EcSecretKey::generate().unwrap();
+        let b = EcSecretKey::generate().unwrap();
+        assert_eq!(
+            *a.diffie_hellman(&b.public_key()),
+            *b.diffie_hellman(&a.public_key())
+        );
+    }
+
+    #[test]
+    fn debug_redacted() {
+        let a = EcSecretKey::generate().unwrap();
+        assert_eq!(format!("{a:?}"), "EcSecretKey([redacted])");
+        let k = AeadKey::new(&[9u8; 32]);
+        assert_eq!(format!("{k:?}"), "AeadKey([redacted])");
+    }
+}

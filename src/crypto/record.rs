@@ -1,0 +1,808 @@
+//! The record layer (wsenc/1 §6–§7): per-direction sealer and opener.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::num::NonZeroUsize;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use zeroize::Zeroizing;
+
+use super::b64;
+use super::backend::{AeadKey, NONCE_LEN, TAG_LEN};
+use super::schedule::{TrafficSecret, TH_LEN};
+use super::{
+    Direction, CLOSE_DECRYPTION_FAILED, CLOSE_ENCRYPTION_REQUIRED, CLOSE_KEY_EXHAUSTED,
+    MAX_RECORDS_PER_EPOCH,
+};
+
+/// Largest `seq` a JSON integer may carry on the wire (2^53 − 1).
+pub const MAX_WIRE_SEQ: u64 = (1 << 53) - 1;
+/// Length of the record AAD.
+pub const AAD_LEN: usize = 56;
+
+const AAD_LABEL: &[u8; 11] = b"wsenc/1 rec";
+/// The inner control message that ends an epoch.
+pub const KEY_UPDATE_MESSAGE: &[u8] = br#"{"event":"key_update","data":{}}"#;
+const KEY_UPDATE_EVENT: &str = "key_update";
+const RESERVED_INNER: [&str; 3] = ["authenticate", "connected", "encrypted"];
+
+const ENV_PREFIX: &[u8] = br#"{"event":"encrypted","data":{"seq":"#;
+const ENV_IV: &[u8] = br#","iv":""#;
+const ENV_CT: &[u8] = br#"","ct":""#;
+const ENV_SUFFIX: &[u8] = br#""}}"#;
+
+/// `nonce(d, n, seq) = iv_d_n XOR (0x00000000 ‖ u64be(seq))`.
+pub fn nonce(iv: &[u8; NONCE_LEN], seq: u64) -> [u8; NONCE_LEN] {
+    let mut n = *iv;
+    let s = seq.to_be_bytes();
+    for (b, x) in n.iter_mut().skip(4).zip(s.iter()) {
+        *b ^= x;
+    }
+    n
+}
+
+/// `AAD(d, n, seq) = "wsenc/1 rec" ‖ dir ‖ th ‖ u32be(n) ‖ u64be(seq)` (56 bytes, on the stack).
+pub fn aad(direction: Direction, th: &[u8; TH_LEN], epoch: u32, seq: u64) -> [u8; AAD_LEN] {
+    let mut a = [0u8; AAD_LEN];
+    let (label, rest) = a.split_at_mut(AAD_LABEL.len());
+    label.copy_from_slice(AAD_LABEL);
+    let (dir, rest) = rest.split_at_mut(1);
+    dir.copy_from_slice(&[direction.byte()]);
+    let (t, rest) = rest.split_at_mut(TH_LEN);
+    t.copy_from_slice(th);
+    let (e, s) = rest.split_at_mut(4);
+    e.copy_from_slice(&epoch.to_be_bytes());
+    s.copy_from_slice(&seq.to_be_bytes());
+    a
+}
+
+/// Keys of one direction and epoch: the traffic secret (kept until the ratchet), the expanded
+/// AES-GCM key schedule and the static IV.
+struct EpochKeys {
+    ts: TrafficSecret,
+    aead: AeadKey,
+    iv: Zeroizing<[u8; NONCE_LEN]>,
+}
+
+impl EpochKeys {
+    fn new(ts: TrafficSecret) -> Self {
+        let key = ts.key();
+        let aead = AeadKey::new(&key);
+        let iv = ts.iv();
+        Self { ts, aead, iv }
+    }
+
+    /// Switches to epoch n+1; `ts_n`, the old AES key and IV are erased when dropped here.
+    fn ratchet(&mut self) {
+        *self = Self::new(self.ts.next());
+    }
+}
+
+/// A bad record-layer configuration value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("epoch limit must be in 2..=2^20 and above the current sequence number")]
+pub struct InvalidEpochLimit;
+
+/// Why sealing failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The inner message is empty or ends in a 0x00 byte (which padding removal would strip).
+    #[error("inner message is empty or ends with a NUL byte")]
+    InvalidPlaintext,
+    /// The epoch counter would wrap: the session must be closed.
+    #[error("key exhausted: epoch counter would wrap")]
+    KeyExhausted,
+    /// The record is too large for AES-GCM or the address space.
+    #[error("record too large")]
+    TooLarge,
+}
+
+impl SealError {
+    /// The WebSocket close code for this failure.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            SealError::KeyExhausted => CLOSE_KEY_EXHAUSTED,
+            SealError::InvalidPlaintext | SealError::TooLarge => CLOSE_DECRYPTION_FAILED,
+        }
+    }
+}
+
+/// Why an inbound frame was rejected. Messages never include frame contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The frame is not an `encrypted` envelope at all (invalid JSON, another event, …): downgrade.
+    #[error("frame is not an encrypted envelope")]
+    NotEncrypted,
+    /// An `encrypted` envelope whose schema is not exact (extra field, non-integer `seq`, …).
+    #[error("malformed encrypted envelope")]
+    MalformedEnvelope,
+    /// `seq` is not the expected value: replay, reorder or deletion.
+    #[error("unexpected record sequence number")]
+    UnexpectedSeq,
+    /// `iv` or `ct` is not strict base64url.
+    #[error("invalid base64url in envelope")]
+    BadEncoding,
+    /// `iv` does not equal the nonce for this seq.
+    #[error("record nonce mismatch")]
+    NonceMismatch,
+    /// `ct` is shorter than the tag.
+    #[error("ciphertext too short")]
+    CiphertextTooShort,
+    /// AEAD authentication failed.
+    #[error("record authentication failed")]
+    AuthFailed,
+    /// The decrypted message is not a non-empty UTF-8 JSON object with a string `event`.
+    #[error("invalid inner message")]
+    InvalidInner,
+    /// The inner event is one that must never travel inside a record.
+    #[error("reserved event inside a record")]
+    ReservedInnerEvent,
+    /// `seq` reached the per-epoch limit, or the epoch counter would wrap.
+    #[error("key exhausted")]
+    KeyExhausted,
+    /// An earlier frame already failed; the session must be closed.
+    #[error("record layer already failed")]
+    Poisoned,
+}
+
+impl OpenError {
+    /// The WebSocket close code for this failure (4004 downgrade, 4005 record failure, 4006 limit).
+    pub fn close_code(&self) -> u16 {
+        match self {
+            OpenError::NotEncrypted => CLOSE_ENCRYPTION_REQUIRED,
+            OpenError::KeyExhausted => CLOSE_KEY_EXHAUSTED,
+            _ => CLOSE_DECRYPTION_FAILED,
+        }
+    }
+}
+
+fn check_limit(limit: u64, next_seq: u64) -> Result<(), InvalidEpochLimit> {
+    if (2..=MAX_RECORDS_PER_EPOCH).contains(&limit) && next_seq < limit {
+        Ok(())
+    } else {
+        Err(InvalidEpochLimit)
+    }
+}
+
+/// Seals outbound messages of one direction. Exactly one task must own it (it assigns `seq`).
+pub struct RecordSealer {
+    direction: Direction,
+    th: [u8; TH_LEN],
+    epoch: u32,
+    seq: u64,
+    keys: EpochKeys,
+    limit: u64,
+    pad_bucket: Option<NonZeroUsize>,
+    scratch: Vec<u8>,
+}
+
+impl RecordSealer {
+    /// A sealer for `direction` starting at epoch 0 and `first_seq` (0 for c2s, 1 for s2c).
+    /// Normally obtained from the handshake.
+    pub fn new(direction: Direction, ts0: TrafficSecret, th: [u8; TH_LEN], first_seq: u64) -> Self {
+        Self {
+            direction,
+            th,
+            epoch: 0,
+            seq: first_seq,
+            keys: EpochKeys::new(ts0),
+            limit: MAX_RECORDS_PER_EPOCH,
+            pad_bucket: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Lowers the per-epoch record limit (`2..=2^20`, above the next seq); for tests.
+    pub fn set_epoch_limit(&mut self, limit: u64) -> Result<(), InvalidEpochLimit> {
+        check_limit(limit, self.seq)?;
+        self.limit = limit;
+        Ok(())
+    }
+
+    /// Pads every plaintext with zeros to a multiple of `bucket` bytes (`None`: no padding).
+    pub fn set_padding(&mut self, bucket: Option<NonZeroUsize>) {
+        self.pad_bucket = bucket;
+    }
+
+    /// Current epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The seq the next record will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Seals one inner message (UTF-8 JSON `{"event":..,"data":..}`; the caller guarantees it is a
+    /// valid, non-reserved application message) into `encrypted` frames appended to `out`. When the
+    /// epoch is about to run out it first emits the `key_update` record as the last of the epoch
+    /// and ratchets, so one call may append 2 frames.
+    pub fn seal(&mut self, inner: &[u8], out: &mut Vec<Bytes>) -> Result<(), SealError> {
+        if inner.last().is_none_or(|b| *b == 0) {
+            return Err(SealError::InvalidPlaintext);
+        }
+        if self.seq.saturating_add(1) >= self.limit {
+            self.key_update(out)?;
+        }
+        let frame = self.seal_record(inner, self.pad_bucket)?;
+        out.push(frame);
+        Ok(())
+    }
+
+    /// Emits a `key_update` record now and switches to the next epoch.
+    pub fn request_key_update(&mut self, out: &mut Vec<Bytes>) -> Result<(), SealError> {
+        self.key_update(out)
+    }
+
+    /// `confirm`: the bare tag of the empty plaintext at s2c epoch 0 seq 0; advances to seq 1.
+    pub(crate) fn seal_confirm(&mut self) -> [u8; TAG_LEN] {
+        let nonce = nonce(&self.keys.iv, self.seq);
+        let aad = aad(self.direction, &self.th, self.epoch, self.seq);
+        let tag = self
+            .keys
+            .aead
+            .seal_in_place(&nonce, &aad, &mut [])
+            .unwrap_or([0u8; TAG_LEN]);
+        self.seq += 1;
+        tag
+    }
+
+    fn key_update(&mut self, out: &mut Vec<Bytes>) -> Result<(), SealError> {
+        let next_epoch = self.epoch.checked_add(1).ok_or(SealError::KeyExhausted)?;
+        let frame = self.seal_record(KEY_UPDATE_MESSAGE, self.pad_bucket)?;
+        out.push(frame);
+        self.keys.ratchet();
+        self.epoch = next_epoch;
+        self.seq = 0;
+        Ok(())
+    }
+
+    fn seal_record(&mut self, inner: &[u8], pad: Option<NonZeroUsize>) -> Result<Bytes, SealError> {
+        if self.seq >= self.limit {
+            return Err(SealError::KeyExhausted);
+        }
+        let pt_len = match pad {
+            None => inner.len(),
+            Some(b) => inner
+                .len()
+                .div_ceil(b.get())
+                .checked_mul(b.get())
+                .ok_or(SealError::TooLarge)?,
+        };
+        let ct_len = pt_len.checked_add(TAG_LEN).ok_or(SealError::TooLarge)?;
+        if ct_len > usize::MAX / 2 {
+            return Err(SealError::TooLarge);
+        }
+        // Reserve first so the plaintext is never left behind in a reallocated buffer.
+        self.scratch.clear();
+        self.scratch.reserve(ct_len);
+        self.scratch.extend_from_slice(inner);
+        self.scratch.resize(pt_len, 0);
+
+        let nonce = nonce(&self.keys.iv, self.seq);
+        let aad = aad(self.direction, &self.th, self.epoch, self.seq);
+        let tag = self
+            .keys
+            .aead
+            .seal_in_place(&nonce, &aad, &mut self.scratch)
+            .map_err(|_| SealError::TooLarge)?;
+        self.scratch.extend_from_slice(&tag);
+
+        let mut seq_buf = itoa::Buffer::new();
+        let seq_str = seq_buf.format(self.seq).as_bytes();
+        let iv_len = b64::encoded_len(NONCE_LEN);
+        let ct_b64_len = b64::encoded_len(ct_len);
+        let total = ENV_PREFIX.len()
+            + seq_str.len()
+            + ENV_IV.len()
+            + iv_len
+            + ENV_CT.len()
+            + ct_b64_len
+            + ENV_SUFFIX.len();
+        let mut buf = Vec::with_capacity(total);
+        buf.extend_from_slice(ENV_PREFIX);
+        buf.extend_from_slice(seq_str);
+        buf.extend_from_slice(ENV_IV);
+        let start = buf.len();
+        buf.resize(start + iv_len, 0);
+        b64::encode_into(&nonce, buf.get_mut(start..).unwrap_or_default())
+            .map_err(|_| SealError::TooLarge)?;
+        buf.extend_from_slice(ENV_CT);
+        let start = buf.len();
+        buf.resize(start + ct_b64_len, 0);
+        b64::encode_into(&self.scratch, buf.get_mut(start..).unwrap_or_default())
+            .map_err(|_| SealError::TooLarge)?;
+        buf.extend_from_slice(ENV_SUFFIX);
+
+        self.seq += 1;
+        Ok(Bytes::from(buf))
+    }
+}
+
+impl fmt::Debug for RecordSealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordSealer")
+            .field("direction", &self.direction)
+            .field("epoch", &self.epoch)
+            .field("seq", &self.seq)
+            .field("keys", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEnvelope<'a> {
+    #[serde(borrow)]
+    event: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireData<'a> {
+    #[serde(borrow)]
+    seq: &'a RawValue,
+    #[serde(borrow)]
+    iv: &'a str,
+    #[serde(borrow)]
+    ct: &'a str,
+}
+
+#[derive(Deserialize)]
+struct InnerProbe<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+}
+
+fn starts_with_object(s: &[u8]) -> bool {
+    s.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
+}
+
+/// A JSON integer literal `0 | [1-9][0-9]*` in `0..=2^53-1`; no sign, fraction or exponent.
+fn parse_seq(raw: &str) -> Option<u64> {
+    let b = raw.as_bytes();
+    if b.is_empty() || b.len() > 16 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if b.len() > 1 && b.first() == Some(&b'0') {
+        return None;
+    }
+    raw.parse::<u64>().ok().filter(|v| *v <= MAX_WIRE_SEQ)
+}
+
+/// True if every byte is in the base64url alphabet. Branch-free so it vectorizes: a per-byte
+/// early-exit loop here cost more than the whole AEAD open of a 4 KiB record.
+fn all_b64url(s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| {
+        ok & ((b.wrapping_sub(b'A') < 26)
+            | (b.wrapping_sub(b'a') < 26)
+            | (b.wrapping_sub(b'0') < 10)
+            | (b == b'-')
+            | (b == b'_'))
+    })
+}
+
+/// Splits `s` at the next `"`; the content must be pure base64url (so it is a JSON string
+/// without escapes, exactly what the strict path would borrow).
+fn take_b64url(s: &[u8]) -> Option<(&str, &[u8])> {
+    let n = memchr::memchr(b'"', s)?;
+    let (content, rest) = s.split_at_checked(n)?;
+    if !all_b64url(content) {
+        return None;
+    }
+    Some((std::str::from_utf8(content).ok()?, rest))
+}
+
+/// Fast path for the canonical form (what our sealer and `JSON.stringify` emit):
+/// `{"event":"encrypted","data":{"seq":<digits>,"iv":"<b64url>","ct":"<b64url>"}}` with no
+/// whitespace. It only accepts frames that the strict serde path accepts with the same result;
+/// `None` means "use the strict path".
+fn parse_canonical(frame: &[u8]) -> Option<(u64, &str, &str)> {
+    let rest = frame.strip_prefix(ENV_PREFIX)?;
+    let n = rest.iter().position(|b| !b.is_ascii_digit())?;
+    let (digits, rest) = rest.split_at_checked(n)?;
+    let seq = parse_seq(std::str::from_utf8(digits).ok()?)?;
+    let rest = rest.strip_prefix(ENV_IV)?;
+    let (iv, rest) = take_b64url(rest)?;
+    let rest = rest.strip_prefix(ENV_CT)?;
+    let (ct, rest) = take_b64url(rest)?;
+    if rest != ENV_SUFFIX {
+        return None;
+    }
+    Some((seq, iv, ct))
+}
+
+/// The strictly parsed envelope: `(seq, iv, ct)`.
+fn parse_envelope(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
+    if let Some(parsed) = parse_canonical(frame) {
+        return Ok(parsed);
+    }
+    parse_envelope_strict(frame)
+}
+
+/// The general strict parser (any key order, JSON whitespace).
+fn parse_envelope_strict(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
+    let strict = || -> Option<(Option<u64>, &str, &str)> {
+        if !starts_with_object(frame) {
+            return None;
+        }
+        let env: WireEnvelope<'_> = serde_json::from_slice(frame).ok()?;
+        if env.event != "encrypted" || !starts_with_object(env.data.get().as_bytes()) {
+            return None;
+        }
+        let data: WireData<'_> = serde_json::from_str(env.data.get()).ok()?;
+        Some((parse_seq(data.seq.get()), data.iv, data.ct))
+    };
+    match strict() {
+        Some((Some(seq), iv, ct)) => Ok((seq, iv, ct)),
+        Some((None, _, _)) => Err(OpenError::MalformedEnvelope),
+        None => Err(classify_failure(frame)),
+    }
+}
+
+/// Slow path, only on failure: an object whose `event` is `"encrypted"` is a malformed envelope
+/// (4005); anything else is not an envelope at all (4004).
+fn classify_failure(frame: &[u8]) -> OpenError {
+    match serde_json::from_slice::<serde_json::Value>(frame) {
+        Ok(serde_json::Value::Object(m))
+            if m.get("event").and_then(|e| e.as_str()) == Some("encrypted") =>
+        {
+            OpenError::MalformedEnvelope
+        }
+        _ => OpenError::NotEncrypted,
+    }
+}
+
+/// What the inner message was.
+enum Inner {
+    Application,
+    KeyUpdate,
+}
+
+fn check_inner(pt: &[u8]) -> Result<Inner, OpenError> {
+    if pt.is_empty() || !starts_with_object(pt) {
+        return Err(OpenError::InvalidInner);
+    }
+    let s = std::str::from_utf8(pt).map_err(|_| OpenError::InvalidInner)?;
+    let probe: InnerProbe<'_> = serde_json::from_str(s).map_err(|_| OpenError::InvalidInner)?;
+    let event = probe.event.as_ref();
+    if event == KEY_UPDATE_EVENT {
+        Ok(Inner::KeyUpdate)
+    } else if RESERVED_INNER.contains(&event) {
+        Err(OpenError::ReservedInnerEvent)
+    } else {
+        Ok(Inner::Application)
+    }
+}
+
+/// Opens inbound records of one direction, enforcing order, limits and the inner schema.
+pub struct RecordOpener {
+    direction: Direction,
+    th: [u8; TH_LEN],
+    epoch: u32,
+    expected: u64,
+    keys: EpochKeys,
+    limit: u64,
+    poisoned: bool,
+}
+
+impl RecordOpener {
+    /// An opener for `direction` at epoch 0 expecting `first_seq` (0 for c2s, 1 for s2c).
+    /// Normally obtained from the handshake.
+    pub fn new(direction: Direction, ts0: TrafficSecret, th: [u8; TH_LEN], first_seq: u64) -> Self {
+        Self {
+            direction,
+            th,
+            epoch: 0,
+            expected: first_seq,
+            keys: EpochKeys::new(ts0),
+            limit: MAX_RECORDS_PER_EPOCH,
+            poisoned: false,
+        }
+    }
+
+    /// Lowers the per-epoch record limit (`2..=2^20`, above the expected seq); for tests.
+    pub fn set_epoch_limit(&mut self, limit: u64) -> Result<(), InvalidEpochLimit> {
+        check_limit(limit, self.expected)?;
+        self.limit = limit;
+        Ok(())
+    }
+
+    /// Current receive epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The seq the next record must carry.
+    pub fn expected_seq(&self) -> u64 {
+        self.expected
+    }
+
+    /// Opens one whole inbound text frame. Returns `Ok(Some(inner))` with the inner JSON message
+    /// (padding stripped, validated as a JSON object with a string, non-reserved `event`), or
+    /// `Ok(None)` when the record was a `key_update` (consumed: the receive keys switched).
+    /// After any error the opener stays failed and the connection must be closed with
+    /// [`OpenError::close_code`].
+    pub fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, OpenError> {
+        if self.poisoned {
+            return Err(OpenError::Poisoned);
+        }
+        let r = self.open_inner(frame);
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// Verifies `confirm` (empty plaintext at the expected seq, normally s2c epoch 0 seq 0) and
+    /// advances to the next seq.
+    pub(crate) fn verify_confirm(&mut self, tag: &[u8; TAG_LEN]) -> Result<(), OpenError> {
+        let nonce = nonce(&self.keys.iv, self.expected);
+        let aad = aad(self.direction, &self.th, self.epoch, self.expected);
+        if let Err(e) = self.keys.aead.open_in_place(&nonce, &aad, &mut [], tag) {
+            let _ = e;
+            self.poisoned = true;
+            return Err(OpenError::AuthFailed);
+        }
+        self.expected += 1;
+        Ok(())
+    }
+
+    fn open_inner(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, OpenError> {
+        // 1. exact schema
+        let (seq, iv_b64, ct_b64) = parse_envelope(frame)?;
+        // 2. seq == expected (a seq at or past the epoch limit is 4006)
+        if seq >= self.limit {
+            return Err(OpenError::KeyExhausted);
+        }
+        if seq != self.expected {
+            return Err(OpenError::UnexpectedSeq);
+        }
+        // 3. iv == nonce, strict base64url, len(ct) >= 16
+        let iv: [u8; NONCE_LEN] = b64::decode_array(iv_b64).map_err(|_| OpenError::BadEncoding)?;
+        let nonce = nonce(&self.keys.iv, seq);
+        if iv != nonce {
+            return Err(OpenError::NonceMismatch);
+        }
+        let mut buf = b64::decode(ct_b64).map_err(|_| OpenError::BadEncoding)?;
+        let body_len = buf
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(OpenError::CiphertextTooShort)?;
+        // 4. AEAD open
+        let (body, tag) = buf
+            .split_at_mut_checked(body_len)
+            .ok_or(OpenError::CiphertextTooShort)?;
+        let tag: [u8; TAG_LEN] = (&*tag)
+            .try_into()
+            .map_err(|_| OpenError::CiphertextTooShort)?;
+        let aad = aad(self.direction, &self.th, self.epoch, seq);
+        self.keys
+            .aead
+            .open_in_place(&nonce, &aad, body, &tag)
+            .map_err(|_| OpenError::AuthFailed)?;
+        // 5. strip padding, validate the inner message
+        let end = body.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        buf.truncate(end);
+        let kind = check_inner(&buf)?;
+        // 6. advance
+        match kind {
+            Inner::KeyUpdate => {
+                let next_epoch = self.epoch.checked_add(1).ok_or(OpenError::KeyExhausted)?;
+                self.keys.ratchet();
+                self.epoch = next_epoch;
+                self.expected = 0;
+                Ok(None)
+            }
+            Inner::Application => {
+                // The last slot of an epoch is reserved for key_update.
+                if seq.saturating_add(1) >= self.limit {
+                    return Err(OpenError::KeyExhausted);
+                }
+                self.expected = seq + 1;
+                Ok(Some(buf))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RecordOpener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordOpener")
+            .field("direction", &self.direction)
+            .field("epoch", &self.epoch)
+            .field("expected_seq", &self.expected)
+            .field("keys", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_literal_forms() {
+        assert_eq!(parse_seq("0"), Some(0));
+        assert_eq!(parse_seq("1"), Some(1));
+        assert_eq!(parse_seq("9007199254740991"), Some(MAX_WIRE_SEQ));
+        for bad in [
+            "9007199254740992",
+            "1.0",
+            "1e0",
+            "\"1\"",
+            "-1",
+            "-0",
+            "01",
+            "",
+            "+1",
+            "1 ",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_seq(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn canonical_fast_path_agrees_with_strict_path() {
+        let mut sealer = RecordSealer::new(
+            Direction::C2s,
+            TrafficSecret::from_bytes(&[1; 32]),
+            [2; 32],
+            0,
+        );
+        let mut out = Vec::new();
+        for len in [1usize, 2, 3, 100] {
+            let m = format!(r#"{{"event":"x","data":"{}"}}"#, "y".repeat(len));
+            sealer.seal(m.as_bytes(), &mut out).unwrap();
+        }
+        let mut frames: Vec<Vec<u8>> = out.iter().map(|b| b.to_vec()).collect();
+        let f = frames[0].clone();
+        let s = String::from_utf8(f.clone()).unwrap();
+        for (from, to) in [
+            ("\"seq\":0", "\"seq\":9007199254740991"),
+            ("\"seq\":0", "\"seq\":9007199254740992"),
+            ("\"seq\":0", "\"seq\":01"),
+            ("\"seq\":0", "\"seq\":"),
+            ("\"seq\":0", "\"seq\":0.0"),
+            ("\"iv\":\"", "\"iv\":\"+"),
+            ("\"iv\":\"", "\"iv\":\"\\u0041"),
+            ("\"ct\":\"", "\"ct\":\"="),
+            ("\"ct\":\"", "\"ct\":\"\u{1}"),
+            ("}}", "} }"),
+            ("}}", "}},"),
+            ("}}", "}}}"),
+            ("{\"event", "{ \"event"),
+        ] {
+            frames.push(s.replacen(from, to, 1).into_bytes());
+        }
+        let mut with_space = f.clone();
+        with_space.push(b' ');
+        frames.push(with_space);
+        let mut fast_hits = 0;
+        for fr in &frames {
+            if let Some(fast) = parse_canonical(fr) {
+                fast_hits += 1;
+                assert_eq!(
+                    Ok(fast),
+                    parse_envelope_strict(fr),
+                    "{}",
+                    String::from_utf8_lossy(fr)
+                );
+            }
+            // the public entry point always agrees with the strict parser
+            assert_eq!(parse_envelope(fr), parse_envelope_strict(fr));
+        }
+        assert!(fast_hits >= 5);
+    }
+
+    /// Mutated frames: the fast path never disagrees with the strict parser, nothing panics.
+    #[test]
+    fn mutated_frames_fast_path_equivalence() {
+        let mut sealer = RecordSealer::new(
+            Direction::C2s,
+            TrafficSecret::from_bytes(&[1; 32]),
+            [2; 32],
+            0,
+        );
+        let mut out = Vec::new();
+        sealer.seal(br#"{"event":"x","data":1}"#, &mut out).unwrap();
+        let base = out[0].to_vec();
+        let alphabet = b"{}[]\":,0123456789-_+/=. eAzZ\\u\x00\xff";
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut rnd = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut f = base.clone();
+            for _ in 0..1 + rnd(3) {
+                let i = rnd(f.len() + 1);
+                match rnd(5) {
+                    0 if i < f.len() => f[i] = alphabet[rnd(alphabet.len())],
+                    1 => f.insert(i, alphabet[rnd(alphabet.len())]),
+                    2 if i < f.len() => {
+                        f.remove(i);
+                    }
+                    3 => f.truncate(i),
+                    _ if i < f.len() => f[i] ^= 1 << rnd(8),
+                    _ => {}
+                }
+            }
+            let a = parse_envelope(&f);
+            let b = parse_envelope_strict(&f);
+            assert_eq!(a, b, "{}", String::from_utf8_lossy(&f));
+        }
+    }
+
+    #[test]
+    fn epoch_wrap_is_key_exhausted() {
+        let ts = || TrafficSecret::from_bytes(&[9; 32]);
+        let mut s = RecordSealer::new(Direction::S2c, ts(), [8; 32], 0);
+        s.epoch = u32::MAX;
+        let mut out = Vec::new();
+        assert_eq!(s.request_key_update(&mut out), Err(SealError::KeyExhausted));
+        assert!(out.is_empty(), "no key_update record may be emitted");
+        s.set_epoch_limit(2).unwrap();
+        // seq 0 is fine; seq 1 is the last slot and needs a key_update that cannot happen
+        s.seal(b"{}", &mut out).unwrap();
+        out.clear();
+        assert_eq!(s.seal(b"{}", &mut out), Err(SealError::KeyExhausted));
+        assert!(out.is_empty());
+        assert_eq!(s.next_seq(), 1);
+        s.seq = 0;
+        // a key_update received in the last epoch closes 4006
+        let frame = s.seal_record(KEY_UPDATE_MESSAGE, None).unwrap();
+        let mut o = RecordOpener::new(Direction::S2c, ts(), [8; 32], 0);
+        o.epoch = u32::MAX;
+        let e = o.open(&frame).unwrap_err();
+        assert_eq!(e, OpenError::KeyExhausted);
+        assert_eq!(e.close_code(), 4006);
+    }
+
+    #[test]
+    fn aad_layout() {
+        let th = [0x11u8; 32];
+        let a = aad(Direction::S2c, &th, 0x01020304, 0x0506070809);
+        assert_eq!(&a[..11], b"wsenc/1 rec");
+        assert_eq!(a[11], 2);
+        assert_eq!(&a[12..44], &th);
+        assert_eq!(&a[44..48], &[1, 2, 3, 4]);
+        assert_eq!(&a[48..56], &[0, 0, 0, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn nonce_xor() {
+        let iv = [0xffu8; 12];
+        let n = nonce(&iv, 1);
+        assert_eq!(n[..11], [0xff; 11]);
+        assert_eq!(n[11], 0xfe);
+        assert_eq!(nonce(&iv, 0), iv);
+        assert_eq!(nonce(&[0; 12], u64::MAX)[..4], [0; 4]);
+    }
+
+    #[test]
+    fn envelope_written_directly_parses_strictly() {
+        let mut s = RecordSealer::new(
+            Direction::C2s,
+            TrafficSecret::from_bytes(&[1; 32]),
+            [2; 32],
+            0,
+        );
+        let mut out = Vec::new();
+        s.seal(br#"{"event":"x","data":1}"#, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();
+        assert_eq!(v["event"], "encrypted");
+        assert_eq!(v["data"]["seq"], 0);
+        assert!(parse_envelope(&out[0]).is_ok());
+    }
+}
