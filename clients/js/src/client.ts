@@ -508,7 +508,7 @@ export class SealcastClient {
     const ws = a.ws;
     ws.onopen = null;
     ws.onmessage = null;
-    ws.onerror = null;
+    ws.onerror = () => undefined; // some implementations throw on an unhandled error event
     ws.onclose = null;
     try {
       if (ws.readyState <= OPEN) {

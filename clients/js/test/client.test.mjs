@@ -398,3 +398,38 @@ test("handshake timeout closes and (when enabled) retries", async () => {
   for (const c of wss.clients) c.terminate();
   await new Promise((r) => wss.close(r));
 });
+
+test("close() while the socket is still connecting / before the first attempt", async () => {
+  const srv = await fakeServer();
+  // immediately: before the first attempt even starts
+  const a = mk(srv);
+  const ca = once(a, "close");
+  a.close();
+  assert.equal((await ca).code, 1000);
+  assert.equal(a.state, "closed");
+  await assert.rejects(a.ready());
+  // while the WebSocket is CONNECTING
+  const b = mk(srv);
+  await waitFor(() => b.cur !== undefined || b["cur"] !== undefined, 2000).catch(() => {});
+  const cb = once(b, "close");
+  b.close();
+  assert.equal((await cb).willReconnect, false);
+  await sleep(50);
+  assert.equal(b.state, "closed");
+  await srv.close();
+});
+
+test("no reconnect attempts after close() during the backoff wait", async () => {
+  const srv = await fakeServer();
+  const client = mk(srv, { reconnect: { initialMs: 40, maxMs: 40 } });
+  await client.ready();
+  const closed = once(client, "close");
+  srv.conns[0].ws.close(1001);
+  await closed;
+  assert.equal(client.state, "reconnecting");
+  client.close();
+  await sleep(100);
+  assert.equal(srv.conns.length, 1);
+  assert.equal(client.state, "closed");
+  await srv.close();
+});
