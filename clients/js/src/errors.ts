@@ -65,8 +65,7 @@ export type SealcastErrorCode =
   | "DECRYPTION_FAILED" // record-layer failure (wsenc/1 §6) -> close 4005
   | "KEY_EXHAUSTED" // seq / epoch limits -> close 4006
   | "NOT_CONNECTED" // send on a closed client
-  | "SERVER_ERROR" // {"event":"error"} from the server
-  | "CLOSED"; // the connection closed with a code
+  | "SERVER_ERROR"; // {"event":"error"} from the server
 
 /** The single error type thrown and emitted by this library. */
 export class SealcastError extends Error {
