@@ -563,6 +563,6 @@ export class SealcastClient {
 function serverError(data: unknown): SealcastError {
   const e = new SealcastError("SERVER_ERROR", "server error");
   const m = data && typeof data === "object" ? (data as { message?: unknown }).message : undefined;
-  (e as SealcastError & { serverMessage?: string }).serverMessage = typeof m === "string" ? m : undefined;
+  if (typeof m === "string") e.serverMessage = m;
   return e;
 }

@@ -75,6 +75,8 @@ export class SealcastError extends Error {
   readonly closeCode: number | undefined;
   /** Whether the client gives up (no reconnect) after this error. */
   readonly fatal: boolean;
+  /** For `SERVER_ERROR`: the server's `data.message`, if it sent one. */
+  serverMessage?: string;
 
   constructor(code: SealcastErrorCode, message: string, opts: { closeCode?: number; fatal?: boolean } = {}) {
     super(message);
