@@ -1,0 +1,568 @@
+/**
+ * The sealcast protocol client: authenticate, wsenc/1 handshake, encrypted
+ * records, heartbeat, key update, reconnect with backoff (always a fresh
+ * handshake), no plaintext fallback when encryption is required.
+ */
+
+import { CloseCode, FATAL_CLOSE_CODES, SealcastError, closeReason } from "./errors.js";
+import {
+  authenticateCrypto,
+  clientHandshake,
+  envelopeFrame,
+  generateEphemeral,
+  resolveServerKeys,
+  type EphemeralKeyPair,
+  type InnerMessage,
+  type ResolvedServerKey,
+  type ServerKey,
+  type Session,
+} from "./wsenc.js";
+
+/** The subset of the WHATWG WebSocket used here (browsers, Node ≥ 22, the `ws` package). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  binaryType?: string;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason?: string; wasClean?: boolean }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface ReconnectOptions {
+  /** First delay (default 500 ms); doubles per failed attempt, with jitter. */
+  initialMs?: number;
+  /** Upper bound of the delay (default 30 s). */
+  maxMs?: number;
+}
+
+export interface ConnectOptions {
+  /** `ws://host:port/ws` or `wss://…`. */
+  url: string;
+  /** Credential for the server's authenticator (sent as `data.token`). */
+  token?: string;
+  /** Extra fields for the authenticate `data` (custom authenticators). */
+  auth?: Record<string, unknown>;
+  /** Pinned server static keys (strongest option). */
+  serverKeys?: ServerKey[];
+  /**
+   * URL of `/.well-known/sealcast.json` to fetch the server keys from on every
+   * (re)connect. Only as trustworthy as the origin serving it; prefer `serverKeys`.
+   */
+  wellKnownUrl?: string;
+  /** Default true: encryption is mandatory, never falls back to plaintext. */
+  requireEncryption?: boolean;
+  /** Heartbeat period, default 30000 ms; 0 disables. */
+  heartbeatMs?: number;
+  /** Reconnect with exponential backoff (default on); `false` disables. */
+  reconnect?: ReconnectOptions | false;
+  /** WebSocket constructor override (Node < 22: `import { WebSocket } from "ws"`). */
+  WebSocket?: WebSocketConstructor;
+  /** Outbound records per epoch before a key update (default 2^20; tests use small values). */
+  maxRecordsPerEpoch?: number;
+  /** Pad outbound plaintexts to a multiple of this many bytes (default off). */
+  padBucket?: number;
+  /** Abort a connection attempt that has not completed the handshake in time (default 15000 ms). */
+  handshakeTimeoutMs?: number;
+  /** Maximum messages queued while not connected (default 1000). */
+  maxQueue?: number;
+  /** `fetch` override for `wellKnownUrl`. */
+  fetch?: (url: string, init?: unknown) => Promise<{ ok: boolean; status: number; json(): Promise<unknown> }>;
+}
+
+export interface ConnectedInfo {
+  /** Server-assigned connection id. */
+  id: string;
+  userId: string;
+  time: string;
+  encrypted: boolean;
+  /** kid of the server key that authenticated the session. */
+  kid?: string;
+}
+
+export interface CloseInfo {
+  code: number;
+  /** Fixed reason for the code (never echoes server input). */
+  reason: string;
+  /** True when the client will try again. */
+  willReconnect: boolean;
+  /** The client-side error that caused the close, if any. */
+  error?: SealcastError;
+}
+
+export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
+
+const LIFECYCLE = new Set(["connected", "close", "error", "message", "reconnecting"]);
+/** Events an application may not send itself. */
+const NOT_SENDABLE = new Set(["authenticate", "connected", "encrypted", "key_update"]);
+
+interface Queued {
+  msg: InnerMessage;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+type Listener = (...args: any[]) => void;
+
+interface Attempt {
+  ws: WebSocketLike;
+  phase: "opening" | "handshake" | "open" | "done";
+  session?: Session;
+  inbound: Promise<void>;
+  outbound: Promise<void>;
+  timers: ReturnType<typeof setTimeout>[];
+  heartbeat?: ReturnType<typeof setInterval>;
+}
+
+const OPEN = 1;
+
+/** Create a client and start connecting. Register listeners right away (events fire asynchronously). */
+export function connect(options: ConnectOptions): SealcastClient {
+  return new SealcastClient(options);
+}
+
+export class SealcastClient {
+  private readonly opts: ConnectOptions;
+  private readonly encrypt: boolean;
+  private readonly WS: WebSocketConstructor;
+  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly queue: Queued[] = [];
+  private readonly rooms = new Set<string>();
+  private pinned?: Promise<ResolvedServerKey[]>;
+  private cur?: Attempt;
+  private _state: ClientState = "connecting";
+  private _info?: ConnectedInfo;
+  private failures = 0;
+  private reconnectTimer?: ReturnType<typeof setTimeout>;
+  private readyWaiters: { resolve: (i: ConnectedInfo) => void; reject: (e: unknown) => void }[] = [];
+
+  constructor(options: ConnectOptions) {
+    if (!options || typeof options.url !== "string") {
+      throw new SealcastError("CONFIG", "url is required", { fatal: true });
+    }
+    if (options.token !== undefined && typeof options.token !== "string") {
+      throw new SealcastError("CONFIG", "token must be a string", { fatal: true });
+    }
+    this.opts = { ...options };
+    const requireEnc = options.requireEncryption ?? true;
+    const hasKeys = (options.serverKeys && options.serverKeys.length > 0) || typeof options.wellKnownUrl === "string";
+    if (requireEnc && !hasKeys) {
+      throw new SealcastError("CONFIG", "requireEncryption needs serverKeys or wellKnownUrl", { fatal: true });
+    }
+    // Keys given => always encrypted, strictly. requireEncryption=false only allows a key-less plaintext client.
+    this.encrypt = Boolean(hasKeys);
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (typeof WS !== "function") {
+      throw new SealcastError("CONFIG", "no WebSocket implementation: pass options.WebSocket", { fatal: true });
+    }
+    this.WS = WS;
+    if (options.serverKeys && options.serverKeys.length > 0) {
+      this.pinned = resolveServerKeys(options.serverKeys);
+      this.pinned.catch(() => undefined); // reported on first attempt
+    }
+    setTimeout(() => void this.attempt(), 0);
+  }
+
+  /** Current state. */
+  get state(): ClientState {
+    return this._state;
+  }
+
+  /** Info of the current session (undefined while not connected). */
+  get info(): ConnectedInfo | undefined {
+    return this._state === "open" ? this._info : undefined;
+  }
+
+  /**
+   * Subscribe. Lifecycle events: `connected` (info), `close` (CloseInfo),
+   * `error` (SealcastError), `reconnecting` ({attempt, delayMs}),
+   * `message` (event, data) for every application message. Any other name
+   * subscribes to application messages with that event name: fn(data, event).
+   */
+  on(event: "connected", fn: (info: ConnectedInfo) => void): this;
+  on(event: "close", fn: (info: CloseInfo) => void): this;
+  on(event: "error", fn: (err: SealcastError) => void): this;
+  on(event: "reconnecting", fn: (info: { attempt: number; delayMs: number }) => void): this;
+  on(event: "message", fn: (event: string, data: unknown) => void): this;
+  on(event: string, fn: (data: unknown, event: string) => void): this;
+  on(event: string, fn: Listener): this {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(fn);
+    return this;
+  }
+
+  off(event: string, fn: Listener): this {
+    this.listeners.get(event)?.delete(fn);
+    return this;
+  }
+
+  /** Resolves on the next (or current) `connected`; rejects if the client closes for good. */
+  ready(): Promise<ConnectedInfo> {
+    if (this._state === "open" && this._info) return Promise.resolve(this._info);
+    if (this._state === "closed") return Promise.reject(new SealcastError("NOT_CONNECTED", "client is closed"));
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  /** Send a custom event. Queued while (re)connecting; rejects once the client is closed. */
+  send(event: string, data?: unknown): Promise<void> {
+    if (typeof event !== "string" || event.length === 0 || NOT_SENDABLE.has(event)) {
+      return Promise.reject(new SealcastError("CONFIG", "event name not allowed"));
+    }
+    const msg: InnerMessage = data === undefined ? { event } : { event, data };
+    return this.enqueue(msg);
+  }
+
+  /** Publish to a room: `{"event":"publish","data":{"room","event","data"}}`. */
+  publish(room: string, event: string, data?: unknown): Promise<void> {
+    return this.enqueue({ event: "publish", data: { room, event, data: data ?? null } });
+  }
+
+  /** Join rooms; remembered and re-joined after a reconnect. */
+  join(rooms: string | string[]): Promise<void> {
+    const list = Array.isArray(rooms) ? rooms : [rooms];
+    for (const r of list) this.rooms.add(r);
+    return this.enqueue({ event: "join", data: { rooms: list } });
+  }
+
+  /** Leave rooms. */
+  leave(rooms: string | string[]): Promise<void> {
+    const list = Array.isArray(rooms) ? rooms : [rooms];
+    for (const r of list) this.rooms.delete(r);
+    return this.enqueue({ event: "leave", data: { rooms: list } });
+  }
+
+  /** Force an outbound key update now (encrypted sessions). */
+  async updateKeys(): Promise<void> {
+    const a = this.cur;
+    if (!a || a.phase !== "open" || !a.session) throw new SealcastError("NOT_CONNECTED", "not connected");
+    const session = a.session;
+    await this.write(a, async () => [envelopeFrame(await session.sealer.updateKeys())]);
+  }
+
+  /** Close for good (no reconnect). */
+  close(code: number = CloseCode.Normal): void {
+    if (this._state === "closed") return;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    const a = this.cur;
+    if (a && a.phase !== "done") {
+      this.finishAttempt(a, code, undefined, false);
+    } else {
+      this.finalClose({ code, reason: closeReason(code), willReconnect: false });
+    }
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private emit(event: string, ...args: unknown[]): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(...args);
+      } catch (e) {
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+  }
+
+  private enqueue(msg: InnerMessage): Promise<void> {
+    if (this._state === "closed") return Promise.reject(new SealcastError("NOT_CONNECTED", "client is closed"));
+    const a = this.cur;
+    if (this._state === "open" && a && a.phase === "open" && this.queue.length === 0) {
+      return this.sendNow(a, msg);
+    }
+    if (this.queue.length >= (this.opts.maxQueue ?? 1000)) {
+      return Promise.reject(new SealcastError("NOT_CONNECTED", "send queue full"));
+    }
+    return new Promise((resolve, reject) => this.queue.push({ msg, resolve, reject }));
+  }
+
+  private sendNow(a: Attempt, msg: InnerMessage): Promise<void> {
+    const session = a.session;
+    if (session) {
+      return this.write(a, async () => (await session.sealer.seal(msg)).map(envelopeFrame));
+    }
+    return this.write(a, async () => [JSON.stringify(msg)]);
+  }
+
+  /** Serialize producing and writing frames for one attempt (seq order == wire order). */
+  private write(a: Attempt, produce: () => Promise<string[]>): Promise<void> {
+    const p = a.outbound.then(async () => {
+      if (a.phase !== "open") throw new SealcastError("NOT_CONNECTED", "not connected");
+      let frames: string[];
+      try {
+        frames = await produce();
+      } catch (e) {
+        const err = e instanceof SealcastError ? e : new SealcastError("PROTOCOL", "failed to seal record");
+        this.fail(a, err);
+        throw err;
+      }
+      if (a.phase !== "open" || a.ws.readyState !== OPEN) throw new SealcastError("NOT_CONNECTED", "not connected");
+      for (const f of frames) a.ws.send(f);
+    });
+    a.outbound = p.catch(() => undefined);
+    return p;
+  }
+
+  private async keysForAttempt(): Promise<ResolvedServerKey[]> {
+    if (this.pinned) return this.pinned;
+    const f = this.opts.fetch ?? (globalThis as { fetch?: ConnectOptions["fetch"] }).fetch;
+    if (!f || !this.opts.wellKnownUrl) throw new SealcastError("CONFIG", "fetch is not available", { fatal: true });
+    let body: unknown;
+    try {
+      const res = await f(this.opts.wellKnownUrl, { cache: "no-store", credentials: "omit" });
+      if (!res.ok) throw new Error("status");
+      body = await res.json();
+    } catch {
+      throw new SealcastError("PROTOCOL", "could not fetch server keys");
+    }
+    const b = body as { protocol?: unknown; keys?: unknown };
+    if (!b || b.protocol !== "wsenc/1" || !Array.isArray(b.keys)) {
+      throw new SealcastError("PROTOCOL", "unexpected well-known document", { fatal: true });
+    }
+    return resolveServerKeys(b.keys as ServerKey[]);
+  }
+
+  private async attempt(): Promise<void> {
+    if (this._state === "closed") return;
+    let keys: ResolvedServerKey[] | undefined;
+    let ephemeral: EphemeralKeyPair | undefined;
+    try {
+      if (this.encrypt) {
+        keys = await this.keysForAttempt();
+        ephemeral = await generateEphemeral();
+      }
+    } catch (e) {
+      const err = e instanceof SealcastError ? e : new SealcastError("PROTOCOL", "connection setup failed");
+      this.emit("error", err);
+      this.afterClose({ code: CloseCode.Abnormal, reason: closeReason(CloseCode.Abnormal), willReconnect: false, error: err });
+      return;
+    }
+    if ((this._state as ClientState) === "closed") return;
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WS(this.opts.url);
+    } catch {
+      const err = new SealcastError("CONFIG", "invalid WebSocket URL", { fatal: true });
+      this.emit("error", err);
+      this.afterClose({ code: CloseCode.Abnormal, reason: closeReason(CloseCode.Abnormal), willReconnect: false, error: err });
+      return;
+    }
+    const a: Attempt = { ws, phase: "opening", inbound: Promise.resolve(), outbound: Promise.resolve(), timers: [] };
+    this.cur = a;
+    try {
+      ws.binaryType = "arraybuffer";
+    } catch {
+      /* ignore */
+    }
+    const hsTimeout = this.opts.handshakeTimeoutMs ?? 15000;
+    a.timers.push(
+      setTimeout(() => {
+        if (a.phase === "opening" || a.phase === "handshake") {
+          this.fail(a, new SealcastError("PROTOCOL", "handshake timeout", { closeCode: CloseCode.AuthenticationTimeout }));
+        }
+      }, hsTimeout),
+    );
+    ws.onopen = () => {
+      if (a.phase !== "opening") return;
+      a.phase = "handshake";
+      const data: Record<string, unknown> = { ...(this.opts.auth ?? {}) };
+      if (this.opts.token !== undefined) data["token"] = this.opts.token;
+      if (ephemeral && keys) Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
+      try {
+        ws.send(JSON.stringify({ event: "authenticate", data }));
+      } catch {
+        this.fail(a, new SealcastError("PROTOCOL", "send failed"));
+      }
+    };
+    ws.onmessage = (ev) => {
+      const raw = ev.data;
+      a.inbound = a.inbound.then(() => this.onFrame(a, raw, keys, ephemeral)).catch((e) => {
+        const err = e instanceof SealcastError ? e : new SealcastError("PROTOCOL", "message handling failed");
+        this.fail(a, err);
+      });
+    };
+    ws.onerror = () => {
+      /* a close event follows */
+    };
+    ws.onclose = (ev) => {
+      if (a.phase === "done") return;
+      const code = typeof ev?.code === "number" ? ev.code : CloseCode.Abnormal;
+      this.finishAttempt(a, code, undefined, true);
+    };
+  }
+
+  private async onFrame(
+    a: Attempt,
+    raw: unknown,
+    keys: ResolvedServerKey[] | undefined,
+    ephemeral: EphemeralKeyPair | undefined,
+  ): Promise<void> {
+    if (a.phase === "done") return;
+    if (a.phase === "open") {
+      if (a.session) {
+        const msg = await a.session.opener.openFrame(raw);
+        if (msg) this.dispatch(msg);
+        return;
+      }
+      if (typeof raw !== "string") return; // plaintext session: ignore binary frames
+      let msg: unknown;
+      try {
+        msg = JSON.parse(raw);
+      } catch {
+        return;
+      }
+      if (msg && typeof msg === "object" && typeof (msg as InnerMessage).event === "string") this.dispatch(msg as InnerMessage);
+      return;
+    }
+    if (a.phase !== "handshake") {
+      throw new SealcastError("PROTOCOL", "unexpected frame before open", { closeCode: CloseCode.ProtocolError });
+    }
+    // Handshake phase: the only plaintext frames are `connected` (or a server error before closing).
+    let msg: { event?: unknown; data?: unknown };
+    try {
+      if (typeof raw !== "string") throw new Error();
+      msg = JSON.parse(raw);
+      if (!msg || typeof msg !== "object" || Array.isArray(msg)) throw new Error();
+    } catch {
+      throw new SealcastError("PROTOCOL", "malformed handshake message", { closeCode: CloseCode.ProtocolError });
+    }
+    if (msg.event === "error") {
+      this.emit("error", serverError(msg.data));
+      return;
+    }
+    if (msg.event !== "connected" || !msg.data || typeof msg.data !== "object") {
+      throw new SealcastError("PROTOCOL", "unexpected handshake message", { closeCode: CloseCode.ProtocolError });
+    }
+    const d = msg.data as Record<string, unknown>;
+    let info: ConnectedInfo;
+    if (this.encrypt) {
+      // Never falls back: clientHandshake rejects a connected without crypto fields or with v != 1.
+      const session = await clientHandshake(ephemeral!, keys!, d, {
+        maxRecordsPerEpoch: this.opts.maxRecordsPerEpoch,
+        padBucket: this.opts.padBucket,
+      });
+      if (a.phase !== "handshake") {
+        session.destroy();
+        return;
+      }
+      a.session = session;
+      info = { id: session.connId, userId: session.userId, time: String(d["time"] ?? ""), encrypted: true, kid: session.kid };
+    } else {
+      if (typeof d["id"] !== "string") {
+        throw new SealcastError("PROTOCOL", "malformed connected message", { closeCode: CloseCode.ProtocolError });
+      }
+      info = { id: d["id"], userId: String(d["userId"] ?? ""), time: String(d["time"] ?? ""), encrypted: false };
+    }
+    for (const t of a.timers) clearTimeout(t);
+    a.timers = [];
+    a.phase = "open";
+    this._state = "open";
+    this._info = info;
+    this.failures = 0;
+    // Re-join remembered rooms, then flush the queue, in order.
+    if (this.rooms.size > 0) void this.sendNow(a, { event: "join", data: { rooms: [...this.rooms] } }).catch(() => undefined);
+    const q = this.queue.splice(0);
+    for (const item of q) this.sendNow(a, item.msg).then(item.resolve, item.reject);
+    const hb = this.opts.heartbeatMs ?? 30000;
+    if (hb > 0) {
+      a.heartbeat = setInterval(() => {
+        if (a.phase === "open") void this.sendNow(a, { event: "heartbeat" }).catch(() => undefined);
+      }, hb);
+    }
+    this.emit("connected", info);
+    for (const w of this.readyWaiters.splice(0)) w.resolve(info);
+  }
+
+  private dispatch(msg: InnerMessage): void {
+    if (msg.event === "error") {
+      this.emit("error", serverError(msg.data));
+      return;
+    }
+    if (msg.event === "heartbeat" || msg.event === "key_update") return;
+    this.emit("message", msg.event, msg.data);
+    if (!LIFECYCLE.has(msg.event)) this.emit(msg.event, msg.data, msg.event);
+  }
+
+  /** Client-side failure of an attempt: close the socket with the mapped code. */
+  private fail(a: Attempt, err: SealcastError): void {
+    if (a.phase === "done") return;
+    this.emit("error", err);
+    const code = err.closeCode ?? CloseCode.Normal;
+    this.finishAttempt(a, code, err, !err.fatal);
+  }
+
+  private finishAttempt(a: Attempt, code: number, err: SealcastError | undefined, mayReconnect: boolean): void {
+    if (a.phase === "done") return;
+    a.phase = "done";
+    for (const t of a.timers) clearTimeout(t);
+    if (a.heartbeat) clearInterval(a.heartbeat);
+    a.session?.destroy();
+    a.session = undefined;
+    const ws = a.ws;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onerror = () => undefined; // some implementations throw on an unhandled error event
+    ws.onclose = null;
+    try {
+      if (ws.readyState <= OPEN) {
+        // Browsers only allow 1000 and 3000–4999 from the client.
+        const sendCode = code === 1000 || (code >= 3000 && code <= 4999) ? code : 1000;
+        ws.close(sendCode, closeReason(sendCode));
+      }
+    } catch {
+      /* ignore */
+    }
+    if (this.cur === a) this.cur = undefined;
+    const fatal = !mayReconnect || FATAL_CLOSE_CODES.has(code) || (err?.fatal ?? false);
+    const info: CloseInfo = { code, reason: closeReason(code), willReconnect: false };
+    if (err) info.error = err;
+    this.afterClose(info, fatal);
+  }
+
+  private afterClose(info: CloseInfo, fatal = info.error?.fatal ?? false): void {
+    const rc = this.opts.reconnect;
+    const canReconnect = rc !== false && !fatal && this._state !== "closed";
+    if (!canReconnect) {
+      this.finalClose(info);
+      return;
+    }
+    this._state = "reconnecting";
+    info.willReconnect = true;
+    this.emit("close", info);
+    this.failures++;
+    const initial = (rc && rc.initialMs) ?? 500;
+    const max = (rc && rc.maxMs) ?? 30000;
+    const base = Math.min(max, initial * 2 ** Math.min(this.failures - 1, 30));
+    const delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
+    this.emit("reconnecting", { attempt: this.failures, delayMs });
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (this._state !== "reconnecting") return;
+      this._state = "connecting";
+      void this.attempt();
+    }, delayMs);
+  }
+
+  private finalClose(info: CloseInfo): void {
+    if (this._state === "closed") return;
+    this._state = "closed";
+    this.emit("close", info);
+    const err = new SealcastError("NOT_CONNECTED", "client is closed");
+    for (const q of this.queue.splice(0)) q.reject(err);
+    for (const w of this.readyWaiters.splice(0)) w.reject(info.error ?? err);
+  }
+}
+
+function serverError(data: unknown): SealcastError {
+  const e = new SealcastError("SERVER_ERROR", "server error");
+  const m = data && typeof data === "object" ? (data as { message?: unknown }).message : undefined;
+  if (typeof m === "string") e.serverMessage = m;
+  return e;
+}

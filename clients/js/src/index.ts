@@ -1,0 +1,15 @@
+export { connect, SealcastClient } from "./client.js";
+export type {
+  ConnectOptions,
+  ConnectedInfo,
+  CloseInfo,
+  ClientState,
+  ReconnectOptions,
+  WebSocketLike,
+  WebSocketConstructor,
+} from "./client.js";
+export { SealcastError, CloseCode, closeReason, FATAL_CLOSE_CODES } from "./errors.js";
+export type { SealcastErrorCode } from "./errors.js";
+export type { ServerKey } from "./wsenc.js";
+export { MAX_RECORDS_PER_EPOCH } from "./wsenc.js";
+export { encode as base64urlEncode, decode as base64urlDecode, Base64UrlError } from "./b64u.js";
