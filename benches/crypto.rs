@@ -6,14 +6,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sealcast::crypto::backend::{
-    hkdf_sha256, random_bytes, sha256, AeadKey, EcPublicKey, EcSecretKey,
-};
+use sealcast::crypto::backend::{hkdf_sha256, random_bytes, sha256, AeadKey, EcPublicKey, EcSecretKey};
 use sealcast::crypto::record::{aad, nonce};
 use sealcast::crypto::schedule::TrafficSecret;
 use sealcast::crypto::{
-    server_handshake, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer,
-    StaticKey, StaticKeySet, PROTO,
+    server_handshake, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer, StaticKey,
+    StaticKeySet, PROTO,
 };
 
 /// An inner message of exactly `len` bytes.
@@ -90,9 +88,7 @@ fn handshake(c: &mut Criterion) {
     let mut g = c.benchmark_group("handshake");
     g.bench_function("server_full", |b| {
         b.iter(|| {
-            let req = HandshakeRequest::from_auth_data(black_box(&data))
-                .unwrap()
-                .unwrap();
+            let req = HandshakeRequest::from_auth_data(black_box(&data)).unwrap().unwrap();
             black_box(server_handshake(&keys, &req, "c-0001", "u-42").unwrap());
         })
     });
@@ -177,13 +173,7 @@ fn handshake(c: &mut Criterion) {
                 let (hello, _, _) = server_handshake(&keys, &req, "c", "u").unwrap();
                 (client, hello)
             },
-            |(client, hello)| {
-                black_box(
-                    client
-                        .finish(std::slice::from_ref(&pin), &hello, "c", "u")
-                        .unwrap(),
-                )
-            },
+            |(client, hello)| black_box(client.finish(std::slice::from_ref(&pin), &hello, "c", "u").unwrap()),
             BatchSize::SmallInput,
         )
     });

@@ -24,13 +24,12 @@ struct Bench {
 
 async fn setup() -> Bench {
     let server = Server::builder()
+        .require_encryption(false)
         .authenticator(|_: AuthRequest| async { Ok::<_, HookError>(Some(Identity::default())) })
         .outbound_queue(4096)
         .build()
         .expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}/ws", listener.local_addr().expect("addr"));
     let app = server.router();
     tokio::spawn(async move {
@@ -38,9 +37,7 @@ async fn setup() -> Bench {
     });
     let received = Arc::new(AtomicU64::new(0));
     for _ in 0..SUBSCRIBERS {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .expect("connect");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
         let auth = json!({"event": "authenticate", "data": {}}).to_string();
         ws.send(Message::text(auth)).await.expect("send");
         let _connected = ws.next().await;
@@ -62,16 +59,13 @@ fn fanout(c: &mut Criterion) {
     let payload = json!({ "text": "x".repeat(PAYLOAD - 12) });
     let mut group = c.benchmark_group("fanout");
     group.throughput(Throughput::Elements(SUBSCRIBERS as u64 * BURST));
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(10));
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
     group.bench_function("plaintext_room_1000_256B", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let target =
-                        bench.received.load(Ordering::Relaxed) + SUBSCRIBERS as u64 * BURST;
+                    let target = bench.received.load(Ordering::Relaxed) + SUBSCRIBERS as u64 * BURST;
                     for _ in 0..BURST {
                         bench
                             .server

@@ -93,12 +93,7 @@ impl Hook<AuthRequest, Option<Identity>> for Hs256Authenticator {
 }
 
 /// Mints an HS256 token for `sub`, valid for `ttl`, limited to `rooms` patterns if given.
-pub fn mint(
-    secret: &[u8],
-    sub: &str,
-    ttl: Duration,
-    rooms: Option<Vec<String>>,
-) -> Result<String, TokenError> {
+pub fn mint(secret: &[u8], sub: &str, ttl: Duration, rooms: Option<Vec<String>>) -> Result<String, TokenError> {
     if secret.is_empty() {
         return Err(TokenError::EmptySecret);
     }
@@ -144,11 +139,7 @@ pub fn rooms_claim_validator(req: RoomRequest) -> HookFuture<Vec<String>> {
         .and_then(|r| serde_json::from_value(r.clone()).ok());
     let allowed = match patterns {
         None => req.rooms,
-        Some(p) => req
-            .rooms
-            .into_iter()
-            .filter(|r| room_allowed(&p, r))
-            .collect(),
+        Some(p) => req.rooms.into_iter().filter(|r| room_allowed(&p, r)).collect(),
     };
     Box::pin(async move { Ok(allowed) })
 }
@@ -167,18 +158,14 @@ mod tests {
 
     #[test]
     fn expired_token_is_refused() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let claims = Claims {
             sub: "a".into(),
             exp: now - 60,
             iat: None,
             rooms: None,
         };
-        let t = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"k"))
-            .unwrap();
+        let t = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"k")).unwrap();
         assert!(Hs256Authenticator::new(b"k").verify(&t).is_none());
     }
 

@@ -20,9 +20,12 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Most sealing operations in flight across all connections. Default 10.
     pub encrypted_batch_limit: usize,
-    /// Refuse sessions that do not complete an encryption handshake (close 4004). Default `false` until a
-    /// handshake is bundled; building with `true` and no handshake is an error.
+    /// Refuse sessions that do not complete an encryption handshake (close 4004). Default `true`: give the
+    /// builder static keys (wsenc/1) or a custom handshake, or turn this off explicitly for plaintext sessions.
     pub require_encryption: bool,
+    /// wsenc/1 records per direction and epoch before a key update; past it the peer is closed 4006. Default and
+    /// maximum 2^20 (lower it only for tests).
+    pub max_records_per_epoch: u64,
     /// Largest inbound message after authentication, in bytes; larger closes 1009. Default 128 KiB.
     pub max_payload_length: usize,
     /// Largest inbound message before authentication, in bytes; larger closes 1009. Default 8 KiB.
@@ -57,7 +60,8 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(90),
             encrypted_batch_limit: 10,
-            require_encryption: false,
+            require_encryption: true,
+            max_records_per_epoch: crate::crypto::MAX_RECORDS_PER_EPOCH,
             max_payload_length: 128 * 1024,
             max_preauth_payload_length: 8 * 1024,
             outbound_queue: 1024,
@@ -78,7 +82,7 @@ impl Default for Config {
 #[non_exhaustive]
 pub enum ConfigError {
     /// `require_encryption` is on but nothing can encrypt.
-    #[error("require_encryption is set but no handshake is configured: add one with ServerBuilder::handshake or turn require_encryption off")]
+    #[error("require_encryption is on (the default) but nothing can encrypt: give ServerBuilder::static_keys (wsenc/1) or ServerBuilder::handshake, or call require_encryption(false) for plaintext sessions")]
     EncryptionWithoutHandshake,
     /// The path does not start with `/`.
     #[error("path {0:?} must start with '/'")]
@@ -89,6 +93,9 @@ pub enum ConfigError {
     /// The pre-auth limit exceeds the post-auth limit.
     #[error("max_preauth_payload_length must not exceed max_payload_length")]
     PreauthLimit,
+    /// `max_records_per_epoch` is outside 2..=2^20.
+    #[error("max_records_per_epoch must be between 2 and 2^20 (1048576)")]
+    EpochLimit,
     /// No authenticator was given.
     #[error("an authenticator is required: add one with ServerBuilder::authenticator")]
     NoAuthenticator,
@@ -105,10 +112,7 @@ impl Config {
         for (name, v) in [
             ("encrypted_batch_limit", self.encrypted_batch_limit),
             ("max_payload_length", self.max_payload_length),
-            (
-                "max_preauth_payload_length",
-                self.max_preauth_payload_length,
-            ),
+            ("max_preauth_payload_length", self.max_preauth_payload_length),
             ("outbound_queue", self.outbound_queue),
             ("max_rooms_per_client", self.max_rooms_per_client),
             ("read_buffer_size", self.read_buffer_size),
@@ -125,6 +129,9 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.max_records_per_epoch < 2 || self.max_records_per_epoch > crate::crypto::MAX_RECORDS_PER_EPOCH {
+            return Err(ConfigError::EpochLimit);
         }
         if self.max_preauth_payload_length > self.max_payload_length {
             return Err(ConfigError::PreauthLimit);

@@ -18,10 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::hooks::{
-    invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest,
-    Transformed,
-};
+use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest, Transformed};
 use crate::mailbox::{Mailbox, Outbound};
 use crate::protocol::event::errors;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
@@ -40,11 +37,7 @@ type Flow = ControlFlow<()>;
 
 /// Runs a connection from upgrade to cleanup.
 pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid) {
-    let (mailbox, rx) = Mailbox::new(
-        shared.config.outbound_queue,
-        shared.clock,
-        shared.stats.clone(),
-    );
+    let (mailbox, rx) = Mailbox::new(shared.config.outbound_queue, shared.clock, shared.stats.clone());
     let entry = Entry::new(id, mailbox.clone());
     let (mut sink, stream) = socket.split();
     if !shared.registry.insert(entry.clone()) {
@@ -61,10 +54,7 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid) {
         opener: None,
     };
     reader.read_loop(stream).await;
-    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
         mailbox.finish();
         let _ = writer.await;
     }
@@ -102,9 +92,7 @@ struct Reader {
 
 fn is_too_large(err: axum::Error) -> bool {
     matches!(
-        err.into_inner()
-            .downcast::<tungstenite::Error>()
-            .map(|e| *e),
+        err.into_inner().downcast::<tungstenite::Error>().map(|e| *e),
         Ok(tungstenite::Error::Capacity(_))
     )
 }
@@ -237,14 +225,9 @@ impl Reader {
             return ControlFlow::Continue(());
         }
         self.shared.registry.set_authenticating(&self.entry);
-        let Some(data) =
-            data.and_then(|d| serde_json::from_str::<Map<String, Value>>(d.get()).ok())
-        else {
+        let Some(data) = data.and_then(|d| serde_json::from_str::<Map<String, Value>>(d.get()).ok()) else {
             Stats::bump(&self.shared.stats.auth_rejected);
-            return self.fail(
-                errors::AUTHENTICATION_FAILED,
-                CloseCode::AuthenticationFailed,
-            );
+            return self.fail(errors::AUTHENTICATION_FAILED, CloseCode::AuthenticationFailed);
         };
         // The extended window covers the authenticator and the handshake together (reference defect W11).
         let window = self.shared.config.auth_timeout.saturating_mul(3);
@@ -276,18 +259,12 @@ impl Reader {
             Ok(Some(identity)) => identity,
             Ok(None) => {
                 Stats::bump(&self.shared.stats.auth_rejected);
-                return Err(self.fail(
-                    errors::AUTHENTICATION_FAILED,
-                    CloseCode::AuthenticationFailed,
-                ));
+                return Err(self.fail(errors::AUTHENTICATION_FAILED, CloseCode::AuthenticationFailed));
             }
             Err(e) => {
                 Stats::bump(&self.shared.stats.hook_failures);
                 tracing::warn!(client = %client_id, error = %e, "authenticator failed");
-                return Err(self.fail(
-                    errors::AUTHENTICATION_ERROR,
-                    CloseCode::AuthenticationFailed,
-                ));
+                return Err(self.fail(errors::AUTHENTICATION_ERROR, CloseCode::AuthenticationFailed));
             }
         };
         let session = self.handshake(&identity.user_id, data).await?;
@@ -319,13 +296,9 @@ impl Reader {
         }
         let user: Option<Arc<str>> = identity.user_id.as_deref().map(Into::into);
         let rooms = room::sanitize(&self.shared.config.default_rooms);
-        self.shared.registry.authenticate(
-            &self.entry,
-            user,
-            identity.metadata.clone(),
-            encrypted,
-            &rooms,
-        );
+        self.shared
+            .registry
+            .authenticate(&self.entry, user, identity.metadata.clone(), encrypted, &rooms);
         tracing::info!(client = %client_id, encrypted, "authenticated");
         Ok(Connected {
             client_id,
@@ -334,11 +307,7 @@ impl Reader {
         })
     }
 
-    async fn handshake(
-        &self,
-        user_id: &Option<String>,
-        data: Map<String, Value>,
-    ) -> Result<Option<Session>, Flow> {
+    async fn handshake(&self, user_id: &Option<String>, data: Map<String, Value>) -> Result<Option<Session>, Flow> {
         let require = self.shared.config.require_encryption;
         let Some(hs) = &self.shared.handshake else {
             return Ok(None);
@@ -386,10 +355,7 @@ impl Reader {
             }
         };
         // The validator's answer is re-sanitised and limited to what was asked for (reference defect W23).
-        for name in room::sanitize(&allowed)
-            .iter()
-            .filter(|r| rooms.contains(r))
-        {
+        for name in room::sanitize(&allowed).iter().filter(|r| rooms.contains(r)) {
             self.shared.registry.join(&self.entry.id, name);
         }
         ControlFlow::Continue(())
@@ -413,10 +379,7 @@ impl Reader {
             self.reply_error(errors::NOT_IN_ROOM);
             return ControlFlow::Continue(());
         }
-        let data = data.map_or_else(
-            || RawValue::from_string("null".to_owned()),
-            |d| Ok(d.to_owned()),
-        );
+        let data = data.map_or_else(|| RawValue::from_string("null".to_owned()), |d| Ok(d.to_owned()));
         let Ok(data) = data else {
             return ControlFlow::Continue(());
         };
@@ -427,13 +390,7 @@ impl Reader {
         };
         if self
             .shared
-            .emit(
-                Target::Room(room_name.to_owned()),
-                event_name,
-                data,
-                exclude,
-                true,
-            )
+            .emit(Target::Room(room_name.to_owned()), event_name, data, exclude, true)
             .is_err()
         {
             self.reply_error(errors::RESERVED_EVENT);
@@ -441,18 +398,12 @@ impl Reader {
         ControlFlow::Continue(())
     }
 
-    async fn custom(
-        &self,
-        event_name: &str,
-        data: Option<&RawValue>,
-        id: Option<&RawValue>,
-    ) -> Flow {
+    async fn custom(&self, event_name: &str, data: Option<&RawValue>, id: Option<&RawValue>) -> Flow {
         let Some(handler) = &self.shared.hooks.message_handler else {
             tracing::debug!(client = %self.entry.id_str, "no message handler for custom event");
             return ControlFlow::Continue(());
         };
-        let parse =
-            |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        let parse = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
         let msg = IncomingMessage {
             client_id: self.entry.id_str.to_string(),
             user_id: self.entry.user_id().map(|u| u.to_string()),
@@ -477,9 +428,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn now_iso8601() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     now.format(&format).unwrap_or_default()
 }
 
@@ -493,12 +443,7 @@ enum WriteEnd {
 type Sink = SplitSink<WebSocket, Message>;
 
 /// Drains the mailbox into the socket until a close, a kill, or a socket error.
-async fn write_loop(
-    mut sink: Sink,
-    mut rx: mpsc::Receiver<Outbound>,
-    entry: Arc<Entry>,
-    shared: Arc<Shared>,
-) {
+async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Outbound>, entry: Arc<Entry>, shared: Arc<Shared>) {
     let mut writer = Writer {
         sealer: None,
         sealed: Vec::new(),
@@ -519,7 +464,7 @@ async fn write_loop(
 
 struct Writer {
     sealer: Option<Box<dyn Sealer>>,
-    sealed: Vec<String>,
+    sealed: Vec<bytes::Bytes>,
     entry: Arc<Entry>,
     shared: Arc<Shared>,
 }
@@ -533,12 +478,10 @@ impl Writer {
             }
             for item in batch.drain(..) {
                 let step = match item {
-                    Outbound::Text(text) => {
-                        match transform(&self.shared, &self.entry, text).await {
-                            Some(text) => self.write(sink, text).await,
-                            None => Ok(()),
-                        }
-                    }
+                    Outbound::Text(text) => match transform(&self.shared, &self.entry, text).await {
+                        Some(text) => self.write(sink, text).await,
+                        None => Ok(()),
+                    },
                     Outbound::System(text) => self.write(sink, text).await,
                     Outbound::Encrypt(sealer) => {
                         self.sealer = Some(sealer);
@@ -565,22 +508,16 @@ impl Writer {
 
     async fn write(&mut self, sink: &mut Sink, text: Utf8Bytes) -> Result<(), WriteEnd> {
         let Some(sealer) = self.sealer.as_mut() else {
-            return sink
-                .feed(Message::Text(text))
-                .await
-                .map_err(|_| WriteEnd::Broken);
+            return sink.feed(Message::Text(text)).await.map_err(|_| WriteEnd::Broken);
         };
         {
             // Bounds sealing work in flight across connections; never held across a socket write.
             let _permit = self.shared.seal_permits.acquire().await;
-            sealer
-                .seal(text.as_str(), &mut self.sealed)
-                .map_err(WriteEnd::Close)?;
+            sealer.seal(text.as_str(), &mut self.sealed).map_err(WriteEnd::Close)?;
         }
         for frame in self.sealed.drain(..) {
-            sink.feed(Message::Text(frame.into()))
-                .await
-                .map_err(|_| WriteEnd::Broken)?;
+            let text = Utf8Bytes::try_from(frame).map_err(|_| WriteEnd::Close(CloseCode::InternalError))?;
+            sink.feed(Message::Text(text)).await.map_err(|_| WriteEnd::Broken)?;
         }
         Ok(())
     }
@@ -599,9 +536,7 @@ async fn transform(shared: &Shared, entry: &Entry, text: Utf8Bytes) -> Option<Ut
     };
     match invoke(hook.as_ref(), req).await {
         Ok(Transformed::Unchanged) => Some(text),
-        Ok(Transformed::Replace { event: name, data })
-            if event::is_valid_application_event(&name) =>
-        {
+        Ok(Transformed::Replace { event: name, data }) if event::is_valid_application_event(&name) => {
             let raw = serde_json::value::to_raw_value(&data).ok()?;
             Some(outbound::message(&name, Some(&raw)).into())
         }

@@ -53,8 +53,7 @@ pub(crate) async fn invoke<Req: 'static, Resp: 'static>(
     hook: &dyn Hook<Req, Resp>,
     req: Req,
 ) -> Result<Resp, HookFailure> {
-    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| hook.call(req)))
-        .map_err(|_| HookFailure::Panicked)?;
+    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| hook.call(req))).map_err(|_| HookFailure::Panicked)?;
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(HookFailure::Error(e)),
@@ -187,14 +186,8 @@ mod tests {
         };
         let errs = |_: u8| async move { Err::<u8, HookError>("nope".into()) };
         let ok = |x: u8| async move { Ok::<u8, HookError>(x + 1) };
-        assert!(matches!(
-            invoke(&panics_now, 1).await,
-            Err(HookFailure::Panicked)
-        ));
-        assert!(matches!(
-            invoke(&panics_later, 1).await,
-            Err(HookFailure::Panicked)
-        ));
+        assert!(matches!(invoke(&panics_now, 1).await, Err(HookFailure::Panicked)));
+        assert!(matches!(invoke(&panics_later, 1).await, Err(HookFailure::Panicked)));
         assert!(matches!(invoke(&errs, 1).await, Err(HookFailure::Error(_))));
         assert_eq!(invoke(&ok, 1).await.unwrap(), 2);
     }

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod client;
 mod config;
 mod connection;
 pub mod crypto;
@@ -22,18 +23,20 @@ mod registry;
 mod server;
 pub mod session;
 mod stats;
+pub mod wsenc;
 
 pub use bus::{Bus, Inbox, LocalBus};
 pub use config::{Config, ConfigError};
 pub use hooks::{
-    AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing,
-    RoomRequest, Transformed,
+    AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing, RoomRequest,
+    Transformed,
 };
 pub use protocol::CloseCode;
 pub use registry::{ClientInfo, ClientState};
 pub use server::{RoomError, SendError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
 pub use stats::StatsSnapshot;
+pub use wsenc::WsEnc1;
 
 /// The README's code blocks, compiled as doc-tests so the documented example keeps building.
 #[doc = include_str!("../README.md")]

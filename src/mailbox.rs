@@ -42,11 +42,7 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new(
-        capacity: usize,
-        clock: Instant,
-        stats: Arc<Stats>,
-    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(capacity: usize, clock: Instant, stats: Arc<Stats>) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity);
         let mb = Arc::new(Self {
             tx,
@@ -66,9 +62,7 @@ impl Mailbox {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.kill_with(CloseCode::SlowConsumer) {
-                    self.stats
-                        .slow_consumer_closes
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
                 }
                 false
             }

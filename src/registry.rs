@@ -139,11 +139,7 @@ impl Exclude {
 
     /// Ids that are not UUIDs cannot name a client and are ignored.
     pub(crate) fn from_ids<S: AsRef<str>>(ids: &[S]) -> Self {
-        Self(
-            ids.iter()
-                .filter_map(|s| Uuid::try_parse(s.as_ref()).ok())
-                .collect(),
-        )
+        Self(ids.iter().filter_map(|s| Uuid::try_parse(s.as_ref()).ok()).collect())
     }
 
     fn skips(&self, id: &Uuid) -> bool {
@@ -221,8 +217,7 @@ impl Registry {
             s.encrypted = encrypted;
         }
         idx.authenticated.insert(entry.id, entry.clone());
-        self.bus
-            .interest(&Target::Client(entry.id_str.to_string()), true);
+        self.bus.interest(&Target::Client(entry.id_str.to_string()), true);
         if let Some(user) = user_id {
             let members = idx.users.entry(user.clone()).or_default();
             if members.is_empty() {
@@ -315,8 +310,7 @@ impl Registry {
             }
         }
         if was_member {
-            self.bus
-                .interest(&Target::Client(entry.id_str.to_string()), false);
+            self.bus.interest(&Target::Client(entry.id_str.to_string()), false);
         }
     }
 
@@ -364,12 +358,8 @@ impl Registry {
             Target::Room(room) => idx.rooms.get(room.as_str()),
             Target::User(user) => idx.users.get(user.as_str()),
             Target::Client(id) => {
-                let entry = Uuid::try_parse(id)
-                    .ok()
-                    .and_then(|id| idx.authenticated.get(&id));
-                return usize::from(
-                    entry.is_some_and(|e| e.mailbox.push(Outbound::Text(text.clone()))),
-                );
+                let entry = Uuid::try_parse(id).ok().and_then(|id| idx.authenticated.get(&id));
+                return usize::from(entry.is_some_and(|e| e.mailbox.push(Outbound::Text(text.clone()))));
             }
         };
         let Some(members) = members else {

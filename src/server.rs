@@ -18,15 +18,16 @@ use uuid::Uuid;
 
 use crate::bus::{Bus, Inbox, LocalBus};
 use crate::config::{Config, ConfigError};
+use crate::crypto::StaticKeySet;
 use crate::hooks::{
-    Authenticator, Hook, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer,
-    RoomValidator,
+    Authenticator, Hook, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator,
 };
 use crate::mailbox::Outbound;
 use crate::protocol::{event, outbound, room, CloseCode, Envelope, Target};
 use crate::registry::{ClientInfo, Exclude, JoinResult, Registry};
 use crate::session::Handshake;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::wsenc::WsEnc1;
 
 /// Why a message could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,7 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     pub(crate) authenticator: Arc<Authenticator>,
     pub(crate) handshake: Option<Arc<Handshake>>,
+    pub(crate) static_keys: Option<Arc<StaticKeySet>>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
@@ -112,9 +114,7 @@ impl Shared {
     ) -> Result<usize, SendError> {
         check_event(event_name)?;
         let text: Utf8Bytes = outbound::message(event_name, Some(&data)).into();
-        let local = self
-            .registry
-            .deliver(&target, &text, &Exclude::from_ids(&exclude));
+        let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
         if publish {
             self.bus.publish(Envelope {
                 server_id: self.server_id.to_string(),
@@ -135,9 +135,7 @@ impl Shared {
         }
         let text: Utf8Bytes = outbound::message(&env.event, Some(&env.data)).into();
         let exclude = match env.target {
-            Target::Room(_) | Target::Broadcast | Target::User(_) => {
-                Exclude::from_ids(&env.exclude)
-            }
+            Target::Room(_) | Target::Broadcast | Target::User(_) => Exclude::from_ids(&env.exclude),
             Target::Client(_) => Exclude::none(),
         };
         self.registry.deliver(&env.target, &text, &exclude);
@@ -148,9 +146,7 @@ impl Shared {
         Stats::bump(&self.stats.envelopes_dropped);
     }
 
-    pub(crate) fn room_validator(
-        &self,
-    ) -> Option<&dyn Hook<crate::hooks::RoomRequest, Vec<String>>> {
+    pub(crate) fn room_validator(&self) -> Option<&dyn Hook<crate::hooks::RoomRequest, Vec<String>>> {
         self.hooks.room_validator.as_deref()
     }
 }
@@ -164,7 +160,9 @@ impl Shared {
 /// use sealcast::{Identity, Server};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let keys = sealcast::crypto::StaticKeySet::new(sealcast::crypto::StaticKey::generate()?);
 /// let server = Server::builder()
+///     .static_keys(keys)
 ///     .authenticator(|req: sealcast::AuthRequest| async move {
 ///         let ok = req.data.get("token").and_then(|t| t.as_str()) == Some("let-me-in");
 ///         Ok(ok.then(|| Identity { user_id: Some("alice".into()), metadata: serde_json::Value::Null }))
@@ -199,9 +197,11 @@ impl Server {
 
     /// The axum router serving the WebSocket endpoint at the configured path. Merge it into your app.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route(&self.shared.config.path, get(upgrade))
-            .with_state(self.shared.clone())
+        let mut router = Router::new().route(&self.shared.config.path, get(upgrade));
+        if self.shared.static_keys.is_some() {
+            router = router.route("/.well-known/sealcast.json", get(well_known));
+        }
+        router.with_state(self.shared.clone())
     }
 
     /// This instance's id (a UUID), as written into bus envelopes.
@@ -245,12 +245,7 @@ impl Server {
     }
 
     /// Sends to every session of a user, on every instance.
-    pub fn send_to_user<T: Serialize + ?Sized>(
-        &self,
-        user_id: &str,
-        event: &str,
-        data: &T,
-    ) -> Result<(), SendError> {
+    pub fn send_to_user<T: Serialize + ?Sized>(&self, user_id: &str, event: &str, data: &T) -> Result<(), SendError> {
         self.shared
             .emit(
                 Target::User(user_id.to_owned()),
@@ -272,23 +267,12 @@ impl Server {
     ) -> Result<(), SendError> {
         let exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
         self.shared
-            .emit(
-                Target::Room(room.to_owned()),
-                event,
-                raw_json(data)?,
-                exclude,
-                true,
-            )
+            .emit(Target::Room(room.to_owned()), event, raw_json(data)?, exclude, true)
             .map(drop)
     }
 
     /// Sends to every authenticated client on every instance, except the clients in `exclude`.
-    pub fn broadcast<T: Serialize + ?Sized>(
-        &self,
-        event: &str,
-        data: &T,
-        exclude: &[&str],
-    ) -> Result<(), SendError> {
+    pub fn broadcast<T: Serialize + ?Sized>(&self, event: &str, data: &T, exclude: &[&str]) -> Result<(), SendError> {
         let exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
         self.shared
             .emit(Target::Broadcast, event, raw_json(data)?, exclude, true)
@@ -308,9 +292,7 @@ impl Server {
             return self.broadcast(topic, data, &[]);
         };
         let is_local_client = self.shared.registry.get(dest).is_some();
-        if is_local_client
-            || (!self.shared.registry.has_room(dest) && room::is_client_id_shaped(dest))
-        {
+        if is_local_client || (!self.shared.registry.has_room(dest) && room::is_client_id_shaped(dest)) {
             self.send_to_client(dest, topic, data)
         } else {
             self.send_to_room(dest, topic, data, &[])
@@ -342,12 +324,7 @@ impl Server {
 
     /// Every connection on this instance, authenticated or not.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        self.shared
-            .registry
-            .all()
-            .iter()
-            .map(|e| e.info())
-            .collect()
+        self.shared.registry.all().iter().map(|e| e.info()).collect()
     }
 
     /// One connection on this instance.
@@ -357,12 +334,7 @@ impl Server {
 
     /// The local sessions of a user.
     pub fn clients_by_user(&self, user_id: &str) -> Vec<ClientInfo> {
-        self.shared
-            .registry
-            .by_user(user_id)
-            .iter()
-            .map(|e| e.info())
-            .collect()
+        self.shared.registry.by_user(user_id).iter().map(|e| e.info()).collect()
     }
 
     /// The local members of a room.
@@ -412,6 +384,13 @@ impl Server {
     }
 }
 
+async fn well_known(State(shared): State<Arc<Shared>>) -> Response {
+    match &shared.static_keys {
+        Some(keys) => axum::Json(crate::wsenc::well_known(keys)).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
     if shared.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
@@ -434,6 +413,7 @@ pub struct ServerBuilder {
     hooks: Hooks,
     authenticator: Option<Arc<Authenticator>>,
     handshake: Option<Arc<Handshake>>,
+    static_keys: Option<Arc<StaticKeySet>>,
     bus: Option<Arc<dyn Bus>>,
 }
 
@@ -457,8 +437,10 @@ impl ServerBuilder {
         heartbeat_timeout: Duration,
         /// Concurrent sealing operations across connections (default 10).
         encrypted_batch_limit: usize,
-        /// Require an encrypted session (close 4004 otherwise).
+        /// Require an encrypted session (close 4004 otherwise). Default on.
         require_encryption: bool,
+        /// wsenc/1 records per epoch before a key update (default 2^20).
+        max_records_per_epoch: u64,
         /// Largest inbound message after authentication (default 128 KiB).
         max_payload_length: usize,
         /// Largest inbound message before authentication (default 8 KiB).
@@ -490,10 +472,7 @@ impl ServerBuilder {
     }
 
     /// The authenticator (required): `Ok(Some(identity))` accepts, `Ok(None)` rejects (4003).
-    pub fn authenticator(
-        mut self,
-        hook: impl Hook<crate::AuthRequest, Option<crate::Identity>>,
-    ) -> Self {
+    pub fn authenticator(mut self, hook: impl Hook<crate::AuthRequest, Option<crate::Identity>>) -> Self {
         self.authenticator = Some(Arc::new(hook));
         self
     }
@@ -523,20 +502,22 @@ impl ServerBuilder {
     }
 
     /// Rewrites or drops application messages per recipient, before sealing.
-    pub fn outbound_transformer(
-        mut self,
-        hook: impl Hook<crate::Outgoing, crate::Transformed>,
-    ) -> Self {
+    pub fn outbound_transformer(mut self, hook: impl Hook<crate::Outgoing, crate::Transformed>) -> Self {
         self.hooks.outbound_transformer = Some(Arc::new(hook));
         self
     }
 
     /// The encryption handshake run after authentication.
-    pub fn handshake(
-        mut self,
-        hook: impl Hook<crate::HandshakeRequest, crate::HandshakeOutcome>,
-    ) -> Self {
+    pub fn handshake(mut self, hook: impl Hook<crate::HandshakeRequest, crate::HandshakeOutcome>) -> Self {
         self.handshake = Some(Arc::new(hook));
+        self
+    }
+
+    /// The server's static wsenc/1 keys (current first, then e.g. the next one for rotation). Installs the
+    /// bundled [`WsEnc1`] handshake (unless [`Self::handshake`] gives another) and serves the public keys at
+    /// `GET /.well-known/sealcast.json`.
+    pub fn static_keys(mut self, keys: StaticKeySet) -> Self {
+        self.static_keys = Some(Arc::new(keys));
         self
     }
 
@@ -550,7 +531,16 @@ impl ServerBuilder {
     pub fn build(self) -> Result<Server, ConfigError> {
         self.config.validate()?;
         let authenticator = self.authenticator.ok_or(ConfigError::NoAuthenticator)?;
-        if self.config.require_encryption && self.handshake.is_none() {
+        let stats = Arc::new(Stats::default());
+        let handshake = self.handshake.or_else(|| {
+            self.static_keys.as_ref().map(|keys| {
+                let wsenc = WsEnc1::new(keys.clone())
+                    .max_records_per_epoch(self.config.max_records_per_epoch)
+                    .with_stats(stats.clone());
+                Arc::new(wsenc) as Arc<Handshake>
+            })
+        });
+        if self.config.require_encryption && handshake.is_none() {
             return Err(ConfigError::EncryptionWithoutHandshake);
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
@@ -564,17 +554,15 @@ impl ServerBuilder {
             bus: bus.clone(),
             hooks: self.hooks,
             authenticator,
-            handshake: self.handshake,
-            stats: Arc::new(Stats::default()),
+            handshake,
+            static_keys: self.static_keys,
+            stats,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             clock: Instant::now(),
         });
         bus.attach(Inbox::new(server_id, Arc::downgrade(&shared)));
-        runtime.spawn(heartbeat_sweep(
-            Arc::downgrade(&shared),
-            shared.shutdown.clone(),
-        ));
+        runtime.spawn(heartbeat_sweep(Arc::downgrade(&shared), shared.shutdown.clone()));
         Ok(Server { shared })
     }
 }

@@ -14,8 +14,9 @@ use crate::protocol::CloseCode;
 /// Seals outbound messages of one session (server → client direction).
 pub trait Sealer: Send + Sync + 'static {
     /// Seals one inner message (`{"event":..,"data":..}` JSON text) into one or more wire frames appended to
-    /// `out`. An error closes the connection with the returned code.
-    fn seal(&mut self, inner: &str, out: &mut Vec<String>) -> Result<(), CloseCode>;
+    /// `out`; each frame must be UTF-8 text (it is sent as a text frame, and dropped if it is not). An error closes
+    /// the connection with the returned code.
+    fn seal(&mut self, inner: &str, out: &mut Vec<bytes::Bytes>) -> Result<(), CloseCode>;
 }
 
 /// Opens inbound frames of one session (client → server direction).

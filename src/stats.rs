@@ -15,6 +15,8 @@ pub struct Stats {
     pub auth_rejected: AtomicU64,
     /// Hook calls that returned an error or panicked.
     pub hook_failures: AtomicU64,
+    /// wsenc/1 handshakes attempted (elliptic-curve work done).
+    pub handshakes: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -31,6 +33,8 @@ pub struct StatsSnapshot {
     pub auth_rejected: u64,
     /// See [`Stats::hook_failures`].
     pub hook_failures: u64,
+    /// See [`Stats::handshakes`].
+    pub handshakes: u64,
 }
 
 impl Stats {
@@ -43,6 +47,7 @@ impl Stats {
             envelopes_delivered: r(&self.envelopes_delivered),
             auth_rejected: r(&self.auth_rejected),
             hook_failures: r(&self.hook_failures),
+            handshakes: r(&self.handshakes),
         }
     }
 

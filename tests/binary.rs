@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use sealcast::client::ClientConfig;
+use sealcast::crypto::PinnedKey;
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealcast");
@@ -54,18 +56,74 @@ fn serve(envs: &[(&str, &str)]) -> (Proc, Vec<String>, u16) {
     (Proc(child), lines, port)
 }
 
-#[tokio::test]
-async fn dev_mode_prints_a_working_sample_token() {
-    let (_p, lines, port) = serve(&[]);
-    let token = lines
+fn printed<'a>(lines: &'a [String], prefix: &str) -> &'a str {
+    lines
         .iter()
-        .find_map(|l| l.split("sample token (sub=dev-user, 1h): ").nth(1))
-        .expect("sample token printed")
-        .to_owned();
-    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws")).await;
-    c.send(json!({"event": "authenticate", "data": {"token": token}}))
+        .find_map(|l| l.split(prefix).nth(1))
+        .unwrap_or_else(|| panic!("{prefix} not printed: {lines:?}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dev_mode_prints_a_sample_token_and_key_that_establish_an_encrypted_session() {
+    let (_p, lines, port) = serve(&[]);
+    let token = printed(&lines, "sample token (sub=dev-user, 1h): ");
+    let key = PinnedKey::from_b64u(printed(&lines, "publicKey=")).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut enc = sealcast::client::Client::connect(ClientConfig::new(&url, token).pin(key))
+        .await
+        .unwrap();
+    assert!(enc.is_encrypted());
+    assert_eq!(enc.user_id(), Some("dev-user"));
+    enc.heartbeat().await.unwrap();
+    // Encryption is required by default: a plaintext authenticate is closed 4004.
+    let mut plain = Client::connect(&url).await;
+    plain
+        .send(json!({"event": "authenticate", "data": {"token": token}}))
         .await;
-    assert_eq!(c.expect_event("connected").await["userId"], "dev-user");
+    assert_eq!(plain.expect_close().await.0, 4004);
+}
+
+#[tokio::test]
+async fn keygen_writes_a_private_key_file_the_server_serves() {
+    let dir = std::env::temp_dir().join(format!("sealcast-keygen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("k.pem");
+    let _ = std::fs::remove_file(&path);
+    let out = Command::new(BIN).args(["keygen", "--out"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    let (kid, public) = (printed(&lines, "kid="), printed(&lines, "publicKey="));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let again = Command::new(BIN).args(["keygen", "--out"]).arg(&path).output().unwrap();
+    assert!(!again.status.success(), "must not overwrite without --force");
+    let (_p, served, port) = serve(&[("SEALCAST_SERVER_KEY_FILE", path.to_str().unwrap())]);
+    assert!(!served.iter().any(|l| l.contains("ephemeral")), "{served:?}");
+    let body = http_get(port, "/.well-known/sealcast.json").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        json!({"protocol": "wsenc/1", "keys": [{"kid": kid, "publicKey": public}]})
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    buf.split("\r\n\r\n").nth(1).unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -81,15 +139,12 @@ async fn token_subcommand_mints_tokens_the_server_accepts() {
     let (_p, lines, port) = serve(&[
         ("SEALCAST_JWT_SECRET", secret),
         ("SEALCAST_ALLOW_CLIENT_PUBLISH", "true"),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
     ]);
-    assert!(
-        !lines.iter().any(|l| l.contains(secret)),
-        "secret printed: {lines:?}"
-    );
+    assert!(!lines.iter().any(|l| l.contains(secret)), "secret printed: {lines:?}");
     let url = format!("ws://127.0.0.1:{port}/ws");
     let mut a = Client::connect(&url).await;
-    a.send(json!({"event": "authenticate", "data": {"token": token}}))
-        .await;
+    a.send(json!({"event": "authenticate", "data": {"token": token}})).await;
     assert_eq!(a.expect_event("connected").await["userId"], "alice");
     let mut bad = Client::connect(&url).await;
     bad.send(json!({"event": "authenticate", "data": {"token": "forged"}}))
@@ -97,13 +152,10 @@ async fn token_subcommand_mints_tokens_the_server_accepts() {
     assert_eq!(bad.expect_close().await.0, 4003);
     // Joins are allowed (no rooms claim) and client publish is on.
     let mut b = Client::connect(&url).await;
-    b.send(json!({"event": "authenticate", "data": {"token": token}}))
-        .await;
+    b.send(json!({"event": "authenticate", "data": {"token": token}})).await;
     b.expect_event("connected").await;
-    b.send(json!({"event": "join", "data": {"rooms": ["chat"]}}))
-        .await;
-    a.send(json!({"event": "join", "data": {"rooms": ["chat"]}}))
-        .await;
+    b.send(json!({"event": "join", "data": {"rooms": ["chat"]}})).await;
+    a.send(json!({"event": "join", "data": {"rooms": ["chat"]}})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.send(json!({"event": "publish", "data": {"room": "chat", "event": "msg", "data": "hi"}}))
         .await;
@@ -112,10 +164,7 @@ async fn token_subcommand_mints_tokens_the_server_accepts() {
 
 #[tokio::test]
 async fn env_settings_reach_the_server() {
-    let (_p, _, port) = serve(&[
-        ("SEALCAST_AUTH_TIMEOUT_MS", "200"),
-        ("SEALCAST_PATH", "/live"),
-    ]);
+    let (_p, _, port) = serve(&[("SEALCAST_AUTH_TIMEOUT_MS", "200"), ("SEALCAST_PATH", "/live")]);
     let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/live")).await;
     assert_eq!(c.expect_close().await.0, 4001);
 }
@@ -130,18 +179,17 @@ fn refuses_a_public_bind_without_a_secret() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("SEALCAST_JWT_SECRET"), "{err}");
+    assert!(
+        err.contains("SEALCAST_JWT_SECRET") && err.contains("SEALCAST_SERVER_KEY_FILE"),
+        "{err}"
+    );
 }
 
 #[test]
 fn sigterm_shuts_down_cleanly() {
     let (mut p, _, _) = serve(&[]);
     let pid = p.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = p.0.try_wait().unwrap() {

@@ -6,8 +6,8 @@ mod common_crypto;
 use common_crypto::{auth_data, connected_data, seal1, session, session_with, CONN_ID, USER_ID};
 use sealcast::crypto::backend::EcSecretKey;
 use sealcast::crypto::{
-    b64, server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, OpenError,
-    ServerHello, StaticKey, StaticKeySet,
+    b64, server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, OpenError, ServerHello, StaticKey,
+    StaticKeySet,
 };
 use serde_json::{json, Value};
 
@@ -120,12 +120,7 @@ fn request_rejects_bad_public_keys() {
     // not strict base64url
     let pk = b64::encode(&good);
     let std_b64 = pk.replace('-', "+").replace('_', "/");
-    for bad in [
-        format!("{pk}="),
-        format!(" {pk}"),
-        format!("{pk}\n"),
-        std_b64.clone(),
-    ] {
+    for bad in [format!("{pk}="), format!(" {pk}"), format!("{pk}\n"), std_b64.clone()] {
         if bad == pk {
             continue;
         }
@@ -169,9 +164,7 @@ fn request_kid_rules() {
     assert_eq!(e.close_code(), 4004);
     // held
     let kid = keys.current().kid_b64u();
-    let r = req(json!({"v": 1, "publicKey": pk, "kid": kid}))
-        .unwrap()
-        .unwrap();
+    let r = req(json!({"v": 1, "publicKey": pk, "kid": kid})).unwrap().unwrap();
     assert_eq!(r.kid(), Some(keys.current().kid()));
     assert!(server_handshake(&keys, &r, CONN_ID, USER_ID).is_ok());
 }
@@ -205,9 +198,7 @@ fn kid_selects_the_next_key_else_current() {
         .unwrap();
     let (hello, _, _) = server_handshake(&keys, &r, CONN_ID, USER_ID).unwrap();
     assert_eq!(
-        client
-            .finish(&[pin_cur], &hello, CONN_ID, USER_ID)
-            .unwrap_err(),
+        client.finish(&[pin_cur], &hello, CONN_ID, USER_ID).unwrap_err(),
         HandshakeError::UnknownKid
     );
     // duplicate kids are refused
@@ -225,10 +216,7 @@ fn two_handshakes_yield_different_keys() {
     let mut a = session_with(&keys, std::slice::from_ref(&pin), None);
     let mut b = session_with(&keys, std::slice::from_ref(&pin), None);
     assert_ne!(a.hello.salt_b64u(), b.hello.salt_b64u());
-    assert_ne!(
-        a.hello.server_public_key_b64u(),
-        b.hello.server_public_key_b64u()
-    );
+    assert_ne!(a.hello.server_public_key_b64u(), b.hello.server_public_key_b64u());
     assert_ne!(a.hello.confirm_b64u(), b.hello.confirm_b64u());
     let m = br#"{"event":"chat","data":"same"}"#;
     let fa = seal1(&mut a.client_sealer, m);
@@ -272,15 +260,9 @@ fn client_aborts_on_swapped_fields_or_identities() {
             "serverPublicKey",
             Box::new(|h| with_field(h, "serverPublicKey", &other.server_public_key_b64u())),
         ),
-        (
-            "salt",
-            Box::new(|h| with_field(h, "salt", &other.salt_b64u())),
-        ),
+        ("salt", Box::new(|h| with_field(h, "salt", &other.salt_b64u()))),
         ("kid", Box::new(|h| with_field(h, "kid", &next_kid))),
-        (
-            "confirm",
-            Box::new(|h| with_field(h, "confirm", &other.confirm_b64u())),
-        ),
+        ("confirm", Box::new(|h| with_field(h, "confirm", &other.confirm_b64u()))),
     ];
     for (name, tamper) in cases {
         let (client, hello) = server_side(&keys);
@@ -291,12 +273,7 @@ fn client_aborts_on_swapped_fields_or_identities() {
         assert_eq!(e.to_string(), "server authentication failed");
     }
     // connId / userId differ
-    for (c, u) in [
-        ("c-0002", USER_ID),
-        (CONN_ID, "u-43"),
-        (CONN_ID, ""),
-        ("", USER_ID),
-    ] {
+    for (c, u) in [("c-0002", USER_ID), (CONN_ID, "u-43"), (CONN_ID, ""), ("", USER_ID)] {
         let (client, hello) = server_side(&keys);
         assert_eq!(
             client.finish(&pins, &hello, c, u).unwrap_err(),

@@ -9,12 +9,10 @@ use common_crypto::{h, h32, seal1};
 use sealcast::crypto::backend::{AeadKey, EcSecretKey};
 use sealcast::crypto::handshake::server_handshake_with_ephemeral_for_tests;
 use sealcast::crypto::record::{aad, nonce};
-use sealcast::crypto::schedule::{
-    ikm, initial_secrets, kid_of, transcript_hash, TrafficSecret, TranscriptInput,
-};
+use sealcast::crypto::schedule::{ikm, initial_secrets, kid_of, transcript_hash, TrafficSecret, TranscriptInput};
 use sealcast::crypto::{
-    b64, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer, ServerHello,
-    StaticKey, StaticKeySet, PROTO,
+    b64, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer, ServerHello, StaticKey,
+    StaticKeySet, PROTO,
 };
 
 const S_PRIV: &str = "d94fd4c5ab0ccfce940b7e815fee6d9d973873aaafde612d017a53bfb088f5c8";
@@ -45,8 +43,7 @@ const CONFIRM: &str = "3e31e7897a895d22bdb62150b794409a";
 const MSG_S2C: &[u8] = br#"{"event":"message","data":{"text":"hi"}}"#;
 const CT_S2C_1: &str = "bd849c0bbac57e8af14a3cf087e3d3a6ab4f4bb499fab363621fc46cbdadf41cbbe288b9b1828904d16fe4ee053213dbb59adbe3861810141c11e043c63e5c1eb3a8e83a5b7ff3967e6be09192a01ad7";
 const MSG_C2S: &[u8] = br#"{"event":"ping","data":{}}"#;
-const CT_C2S_0: &str =
-    "c48f6d7a3d949644800198939356c8131da4f8dc0a68bda4de973267e51eafff633c3337759abe487ef7";
+const CT_C2S_0: &str = "c48f6d7a3d949644800198939356c8131da4f8dc0a68bda4de973267e51eafff633c3337759abe487ef7";
 
 const WIRE_SERVER_PUBLIC_KEY: &str =
     "BNTUZ2kMSb4ao997A_L0e6WLsBjkkuK5PO9L_JXKdnBgN5CoDZaiJdBMzMoRHjG6dkhoK9oBisrGSWEs6AKZe-A";
@@ -179,52 +176,23 @@ fn confirm_tag() {
 fn example_records() {
     let th = h32(TH);
     // s2c epoch 0 seq 1, padded to 64 bytes (24 zero bytes)
-    let mut s2c = RecordSealer::new(
-        Direction::S2c,
-        TrafficSecret::from_bytes(&h32(TS_S2C_0)),
-        th,
-        1,
-    );
+    let mut s2c = RecordSealer::new(Direction::S2c, TrafficSecret::from_bytes(&h32(TS_S2C_0)), th, 1);
     s2c.set_padding(NonZeroUsize::new(64));
     let frame = seal1(&mut s2c, MSG_S2C);
     assert_eq!(std::str::from_utf8(&frame).unwrap(), WIRE_S2C_1);
     let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-    assert_eq!(
-        b64::decode(v["data"]["ct"].as_str().unwrap()).unwrap(),
-        h(CT_S2C_1)
-    );
+    assert_eq!(b64::decode(v["data"]["ct"].as_str().unwrap()).unwrap(), h(CT_S2C_1));
     // c2s epoch 0 seq 0, no padding
-    let mut c2s = RecordSealer::new(
-        Direction::C2s,
-        TrafficSecret::from_bytes(&h32(TS_C2S_0)),
-        th,
-        0,
-    );
+    let mut c2s = RecordSealer::new(Direction::C2s, TrafficSecret::from_bytes(&h32(TS_C2S_0)), th, 0);
     let frame = seal1(&mut c2s, MSG_C2S);
     let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
     assert_eq!(v["data"]["seq"], 0);
-    assert_eq!(
-        b64::decode(v["data"]["iv"].as_str().unwrap()).unwrap(),
-        h(IV_C2S_0)
-    );
-    assert_eq!(
-        b64::decode(v["data"]["ct"].as_str().unwrap()).unwrap(),
-        h(CT_C2S_0)
-    );
+    assert_eq!(b64::decode(v["data"]["iv"].as_str().unwrap()).unwrap(), h(IV_C2S_0));
+    assert_eq!(b64::decode(v["data"]["ct"].as_str().unwrap()).unwrap(), h(CT_C2S_0));
     // and both open
-    let mut o = RecordOpener::new(
-        Direction::C2s,
-        TrafficSecret::from_bytes(&h32(TS_C2S_0)),
-        th,
-        0,
-    );
+    let mut o = RecordOpener::new(Direction::C2s, TrafficSecret::from_bytes(&h32(TS_C2S_0)), th, 0);
     assert_eq!(o.open(&frame).unwrap().unwrap(), MSG_C2S);
-    let mut o = RecordOpener::new(
-        Direction::S2c,
-        TrafficSecret::from_bytes(&h32(TS_S2C_0)),
-        th,
-        1,
-    );
+    let mut o = RecordOpener::new(Direction::S2c, TrafficSecret::from_bytes(&h32(TS_S2C_0)), th, 1);
     assert_eq!(o.open(WIRE_S2C_1.as_bytes()).unwrap().unwrap(), MSG_S2C);
 }
 
@@ -235,15 +203,8 @@ fn full_handshake_reproduces_the_wire_form() {
     assert_eq!(b64::decode(&client.public_key_b64u()).unwrap(), h(E_C));
     let data = common_crypto::auth_data(&client, None);
     let req = HandshakeRequest::from_auth_data(&data).unwrap().unwrap();
-    let (hello, mut server_sealer, mut server_opener) = server_handshake_with_ephemeral_for_tests(
-        &keys,
-        &req,
-        CONN_ID,
-        USER_ID,
-        &h(ES_PRIV),
-        h32(SALT),
-    )
-    .unwrap();
+    let (hello, mut server_sealer, mut server_opener) =
+        server_handshake_with_ephemeral_for_tests(&keys, &req, CONN_ID, USER_ID, &h(ES_PRIV), h32(SALT)).unwrap();
     assert_eq!(hello.server_public_key_b64u(), WIRE_SERVER_PUBLIC_KEY);
     assert_eq!(hello.salt_b64u(), WIRE_SALT);
     assert_eq!(hello.kid_b64u(), WIRE_KID);
@@ -256,8 +217,7 @@ fn full_handshake_reproduces_the_wire_form() {
     assert_eq!(parsed, hello);
 
     let pin = keys.current().pinned();
-    let (mut client_sealer, mut client_opener) =
-        client.finish(&[pin], &parsed, CONN_ID, USER_ID).unwrap();
+    let (mut client_sealer, mut client_opener) = client.finish(&[pin], &parsed, CONN_ID, USER_ID).unwrap();
 
     // server's first record (seq 1) is the Appendix A frame
     server_sealer.set_padding(NonZeroUsize::new(64));
@@ -268,10 +228,7 @@ fn full_handshake_reproduces_the_wire_form() {
     // client's first record (seq 0)
     let frame = seal1(&mut client_sealer, MSG_C2S);
     let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-    assert_eq!(
-        b64::decode(v["data"]["ct"].as_str().unwrap()).unwrap(),
-        h(CT_C2S_0)
-    );
+    assert_eq!(b64::decode(v["data"]["ct"].as_str().unwrap()).unwrap(), h(CT_C2S_0));
     assert_eq!(server_opener.open(&frame).unwrap().unwrap(), MSG_C2S);
 }
 
@@ -312,39 +269,19 @@ fn negative_checks_fail() {
     let s2c_iv: [u8; 12] = h(IV_S2C_0).try_into().unwrap();
     let confirm: [u8; 16] = h(CONFIRM).try_into().unwrap();
     assert!(s2c_key
-        .open_in_place(
-            &nonce(&s2c_iv, 0),
-            &aad(Direction::S2c, &th, 0, 0),
-            &mut [],
-            &confirm
-        )
+        .open_in_place(&nonce(&s2c_iv, 0), &aad(Direction::S2c, &th, 0, 0), &mut [], &confirm)
         .is_ok());
     assert!(s2c_key
-        .open_in_place(
-            &nonce(&s2c_iv, 1),
-            &aad(Direction::S2c, &th, 0, 1),
-            &mut [],
-            &confirm
-        )
+        .open_in_place(&nonce(&s2c_iv, 1), &aad(Direction::S2c, &th, 0, 1), &mut [], &confirm)
         .is_err());
     assert!(key
-        .open_in_place(
-            &nonce(&iv, 0),
-            &aad(Direction::C2s, &th, 0, 0),
-            &mut [],
-            &confirm
-        )
+        .open_in_place(&nonce(&iv, 0), &aad(Direction::C2s, &th, 0, 0), &mut [], &confirm)
         .is_err());
 }
 
 /// Every representation of a secret we could accidentally print.
 fn forms(secret: &[u8]) -> Vec<String> {
-    let dec = |b: &[u8]| {
-        b.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let dec = |b: &[u8]| b.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
     vec![
         hex::encode(secret),
         hex::encode_upper(secret),
@@ -396,21 +333,9 @@ fn debug_output_is_redacted() {
     let req = HandshakeRequest::from_auth_data(&common_crypto::auth_data(&client, None))
         .unwrap()
         .unwrap();
-    let (hello, mut sealer, opener) = server_handshake_with_ephemeral_for_tests(
-        &keys,
-        &req,
-        CONN_ID,
-        USER_ID,
-        &h(ES_PRIV),
-        h32(SALT),
-    )
-    .unwrap();
-    let mut c2s = RecordSealer::new(
-        Direction::C2s,
-        TrafficSecret::from_bytes(&h32(TS_C2S_0)),
-        h32(TH),
-        0,
-    );
+    let (hello, mut sealer, opener) =
+        server_handshake_with_ephemeral_for_tests(&keys, &req, CONN_ID, USER_ID, &h(ES_PRIV), h32(SALT)).unwrap();
+    let mut c2s = RecordSealer::new(Direction::C2s, TrafficSecret::from_bytes(&h32(TS_C2S_0)), h32(TH), 0);
     let dbgs = vec![
         ("StaticKeySet", format!("{keys:?} {keys:#?}")),
         ("StaticKey", format!("{:?}", keys.current())),

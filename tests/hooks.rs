@@ -22,14 +22,10 @@ async fn custom_events_reach_the_message_handler_with_data_and_id() {
     });
     let t = TestServer::start(b).await;
     let (mut c, data) = t.login("user:a").await;
-    c.send(json!({"event": "chat", "data": {"t": 1}, "id": "q1"}))
-        .await;
+    c.send(json!({"event": "chat", "data": {"t": 1}, "id": "q1"})).await;
     eventually("handler called", || !seen.lock().is_empty()).await;
     let m = seen.lock()[0].clone();
-    assert_eq!(
-        (m.event.as_str(), m.user_id.as_deref()),
-        ("chat", Some("a"))
-    );
+    assert_eq!((m.event.as_str(), m.user_id.as_deref()), ("chat", Some("a")));
     assert_eq!((m.data, m.id), (json!({"t": 1}), Some(json!("q1"))));
     assert_eq!(m.client_id, data["id"]);
 }
@@ -46,10 +42,7 @@ async fn a_panicking_message_handler_does_not_kill_the_connection() {
     let (mut c, _) = t.login("user:a").await;
     c.send(json!({"event": "boom"})).await;
     c.send(json!({"event": "boom"})).await;
-    eventually("two failures counted", || {
-        t.server.stats().hook_failures == 2
-    })
-    .await;
+    eventually("two failures counted", || t.server.stats().hook_failures == 2).await;
     t.server.broadcast("alive", &1, &[]).unwrap();
     c.expect_event("alive").await;
 }
@@ -77,10 +70,7 @@ async fn transformer_can_replace_drop_or_keep_per_recipient() {
     let (mut evil, _) = t.login("user:evil").await;
     t.server.broadcast("news", &7, &[]).unwrap();
     assert_eq!(keep.recv().await, json!({"event": "news", "data": 7}));
-    assert_eq!(
-        rewrite.recv().await,
-        json!({"event": "news-x", "data": {"orig": 7}})
-    );
+    assert_eq!(rewrite.recv().await, json!({"event": "news-x", "data": {"orig": 7}}));
     dropme.expect_silence().await;
     evil.expect_silence().await;
 }

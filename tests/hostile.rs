@@ -79,16 +79,10 @@ async fn binary_frames_are_read_as_utf8_json() {
 
 #[tokio::test]
 async fn oversized_frame_closes_1009_and_others_are_unaffected() {
-    let t = TestServer::start(
-        builder()
-            .max_payload_length(4096)
-            .max_preauth_payload_length(1024),
-    )
-    .await;
+    let t = TestServer::start(builder().max_payload_length(4096).max_preauth_payload_length(1024)).await;
     let (mut bystander, _) = t.login("user:b").await;
     let (mut c, _) = t.login("user:a").await;
-    c.send(json!({"event": "x", "data": "y".repeat(5000)}))
-        .await;
+    c.send(json!({"event": "x", "data": "y".repeat(5000)})).await;
     let (code, _, _) = c.expect_close().await;
     assert_eq!(code, 1009);
     assert_still_served(&t, &mut bystander).await;
@@ -96,12 +90,7 @@ async fn oversized_frame_closes_1009_and_others_are_unaffected() {
 
 #[tokio::test]
 async fn pre_authentication_frames_have_a_smaller_limit() {
-    let t = TestServer::start(
-        builder()
-            .max_payload_length(4096)
-            .max_preauth_payload_length(1024),
-    )
-    .await;
+    let t = TestServer::start(builder().max_payload_length(4096).max_preauth_payload_length(1024)).await;
     let mut c = t.connect().await;
     c.send(json!({"event": "authenticate", "data": {"token": "user:a", "pad": "p".repeat(2000)}}))
         .await;
@@ -110,8 +99,7 @@ async fn pre_authentication_frames_have_a_smaller_limit() {
     assert!(before.is_empty(), "{before:?}");
     // After authentication the larger limit applies.
     let (mut ok, _) = t.login("user:b").await;
-    ok.send(json!({"event": "heartbeat", "data": "p".repeat(2000)}))
-        .await;
+    ok.send(json!({"event": "heartbeat", "data": "p".repeat(2000)})).await;
     ok.expect_silence().await;
 }
 
@@ -120,11 +108,7 @@ async fn deeply_nested_json_is_not_fatal() {
     let t = TestServer::start(builder()).await;
     let (mut c, _) = t.login("user:a").await;
     // Nesting inside `data` is opaque to the server; nesting in the envelope itself is a format error.
-    let nested = format!(
-        "{{\"event\":\"x\",\"data\":{}{}}}",
-        "[".repeat(2000),
-        "]".repeat(2000)
-    );
+    let nested = format!("{{\"event\":\"x\",\"data\":{}{}}}", "[".repeat(2000), "]".repeat(2000));
     c.send_text(&nested).await;
     let nested_event = format!("{{\"event\":{}{}}}", "[".repeat(2000), "]".repeat(2000));
     c.send_text(&nested_event).await;

@@ -18,14 +18,8 @@ async fn connected_carries_id_user_and_iso_time() {
     assert!(uuid::Uuid::try_parse(id).is_ok());
     assert_eq!(data["userId"], "alice");
     let time = data["time"].as_str().unwrap();
-    assert!(
-        time.ends_with('Z') && time.contains('T') && time.len() == 24,
-        "{time}"
-    );
-    assert_eq!(
-        t.server.client(id).unwrap().state,
-        ClientState::Authenticated
-    );
+    assert!(time.ends_with('Z') && time.contains('T') && time.len() == 24, "{time}");
+    assert_eq!(t.server.client(id).unwrap().state, ClientState::Authenticated);
 }
 
 #[tokio::test]
@@ -39,8 +33,7 @@ async fn anonymous_client_has_no_user_id() {
 async fn events_before_authentication_are_refused() {
     let t = TestServer::start(builder()).await;
     let mut c = t.connect().await;
-    c.send(json!({"event": "join", "data": {"rooms": ["a"]}}))
-        .await;
+    c.send(json!({"event": "join", "data": {"rooms": ["a"]}})).await;
     c.expect_error("Not authenticated").await;
     c.send(json!({"event": "chat", "data": {}})).await;
     c.expect_error("Not authenticated").await;
@@ -74,8 +67,7 @@ async fn rejected_credentials_get_error_then_4003() {
 async fn non_object_authenticate_payload_is_a_failed_authentication() {
     let t = TestServer::start(builder()).await;
     let mut c = t.connect().await;
-    c.send(json!({"event": "authenticate", "data": "user:alice"}))
-        .await;
+    c.send(json!({"event": "authenticate", "data": "user:alice"})).await;
     let (code, _, before) = c.expect_close().await;
     assert_eq!(code, 4003);
     assert_eq!(before[0]["data"]["message"], "Authentication failed");
@@ -86,18 +78,10 @@ async fn failing_or_panicking_authenticator_gives_authentication_error() {
     let t = TestServer::start(builder()).await;
     for token in ["error", "panic"] {
         let mut c = t.connect().await;
-        c.send(json!({"event": "authenticate", "data": {"token": token}}))
-            .await;
+        c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
         let (code, reason, before) = c.expect_close().await;
-        assert_eq!(
-            (code, reason.as_str()),
-            (4003, "Authentication failed"),
-            "{token}"
-        );
-        assert_eq!(
-            before[0]["data"]["message"], "Authentication error",
-            "{token}"
-        );
+        assert_eq!((code, reason.as_str()), (4003, "Authentication failed"), "{token}");
+        assert_eq!(before[0]["data"]["message"], "Authentication error", "{token}");
     }
     // The server is still serving.
     t.login("user:after").await;

@@ -24,13 +24,9 @@ async fn room_user_client_and_broadcast_cross_instances() {
     s2.server.send_to_room("ws-default", "r", &2, &[]).unwrap();
     assert_eq!(on1.expect_event("r").await, json!(2));
     assert_eq!(on2.expect_event("r").await, json!(2));
-    s2.server
-        .send_to_client(d1["id"].as_str().unwrap(), "c", &3)
-        .unwrap();
+    s2.server.send_to_client(d1["id"].as_str().unwrap(), "c", &3).unwrap();
     assert_eq!(on1.expect_event("c").await, json!(3));
-    s1.server
-        .broadcast("b", &4, &[d1["id"].as_str().unwrap()])
-        .unwrap();
+    s1.server.broadcast("b", &4, &[d1["id"].as_str().unwrap()]).unwrap();
     assert_eq!(on2.expect_event("b").await, json!(4));
     on1.expect_silence().await;
     on2.expect_silence().await;
@@ -40,9 +36,7 @@ async fn room_user_client_and_broadcast_cross_instances() {
 async fn send_to_a_remote_client_id_reaches_it_once() {
     let (s1, s2) = pair().await;
     let (mut on2, d2) = s2.login("user:bob").await;
-    s1.server
-        .send(Some(d2["id"].as_str().unwrap()), "dm", &"hi")
-        .unwrap();
+    s1.server.send(Some(d2["id"].as_str().unwrap()), "dm", &"hi").unwrap();
     assert_eq!(on2.recv().await, json!({"event": "dm", "data": "hi"}));
     on2.expect_silence().await;
 }
@@ -54,10 +48,8 @@ async fn client_publish_crosses_instances() {
     let s2 = TestServer::start(builder().bus(bus)).await;
     let (mut a, _) = s1.login("user:a").await;
     let (mut b, _) = s2.login("user:b").await;
-    a.send(
-        json!({"event": "publish", "data": {"room": "ws-default", "event": "chat", "data": "x"}}),
-    )
-    .await;
+    a.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "chat", "data": "x"}}))
+        .await;
     assert_eq!(b.recv().await, json!({"event": "chat", "data": "x"}));
     a.expect_silence().await;
 }

@@ -12,8 +12,7 @@ fn rooms_of(t: &TestServer, id: &str) -> Vec<String> {
 
 /// Sends `join` and gives the server time to process it (joins have no acknowledgement).
 async fn join_and_settle(c: &mut Client, rooms: Value) {
-    c.send(json!({"event": "join", "data": {"rooms": rooms}}))
-        .await;
+    c.send(json!({"event": "join", "data": {"rooms": rooms}})).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
@@ -22,18 +21,14 @@ async fn authenticated_client_is_in_its_own_room_and_the_default_rooms() {
     let t = TestServer::start(builder()).await;
     let (_c, data) = t.login("user:a").await;
     let id = id_of(&data);
-    let mut want = vec![
-        id.clone(),
-        "ws-default".to_owned(),
-        "ws-notification".to_owned(),
-    ];
+    let mut want = vec![id.clone(), "ws-default".to_owned(), "ws-notification".to_owned()];
     want.sort();
     assert_eq!(rooms_of(&t, &id), want);
 }
 
 #[tokio::test]
 async fn joins_are_refused_without_a_room_validator() {
-    let t = TestServer::start(Server::builder().authenticator(test_auth)).await;
+    let t = TestServer::start(Server::builder().require_encryption(false).authenticator(test_auth)).await;
     let (mut c, data) = t.login("user:a").await;
     let id = id_of(&data);
     join_and_settle(&mut c, json!(["lobby"])).await;
@@ -50,14 +45,7 @@ async fn join_drops_internal_oversized_uuid_and_non_string_names() {
     let long = "x".repeat(257);
     join_and_settle(
         &mut c,
-        json!([
-            "ok",
-            "ws:internal:broadcast",
-            long,
-            7,
-            "",
-            id_of(&other_data)
-        ]),
+        json!(["ok", "ws:internal:broadcast", long, 7, "", id_of(&other_data)]),
     )
     .await;
     let rooms = rooms_of(&t, &id);
@@ -123,16 +111,9 @@ async fn joining_another_clients_id_never_reveals_its_direct_messages() {
     let (mut intruder, idata) = t.login("user:intruder").await;
     let vid = id_of(&vdata);
     join_and_settle(&mut intruder, json!([vid])).await;
-    assert_eq!(
-        t.server.join_room(&id_of(&idata), &vid),
-        Err(RoomError::InvalidName)
-    );
-    t.server
-        .send(Some(&vid), "private", &json!("secret"))
-        .unwrap();
-    t.server
-        .send_to_room(&vid, "private", &json!("secret"), &[])
-        .unwrap();
+    assert_eq!(t.server.join_room(&id_of(&idata), &vid), Err(RoomError::InvalidName));
+    t.server.send(Some(&vid), "private", &json!("secret")).unwrap();
+    t.server.send_to_room(&vid, "private", &json!("secret"), &[]).unwrap();
     assert_eq!(victim.expect_event("private").await, json!("secret"));
     intruder.expect_silence().await;
 }
@@ -147,22 +128,10 @@ async fn server_side_join_and_leave() {
     c.expect_event("hello").await;
     assert!(t.server.leave_room(&id, "vip"));
     assert!(!t.server.leave_room(&id, &id));
-    assert_eq!(
-        t.server.join_room("nope", "vip"),
-        Err(RoomError::UnknownClient)
-    );
+    assert_eq!(t.server.join_room("nope", "vip"), Err(RoomError::UnknownClient));
     let pre = t.connect().await;
-    let pre_id = t
-        .server
-        .clients()
-        .into_iter()
-        .find(|c| c.id != id)
-        .unwrap()
-        .id;
-    assert_eq!(
-        t.server.join_room(&pre_id, "vip"),
-        Err(RoomError::NotAuthenticated)
-    );
+    let pre_id = t.server.clients().into_iter().find(|c| c.id != id).unwrap().id;
+    assert_eq!(t.server.join_room(&pre_id, "vip"), Err(RoomError::NotAuthenticated));
     drop(pre);
 }
 

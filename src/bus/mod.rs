@@ -95,8 +95,6 @@ impl Inbox {
 
 impl std::fmt::Debug for Inbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbox")
-            .field("server_id", &self.server_id)
-            .finish()
+        f.debug_struct("Inbox").field("server_id", &self.server_id).finish()
     }
 }

@@ -105,12 +105,7 @@ impl fmt::Debug for AeadKey {
 
 /// `HKDF-SHA-256(salt, ikm, info_0 ‖ info_1 ‖ …, okm.len())`. An empty salt is 32 zero bytes
 /// (RFC 5869 §2.2; HMAC pads keys with zeros, so both are the same).
-pub fn hkdf_sha256(
-    salt: &[u8],
-    ikm: &[u8],
-    info: &[&[u8]],
-    okm: &mut [u8],
-) -> Result<(), HkdfLengthError> {
+pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[&[u8]], okm: &mut [u8]) -> Result<(), HkdfLengthError> {
     let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
     hk.expand_multi_info(info, okm).map_err(|_| HkdfLengthError)
 }
@@ -162,9 +157,7 @@ impl EcPublicKey {
         let mut sec1 = [0u8; PUBLIC_KEY_LEN];
         let ep = key.to_encoded_point(false);
         // An uncompressed encoding of a valid public key is always 65 bytes.
-        sec1.iter_mut()
-            .zip(ep.as_bytes())
-            .for_each(|(d, s)| *d = *s);
+        sec1.iter_mut().zip(ep.as_bytes()).for_each(|(d, s)| *d = *s);
         Self { key, sec1 }
     }
 }
@@ -229,9 +222,7 @@ impl EcSecretKey {
     /// From PKCS#8 PEM.
     pub(crate) fn from_pkcs8_pem(pem: &str) -> Option<Self> {
         use p256::pkcs8::DecodePrivateKey;
-        p256::SecretKey::from_pkcs8_pem(pem)
-            .ok()
-            .map(|key| Self { key })
+        p256::SecretKey::from_pkcs8_pem(pem).ok().map(|key| Self { key })
     }
 }
 
@@ -285,10 +276,7 @@ mod tests {
     fn ecdh_agrees() {
         let a = EcSecretKey::generate().unwrap();
         let b = EcSecretKey::generate().unwrap();
-        assert_eq!(
-            *a.diffie_hellman(&b.public_key()),
-            *b.diffie_hellman(&a.public_key())
-        );
+        assert_eq!(*a.diffie_hellman(&b.public_key()), *b.diffie_hellman(&a.public_key()));
     }
 
     #[test]

@@ -8,9 +8,7 @@ use super::b64;
 use super::backend::{EcPublicKey, EcSecretKey, RngError, PUBLIC_KEY_LEN, TAG_LEN};
 use super::keys::{PinnedKey, StaticKeySet};
 use super::record::{RecordOpener, RecordSealer};
-use super::schedule::{
-    ikm, initial_secrets, transcript_hash, TranscriptInput, KID_LEN, SALT_LEN, TH_LEN,
-};
+use super::schedule::{ikm, initial_secrets, transcript_hash, TranscriptInput, KID_LEN, SALT_LEN, TH_LEN};
 use super::{Direction, CLOSE_ENCRYPTION_REQUIRED};
 
 /// The protocol version carried as `v`.
@@ -99,16 +97,12 @@ impl HandshakeRequest {
     /// the caller closes 4004). Otherwise `v` must be the integer 1, `publicKey` strict base64url
     /// of a valid uncompressed P-256 point and `kid`, if present, strict base64url of 8 bytes.
     pub fn from_auth_data(data: &Value) -> Result<Option<Self>, HandshakeError> {
-        let m = data
-            .as_object()
-            .ok_or(HandshakeError::InvalidField("data"))?;
+        let m = data.as_object().ok_or(HandshakeError::InvalidField("data"))?;
         let Some(pk) = m.get("publicKey") else {
             return Ok(None);
         };
         check_version(m)?;
-        let pk = pk
-            .as_str()
-            .ok_or(HandshakeError::InvalidField("publicKey"))?;
+        let pk = pk.as_str().ok_or(HandshakeError::InvalidField("publicKey"))?;
         let kid = match m.get("kid") {
             None => None,
             Some(v) => {
@@ -120,10 +114,7 @@ impl HandshakeRequest {
     }
 
     /// From the `publicKey` string and an optional decoded kid.
-    pub fn from_parts(
-        public_key_b64u: &str,
-        kid: Option<[u8; KID_LEN]>,
-    ) -> Result<Self, HandshakeError> {
+    pub fn from_parts(public_key_b64u: &str, kid: Option<[u8; KID_LEN]>) -> Result<Self, HandshakeError> {
         Ok(Self {
             client_public: parse_public_key(public_key_b64u, "publicKey")?,
             kid,
@@ -175,10 +166,7 @@ impl ServerHello {
     /// (the caller adds `id`, `userId`, `time`).
     pub fn insert_into(&self, data: &mut Map<String, Value>) {
         data.insert("v".into(), Value::from(VERSION));
-        data.insert(
-            "serverPublicKey".into(),
-            Value::String(self.server_public_key_b64u()),
-        );
+        data.insert("serverPublicKey".into(), Value::String(self.server_public_key_b64u()));
         data.insert("salt".into(), Value::String(self.salt_b64u()));
         data.insert("kid".into(), Value::String(self.kid_b64u()));
         data.insert("confirm".into(), Value::String(self.confirm_b64u()));
@@ -188,9 +176,7 @@ impl ServerHello {
     /// strictly encoded and `v` must be 1 (no plaintext fallback). The key itself is validated in
     /// [`ClientHandshake::finish`].
     pub fn from_connected_data(data: &Value) -> Result<Self, HandshakeError> {
-        let m = data
-            .as_object()
-            .ok_or(HandshakeError::InvalidField("data"))?;
+        let m = data.as_object().ok_or(HandshakeError::InvalidField("data"))?;
         check_version(m)?;
         Ok(Self {
             server_public: decode_field(str_field(m, "serverPublicKey")?, "serverPublicKey")?,
@@ -255,8 +241,7 @@ pub fn server_handshake_with_ephemeral_for_tests(
     e_s_scalar: &[u8],
     salt: [u8; SALT_LEN],
 ) -> Result<(ServerHello, RecordSealer, RecordOpener), HandshakeError> {
-    let e_s =
-        EcSecretKey::from_scalar_bytes(e_s_scalar).map_err(|_| HandshakeError::InvalidPublicKey)?;
+    let e_s = EcSecretKey::from_scalar_bytes(e_s_scalar).map_err(|_| HandshakeError::InvalidPublicKey)?;
     server_handshake_inner(keys, req, conn_id, user_id, e_s, salt)
 }
 
@@ -268,9 +253,7 @@ fn server_handshake_inner(
     e_s: EcSecretKey,
     salt: [u8; SALT_LEN],
 ) -> Result<(ServerHello, RecordSealer, RecordOpener), HandshakeError> {
-    let sk = keys
-        .select(req.kid.as_ref())
-        .ok_or(HandshakeError::UnknownKid)?;
+    let sk = keys.select(req.kid.as_ref()).ok_or(HandshakeError::UnknownKid)?;
     let kid = sk.kid();
     let e_s_pub = e_s.public_key();
     let th: [u8; TH_LEN] = transcript_hash(&TranscriptInput {
@@ -357,8 +340,8 @@ impl ClientHandshake {
             .iter()
             .find(|p| p.kid() == hello.kid)
             .ok_or(HandshakeError::UnknownKid)?;
-        let e_s = EcPublicKey::from_sec1_uncompressed(&hello.server_public)
-            .map_err(|_| HandshakeError::InvalidPublicKey)?;
+        let e_s =
+            EcPublicKey::from_sec1_uncompressed(&hello.server_public).map_err(|_| HandshakeError::InvalidPublicKey)?;
         let th: [u8; TH_LEN] = transcript_hash(&TranscriptInput {
             kid: &hello.kid,
             server_static: pin.public().as_sec1(),

@@ -64,11 +64,7 @@ impl StaticKey {
     fn from_secret(secret: EcSecretKey) -> Self {
         let public = secret.public_key();
         let kid = kid_of(public.as_sec1());
-        Self {
-            secret,
-            public,
-            kid,
-        }
+        Self { secret, public, kid }
     }
 
     /// The `kid`.
@@ -127,8 +123,7 @@ pub struct PinnedKey {
 impl PinnedKey {
     /// From the 65-byte uncompressed SEC1 key `S` (strictly validated); the kid is computed.
     pub fn from_sec1(bytes: &[u8]) -> Result<Self, KeyError> {
-        let public =
-            EcPublicKey::from_sec1_uncompressed(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
+        let public = EcPublicKey::from_sec1_uncompressed(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
         Ok(Self {
             kid: kid_of(public.as_sec1()),
             public,
@@ -137,8 +132,7 @@ impl PinnedKey {
 
     /// From `S` as strict base64url.
     pub fn from_b64u(s: &str) -> Result<Self, KeyError> {
-        let bytes: [u8; PUBLIC_KEY_LEN] =
-            b64::decode_array(s).map_err(|_| KeyError::InvalidPublicKey)?;
+        let bytes: [u8; PUBLIC_KEY_LEN] = b64::decode_array(s).map_err(|_| KeyError::InvalidPublicKey)?;
         Self::from_sec1(&bytes)
     }
 

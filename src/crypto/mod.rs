@@ -70,9 +70,7 @@ pub mod keys;
 pub mod record;
 pub mod schedule;
 
-pub use handshake::{
-    server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, ServerHello,
-};
+pub use handshake::{server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, ServerHello};
 pub use keys::{KeyError, PinnedKey, StaticKey, StaticKeySet};
 pub use record::{InvalidEpochLimit, OpenError, RecordOpener, RecordSealer, SealError};
 

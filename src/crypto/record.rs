@@ -13,8 +13,7 @@ use super::b64;
 use super::backend::{AeadKey, NONCE_LEN, TAG_LEN};
 use super::schedule::{TrafficSecret, TH_LEN};
 use super::{
-    Direction, CLOSE_DECRYPTION_FAILED, CLOSE_ENCRYPTION_REQUIRED, CLOSE_KEY_EXHAUSTED,
-    MAX_RECORDS_PER_EPOCH,
+    Direction, CLOSE_DECRYPTION_FAILED, CLOSE_ENCRYPTION_REQUIRED, CLOSE_KEY_EXHAUSTED, MAX_RECORDS_PER_EPOCH,
 };
 
 /// Largest `seq` a JSON integer may carry on the wire (2^53 − 1).
@@ -295,26 +294,19 @@ impl RecordSealer {
         let seq_str = seq_buf.format(self.seq).as_bytes();
         let iv_len = b64::encoded_len(NONCE_LEN);
         let ct_b64_len = b64::encoded_len(ct_len);
-        let total = ENV_PREFIX.len()
-            + seq_str.len()
-            + ENV_IV.len()
-            + iv_len
-            + ENV_CT.len()
-            + ct_b64_len
-            + ENV_SUFFIX.len();
+        let total =
+            ENV_PREFIX.len() + seq_str.len() + ENV_IV.len() + iv_len + ENV_CT.len() + ct_b64_len + ENV_SUFFIX.len();
         let mut buf = Vec::with_capacity(total);
         buf.extend_from_slice(ENV_PREFIX);
         buf.extend_from_slice(seq_str);
         buf.extend_from_slice(ENV_IV);
         let start = buf.len();
         buf.resize(start + iv_len, 0);
-        b64::encode_into(&nonce, buf.get_mut(start..).unwrap_or_default())
-            .map_err(|_| SealError::TooLarge)?;
+        b64::encode_into(&nonce, buf.get_mut(start..).unwrap_or_default()).map_err(|_| SealError::TooLarge)?;
         buf.extend_from_slice(ENV_CT);
         let start = buf.len();
         buf.resize(start + ct_b64_len, 0);
-        b64::encode_into(&self.scratch, buf.get_mut(start..).unwrap_or_default())
-            .map_err(|_| SealError::TooLarge)?;
+        b64::encode_into(&self.scratch, buf.get_mut(start..).unwrap_or_default()).map_err(|_| SealError::TooLarge)?;
         buf.extend_from_slice(ENV_SUFFIX);
 
         self.seq += 1;
@@ -451,9 +443,7 @@ fn parse_envelope_strict(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
 /// (4005); anything else is not an envelope at all (4004).
 fn classify_failure(frame: &[u8]) -> OpenError {
     match serde_json::from_slice::<serde_json::Value>(frame) {
-        Ok(serde_json::Value::Object(m))
-            if m.get("event").and_then(|e| e.as_str()) == Some("encrypted") =>
-        {
+        Ok(serde_json::Value::Object(m)) if m.get("event").and_then(|e| e.as_str()) == Some("encrypted") => {
             OpenError::MalformedEnvelope
         }
         _ => OpenError::NotEncrypted,
@@ -572,17 +562,12 @@ impl RecordOpener {
             return Err(OpenError::NonceMismatch);
         }
         let mut buf = b64::decode(ct_b64).map_err(|_| OpenError::BadEncoding)?;
-        let body_len = buf
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or(OpenError::CiphertextTooShort)?;
+        let body_len = buf.len().checked_sub(TAG_LEN).ok_or(OpenError::CiphertextTooShort)?;
         // 4. AEAD open
         let (body, tag) = buf
             .split_at_mut_checked(body_len)
             .ok_or(OpenError::CiphertextTooShort)?;
-        let tag: [u8; TAG_LEN] = (&*tag)
-            .try_into()
-            .map_err(|_| OpenError::CiphertextTooShort)?;
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::CiphertextTooShort)?;
         let aad = aad(self.direction, &self.th, self.epoch, seq);
         self.keys
             .aead
@@ -652,12 +637,7 @@ mod tests {
 
     #[test]
     fn canonical_fast_path_agrees_with_strict_path() {
-        let mut sealer = RecordSealer::new(
-            Direction::C2s,
-            TrafficSecret::from_bytes(&[1; 32]),
-            [2; 32],
-            0,
-        );
+        let mut sealer = RecordSealer::new(Direction::C2s, TrafficSecret::from_bytes(&[1; 32]), [2; 32], 0);
         let mut out = Vec::new();
         for len in [1usize, 2, 3, 100] {
             let m = format!(r#"{{"event":"x","data":"{}"}}"#, "y".repeat(len));
@@ -690,12 +670,7 @@ mod tests {
         for fr in &frames {
             if let Some(fast) = parse_canonical(fr) {
                 fast_hits += 1;
-                assert_eq!(
-                    Ok(fast),
-                    parse_envelope_strict(fr),
-                    "{}",
-                    String::from_utf8_lossy(fr)
-                );
+                assert_eq!(Ok(fast), parse_envelope_strict(fr), "{}", String::from_utf8_lossy(fr));
             }
             // the public entry point always agrees with the strict parser
             assert_eq!(parse_envelope(fr), parse_envelope_strict(fr));
@@ -706,12 +681,7 @@ mod tests {
     /// Mutated frames: the fast path never disagrees with the strict parser, nothing panics.
     #[test]
     fn mutated_frames_fast_path_equivalence() {
-        let mut sealer = RecordSealer::new(
-            Direction::C2s,
-            TrafficSecret::from_bytes(&[1; 32]),
-            [2; 32],
-            0,
-        );
+        let mut sealer = RecordSealer::new(Direction::C2s, TrafficSecret::from_bytes(&[1; 32]), [2; 32], 0);
         let mut out = Vec::new();
         sealer.seal(br#"{"event":"x","data":1}"#, &mut out).unwrap();
         let base = out[0].to_vec();
@@ -792,12 +762,7 @@ mod tests {
 
     #[test]
     fn envelope_written_directly_parses_strictly() {
-        let mut s = RecordSealer::new(
-            Direction::C2s,
-            TrafficSecret::from_bytes(&[1; 32]),
-            [2; 32],
-            0,
-        );
+        let mut s = RecordSealer::new(Direction::C2s, TrafficSecret::from_bytes(&[1; 32]), [2; 32], 0);
         let mut out = Vec::new();
         s.seal(br#"{"event":"x","data":1}"#, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out[0]).unwrap();

@@ -60,9 +60,7 @@ pub fn transcript_hash(t: &TranscriptInput<'_>) -> Result<[u8; TH_LEN], FieldToo
     ];
     let mut lens = [[0u8; 2]; 8];
     for (l, f) in lens.iter_mut().zip(fields.iter()) {
-        *l = u16::try_from(f.len())
-            .map_err(|_| FieldTooLong)?
-            .to_be_bytes();
+        *l = u16::try_from(f.len()).map_err(|_| FieldTooLong)?.to_be_bytes();
     }
     let mut parts: [&[u8]; 16] = [&[]; 16];
     for (i, (l, f)) in lens.iter().zip(fields.iter()).enumerate() {
@@ -77,10 +75,7 @@ pub fn transcript_hash(t: &TranscriptInput<'_>) -> Result<[u8; TH_LEN], FieldToo
 }
 
 /// `ikm = ee ‖ es` (64 bytes, zeroized on drop).
-pub fn ikm(
-    ee: &[u8; SHARED_SECRET_LEN],
-    es: &[u8; SHARED_SECRET_LEN],
-) -> Zeroizing<[u8; 2 * SHARED_SECRET_LEN]> {
+pub fn ikm(ee: &[u8; SHARED_SECRET_LEN], es: &[u8; SHARED_SECRET_LEN]) -> Zeroizing<[u8; 2 * SHARED_SECRET_LEN]> {
     let mut out = Zeroizing::new([0u8; 2 * SHARED_SECRET_LEN]);
     let (a, b) = out.split_at_mut(SHARED_SECRET_LEN);
     a.copy_from_slice(ee);

@@ -178,9 +178,7 @@ impl Envelope {
         }
         let data = match w.data {
             Some(d) => d.to_owned(),
-            None => {
-                RawValue::from_string("null".to_owned()).map_err(|_| EnvelopeError::Malformed)?
-            }
+            None => RawValue::from_string("null".to_owned()).map_err(|_| EnvelopeError::Malformed)?,
         };
         Ok(Self {
             server_id: w.server_id.into_owned(),
@@ -198,10 +196,7 @@ mod tests {
 
     #[test]
     fn reference_emitter_envelope_parses() {
-        let e = Envelope::parse(
-            br#"{"serverId":"emitter","type":"room","target":"r","event":"e","data":{}}"#,
-        )
-        .unwrap();
+        let e = Envelope::parse(br#"{"serverId":"emitter","type":"room","target":"r","event":"e","data":{}}"#).unwrap();
         assert_eq!(e.server_id, EMITTER_SERVER_ID);
         assert_eq!(e.target, Target::Room("r".into()));
         assert_eq!(e.target.channel(), "ws:room:r");
@@ -222,10 +217,7 @@ mod tests {
             (back.server_id, back.target, back.event),
             ("s1".into(), Target::Broadcast, "news".into())
         );
-        assert_eq!(
-            (back.data.get(), back.exclude),
-            ("[1,\"x\"]", vec!["a".to_owned()])
-        );
+        assert_eq!((back.data.get(), back.exclude), ("[1,\"x\"]", vec!["a".to_owned()]));
     }
 
     #[test]

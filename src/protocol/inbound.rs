@@ -100,9 +100,7 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
         event::LEAVE => parse_rooms(data).map(ClientMessage::Leave),
         event::PUBLISH => parse_publish(data),
         name if event::is_reserved(name) => Err(InboundError::ReservedEvent),
-        name if name.is_empty() || name.len() > event::MAX_EVENT_LEN => {
-            Err(InboundError::InvalidFormat)
-        }
+        name if name.is_empty() || name.len() > event::MAX_EVENT_LEN => Err(InboundError::InvalidFormat),
         _ => Ok(ClientMessage::Custom {
             event: frame.event,
             data,
@@ -118,8 +116,7 @@ fn parse_rooms(data: Option<&RawValue>) -> Result<Vec<Cow<'_, str>>, InboundErro
     if !is_object(data) {
         return Err(InboundError::InvalidFormat);
     }
-    let parsed: RoomsData<'_> =
-        serde_json::from_str(data.get()).map_err(|_| InboundError::InvalidFormat)?;
+    let parsed: RoomsData<'_> = serde_json::from_str(data.get()).map_err(|_| InboundError::InvalidFormat)?;
     // Non-string entries are dropped like any other unjoinable name.
     Ok(parsed
         .rooms
@@ -130,11 +127,8 @@ fn parse_rooms(data: Option<&RawValue>) -> Result<Vec<Cow<'_, str>>, InboundErro
 }
 
 fn parse_publish(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundError> {
-    let data = data
-        .filter(|d| is_object(d))
-        .ok_or(InboundError::InvalidFormat)?;
-    let p: PublishData<'_> =
-        serde_json::from_str(data.get()).map_err(|_| InboundError::InvalidFormat)?;
+    let data = data.filter(|d| is_object(d)).ok_or(InboundError::InvalidFormat)?;
+    let p: PublishData<'_> = serde_json::from_str(data.get()).map_err(|_| InboundError::InvalidFormat)?;
     if event::is_reserved(&p.event) {
         return Err(InboundError::ReservedEvent);
     }
@@ -194,9 +188,7 @@ mod tests {
     fn join_keeps_string_entries_only() {
         let m = parse(r#"{"event":"join","data":{"rooms":["a",1,null,"b"]}}"#).unwrap();
         assert!(matches!(m, ClientMessage::Join(r) if r == rooms(&["a", "b"])));
-        assert!(
-            matches!(parse(r#"{"event":"join"}"#).unwrap(), ClientMessage::Join(r) if r.is_empty())
-        );
+        assert!(matches!(parse(r#"{"event":"join"}"#).unwrap(), ClientMessage::Join(r) if r.is_empty()));
     }
 
     #[test]
@@ -215,10 +207,7 @@ mod tests {
     fn publish_without_data_has_none() {
         match parse(r#"{"event":"publish","data":{"room":"r","event":"chat"}}"#).unwrap() {
             ClientMessage::Publish { room, event, data } => {
-                assert_eq!(
-                    (room.as_ref(), event.as_ref(), data.is_none()),
-                    ("r", "chat", true)
-                );
+                assert_eq!((room.as_ref(), event.as_ref(), data.is_none()), ("r", "chat", true));
             }
             other => panic!("{other:?}"),
         }

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use sealcast::crypto::{
-    server_handshake, ClientHandshake, HandshakeRequest, PinnedKey, RecordOpener, RecordSealer,
-    ServerHello, StaticKey, StaticKeySet,
+    server_handshake, ClientHandshake, HandshakeRequest, PinnedKey, RecordOpener, RecordSealer, ServerHello, StaticKey,
+    StaticKeySet,
 };
 
 pub fn h(s: &str) -> Vec<u8> {
@@ -55,12 +55,9 @@ pub fn session_with(keys: &StaticKeySet, pinned: &[PinnedKey], kid: Option<[u8; 
         .expect("encrypted client");
     let (hello, server_sealer, server_opener) =
         server_handshake(keys, &req, CONN_ID, USER_ID).expect("server handshake");
-    let parsed = ServerHello::from_connected_data(&connected_data(&hello, CONN_ID, USER_ID))
-        .expect("connected parses");
+    let parsed = ServerHello::from_connected_data(&connected_data(&hello, CONN_ID, USER_ID)).expect("connected parses");
     assert_eq!(parsed, hello);
-    let (client_sealer, client_opener) = client
-        .finish(pinned, &parsed, CONN_ID, USER_ID)
-        .expect("client finish");
+    let (client_sealer, client_opener) = client.finish(pinned, &parsed, CONN_ID, USER_ID).expect("client finish");
     Session {
         hello,
         server_sealer,

@@ -41,9 +41,10 @@ pub async fn test_auth(req: AuthRequest) -> Result<Option<Identity>, HookError> 
     }
 }
 
-/// A builder with the test authenticator and a permissive room validator.
+/// A plaintext builder with the test authenticator and a permissive room validator.
 pub fn builder() -> ServerBuilder {
     Server::builder()
+        .require_encryption(false)
         .authenticator(test_auth)
         .room_validator(|req: sealcast::RoomRequest| async move { Ok::<_, HookError>(req.rooms) })
 }
@@ -57,9 +58,7 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(builder: ServerBuilder) -> Self {
         let server = builder.build().expect("valid test config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = server.router();
         tokio::spawn(async move {
@@ -80,8 +79,7 @@ impl TestServer {
     /// A client authenticated with `token`, after its `connected` event.
     pub async fn login(&self, token: &str) -> (Client, Value) {
         let mut c = self.connect().await;
-        c.send(json!({"event": "authenticate", "data": {"token": token}}))
-            .await;
+        c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
         let connected = c.expect_event("connected").await;
         (c, connected)
     }
@@ -103,9 +101,7 @@ pub enum Ended {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
         Self { ws }
     }
 
@@ -131,9 +127,7 @@ impl Client {
             };
             match m {
                 Message::Text(t) => return Ok(t.to_string()),
-                Message::Close(Some(f)) => {
-                    return Err(Ended::Closed(u16::from(f.code), f.reason.to_string()))
-                }
+                Message::Close(Some(f)) => return Err(Ended::Closed(u16::from(f.code), f.reason.to_string())),
                 Message::Close(None) => return Err(Ended::Dropped),
                 _ => continue,
             }

@@ -6,14 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sealcast::auth::{self, Hs256Authenticator};
+use sealcast::crypto::{StaticKey, StaticKeySet};
 use sealcast::Server;
 
 #[derive(Parser)]
-#[command(
-    name = "sealcast",
-    version,
-    about = "Encryption-first real-time messaging server"
-)]
+#[command(name = "sealcast", version, about = "Encryption-first real-time messaging server")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +22,18 @@ enum Command {
     Serve(ServeArgs),
     /// Mint an HS256 token for a user (uses SEALCAST_JWT_SECRET).
     Token(TokenArgs),
+    /// Generate a wsenc/1 server static key (PKCS#8 PEM) and print its kid and public key.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Where to write the private key (created with mode 0600).
+    #[arg(long, default_value = "sealcast-key.pem")]
+    out: std::path::PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -38,9 +47,16 @@ struct ServeArgs {
     /// WebSocket path.
     #[arg(long, env = "SEALCAST_PATH", default_value = "/ws")]
     path: String,
-    /// Refuse sessions without an encryption handshake.
-    #[arg(long, env = "SEALCAST_REQUIRE_ENCRYPTION", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Refuse sessions without an encryption handshake (wsenc/1).
+    #[arg(long, env = "SEALCAST_REQUIRE_ENCRYPTION", default_value_t = true, action = clap::ArgAction::Set)]
     require_encryption: bool,
+    /// wsenc/1 static key files (PKCS#8 PEM from `sealcast keygen`), comma separated: current first, then the
+    /// next key during a rotation. Unset on loopback: an ephemeral key is generated (dev mode).
+    #[arg(long, env = "SEALCAST_SERVER_KEY_FILE", value_delimiter = ',')]
+    server_key_file: Vec<std::path::PathBuf>,
+    /// wsenc/1 records per direction and epoch before a key update (max 1048576).
+    #[arg(long, env = "SEALCAST_MAX_RECORDS_PER_EPOCH", default_value_t = 1 << 20)]
+    max_records_per_epoch: u64,
     /// Let clients publish to rooms they joined.
     #[arg(long, env = "SEALCAST_ALLOW_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set)]
     allow_client_publish: bool,
@@ -118,23 +134,25 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Token(args) => {
-            match auth::mint(args.secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
-                Ok(token) => {
-                    println!("{token}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("sealcast token: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Token(args) => match auth::mint(args.secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("sealcast token: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Keygen(args) => match keygen(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealcast keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("sealcast: cannot start the runtime: {e}");
@@ -152,6 +170,45 @@ fn main() -> ExitCode {
     }
 }
 
+fn keygen(args: &KeygenArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let key = StaticKey::generate()?;
+    let pem = key.to_pkcs8_pem()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if args.force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&args.out)
+        .map_err(|e| format!("cannot create {}: {e} (use --force to overwrite)", args.out.display()))?;
+    file.write_all(pem.as_bytes())?;
+    println!("wrote {}", args.out.display());
+    println!("kid={}", key.kid_b64u());
+    println!("publicKey={}", key.public_key_b64u());
+    Ok(())
+}
+
+fn load_keys(paths: &[std::path::PathBuf]) -> Result<StaticKeySet, Box<dyn std::error::Error>> {
+    let mut keys: Option<StaticKeySet> = None;
+    for path in paths {
+        let pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
+        );
+        let key = StaticKey::from_pkcs8_pem(&pem)
+            .map_err(|e| format!("key file {} is not a P-256 PKCS#8 PEM key: {e}", path.display()))?;
+        keys = Some(match keys {
+            None => StaticKeySet::new(key),
+            Some(set) => set.with_key(key)?,
+        });
+    }
+    keys.ok_or_else(|| "no key file given".into())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -159,6 +216,23 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if !args.bind.ip().is_loopback() {
+        let mut missing = Vec::new();
+        if args.jwt_secret.as_deref().is_none_or(str::is_empty) {
+            missing.push("SEALCAST_JWT_SECRET (token authentication)");
+        }
+        if args.server_key_file.is_empty() {
+            missing.push("SEALCAST_SERVER_KEY_FILE (wsenc/1 static key, see `sealcast keygen`)");
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "refusing to listen on {} beyond loopback without: {}",
+                args.bind,
+                missing.join(", ")
+            )
+            .into());
+        }
+    }
     let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
         Some(secret) => zeroize::Zeroizing::new(secret),
         None if args.bind.ip().is_loopback() => {
@@ -177,7 +251,25 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .into())
         }
     };
+    let keys = match args.server_key_file.as_slice() {
+        [] if args.bind.ip().is_loopback() => {
+            let key = StaticKey::generate()?;
+            println!("sealcast: development mode: SEALCAST_SERVER_KEY_FILE is not set; using an ephemeral key.");
+            println!("  kid={} publicKey={}", key.kid_b64u(), key.public_key_b64u());
+            StaticKeySet::new(key)
+        }
+        [] => {
+            return Err(format!(
+                "refusing to listen on {} without a static key: set SEALCAST_SERVER_KEY_FILE (see `sealcast keygen`)",
+                args.bind
+            )
+            .into())
+        }
+        paths => load_keys(paths)?,
+    };
     let server = Server::builder()
+        .static_keys(keys)
+        .max_records_per_epoch(args.max_records_per_epoch)
         .path(args.path)
         .require_encryption(args.require_encryption)
         .allow_client_publish(args.allow_client_publish)
@@ -195,6 +287,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .authenticator(Hs256Authenticator::new(secret.as_bytes()))
         .room_validator(auth::rooms_claim_validator)
         .build()?;
+    let signals = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
     println!(
@@ -204,7 +297,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     let stopper = server.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.await;
         tracing::info!("shutting down");
         stopper.shutdown().await;
     });
@@ -219,22 +312,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+/// Registers SIGTERM and SIGINT now (before the listener is announced), and returns a future that resolves on
+/// the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }

@@ -1,0 +1,367 @@
+//! A Rust client: connect, authenticate, run the wsenc/1 handshake against pinned server keys, verify `confirm`,
+//! then send and receive messages (sealed and opened transparently), with key updates in both directions.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use sealcast::client::{Client, ClientConfig};
+//! use sealcast::crypto::PinnedKey;
+//!
+//! let pinned = PinnedKey::from_b64u("BNTUZ2kMSb4ao997A_L0e6WLsBjkkuK5PO9L_JXKdnBgN5CoDZaiJdBMzMoRHjG6dkhoK9oBisrGSWEs6AKZe-A")?;
+//! let mut client = Client::connect(ClientConfig::new("ws://127.0.0.1:8080/ws", "<token>").pin(pinned)).await?;
+//! client.join(&["lobby"]).await?;
+//! client.publish("lobby", "chat", &serde_json::json!({"text": "hi"})).await?;
+//! let msg = client.recv().await?;
+//! println!("{} {}", msg.event, msg.data);
+//! # Ok(()) }
+//! ```
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::crypto::{
+    self, ClientHandshake, HandshakeError, OpenError, PinnedKey, RecordOpener, RecordSealer, ServerHello,
+};
+use crate::protocol::event;
+
+/// How to connect.
+#[derive(Clone)]
+pub struct ClientConfig {
+    url: String,
+    auth: Map<String, Value>,
+    pinned: Vec<PinnedKey>,
+    kid: Option<[u8; 8]>,
+    require_encryption: bool,
+    max_records_per_epoch: u64,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field("pinned", &self.pinned.len())
+            .field("require_encryption", &self.require_encryption)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Connect to `url` and authenticate with `{"token": token}`. Encryption is required: pin at least one key.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        let mut auth = Map::new();
+        auth.insert("token".into(), Value::String(token.into()));
+        Self {
+            url: url.into(),
+            auth,
+            pinned: Vec::new(),
+            kid: None,
+            require_encryption: true,
+            max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
+        }
+    }
+
+    /// Trusts this server static key (several may be pinned, e.g. current and next).
+    pub fn pin(mut self, key: PinnedKey) -> Self {
+        self.pinned.push(key);
+        self
+    }
+
+    /// Asks the server for the static key with this kid.
+    pub fn kid(mut self, kid: [u8; 8]) -> Self {
+        self.kid = Some(kid);
+        self
+    }
+
+    /// Adds a field to the `authenticate` payload.
+    pub fn auth_field(mut self, name: &str, value: Value) -> Self {
+        self.auth.insert(name.to_owned(), value);
+        self
+    }
+
+    /// Allows a plaintext session when no key is pinned (never falls back once keys are pinned).
+    pub fn allow_plaintext(mut self) -> Self {
+        self.require_encryption = false;
+        self
+    }
+
+    /// Records per epoch this client sends before updating its keys (default 2^20).
+    pub fn max_records_per_epoch(mut self, limit: u64) -> Self {
+        self.max_records_per_epoch = limit;
+        self
+    }
+}
+
+/// What went wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The WebSocket could not be opened or failed.
+    #[error("websocket error: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server closed the connection.
+    #[error("closed by the server: {code} {reason}")]
+    Closed {
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+        /// The `error` event the server sent before closing, if any.
+        error: Option<String>,
+    },
+    /// Encryption is required but no key is pinned.
+    #[error("encryption is required: pin the server's static key (ClientConfig::pin)")]
+    NoPinnedKey,
+    /// The handshake failed (bad server fields, unpinned kid, or the server failed to prove its key).
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// A record from the server failed to open.
+    #[error("record rejected: {0}")]
+    Record(#[from] OpenError),
+    /// Sealing failed (key exhausted).
+    #[error("sealing failed: {0}")]
+    Seal(#[from] crypto::SealError),
+    /// The server broke the protocol (e.g. plaintext after an encrypted handshake).
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+}
+
+/// An application message received from the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Event name.
+    pub event: String,
+    /// Payload.
+    pub data: Value,
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connected, authenticated client.
+pub struct Client {
+    ws: Ws,
+    sealer: Option<RecordSealer>,
+    opener: Option<RecordOpener>,
+    connected: Value,
+    out: Vec<Bytes>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id())
+            .field("encrypted", &self.is_encrypted())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects, authenticates and (with pinned keys) completes the wsenc/1 handshake.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        if config.require_encryption && config.pinned.is_empty() {
+            return Err(ClientError::NoPinnedKey);
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(config.url.as_str()).await?;
+        let mut auth = config.auth.clone();
+        let handshake = if config.pinned.is_empty() {
+            None
+        } else {
+            let hs = ClientHandshake::new()?;
+            hs.insert_auth_fields(&mut auth, config.kid);
+            Some(hs)
+        };
+        let frame = json!({ "event": event::AUTHENTICATE, "data": Value::Object(auth) });
+        ws.send(WsMessage::text(frame.to_string())).await?;
+        let connected = wait_connected(&mut ws).await?;
+        let mut client = Self {
+            ws,
+            sealer: None,
+            opener: None,
+            connected,
+            out: Vec::new(),
+        };
+        if let Some(hs) = handshake {
+            let hello = ServerHello::from_connected_data(&client.connected)?;
+            let (mut sealer, opener) =
+                hs.finish(&config.pinned, &hello, client.id(), client.user_id().unwrap_or(""))?;
+            sealer
+                .set_epoch_limit(config.max_records_per_epoch)
+                .map_err(|_| ClientError::Protocol("invalid epoch limit"))?;
+            client.sealer = Some(sealer);
+            client.opener = Some(opener);
+        }
+        Ok(client)
+    }
+
+    /// The connection id the server assigned.
+    pub fn id(&self) -> &str {
+        self.connected["id"].as_str().unwrap_or_default()
+    }
+
+    /// The authenticated user, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        self.connected["userId"].as_str()
+    }
+
+    /// The `data` of the `connected` event.
+    pub fn connected_data(&self) -> &Value {
+        &self.connected
+    }
+
+    /// Whether the session is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.sealer.is_some()
+    }
+
+    /// Sends `{"event": event, "data": data}` (sealed on an encrypted session).
+    pub async fn send<T: Serialize + ?Sized>(&mut self, event_name: &str, data: &T) -> Result<(), ClientError> {
+        let inner = json!({ "event": event_name, "data": data }).to_string();
+        self.send_inner(&inner).await
+    }
+
+    /// Sends an inner message given as JSON text.
+    pub async fn send_inner(&mut self, inner: &str) -> Result<(), ClientError> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            self.ws.send(WsMessage::text(inner)).await?;
+            return Ok(());
+        };
+        sealer.seal(inner.as_bytes(), &mut self.out)?;
+        self.flush_sealed().await
+    }
+
+    async fn flush_sealed(&mut self) -> Result<(), ClientError> {
+        for frame in std::mem::take(&mut self.out) {
+            let text = String::from_utf8(frame.to_vec()).map_err(|_| ClientError::Protocol("non-UTF-8 record"))?;
+            self.ws.feed(WsMessage::text(text)).await?;
+        }
+        self.ws.flush().await?;
+        Ok(())
+    }
+
+    /// Sends a heartbeat.
+    pub async fn heartbeat(&mut self) -> Result<(), ClientError> {
+        self.send_inner(r#"{"event":"heartbeat"}"#).await
+    }
+
+    /// Asks to join rooms (no acknowledgement).
+    pub async fn join(&mut self, rooms: &[&str]) -> Result<(), ClientError> {
+        self.send(event::JOIN, &json!({ "rooms": rooms })).await
+    }
+
+    /// Leaves rooms.
+    pub async fn leave(&mut self, rooms: &[&str]) -> Result<(), ClientError> {
+        self.send(event::LEAVE, &json!({ "rooms": rooms })).await
+    }
+
+    /// Publishes to a joined room (needs `allow_client_publish` on the server).
+    pub async fn publish<T: Serialize + ?Sized>(
+        &mut self,
+        room: &str,
+        event_name: &str,
+        data: &T,
+    ) -> Result<(), ClientError> {
+        self.send(
+            event::PUBLISH,
+            &json!({ "room": room, "event": event_name, "data": data }),
+        )
+        .await
+    }
+
+    /// Switches the outbound direction to the next epoch's keys now.
+    pub async fn update_keys(&mut self) -> Result<(), ClientError> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return Err(ClientError::Protocol("key update on a plaintext session"));
+        };
+        sealer.request_key_update(&mut self.out)?;
+        self.flush_sealed().await
+    }
+
+    /// The next application message (key updates are handled internally).
+    pub async fn recv(&mut self) -> Result<Message, ClientError> {
+        loop {
+            let Some(text) = next_text(&mut self.ws).await? else {
+                continue;
+            };
+            let inner = match self.opener.as_mut() {
+                None => text.into_bytes(),
+                Some(opener) => match opener.open(text.as_bytes()) {
+                    Ok(Some(inner)) => inner,
+                    Ok(None) => continue,
+                    Err(OpenError::NotEncrypted) => {
+                        return Err(ClientError::Protocol("plaintext frame on an encrypted session"))
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            let v: Value = serde_json::from_slice(&inner).map_err(|_| ClientError::Protocol("invalid JSON"))?;
+            let event_name = v["event"]
+                .as_str()
+                .ok_or(ClientError::Protocol("message without event"))?;
+            return Ok(Message {
+                event: event_name.to_owned(),
+                data: v.get("data").cloned().unwrap_or(Value::Null),
+            });
+        }
+    }
+
+    /// Sends a raw text frame, bypassing the record layer (for tests of server hardening).
+    pub async fn send_raw(&mut self, text: &str) -> Result<(), ClientError> {
+        self.ws.send(WsMessage::text(text)).await?;
+        Ok(())
+    }
+
+    /// Seals an inner message without sending it and returns the wire frames (for tests of server hardening).
+    pub fn seal_raw(&mut self, inner: &str) -> Result<Vec<String>, ClientError> {
+        let sealer = self.sealer.as_mut().ok_or(ClientError::Protocol("plaintext session"))?;
+        let mut out = Vec::new();
+        sealer.seal(inner.as_bytes(), &mut out)?;
+        Ok(out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect())
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Reads the next text frame; `Ok(None)` for control frames; a close becomes [`ClientError::Closed`].
+async fn next_text(ws: &mut Ws) -> Result<Option<String>, ClientError> {
+    match ws.next().await {
+        None => Err(ClientError::Closed {
+            code: 1006,
+            reason: String::new(),
+            error: None,
+        }),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(WsMessage::Text(t))) => Ok(Some(t.to_string())),
+        Some(Ok(WsMessage::Binary(_))) => Err(ClientError::Protocol("binary frame")),
+        Some(Ok(WsMessage::Close(frame))) => Err(ClientError::Closed {
+            code: frame.as_ref().map_or(1005, |f| u16::from(f.code)),
+            reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            error: None,
+        }),
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+/// Waits for `connected`; an `error` then a close becomes [`ClientError::Closed`] carrying the error text.
+async fn wait_connected(ws: &mut Ws) -> Result<Value, ClientError> {
+    let mut error = None;
+    loop {
+        let text = match next_text(ws).await {
+            Ok(Some(text)) => text,
+            Ok(None) => continue,
+            Err(ClientError::Closed { code, reason, .. }) => return Err(ClientError::Closed { code, reason, error }),
+            Err(e) => return Err(e),
+        };
+        let v: Value = serde_json::from_str(&text).map_err(|_| ClientError::Protocol("invalid JSON"))?;
+        match v["event"].as_str() {
+            Some(event::CONNECTED) => return Ok(v.get("data").cloned().unwrap_or(Value::Null)),
+            Some(event::ERROR) => error = v["data"]["message"].as_str().map(str::to_owned),
+            _ => return Err(ClientError::Protocol("unexpected frame before connected")),
+        }
+    }
+}

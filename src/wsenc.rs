@@ -1,0 +1,131 @@
+//! wsenc/1 wired into the server: the bundled [`Handshake`](crate::session::Handshake) and the
+//! [`Sealer`]/[`Opener`] implementations of the record layer.
+//!
+//! The protocol itself (key schedule, records, strict parsing) is the pure [`crate::crypto`] module; this file
+//! only adapts it to the connection's seam.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::crypto::{self, RecordOpener, RecordSealer, StaticKeySet};
+use crate::hooks::{Hook, HookFuture};
+use crate::protocol::CloseCode;
+use crate::session::{HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
+use crate::stats::Stats;
+
+/// The bundled wsenc/1 handshake. Installed by [`crate::ServerBuilder::static_keys`].
+#[derive(Clone)]
+pub struct WsEnc1 {
+    keys: Arc<StaticKeySet>,
+    max_records_per_epoch: u64,
+    padding: Option<NonZeroUsize>,
+    stats: Option<Arc<Stats>>,
+}
+
+impl std::fmt::Debug for WsEnc1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsEnc1")
+            .field("keys", &self.keys.iter().count())
+            .field("max_records_per_epoch", &self.max_records_per_epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsEnc1 {
+    /// A handshake answering with `keys` (the current key unless the client names another `kid`).
+    pub fn new(keys: Arc<StaticKeySet>) -> Self {
+        Self {
+            keys,
+            max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
+            padding: None,
+            stats: None,
+        }
+    }
+
+    /// Records per direction and epoch before a key update (default and maximum 2^20; lower it for tests).
+    pub fn max_records_per_epoch(mut self, limit: u64) -> Self {
+        self.max_records_per_epoch = limit;
+        self
+    }
+
+    /// Pads every outbound plaintext up to a multiple of `bucket` bytes (default: no padding).
+    pub fn padding(mut self, bucket: Option<NonZeroUsize>) -> Self {
+        self.padding = bucket;
+        self
+    }
+
+    pub(crate) fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// The keys this handshake serves.
+    pub fn keys(&self) -> &StaticKeySet {
+        &self.keys
+    }
+
+    /// Runs the server side of the handshake on an `authenticate` payload.
+    pub fn establish(&self, client_id: &str, user_id: Option<&str>, data: Map<String, Value>) -> HandshakeOutcome {
+        let request = match crypto::HandshakeRequest::from_auth_data(&Value::Object(data)) {
+            Ok(Some(request)) => request,
+            Ok(None) => return HandshakeOutcome::Plaintext,
+            Err(_) => return HandshakeOutcome::Reject,
+        };
+        if let Some(stats) = &self.stats {
+            Stats::bump(&stats.handshakes);
+        }
+        let Ok((hello, mut sealer, mut opener)) =
+            crypto::server_handshake(&self.keys, &request, client_id, user_id.unwrap_or(""))
+        else {
+            return HandshakeOutcome::Reject;
+        };
+        if sealer.set_epoch_limit(self.max_records_per_epoch).is_err()
+            || opener.set_epoch_limit(self.max_records_per_epoch).is_err()
+        {
+            return HandshakeOutcome::Reject;
+        }
+        sealer.set_padding(self.padding);
+        let mut connected_fields = Map::new();
+        hello.insert_into(&mut connected_fields);
+        HandshakeOutcome::Encrypted(Session {
+            connected_fields,
+            sealer: Box::new(sealer),
+            opener: Box::new(opener),
+        })
+    }
+}
+
+impl Hook<HandshakeRequest, HandshakeOutcome> for WsEnc1 {
+    fn call(&self, req: HandshakeRequest) -> HookFuture<HandshakeOutcome> {
+        let outcome = self.establish(&req.client_id, req.user_id.as_deref(), req.data);
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+}
+
+fn close_code(code: u16) -> CloseCode {
+    CloseCode::from_code(code).unwrap_or(CloseCode::DecryptionFailed)
+}
+
+impl Sealer for RecordSealer {
+    fn seal(&mut self, inner: &str, out: &mut Vec<Bytes>) -> Result<(), CloseCode> {
+        RecordSealer::seal(self, inner.as_bytes(), out).map_err(|e| close_code(e.close_code()))
+    }
+}
+
+impl Opener for RecordOpener {
+    fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, CloseCode> {
+        RecordOpener::open(self, frame).map_err(|e| close_code(e.close_code()))
+    }
+}
+
+/// The body of `GET /.well-known/sealcast.json`: the protocol and every static public key with its `kid`.
+pub fn well_known(keys: &StaticKeySet) -> Value {
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|k| serde_json::json!({ "kid": k.kid_b64u(), "publicKey": k.public_key_b64u() }))
+        .collect();
+    serde_json::json!({ "protocol": "wsenc/1", "keys": keys })
+}
