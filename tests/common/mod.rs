@@ -1,6 +1,8 @@
 //! Shared test harness: real servers on 127.0.0.1:0 and real WebSocket clients (tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod enc;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,117 @@
+//! wsenc/1 test helpers: servers with static keys and a raw encrypted client that exposes every frame.
+
+use sealcast::crypto::{ClientHandshake, PinnedKey, RecordOpener, RecordSealer, ServerHello, StaticKey, StaticKeySet};
+use sealcast::ServerBuilder;
+use serde_json::{json, Map, Value};
+
+use super::{builder, Client, TestServer};
+
+/// A fixed test key (deterministic so failures reproduce).
+pub fn test_key() -> StaticKey {
+    StaticKey::from_scalar_bytes_for_tests(&[7u8; 32]).expect("test scalar")
+}
+
+/// A second fixed key, e.g. the "next" key of a rotation.
+pub fn next_key() -> StaticKey {
+    StaticKey::from_scalar_bytes_for_tests(&[9u8; 32]).expect("test scalar")
+}
+
+/// A builder that requires encryption with [`test_key`].
+pub fn enc_builder() -> ServerBuilder {
+    builder()
+        .require_encryption(true)
+        .static_keys(StaticKeySet::new(test_key()))
+}
+
+/// A client that speaks wsenc/1 by hand, so tests can see and forge raw frames.
+pub struct RawEnc {
+    pub c: Client,
+    pub sealer: RecordSealer,
+    pub opener: RecordOpener,
+    pub connected: Value,
+    /// Every raw frame received after `connected`.
+    pub wire: Vec<String>,
+}
+
+/// The `authenticate` frame of a fresh handshake.
+pub fn authenticate_frame(hs: &ClientHandshake, token: &str, kid: Option<[u8; 8]>) -> Value {
+    let mut data = Map::new();
+    data.insert("token".into(), token.into());
+    hs.insert_auth_fields(&mut data, kid);
+    json!({"event": "authenticate", "data": Value::Object(data)})
+}
+
+impl RawEnc {
+    pub async fn login(t: &TestServer, token: &str, pinned: &[PinnedKey]) -> Self {
+        Self::login_with_kid(t, token, pinned, None).await
+    }
+
+    pub async fn login_with_kid(t: &TestServer, token: &str, pinned: &[PinnedKey], kid: Option<[u8; 8]>) -> Self {
+        let mut c = t.connect().await;
+        let hs = ClientHandshake::new().expect("keygen");
+        c.send(authenticate_frame(&hs, token, kid)).await;
+        let first = c.recv().await;
+        assert_eq!(first["event"], "connected", "{first}");
+        let connected = first["data"].clone();
+        let hello = ServerHello::from_connected_data(&connected).expect("crypto fields");
+        let id = connected["id"].as_str().unwrap().to_owned();
+        let user = connected["userId"].as_str().unwrap_or("").to_owned();
+        let (sealer, opener) = hs.finish(pinned, &hello, &id, &user).expect("confirm verifies");
+        Self {
+            c,
+            sealer,
+            opener,
+            connected,
+            wire: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        self.connected["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Seals an inner message into wire frames without sending them.
+    pub fn seal(&mut self, inner: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        self.sealer.seal(inner.to_string().as_bytes(), &mut out).expect("seal");
+        out.into_iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    pub async fn send(&mut self, inner: Value) {
+        for frame in self.seal(&inner) {
+            self.c.send_text(&frame).await;
+        }
+    }
+
+    /// The next raw frame (must be a text frame).
+    pub async fn recv_raw(&mut self) -> String {
+        let raw = self.c.next_text(super::WAIT).await.expect("a frame");
+        self.wire.push(raw.clone());
+        raw
+    }
+
+    /// The next application message, opened (key updates consumed).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let raw = self.recv_raw().await;
+            let v: Value = serde_json::from_str(&raw).unwrap();
+            assert_eq!(v["event"], "encrypted", "plaintext after connected: {raw}");
+            match self.opener.open(raw.as_bytes()).expect("record opens") {
+                Some(inner) => return serde_json::from_slice(&inner).unwrap(),
+                None => continue,
+            }
+        }
+    }
+
+    /// Skips messages until `event`, returns its data.
+    pub async fn expect_event(&mut self, event: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["event"] == event {
+                return v["data"].clone();
+            }
+        }
+    }
+}
