@@ -17,6 +17,7 @@ mod config;
 mod connection;
 pub mod crypto;
 pub mod hooks;
+mod ignis_compat;
 mod mailbox;
 pub mod protocol;
 mod registry;
@@ -31,6 +32,7 @@ pub use hooks::{
     AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing, RoomRequest,
     Transformed,
 };
+pub use ignis_compat::IgnisCompat;
 pub use protocol::CloseCode;
 pub use registry::{ClientInfo, ClientState};
 pub use server::{RoomError, SendError, Server, ServerBuilder};

@@ -544,3 +544,77 @@ fn building_with_required_encryption_and_no_handshake_is_refused() {
         assert!(err.to_string().contains("static_keys"));
     });
 }
+
+mod ignis_suite {
+    use super::*;
+    use sealcast::crypto::backend::{EcPublicKey, EcSecretKey};
+    use sealcast::crypto::ignis;
+
+    const STD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    /// A client doing what the reference's browser helper does.
+    async fn ignis_login(t: &TestServer) -> (Client, ignis::IgnisKey, Value) {
+        let secret = EcSecretKey::generate().unwrap();
+        let mut c = t.connect().await;
+        let pk = STD.encode(secret.public_key().as_sec1());
+        c.send(json!({"event": "authenticate", "data": {"token": "user:a", "publicKey": pk}}))
+            .await;
+        let connected = c.expect_event("connected").await;
+        let server = STD.decode(connected["serverPublicKey"].as_str().unwrap()).unwrap();
+        let salt = STD.decode(connected["salt"].as_str().unwrap()).unwrap();
+        let key = ignis::derive(&secret, &EcPublicKey::from_sec1_uncompressed(&server).unwrap(), &salt);
+        (c, key, connected)
+    }
+
+    async fn ignis_server() -> TestServer {
+        TestServer::start(builder().require_encryption(true).handshake(sealcast::IgnisCompat)).await
+    }
+
+    #[tokio::test]
+    async fn reference_clients_decrypt_our_messages_and_we_open_theirs() {
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let s = seen.clone();
+        let b = builder()
+            .require_encryption(true)
+            .handshake(sealcast::IgnisCompat)
+            .message_handler(move |m: IncomingMessage| {
+                let s = s.clone();
+                async move {
+                    s.lock().push(m.data);
+                    Ok::<_, HookError>(())
+                }
+            });
+        let t = TestServer::start(b).await;
+        let (mut c, key, connected) = ignis_login(&t).await;
+        t.server
+            .send_to_client(connected["id"].as_str().unwrap(), "news", &json!({"n": 1}))
+            .unwrap();
+        let frame = c.next_text(WAIT).await.unwrap();
+        let inner: Value = serde_json::from_slice(&key.open(frame.as_bytes()).unwrap()).unwrap();
+        assert_eq!(inner, json!({"event": "news", "data": {"n": 1}}));
+        c.send_text(&key.seal(br#"{"event":"chat","data":"hello"}"#).unwrap())
+            .await;
+        eventually("inbound record opened", || seen.lock().as_slice() == [json!("hello")]).await;
+    }
+
+    #[tokio::test]
+    async fn plaintext_after_the_ignis_handshake_closes_4004_and_bad_records_4005() {
+        let t = ignis_server().await;
+        let (mut c, _, _) = ignis_login(&t).await;
+        c.send(json!({"event": "chat", "data": 1})).await;
+        assert_eq!(c.expect_close().await.0, 4004);
+        let (mut c, _, _) = ignis_login(&t).await;
+        c.send(json!({"event": "encrypted", "data": {"iv": "AAAAAAAAAAAAAAAA", "ct": "AAAAAAAAAAAAAAAAAAAAAA=="}}))
+            .await;
+        assert_eq!(c.expect_close().await.0, 4005);
+    }
+
+    #[tokio::test]
+    async fn a_bad_ignis_key_is_closed_4004() {
+        let t = ignis_server().await;
+        let mut c = t.connect().await;
+        c.send(json!({"event": "authenticate", "data": {"token": "user:a", "publicKey": "bm90IGEga2V5"}}))
+            .await;
+        assert_eq!(c.expect_close().await.0, 4004);
+    }
+}

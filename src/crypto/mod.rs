@@ -66,6 +66,7 @@ pub mod b64;
 #[doc(hidden)]
 pub mod backend;
 pub mod handshake;
+pub mod ignis;
 pub mod keys;
 pub mod record;
 pub mod schedule;
