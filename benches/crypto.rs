@@ -86,6 +86,17 @@ fn handshake(c: &mut Criterion) {
     let s_secret = EcSecretKey::generate().unwrap();
 
     let mut g = c.benchmark_group("handshake");
+    // What a connection runs: the server's WsEnc1 hook from the authenticate payload to an encrypted Session
+    // (connected fields built, record states boxed).
+    let wsenc = sealcast::WsEnc1::new(std::sync::Arc::new(StaticKeySet::new(StaticKey::generate().unwrap())));
+    let payload = data.as_object().unwrap().clone();
+    g.bench_function("server_hook", |b| {
+        b.iter(|| {
+            let outcome = wsenc.establish("c-0001", Some("u-42"), black_box(payload.clone()));
+            assert!(matches!(outcome, sealcast::HandshakeOutcome::Encrypted(_)));
+            black_box(outcome);
+        })
+    });
     g.bench_function("server_full", |b| {
         b.iter(|| {
             let req = HandshakeRequest::from_auth_data(black_box(&data)).unwrap().unwrap();

@@ -1,6 +1,8 @@
-//! Fan-out baseline: one room of 1,000 local subscribers on real loopback WebSockets. Each iteration sends a
-//! burst of messages with `send_to_room` and waits until every subscriber has received all of them, so the figure
-//! is end-to-end deliveries per second (serialise once, queue, write, client read).
+//! Fan-out: one room of 1,000 local subscribers on real loopback WebSockets, plaintext and wsenc/1-encrypted
+//! in the same run. Each iteration sends a burst with `send_to_room` and waits until every subscriber has
+//! received all of it, so the figure is end-to-end deliveries per second (serialise once, queue, seal per
+//! recipient if encrypted, write, client read). Subscribers count frames without parsing or decrypting them,
+//! so both modes spend the same client-side effort and the difference is the server's sealing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::{SinkExt, StreamExt};
-use sealcast::{AuthRequest, HookError, Identity, Server};
-use serde_json::json;
+use sealcast::crypto::{ClientHandshake, ServerHello, StaticKey, StaticKeySet};
+use sealcast::{AuthRequest, HookError, Identity, RoomRequest, Server};
+use serde_json::{json, Map, Value};
 use tokio::runtime::Runtime;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,10 +25,51 @@ struct Bench {
     received: Arc<AtomicU64>,
 }
 
+async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, counter: Arc<AtomicU64>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    let mut data = Map::new();
+    let hs = key.map(|_| ClientHandshake::new().expect("keygen"));
+    if let Some(hs) = &hs {
+        hs.insert_auth_fields(&mut data, None);
+    }
+    let auth = json!({"event": "authenticate", "data": Value::Object(data)}).to_string();
+    ws.send(Message::text(auth)).await.expect("send");
+    let connected: Value =
+        serde_json::from_str(ws.next().await.expect("frame").expect("ok").to_text().expect("text")).expect("json");
+    let join = json!({"event": "join", "data": {"rooms": [room]}}).to_string();
+    match (hs, key) {
+        (Some(hs), Some(key)) => {
+            let hello = ServerHello::from_connected_data(&connected["data"]).expect("hello");
+            let id = connected["data"]["id"].as_str().expect("id");
+            let (mut sealer, _opener) = hs.finish(&[key.pinned()], &hello, id, "").expect("finish");
+            let mut out = Vec::new();
+            sealer.seal(join.as_bytes(), &mut out).expect("seal");
+            for f in out {
+                ws.send(Message::text(String::from_utf8(f.to_vec()).expect("utf8")))
+                    .await
+                    .expect("send");
+            }
+        }
+        _ => ws.send(Message::text(join)).await.expect("send"),
+    }
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_text() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
 async fn setup() -> Bench {
+    let pem = StaticKey::generate().expect("key").to_pkcs8_pem().expect("pem");
+    let key = StaticKey::from_pkcs8_pem(&pem).expect("key");
     let server = Server::builder()
         .require_encryption(false)
+        .static_keys(StaticKeySet::new(StaticKey::from_pkcs8_pem(&pem).expect("key")))
+        .default_rooms(vec![])
         .authenticator(|_: AuthRequest| async { Ok::<_, HookError>(Some(Identity::default())) })
+        .room_validator(|r: RoomRequest| async move { Ok::<_, HookError>(r.rooms) })
         .outbound_queue(4096)
         .build()
         .expect("config");
@@ -37,18 +81,11 @@ async fn setup() -> Bench {
     });
     let received = Arc::new(AtomicU64::new(0));
     for _ in 0..SUBSCRIBERS {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
-        let auth = json!({"event": "authenticate", "data": {}}).to_string();
-        ws.send(Message::text(auth)).await.expect("send");
-        let _connected = ws.next().await;
-        let counter = received.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = ws.next().await {
-                if m.is_text() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
+        subscribe(&url, "plain", None, received.clone()).await;
+        subscribe(&url, "enc", Some(&key), received.clone()).await;
+    }
+    while server.clients_by_room("plain").len() + server.clients_by_room("enc").len() < 2 * SUBSCRIBERS {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Bench { server, received }
 }
@@ -60,26 +97,28 @@ fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
     group.throughput(Throughput::Elements(SUBSCRIBERS as u64 * BURST));
     group.sample_size(20).measurement_time(Duration::from_secs(10));
-    group.bench_function("plaintext_room_1000_256B", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let target = bench.received.load(Ordering::Relaxed) + SUBSCRIBERS as u64 * BURST;
-                    for _ in 0..BURST {
-                        bench
-                            .server
-                            .send_to_room("ws-default", "msg", &payload, &[])
-                            .expect("send");
+    for (name, room) in [
+        ("plaintext_room_1000_256B", "plain"),
+        ("encrypted_room_1000_256B", "enc"),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let target = bench.received.load(Ordering::Relaxed) + SUBSCRIBERS as u64 * BURST;
+                        for _ in 0..BURST {
+                            bench.server.send_to_room(room, "msg", &payload, &[]).expect("send");
+                        }
+                        while bench.received.load(Ordering::Relaxed) < target {
+                            tokio::time::sleep(Duration::from_micros(100)).await;
+                        }
                     }
-                    while bench.received.load(Ordering::Relaxed) < target {
-                        tokio::time::sleep(Duration::from_micros(100)).await;
-                    }
-                }
-                start.elapsed()
+                    start.elapsed()
+                })
             })
-        })
-    });
+        });
+    }
     group.finish();
 }
 

@@ -27,6 +27,9 @@ use crate::crypto::{
     self, ClientHandshake, HandshakeError, OpenError, PinnedKey, RecordOpener, RecordSealer, ServerHello,
 };
 use crate::protocol::event;
+use crate::redact::debug_redacted;
+
+debug_redacted!(Message { event; data });
 
 /// How to connect.
 #[derive(Clone)]
@@ -130,7 +133,7 @@ pub enum ClientError {
 }
 
 /// An application message received from the server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Message {
     /// Event name.
     pub event: String,

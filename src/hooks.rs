@@ -13,6 +13,7 @@ use std::pin::Pin;
 use futures_util::FutureExt;
 use serde_json::Value;
 
+use crate::redact::debug_redacted;
 use crate::registry::ClientInfo;
 
 /// What a hook returns on failure.
@@ -62,7 +63,7 @@ pub(crate) async fn invoke<Req: 'static, Resp: 'static>(
 }
 
 /// Input of the authenticator: the `data` object of the client's `authenticate` message.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthRequest {
     /// Server-assigned connection id.
     pub client_id: String,
@@ -71,7 +72,7 @@ pub struct AuthRequest {
 }
 
 /// A successful authentication.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Identity {
     /// The user this connection belongs to; `None` for an anonymous client.
     pub user_id: Option<String>,
@@ -80,7 +81,7 @@ pub struct Identity {
 }
 
 /// Input of the room validator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RoomRequest {
     /// Connection id.
     pub client_id: String,
@@ -94,7 +95,7 @@ pub struct RoomRequest {
 }
 
 /// Input of the on-connected hook.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connected {
     /// Connection id.
     pub client_id: String,
@@ -105,7 +106,7 @@ pub struct Connected {
 }
 
 /// Input of the on-disconnected hook.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Disconnected {
     /// Connection id.
     pub client_id: String,
@@ -116,7 +117,7 @@ pub struct Disconnected {
 }
 
 /// A custom (non-protocol) event from an authenticated client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IncomingMessage {
     /// Connection id.
     pub client_id: String,
@@ -131,7 +132,7 @@ pub struct IncomingMessage {
 }
 
 /// Input of the outbound transformer: one message about to be delivered to one client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Outgoing {
     /// The recipient.
     pub client: ClientInfo,
@@ -143,7 +144,7 @@ pub struct Outgoing {
 
 /// What the outbound transformer decided. The result is still sealed for encrypted clients: a transformer can
 /// never cause plaintext to reach an encrypted session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Transformed {
     /// Deliver the message as it is.
     Unchanged,
@@ -190,5 +191,23 @@ mod tests {
         assert!(matches!(invoke(&panics_later, 1).await, Err(HookFailure::Panicked)));
         assert!(matches!(invoke(&errs, 1).await, Err(HookFailure::Error(_))));
         assert_eq!(invoke(&ok, 1).await.unwrap(), 2);
+    }
+}
+
+debug_redacted!(AuthRequest { client_id; data });
+debug_redacted!(Identity { user_id; metadata });
+debug_redacted!(RoomRequest { client_id, user_id, rooms; metadata });
+debug_redacted!(Connected { client_id, user_id; metadata });
+debug_redacted!(Disconnected { client_id, user_id, code; });
+debug_redacted!(IncomingMessage { client_id, user_id, event; data, id });
+debug_redacted!(Outgoing { client, event; data });
+
+impl std::fmt::Debug for Transformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unchanged => f.write_str("Unchanged"),
+            Self::Replace { event, .. } => write!(f, "Replace {{ event: {event:?}, data: [redacted] }}"),
+            Self::Drop => f.write_str("Drop"),
+        }
     }
 }

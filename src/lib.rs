@@ -20,6 +20,7 @@ pub mod hooks;
 mod ignis_compat;
 mod mailbox;
 pub mod protocol;
+mod redact;
 mod registry;
 mod server;
 pub mod session;

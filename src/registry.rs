@@ -18,6 +18,9 @@ use uuid::Uuid;
 use crate::bus::Bus;
 use crate::mailbox::{Mailbox, Outbound};
 use crate::protocol::Target;
+use crate::redact::debug_redacted;
+
+debug_redacted!(ClientInfo { id, user_id, state, rooms, encrypted, connected_at, idle; metadata });
 
 /// Where a connection is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,7 +45,7 @@ impl ClientState {
 }
 
 /// A snapshot of one connection, as returned by [`crate::Server::client`] and friends.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientInfo {
     /// Connection id (a UUID).

@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 
 use crate::hooks::Hook;
 use crate::protocol::CloseCode;
+use crate::redact::debug_redacted;
+
+debug_redacted!(HandshakeRequest { client_id, user_id; data });
 
 /// Seals outbound messages of one session (server → client direction).
 pub trait Sealer: Send + Sync + 'static {
@@ -44,7 +47,7 @@ impl std::fmt::Debug for Session {
 }
 
 /// Input of a [`Handshake`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HandshakeRequest {
     /// Connection id.
     pub client_id: String,

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::event;
+use crate::redact::debug_redacted;
+
+debug_redacted!(Envelope { server_id, target, event, exclude; data });
 
 /// Channel every instance hears.
 pub const BROADCAST_CHANNEL: &str = "ws:broadcast";
@@ -83,7 +86,7 @@ impl Target {
 }
 
 /// One message travelling between instances.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Envelope {
     /// The publishing instance (`"emitter"` for emitters); an instance skips its own envelopes.
     pub server_id: String,

@@ -3,6 +3,9 @@
 use serde_json::value::RawValue;
 
 use super::event;
+use crate::redact::debug_redacted;
+
+debug_redacted!(Message { event; data });
 
 /// Appends `s` as a JSON string literal.
 fn push_json_str(out: &mut String, s: &str) {
@@ -41,7 +44,7 @@ pub fn error(message: &str) -> String {
 }
 
 /// A server → client application message after parsing: what an outbound transformer sees.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Clone, PartialEq, serde::Deserialize)]
 pub struct Message {
     /// Event name.
     pub event: String,
