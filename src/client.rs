@@ -201,12 +201,12 @@ impl Client {
 
     /// The connection id the server assigned.
     pub fn id(&self) -> &str {
-        self.connected["id"].as_str().unwrap_or_default()
+        str_field(&self.connected, "id").unwrap_or_default()
     }
 
     /// The authenticated user, if any.
     pub fn user_id(&self) -> Option<&str> {
-        self.connected["userId"].as_str()
+        str_field(&self.connected, "userId")
     }
 
     /// The `data` of the `connected` event.
@@ -300,8 +300,7 @@ impl Client {
                 },
             };
             let v: Value = serde_json::from_slice(&inner).map_err(|_| ClientError::Protocol("invalid JSON"))?;
-            let event_name = v["event"]
-                .as_str()
+            let event_name = str_field(&v, "event")
                 .ok_or(ClientError::Protocol("message without event"))?;
             return Ok(Message {
                 event: event_name.to_owned(),
@@ -328,6 +327,10 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
 }
 
 /// Reads the next text frame; `Ok(None)` for control frames; a close becomes [`ClientError::Closed`].
@@ -361,9 +364,9 @@ async fn wait_connected(ws: &mut Ws) -> Result<Value, ClientError> {
             Err(e) => return Err(e),
         };
         let v: Value = serde_json::from_str(&text).map_err(|_| ClientError::Protocol("invalid JSON"))?;
-        match v["event"].as_str() {
+        match str_field(&v, "event") {
             Some(event::CONNECTED) => return Ok(v.get("data").cloned().unwrap_or(Value::Null)),
-            Some(event::ERROR) => error = v["data"]["message"].as_str().map(str::to_owned),
+            Some(event::ERROR) => error = v.get("data").and_then(|d| str_field(d, "message")).map(str::to_owned),
             _ => return Err(ClientError::Protocol("unexpected frame before connected")),
         }
     }

@@ -8,6 +8,10 @@
 //! Mount [`Server::router`] in an axum app and use the cloneable [`Server`] handle to send messages; see the
 //! example on [`Server`].
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::todo)
+)]
 #![warn(missing_docs)]
 
 pub mod auth;

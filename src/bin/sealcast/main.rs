@@ -1,4 +1,5 @@
 //! The `sealcast` command: run the server, mint development tokens.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
