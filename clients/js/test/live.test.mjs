@@ -1,10 +1,12 @@
 // Live tests: the client against the real `sealcast` binary (SEALCAST_BIN; scripts/test.sh sets it).
 import { test, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { WebSocket, WebSocketServer } from "ws";
 import { connect as realConnect } from "../dist/index.js";
 import * as T from "../dist/testing.js";
-import { startServer, mintToken, keygen, skipWithoutBinary } from "./support/sealcast.mjs";
+import { BIN, startServer, mintToken, keygen, skipWithoutBinary } from "./support/sealcast.mjs";
 
 const skip = skipWithoutBinary();
 const live = { clients: new Set(), servers: new Set(), cleanups: [] };
@@ -286,4 +288,50 @@ test("wellKnownUrl: keys fetched from /.well-known/sealcast.json", { skip }, asy
   const bad = connect({ url: s.url, token: s.token, wellKnownUrl: `${s.http}/no-such-document` });
   await assert.rejects(bad.ready());
   assert.deepEqual(bad.wire, []);
+});
+
+test("--demo: the page, its token endpoint and the well-known keys are enough to chat", { skip }, async () => {
+  const s = await server({ args: ["--demo"] });
+  assert.ok(s.lines.includes(`sealcast: demo chat at ${s.http}/demo/ (demo mode: not for production)`), s.lines.join("\n"));
+  const page = await fetch(`${s.http}/demo/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-security-policy"), /script-src 'self'/);
+  assert.match(await page.text(), /<script type="module" src="app.js">/);
+  // The binary serves the committed bundle (rebuild the binary after `npm run bundle`).
+  const bundle = await (await fetch(`${s.http}/demo/sealcast-client.js`)).text();
+  assert.equal(bundle, readFileSync(new URL("../demo/sealcast-client.js", import.meta.url), "utf8"));
+  assert.equal((await fetch(`${s.http}/demo/token?name=no%20spaces`)).status, 400);
+  const grant = async (name) => (await fetch(`${s.http}/demo/token?name=${name}`)).json();
+  const [ga, gb] = [await grant("alice"), await grant("bob")];
+  assert.equal(ga.userId, "demo:alice");
+  const wellKnownUrl = `${s.http}/.well-known/sealcast.json`;
+  const a = connect({ url: `ws://127.0.0.1:${s.port}${ga.wsPath}`, token: ga.token, wellKnownUrl });
+  const b = connect({ url: `ws://127.0.0.1:${s.port}${gb.wsPath}`, token: gb.token, wellKnownUrl });
+  assert.equal((await a.ready()).userId, "demo:alice");
+  await b.ready();
+  // --demo implies client publish; demo tokens only join demo:* rooms.
+  await a.join(["demo:lobby", "lobby"]);
+  await b.join("demo:lobby");
+  await synced(a, b, "demo:lobby");
+  await a.publish("lobby", "chat", "x");
+  await waitFor(() => a.errors.find((e) => e.serverMessage === "Not a member of room"), "refused publish");
+  assertEncryptedAfterConnected(a);
+});
+
+test("without --demo there is no demo; --demo beyond loopback needs SEALCAST_DEMO_PUBLIC", { skip }, async () => {
+  const s = await server();
+  assert.equal((await fetch(`${s.http}/demo/`)).status, 404);
+  assert.equal((await fetch(`${s.http}/demo/token?name=alice`)).status, 404);
+  const key = await keygen();
+  live.cleanups.push(key.cleanup);
+  const { code, stderr } = await new Promise((resolve) => {
+    const env = { ...process.env, SEALCAST_BIND: "0.0.0.0:0", SEALCAST_DEMO: "true", SEALCAST_JWT_SECRET: "s" };
+    env.SEALCAST_SERVER_KEY_FILE = key.path;
+    const p = execFile(BIN, ["serve"], { env, timeout: 10_000 }, (err, _stdout, stderr) =>
+      resolve({ code: err?.code ?? 0, stderr }),
+    );
+    p.stdin?.end();
+  });
+  assert.equal(code, 1);
+  assert.match(stderr, /SEALCAST_DEMO_PUBLIC/);
 });
