@@ -1200,8 +1200,10 @@ var SealcastClient = class {
     this._state = "open";
     this._info = info;
     this.failures = 0;
-    if (this.rooms.size > 0)
-      void this.sendNow(a, { event: "join", data: { rooms: [...this.rooms] } }).catch(() => void 0);
+    const queuedJoins = new Set(this.queue.flatMap((q2) => q2.msg.event === "join" ? q2.msg.data.rooms : []));
+    const rejoin = [...this.rooms].filter((r) => !queuedJoins.has(r));
+    if (rejoin.length > 0)
+      void this.sendNow(a, { event: "join", data: { rooms: rejoin } }).catch(() => void 0);
     const q = this.queue.splice(0);
     for (const item of q)
       this.sendNow(a, item.msg).then(item.resolve, item.reject);
