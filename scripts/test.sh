@@ -7,4 +7,7 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
 cargo test --locked --doc
+# The JS client's unit tests, its live tests against this binary, and the browser test of the demo page.
+cargo build --locked --bin sealcast --example chat_peer
+export SEALCAST_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/sealcast" SEALCAST_LIVE_REQUIRED=1
 (cd clients/js && npm ci --no-audit --no-fund && npm test)

@@ -466,8 +466,10 @@ export class SealcastClient {
     this._state = "open";
     this._info = info;
     this.failures = 0;
-    // Re-join remembered rooms, then flush the queue, in order.
-    if (this.rooms.size > 0) void this.sendNow(a, { event: "join", data: { rooms: [...this.rooms] } }).catch(() => undefined);
+    // Re-join remembered rooms (except those a queued join asks for anyway), then flush the queue, in order.
+    const queuedJoins = new Set(this.queue.flatMap((q) => (q.msg.event === "join" ? (q.msg.data as { rooms: string[] }).rooms : [])));
+    const rejoin = [...this.rooms].filter((r) => !queuedJoins.has(r));
+    if (rejoin.length > 0) void this.sendNow(a, { event: "join", data: { rooms: rejoin } }).catch(() => undefined);
     const q = this.queue.splice(0);
     for (const item of q) this.sendNow(a, item.msg).then(item.resolve, item.reject);
     const hb = this.opts.heartbeatMs ?? 30000;

@@ -256,6 +256,24 @@ test("reconnect with backoff performs a fresh handshake and re-joins rooms", asy
   await srv.close();
 });
 
+test("rooms joined before the first session are joined once, in order with the queue", async () => {
+  const srv = await fakeServer();
+  const client = mk(srv);
+  const joined = client.join(["a", "b"]);
+  const published = client.publish("a", "chat", 1);
+  await Promise.all([joined, published]);
+  await waitFor(() => srv.conns[0].inner.length === 2);
+  await client.send("last");
+  await waitFor(() => srv.conns[0].inner.length === 3);
+  assert.deepEqual(srv.conns[0].inner, [
+    { event: "join", data: { rooms: ["a", "b"] } },
+    { event: "publish", data: { room: "a", event: "chat", data: 1 } },
+    { event: "last" },
+  ]);
+  client.close();
+  await srv.close();
+});
+
 test("messages sent while reconnecting are queued and delivered on the next session", async () => {
   const srv = await fakeServer();
   const client = mk(srv, { reconnect: { initialMs: 30, maxMs: 30 } });

@@ -1,6 +1,8 @@
 //! The `sealcast` command: run the server, mint development tokens.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod demo;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -99,6 +101,19 @@ struct ServeArgs {
     /// Graceful shutdown bound in milliseconds.
     #[arg(long, env = "SEALCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     shutdown_timeout_ms: u64,
+    /// Serve the demo chat at /demo/ with an open token endpoint (implies client publish; loopback only).
+    #[arg(
+        long,
+        env = "SEALCAST_DEMO",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    demo: bool,
+    /// Allow --demo on a non-loopback bind (anyone reaching the server can then get a demo token).
+    #[arg(long, env = "SEALCAST_DEMO_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
+    demo_public: bool,
 }
 
 #[derive(Args)]
@@ -234,6 +249,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .into());
         }
     }
+    if args.demo {
+        demo::check_bind(args.bind, args.demo_public)?;
+    }
     let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
         Some(secret) => zeroize::Zeroizing::new(secret),
         None if args.bind.ip().is_loopback() => {
@@ -273,7 +291,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .max_records_per_epoch(args.max_records_per_epoch)
         .path(args.path)
         .require_encryption(args.require_encryption)
-        .allow_client_publish(args.allow_client_publish)
+        .allow_client_publish(args.allow_client_publish || args.demo)
         .publish_to_self(args.publish_to_self)
         .auth_timeout(Duration::from_millis(args.auth_timeout_ms))
         .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
@@ -288,9 +306,18 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .authenticator(Hs256Authenticator::new(secret.as_bytes()))
         .room_validator(auth::rooms_claim_validator)
         .build()?;
+    let mut app = server.router();
+    if args.demo {
+        tracing::warn!("demo mode: /demo/token hands out tokens to anyone who asks; client publish is on");
+        app = app.merge(demo::router(secret.clone(), &server.config().path));
+    }
     let signals = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
+    if args.demo {
+        let addr = listener.local_addr()?;
+        println!("sealcast: demo chat at http://{addr}/demo/ (demo mode: not for production)");
+    }
     println!(
         "sealcast: listening on ws://{}{}",
         listener.local_addr()?,
@@ -302,7 +329,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down");
         stopper.shutdown().await;
     });
-    axum::serve(listener, server.router())
+    axum::serve(listener, app)
         .with_graceful_shutdown({
             let s = server.clone();
             async move { s.stopped().await }

@@ -1,0 +1,161 @@
+// The demo chat page served by `sealcast serve --demo`. It uses the same client library build as everyone
+// else (sealcast-client.js, bundled from clients/js by `npm run bundle`).
+import { connect } from "./sealcast-client.js";
+
+const $ = (id) => document.getElementById(id);
+const MAX_FRAMES = 300;
+let client;
+let me;
+let room;
+let afterConnected = false;
+/** Frames after `connected` that were not `encrypted` records (never expected). */
+let plaintext = 0;
+
+/** A WebSocket that shows every frame in the wire view before the client library sees it. */
+class TappedWebSocket extends WebSocket {
+  constructor(url, protocols) {
+    super(url, protocols);
+    this.addEventListener("message", (e) => showFrame("in", e.data));
+  }
+  send(data) {
+    showFrame("out", data);
+    super.send(data);
+  }
+}
+
+const short = (s, n = 16) => (s.length > n ? `${s.slice(0, n)}…` : s);
+/** Long strings (keys, tokens, ciphertext) abbreviated, so a frame fits on a line or two. */
+function summary(value) {
+  return JSON.stringify(value, (k, v) => {
+    if (k === "token" && typeof v === "string") return `${short(v, 10)} (${v.length} chars)`;
+    if (typeof v === "string" && v.length > 24) return `${short(v)} (${v.length})`;
+    return v;
+  });
+}
+
+function showFrame(dir, raw) {
+  let event = "(binary)";
+  let text = "";
+  if (typeof raw === "string") {
+    try {
+      const m = JSON.parse(raw);
+      event = typeof m.event === "string" ? m.event : "(no event)";
+      text = summary(m.data);
+    } catch {
+      event = "(not JSON)";
+      text = short(raw, 60);
+    }
+  }
+  const li = document.createElement("li");
+  li.className = "frame";
+  li.dataset.dir = dir;
+  li.dataset.event = event;
+  li.dataset.afterConnected = String(afterConnected);
+  const arrow = document.createElement("span");
+  arrow.className = "dir";
+  arrow.textContent = dir === "out" ? "→" : "←";
+  const ev = document.createElement("span");
+  ev.className = "ev";
+  ev.textContent = event;
+  li.append(arrow, ev, text);
+  const list = $("wire");
+  const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
+  list.append(li);
+  while (list.children.length > MAX_FRAMES) list.firstElementChild.remove();
+  if (stick) list.scrollTop = list.scrollHeight;
+  if (dir === "in" && event === "connected") afterConnected = true;
+  else if (afterConnected && event !== "encrypted") plaintext++;
+  updateCheck();
+}
+
+function updateCheck() {
+  const counted = [...$("wire").children].filter((li) => li.dataset.afterConnected === "true").length;
+  const check = $("wire-check");
+  check.dataset.ok = String(plaintext === 0);
+  check.textContent =
+    plaintext === 0
+      ? `✓ ${counted} frame${counted === 1 ? "" : "s"} after connected, all encrypted`
+      : `✗ ${plaintext} plaintext frame${plaintext === 1 ? "" : "s"} after connected`;
+}
+
+function status(text, state) {
+  const el = $("status");
+  el.textContent = text;
+  el.dataset.state = state;
+}
+
+function addMessage(kind, who, text) {
+  const li = document.createElement("li");
+  li.className = `msg ${kind}`;
+  if (who) {
+    const w = document.createElement("span");
+    w.className = "who";
+    w.textContent = who;
+    li.append(w);
+  }
+  const t = document.createElement("span");
+  t.className = "text";
+  t.textContent = text;
+  li.append(t);
+  const list = $("messages");
+  list.append(li);
+  list.scrollTop = list.scrollHeight;
+}
+
+async function join(name, roomName) {
+  const res = await fetch(`/demo/token?name=${encodeURIComponent(name)}`, { cache: "no-store" });
+  if (!res.ok) throw new Error(await res.text());
+  const grant = await res.json();
+  me = name;
+  room = grant.roomPrefix + roomName;
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  client = connect({
+    url: `${scheme}//${location.host}${grant.wsPath}`,
+    token: grant.token,
+    // Demo trust model: the key comes from this origin. Pin `serverKeys` in real applications.
+    wellKnownUrl: "/.well-known/sealcast.json",
+    WebSocket: TappedWebSocket,
+  });
+  client.on("connected", (info) => {
+    status(`Connected as ${info.userId} in ${room} · encrypted (wsenc/1, server key ${info.kid})`, "open");
+    $("text").disabled = false;
+    $("send").disabled = false;
+    $("text").focus();
+  });
+  client.on("close", ({ code, reason, willReconnect }) => {
+    afterConnected = false; // a reconnect starts with a new plaintext authenticate / connected
+    status(`Closed: ${code} ${reason}${willReconnect ? " · reconnecting…" : ""}`, willReconnect ? "idle" : "error");
+    $("text").disabled = true;
+    $("send").disabled = true;
+  });
+  client.on("error", (err) => addMessage("system", "", `error: ${err.serverMessage ?? err.message}`));
+  client.on("chat", (data) => addMessage("theirs", String(data?.name ?? "?"), String(data?.text ?? "")));
+  client.on("presence", (data) => addMessage("system", "", `${String(data?.name ?? "?")} joined`));
+  await client.join(room);
+  await client.publish(room, "presence", { name: me });
+  addMessage("system", "", `you joined ${roomName} as ${me}`);
+}
+
+$("join-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = $("name").value.trim();
+  const roomName = $("room").value.trim();
+  for (const el of $("join-form").elements) el.disabled = true;
+  status("Connecting…", "idle");
+  join(name, roomName).catch((err) => {
+    status(`Could not join: ${err.message}`, "error");
+    client?.close();
+    for (const el of $("join-form").elements) el.disabled = false;
+  });
+});
+
+$("send-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = $("text").value;
+  if (!text.trim() || !client) return;
+  $("text").value = "";
+  addMessage("mine", me, text);
+  client.publish(room, "chat", { name: me, text }).catch((err) => addMessage("system", "", `not sent: ${err.message}`));
+});
+
+updateCheck();

@@ -1,0 +1,126 @@
+// Real browser: Debian's Chromium driven by playwright-core opens the demo page (`sealcast serve --demo`) in two
+// browser contexts; both join a room and chat. Screenshots go to target/test-output/.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { startServer, skipWithoutBinary } from "./support/sealcast.mjs";
+
+const CHROMIUM = process.env.SEALCAST_CHROMIUM || "/usr/bin/chromium";
+const OUT = fileURLToPath(new URL("../../../target/test-output/", import.meta.url));
+
+function skipWithoutBrowser() {
+  const noBinary = skipWithoutBinary();
+  if (noBinary) return noBinary;
+  if (existsSync(CHROMIUM)) return false;
+  if (process.env.SEALCAST_LIVE_REQUIRED === "1") throw new Error(`${CHROMIUM} missing: apt-get install chromium`);
+  return `${CHROMIUM} missing (apt-get install chromium, or set SEALCAST_CHROMIUM)`;
+}
+const skip = skipWithoutBrowser();
+
+const cleanups = [];
+after(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+/** Opens the demo in a fresh context and records the raw WebSocket frames as Chromium itself saw them. */
+async function openDemo(browser, url) {
+  const context = await browser.newContext({ viewport: { width: 1180, height: 760 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20_000);
+  const problems = [];
+  page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  page.on("pageerror", (e) => problems.push(String(e)));
+  const raw = [];
+  page.on("websocket", (ws) => {
+    ws.on("framesent", (f) => raw.push({ dir: "out", data: String(f.payload) }));
+    ws.on("framereceived", (f) => raw.push({ dir: "in", data: String(f.payload) }));
+  });
+  await page.goto(url);
+  return { page, problems, raw };
+}
+
+async function join({ page }, name, room) {
+  await page.fill("#name", name);
+  await page.fill("#room", room);
+  await page.click("#join");
+  await page.waitForSelector('#status[data-state="open"]');
+  await page.waitForSelector(`.msg.system >> text=you joined ${room} as ${name}`);
+}
+
+async function say({ page }, text) {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+  await page.waitForSelector(`.msg.mine .text >> text=${text}`);
+}
+
+/** The wire panel as data: every frame after the first `connected` must be `encrypted`. */
+async function assertWirePanel({ page }) {
+  const frames = await page.$$eval("#wire .frame", (lis) =>
+    lis.map((li) => ({ dir: li.dataset.dir, event: li.dataset.event, after: li.dataset.afterConnected })),
+  );
+  assert.deepEqual(
+    frames.slice(0, 2).map((f) => `${f.dir} ${f.event}`),
+    ["out authenticate", "in connected"],
+  );
+  const rest = frames.slice(2);
+  assert.ok(rest.length >= 4, `only ${rest.length} frames after connected`);
+  for (const f of rest) {
+    assert.equal(f.event, "encrypted", `${f.dir} ${f.event} in the wire panel`);
+    assert.equal(f.after, "true");
+  }
+  assert.equal(await page.getAttribute("#wire-check", "data-ok"), "true");
+}
+
+/** The frames Chromium put on the wire (CDP, independent of the page's own tap). */
+function assertRawFrames(raw, secrets) {
+  const events = raw.map((f) => `${f.dir} ${JSON.parse(f.data).event}`);
+  assert.deepEqual(events.slice(0, 2), ["out authenticate", "in connected"]);
+  for (const e of events.slice(2)) assert.match(e, / encrypted$/);
+  for (const f of raw) for (const s of secrets) assert.ok(!f.data.includes(s), `plaintext ${s} on the wire`);
+}
+
+test("two browsers chat through the demo page; the wire shows only encrypted frames", { skip }, async () => {
+  const server = await startServer({ args: ["--demo"] });
+  cleanups.push(() => server.stop());
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Playwright gives every launch a fresh temporary profile (--user-data-dir) of its own.
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+    timeout: 30_000,
+  });
+  cleanups.push(() => browser.close());
+  const url = `${server.http}/demo/`;
+  const alice = await openDemo(browser, url);
+  const bob = await openDemo(browser, url);
+  assert.equal(await alice.page.title(), "sealcast demo chat");
+
+  await join(alice, "alice", "lobby");
+  await join(bob, "bob", "lobby");
+  // Bob announces himself after joining: when alice sees it, both are in the room.
+  await alice.page.waitForSelector(".msg.system >> text=bob joined");
+  await say(alice, "hello bob, this is secret sauce");
+  await bob.page.waitForSelector('.msg.theirs:has(.who:text-is("alice")) .text >> text=hello bob, this is secret sauce');
+  await say(bob, "hi alice, got it ✓");
+  await alice.page.waitForSelector('.msg.theirs:has(.who:text-is("bob")) .text >> text=hi alice, got it ✓');
+
+  for (const p of [alice, bob]) {
+    await assertWirePanel(p);
+    assertRawFrames(p.raw, ["secret sauce", "got it"]);
+    assert.deepEqual(p.problems, [], "console errors (CSP violations show up here)");
+  }
+  mkdirSync(OUT, { recursive: true });
+  await alice.page.screenshot({ path: `${OUT}demo-alice.png` });
+  await bob.page.screenshot({ path: `${OUT}demo-bob.png` });
+});
