@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::limits::Rate;
+
 /// Every tunable of a [`crate::Server`]. Build one through [`crate::Server::builder`]; `Config::default()` gives
 /// the documented defaults.
 #[derive(Debug, Clone)]
@@ -42,6 +44,28 @@ pub struct Config {
     pub max_rooms_per_client: usize,
     /// How long [`crate::Server::shutdown`] waits for connections to close. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// Open WebSocket connections on this instance; more are refused with HTTP 503. Default 100,000.
+    pub max_connections: usize,
+    /// Open connections per client IP; more are refused with HTTP 429. Default 10,000 (needs peer addresses:
+    /// serve with `into_make_service_with_connect_info::<SocketAddr>()`).
+    pub max_connections_per_ip: usize,
+    /// New connections per client IP; faster is refused with HTTP 429. Default 1,000/s, bursts of 2,000.
+    pub connection_rate_per_ip: Rate,
+    /// Inbound messages per connection; faster closes 4008. Default 200/s, bursts of 400.
+    pub message_rate: Rate,
+    /// `join` messages per connection; faster closes 4008. Default 20/s, bursts of 50.
+    pub join_rate: Rate,
+    /// Authentications (authenticator + handshake) running at once; a connection waits up to `handshake_wait`
+    /// for a slot, then is closed 1013. Default 1,024.
+    pub max_concurrent_handshakes: usize,
+    /// How long a connection waits for a handshake slot. Default 2 s.
+    pub handshake_wait: Duration,
+    /// Sessions one user may have on this instance; more are closed 1008 after authentication. Default 100.
+    pub max_sessions_per_user: usize,
+    /// Browser `Origin`s allowed to connect (exact `scheme://host[:port]`); others get HTTP 403 before the
+    /// upgrade. Empty (the default) allows every origin, and requests without `Origin` (non-browser clients)
+    /// are always allowed.
+    pub allowed_origins: Vec<String>,
     /// Socket read buffer per connection, in bytes. Default 4 KiB (axum's 128 KiB costs ~137 KiB per idle
     /// connection).
     pub read_buffer_size: usize,
@@ -70,6 +94,15 @@ impl Default for Config {
             publish_to_self: false,
             max_rooms_per_client: 256,
             shutdown_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            connection_rate_per_ip: Rate::new(1_000.0, 2_000.0),
+            message_rate: Rate::new(200.0, 400.0),
+            join_rate: Rate::new(20.0, 50.0),
+            max_concurrent_handshakes: 1_024,
+            handshake_wait: Duration::from_secs(2),
+            max_sessions_per_user: 100,
+            allowed_origins: Vec::new(),
             read_buffer_size: 4 * 1024,
             write_buffer_size: 16 * 1024,
             max_write_buffer_size: 1024 * 1024,
@@ -116,6 +149,10 @@ impl Config {
             ("outbound_queue", self.outbound_queue),
             ("max_rooms_per_client", self.max_rooms_per_client),
             ("read_buffer_size", self.read_buffer_size),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_concurrent_handshakes", self.max_concurrent_handshakes),
+            ("max_sessions_per_user", self.max_sessions_per_user),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));

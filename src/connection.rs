@@ -19,7 +19,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest, Transformed};
+use crate::limits::{Bucket, Slot};
 use crate::mailbox::{Mailbox, Outbound};
+use crate::metrics::Metrics;
 use crate::protocol::event::errors;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
 use crate::protocol::{event, outbound, room, CloseCode, Message as AppMessage, Target};
@@ -36,8 +38,20 @@ const WRITE_BATCH: usize = 64;
 type Flow = ControlFlow<()>;
 
 /// Runs a connection from upgrade to cleanup.
-pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid) {
-    let (mailbox, rx) = Mailbox::new(shared.config.outbound_queue, shared.clock, shared.stats.clone());
+pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid, slot: Slot) {
+    shared.metrics.connections.increment(1);
+    serve(socket, &shared, id).await;
+    shared.metrics.connections.decrement(1);
+    drop(slot);
+}
+
+async fn serve(socket: WebSocket, shared: &Arc<Shared>, id: Uuid) {
+    let (mailbox, rx) = Mailbox::new(
+        shared.config.outbound_queue,
+        shared.clock,
+        shared.stats.clone(),
+        shared.metrics.queue_drops.clone(),
+    );
     let entry = Entry::new(id, mailbox.clone());
     let (mut sink, stream) = socket.split();
     if !shared.registry.insert(entry.clone()) {
@@ -47,11 +61,15 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid) {
     }
     tracing::debug!(client = %entry.id_str, "connected");
     let mut writer = tokio::spawn(write_loop(sink, rx, entry.clone(), shared.clone()));
+    let now = std::time::Instant::now();
     let mut reader = Reader {
         deadline: Some(Instant::now() + shared.config.auth_timeout),
         shared: shared.clone(),
         entry: entry.clone(),
         opener: None,
+        messages: Bucket::new(shared.config.message_rate, now),
+        joins: Bucket::new(shared.config.join_rate, now),
+        encrypted: None,
     };
     reader.read_loop(stream).await;
     if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
@@ -60,7 +78,15 @@ pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid) {
     }
     let user_id = entry.user_id().map(|u| u.to_string());
     shared.registry.remove(&entry);
+    match reader.encrypted {
+        Some(true) => shared.metrics.sessions_encrypted.decrement(1),
+        Some(false) => shared.metrics.sessions_plain.decrement(1),
+        None => {}
+    }
     let code = mailbox.close_code();
+    if let Some(code) = code {
+        Metrics::closed(code);
+    }
     tracing::info!(client = %entry.id_str, code = code.map(CloseCode::code), "disconnected");
     if let Some(hook) = &shared.hooks.on_disconnected {
         let ev = Disconnected {
@@ -88,6 +114,10 @@ struct Reader {
     /// Authentication deadline; `None` once authenticated.
     deadline: Option<Instant>,
     opener: Option<Box<dyn Opener>>,
+    messages: Bucket,
+    joins: Bucket,
+    /// Set once authenticated: whether the session is encrypted.
+    encrypted: Option<bool>,
 }
 
 fn is_too_large(err: axum::Error) -> bool {
@@ -172,6 +202,12 @@ impl Reader {
         if frame.len() > limit {
             return self.close(CloseCode::TooLarge);
         }
+        if !self
+            .messages
+            .try_take(self.shared.config.message_rate, std::time::Instant::now())
+        {
+            return self.close(CloseCode::RateLimited);
+        }
         let Some(opener) = self.opener.as_mut() else {
             return self.route(frame).await;
         };
@@ -180,8 +216,13 @@ impl Reader {
             return self.close(CloseCode::EncryptionRequired);
         }
         match opener.open(frame) {
-            Ok(Some(inner)) => self.route(&inner).await,
+            Ok(Some(inner)) => {
+                self.shared.metrics.records_in.increment(1);
+                self.route(&inner).await
+            }
             Ok(None) => {
+                self.shared.metrics.records_in.increment(1);
+                self.shared.metrics.key_updates.increment(1);
                 self.mailbox().touch();
                 ControlFlow::Continue(())
             }
@@ -212,6 +253,13 @@ impl Reader {
                 self.reply_error(errors::NOT_AUTHENTICATED);
                 ControlFlow::Continue(())
             }
+            ClientMessage::Join(_)
+                if !self
+                    .joins
+                    .try_take(self.shared.config.join_rate, std::time::Instant::now()) =>
+            {
+                self.close(CloseCode::RateLimited)
+            }
             ClientMessage::Join(rooms) => self.join(rooms).await,
             ClientMessage::Leave(rooms) => self.leave(&rooms),
             ClientMessage::Publish { room, event, data } => self.publish(&room, &event, data),
@@ -229,13 +277,29 @@ impl Reader {
             Stats::bump(&self.shared.stats.auth_rejected);
             return self.fail(errors::AUTHENTICATION_FAILED, CloseCode::AuthenticationFailed);
         };
+        let started = std::time::Instant::now();
+        let shared = self.shared.clone();
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout(shared.config.handshake_wait, shared.handshake_permits.acquire()).await
+        else {
+            shared.metrics.hs_busy.increment(1);
+            return self.close(CloseCode::TryAgainLater);
+        };
         // The extended window covers the authenticator and the handshake together (reference defect W11).
         let window = self.shared.config.auth_timeout.saturating_mul(3);
         let established = match tokio::time::timeout(window, self.establish(data)).await {
             Ok(Ok(established)) => established,
             Ok(Err(flow)) => return flow,
-            Err(_) => return self.close(CloseCode::AuthenticationTimeout),
+            Err(_) => {
+                self.shared.metrics.auth_timeout.increment(1);
+                return self.close(CloseCode::AuthenticationTimeout);
+            }
         };
+        drop(_permit);
+        self.shared
+            .metrics
+            .handshake_seconds
+            .record(started.elapsed().as_secs_f64());
         self.deadline = None;
         if let Some(hook) = &self.shared.hooks.on_connected {
             // A failing hook is logged; it never turns an established session into an auth failure (W33).
@@ -259,16 +323,32 @@ impl Reader {
             Ok(Some(identity)) => identity,
             Ok(None) => {
                 Stats::bump(&self.shared.stats.auth_rejected);
+                self.shared.metrics.auth_rejected.increment(1);
                 return Err(self.fail(errors::AUTHENTICATION_FAILED, CloseCode::AuthenticationFailed));
             }
             Err(e) => {
                 Stats::bump(&self.shared.stats.hook_failures);
+                self.shared.metrics.auth_error.increment(1);
                 tracing::warn!(client = %client_id, error = %e, "authenticator failed");
                 return Err(self.fail(errors::AUTHENTICATION_ERROR, CloseCode::AuthenticationFailed));
             }
         };
+        self.shared.metrics.auth_accepted.increment(1);
+        if let Some(user) = &identity.user_id {
+            if self.shared.registry.by_user(user).len() >= self.shared.config.max_sessions_per_user {
+                return Err(self.fail(errors::TOO_MANY_SESSIONS, CloseCode::PolicyViolation));
+            }
+        }
         let session = self.handshake(&identity.user_id, data).await?;
         let encrypted = session.is_some();
+        self.encrypted = Some(encrypted);
+        if encrypted {
+            self.shared.metrics.hs_encrypted.increment(1);
+            self.shared.metrics.sessions_encrypted.increment(1);
+        } else {
+            self.shared.metrics.hs_plaintext.increment(1);
+            self.shared.metrics.sessions_plain.increment(1);
+        }
         let mut fields = Map::new();
         fields.insert("id".into(), Value::String(client_id.clone()));
         if let Some(user) = &identity.user_id {
@@ -321,9 +401,11 @@ impl Reader {
             Ok(HandshakeOutcome::Encrypted(session)) => Ok(Some(session)),
             Ok(HandshakeOutcome::Plaintext) if !require => Ok(None),
             Ok(HandshakeOutcome::Plaintext | HandshakeOutcome::Reject) => {
+                self.shared.metrics.hs_rejected.increment(1);
                 Err(self.fail(errors::HANDSHAKE_FAILED, CloseCode::EncryptionRequired))
             }
             Err(e) => {
+                self.shared.metrics.hs_rejected.increment(1);
                 Stats::bump(&self.shared.stats.hook_failures);
                 tracing::warn!(client = %self.entry.id_str, error = %e, "handshake failed");
                 Err(self.fail(errors::HANDSHAKE_FAILED, CloseCode::EncryptionRequired))
@@ -515,6 +597,7 @@ impl Writer {
             let _permit = self.shared.seal_permits.acquire().await;
             sealer.seal(text.as_str(), &mut self.sealed).map_err(WriteEnd::Close)?;
         }
+        self.shared.metrics.records_out.increment(self.sealed.len() as u64);
         for frame in self.sealed.drain(..) {
             let text = Utf8Bytes::try_from(frame).map_err(|_| WriteEnd::Close(CloseCode::InternalError))?;
             sink.feed(Message::Text(text)).await.map_err(|_| WriteEnd::Broken)?;

@@ -10,7 +10,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::todo)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::todo
+    )
 )]
 #![warn(missing_docs)]
 
@@ -22,7 +28,9 @@ mod connection;
 pub mod crypto;
 pub mod hooks;
 mod ignis_compat;
+mod limits;
 mod mailbox;
+mod metrics;
 pub mod protocol;
 mod redact;
 mod registry;
@@ -38,6 +46,7 @@ pub use hooks::{
     Transformed,
 };
 pub use ignis_compat::IgnisCompat;
+pub use limits::Rate;
 pub use protocol::CloseCode;
 pub use registry::{ClientInfo, ClientState};
 pub use server::{RoomError, SendError, Server, ServerBuilder};

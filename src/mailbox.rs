@@ -39,10 +39,16 @@ pub(crate) struct Mailbox {
     last_activity_ms: AtomicU64,
     clock: Instant,
     stats: Arc<Stats>,
+    drops: metrics::Counter,
 }
 
 impl Mailbox {
-    pub(crate) fn new(capacity: usize, clock: Instant, stats: Arc<Stats>) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(
+        capacity: usize,
+        clock: Instant,
+        stats: Arc<Stats>,
+        drops: metrics::Counter,
+    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity);
         let mb = Arc::new(Self {
             tx,
@@ -51,6 +57,7 @@ impl Mailbox {
             last_activity_ms: AtomicU64::new(0),
             clock,
             stats,
+            drops,
         });
         mb.touch();
         (mb, rx)
@@ -61,12 +68,16 @@ impl Mailbox {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.drops.increment(1);
                 if self.kill_with(CloseCode::SlowConsumer) {
                     self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.drops.increment(1);
+                false
+            }
         }
     }
 

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -22,7 +23,9 @@ use crate::crypto::StaticKeySet;
 use crate::hooks::{
     Authenticator, Hook, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator,
 };
+use crate::limits::{ConnectionLimits, Refusal};
 use crate::mailbox::Outbound;
+use crate::metrics::Metrics;
 use crate::protocol::{event, outbound, room, CloseCode, Envelope, Target};
 use crate::registry::{ClientInfo, Exclude, JoinResult, Registry};
 use crate::session::Handshake;
@@ -85,6 +88,9 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) seal_permits: Semaphore,
+    pub(crate) handshake_permits: Semaphore,
+    pub(crate) limits: Arc<ConnectionLimits>,
+    pub(crate) metrics: Metrics,
     pub(crate) clock: Instant,
 }
 
@@ -113,9 +119,12 @@ impl Shared {
         publish: bool,
     ) -> Result<usize, SendError> {
         check_event(event_name)?;
+        let started = Instant::now();
         let text: Utf8Bytes = outbound::message(event_name, Some(&data)).into();
         let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
+        self.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
         if publish {
+            self.metrics.bus_published.increment(1);
             self.bus.publish(Envelope {
                 server_id: self.server_id.to_string(),
                 target,
@@ -140,10 +149,12 @@ impl Shared {
         };
         self.registry.deliver(&env.target, &text, &exclude);
         Stats::bump(&self.stats.envelopes_delivered);
+        self.metrics.bus_delivered.increment(1);
     }
 
     pub(crate) fn count_dropped_envelope(&self) {
         Stats::bump(&self.stats.envelopes_dropped);
+        self.metrics.bus_dropped.increment(1);
     }
 
     pub(crate) fn room_validator(&self) -> Option<&dyn Hook<crate::hooks::RoomRequest, Vec<String>>> {
@@ -391,11 +402,60 @@ async fn well_known(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+/// The client's address, when the server is served with connect info (needed for per-IP limits).
+struct PeerAddr(Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0),
+        ))
+    }
+}
+
+/// Browser requests carry `Origin`; it must be allow-listed when a list is configured.
+fn origin_allowed(config: &Config, parts_origin: Option<&axum::http::HeaderValue>) -> bool {
+    match parts_origin {
+        None => true,
+        Some(_) if config.allowed_origins.is_empty() => true,
+        Some(origin) => origin
+            .to_str()
+            .is_ok_and(|o| config.allowed_origins.iter().any(|a| a == o)),
+    }
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    PeerAddr(peer): PeerAddr,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if shared.shutdown.is_cancelled() {
+        Metrics::refused("shutdown");
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let c = &shared.config;
+    if !origin_allowed(c, headers.get(header::ORIGIN)) {
+        Metrics::refused("origin");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let slot = match shared.limits.acquire(peer.map(|p| p.ip()), Instant::now()) {
+        Ok(slot) => slot,
+        Err(Refusal::Global) => {
+            Metrics::refused("global");
+            return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+        }
+        Err(Refusal::PerIp) => {
+            Metrics::refused("per_ip");
+            return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
+        }
+        Err(Refusal::Rate) => {
+            Metrics::refused("rate");
+            return (StatusCode::TOO_MANY_REQUESTS, "connecting too fast").into_response();
+        }
+    };
     let id = Uuid::new_v4();
     let tracker = shared.tracker.clone();
     ws.read_buffer_size(c.read_buffer_size)
@@ -403,7 +463,7 @@ async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Res
         .max_write_buffer_size(c.max_write_buffer_size)
         .max_message_size(c.max_payload_length)
         .max_frame_size(c.max_payload_length)
-        .on_upgrade(move |socket| tracker.track_future(crate::connection::run(socket, shared, id)))
+        .on_upgrade(move |socket| tracker.track_future(crate::connection::run(socket, shared, id, slot)))
 }
 
 /// Configures a [`Server`]. Defaults are those of [`Config::default`].
@@ -455,6 +515,24 @@ impl ServerBuilder {
         publish_to_self: bool,
         /// Rooms per client (default 256).
         max_rooms_per_client: usize,
+        /// Open connections on this instance (default 100,000; HTTP 503 beyond).
+        max_connections: usize,
+        /// Open connections per client IP (default 10,000; HTTP 429 beyond).
+        max_connections_per_ip: usize,
+        /// New connections per client IP (default 1,000/s, bursts of 2,000; HTTP 429 beyond).
+        connection_rate_per_ip: crate::Rate,
+        /// Inbound messages per connection (default 200/s, bursts of 400; 4008 beyond).
+        message_rate: crate::Rate,
+        /// `join` messages per connection (default 20/s, bursts of 50; 4008 beyond).
+        join_rate: crate::Rate,
+        /// Authentications running at once (default 1,024).
+        max_concurrent_handshakes: usize,
+        /// Wait for an authentication slot before closing 1013 (default 2 s).
+        handshake_wait: Duration,
+        /// Sessions per user on this instance (default 100; 1008 beyond).
+        max_sessions_per_user: usize,
+        /// Allowed browser origins (default: any).
+        allowed_origins: Vec<String>,
         /// Bound on graceful shutdown (default 10 s).
         shutdown_timeout: Duration,
         /// Per-connection read buffer (default 4 KiB).
@@ -549,6 +627,13 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             registry: Registry::new(bus.clone(), self.config.max_rooms_per_client),
             seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
+            handshake_permits: Semaphore::new(self.config.max_concurrent_handshakes),
+            limits: Arc::new(ConnectionLimits::new(
+                self.config.max_connections,
+                self.config.max_connections_per_ip,
+                self.config.connection_rate_per_ip,
+            )),
+            metrics: Metrics::new(),
             config: self.config,
             server_id: server_id.clone(),
             bus: bus.clone(),

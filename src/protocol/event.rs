@@ -66,6 +66,8 @@ pub mod errors {
     pub const RESERVED_EVENT: &str = "Reserved event";
     /// Client publishing is disabled on this server.
     pub const PUBLISH_NOT_ALLOWED: &str = "Publish not allowed";
+    /// The user already has `max_sessions_per_user` sessions (then close 1008).
+    pub const TOO_MANY_SESSIONS: &str = "Too many sessions";
     /// The client published to a room it has not joined.
     pub const NOT_IN_ROOM: &str = "Not a member of room";
 }

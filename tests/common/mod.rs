@@ -69,6 +69,18 @@ impl TestServer {
         Self { server, addr }
     }
 
+    /// Like [`Self::start`], but the server sees peer addresses (per-IP limits apply).
+    pub async fn start_with_peer_addrs(builder: ServerBuilder) -> Self {
+        let server = builder.build().expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = server.router().into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { server, addr }
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}{}", self.addr, self.server.config().path)
     }

@@ -1,0 +1,135 @@
+//! Abuse limits: connection caps and rates (HTTP refusals before the upgrade), message and join rates (4008),
+//! handshake capacity (1013), sessions per user (1008), Origin allow-list (403).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sealcast::Rate;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+/// The HTTP status of a refused upgrade, or `None` if the upgrade succeeded.
+async fn upgrade_status(url: &str, origin: Option<&str>) -> Option<u16> {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => None,
+        Err(WsError::Http(resp)) => Some(resp.status().as_u16()),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn origins_outside_the_allow_list_get_403() {
+    let t = TestServer::start(builder().allowed_origins(vec!["https://app.example".into()])).await;
+    assert_eq!(upgrade_status(&t.url(), Some("https://evil.example")).await, Some(403));
+    assert_eq!(upgrade_status(&t.url(), Some("https://app.example")).await, None);
+    assert_eq!(
+        upgrade_status(&t.url(), None).await,
+        None,
+        "non-browser clients send no Origin"
+    );
+}
+
+#[tokio::test]
+async fn the_global_connection_cap_answers_503() {
+    let t = TestServer::start(builder().max_connections(2)).await;
+    let _a = t.connect().await;
+    let _b = t.connect().await;
+    assert_eq!(upgrade_status(&t.url(), None).await, Some(503));
+}
+
+#[tokio::test]
+async fn per_ip_caps_and_rates_answer_429() {
+    let t = TestServer::start_with_peer_addrs(builder().max_connections_per_ip(2)).await;
+    let a = t.connect().await;
+    let _b = t.connect().await;
+    assert_eq!(upgrade_status(&t.url(), None).await, Some(429));
+    a.close().await;
+    eventually_async(|| async { upgrade_status(&t.url(), None).await.is_none() }).await;
+
+    let t = TestServer::start_with_peer_addrs(builder().connection_rate_per_ip(Rate::new(1.0, 3.0))).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(upgrade_status(&t.url(), None).await);
+    }
+    assert_eq!(statuses, vec![None, None, None, Some(429), Some(429)]);
+}
+
+async fn eventually_async<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test]
+async fn flooding_messages_closes_4008_and_others_are_unaffected() {
+    let t = TestServer::start(builder().message_rate(Rate::new(10.0, 10.0))).await;
+    let (mut calm, _) = t.login("user:calm").await;
+    let (mut flood, _) = t.login("user:flood").await;
+    for _ in 0..30 {
+        flood.send(json!({"event": "heartbeat"})).await;
+    }
+    let (code, reason, _) = flood.expect_close().await;
+    assert_eq!((code, reason.as_str()), (4008, "Rate limited"));
+    t.server.broadcast("ok", &1, &[]).unwrap();
+    calm.expect_event("ok").await;
+}
+
+#[tokio::test]
+async fn join_flooding_closes_4008() {
+    let t = TestServer::start(builder().join_rate(Rate::new(1.0, 3.0))).await;
+    let (mut c, _) = t.login("user:a").await;
+    for i in 0..6 {
+        c.send(json!({"event": "join", "data": {"rooms": [format!("r{i}")]}}))
+            .await;
+    }
+    assert_eq!(c.expect_close().await.0, 4008);
+}
+
+#[tokio::test]
+async fn exhausted_handshake_capacity_closes_1013() {
+    let b = builder()
+        .max_concurrent_handshakes(1)
+        .handshake_wait(Duration::from_millis(100));
+    let t = TestServer::start(b).await;
+    let mut slow = t.connect().await;
+    slow.send(json!({"event": "authenticate", "data": {"token": "slow"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut late = t.connect().await;
+    late.send(json!({"event": "authenticate", "data": {"token": "user:late"}}))
+        .await;
+    let (code, reason, _) = late.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1013, "Try again later"));
+}
+
+#[tokio::test]
+async fn sessions_beyond_the_per_user_cap_close_1008() {
+    let t = TestServer::start(builder().max_sessions_per_user(2)).await;
+    let (_a, _) = t.login("user:u").await;
+    let (_b, _) = t.login("user:u").await;
+    let mut c = t.connect().await;
+    c.send(json!({"event": "authenticate", "data": {"token": "user:u"}}))
+        .await;
+    let (code, _, before) = c.expect_close().await;
+    assert_eq!(code, 1008);
+    assert_eq!(
+        before,
+        vec![json!({"event": "error", "data": {"message": "Too many sessions"}})]
+    );
+    t.login("user:other").await;
+}
