@@ -84,9 +84,9 @@ impl Hook<AuthRequest, Option<Identity>> for Hs256Authenticator {
             .get("token")
             .and_then(Value::as_str)
             .and_then(|t| self.verify(t))
-            .map(|(claims, all)| Identity {
-                user_id: Some(claims.sub),
-                metadata: all,
+            .map(|(claims, all)| {
+                let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
+                Identity::user(claims.sub).with_metadata(all).expiring_at(expiry)
             });
         Box::pin(async move { Ok::<_, HookError>(outcome) })
     }

@@ -70,6 +70,7 @@ async fn serve(socket: WebSocket, shared: &Arc<Shared>, id: Uuid) {
         messages: Bucket::new(shared.config.message_rate, now),
         joins: Bucket::new(shared.config.join_rate, now),
         encrypted: None,
+        expiry: None,
     };
     reader.read_loop(stream).await;
     if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
@@ -118,6 +119,8 @@ struct Reader {
     joins: Bucket,
     /// Set once authenticated: whether the session is encrypted.
     encrypted: Option<bool>,
+    /// When the credentials expire (close 1008 unless refreshed).
+    expiry: Option<Instant>,
 }
 
 fn is_too_large(err: axum::Error) -> bool {
@@ -151,11 +154,16 @@ impl Reader {
         let entry = self.entry.clone();
         loop {
             let deadline = self.deadline;
+            let expiry = self.expiry;
             let next = tokio::select! {
                 biased;
                 _ = entry.mailbox.killed() => return,
                 _ = sleep_until(deadline) => {
                     let _ = self.close(CloseCode::AuthenticationTimeout);
+                    return;
+                }
+                _ = sleep_until(expiry) => {
+                    let _ = self.close(CloseCode::PolicyViolation);
                     return;
                 }
                 next = stream.next() => next,
@@ -249,6 +257,11 @@ impl Reader {
         match msg {
             ClientMessage::Heartbeat => ControlFlow::Continue(()),
             ClientMessage::Authenticate(data) => self.authenticate(data).await,
+            ClientMessage::Refresh(_) if self.entry.phase() != ClientState::Authenticated => {
+                self.reply_error(errors::NOT_AUTHENTICATED);
+                ControlFlow::Continue(())
+            }
+            ClientMessage::Refresh(data) => self.refresh(data).await,
             _ if self.entry.phase() != ClientState::Authenticated => {
                 self.reply_error(errors::NOT_AUTHENTICATED);
                 ControlFlow::Continue(())
@@ -376,6 +389,7 @@ impl Reader {
         }
         let user: Option<Arc<str>> = identity.user_id.as_deref().map(Into::into);
         let rooms = room::sanitize(&self.shared.config.default_rooms);
+        self.expiry = identity.expires_at.map(instant_of);
         self.shared
             .registry
             .authenticate(&self.entry, user, identity.metadata.clone(), encrypted, &rooms);
@@ -411,6 +425,37 @@ impl Reader {
                 Err(self.fail(errors::HANDSHAKE_FAILED, CloseCode::EncryptionRequired))
             }
         }
+    }
+
+    /// Fresh credentials for the same user: extend the session and rotate the outbound keys. A refused refresh
+    /// is answered with an error; the session keeps its current expiry.
+    async fn refresh(&mut self, data: Option<&RawValue>) -> Flow {
+        let Some(data) = data.and_then(|d| serde_json::from_str::<Map<String, Value>>(d.get()).ok()) else {
+            self.reply_error(errors::INVALID_MESSAGE_FORMAT);
+            return ControlFlow::Continue(());
+        };
+        let req = AuthRequest {
+            client_id: self.entry.id_str.to_string(),
+            data,
+        };
+        let current = self.entry.user_id();
+        match invoke(self.shared.authenticator.as_ref(), req).await {
+            Ok(Some(identity)) if identity.user_id.as_deref() == current.as_deref() => {
+                self.expiry = identity.expires_at.map(instant_of);
+                self.mailbox().push(Outbound::Rekey);
+                tracing::info!(client = %self.entry.id_str, "credentials refreshed");
+            }
+            Ok(_) => {
+                self.shared.metrics.auth_rejected.increment(1);
+                self.reply_error(errors::AUTHENTICATION_FAILED);
+            }
+            Err(e) => {
+                Stats::bump(&self.shared.stats.hook_failures);
+                tracing::warn!(client = %self.entry.id_str, error = %e, "authenticator failed on refresh");
+                self.reply_error(errors::AUTHENTICATION_ERROR);
+            }
+        }
+        ControlFlow::Continue(())
     }
 
     async fn join(&mut self, requested: Vec<std::borrow::Cow<'_, str>>) -> Flow {
@@ -501,6 +546,12 @@ impl Reader {
     }
 }
 
+/// A wall-clock time as a monotonic deadline (times in the past are due now).
+fn instant_of(at: std::time::SystemTime) -> Instant {
+    let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    Instant::now() + left
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -573,6 +624,7 @@ impl Writer {
                         .feed(Message::Ping(bytes::Bytes::new()))
                         .await
                         .map_err(|_| WriteEnd::Broken),
+                    Outbound::Rekey => self.rekey(sink).await,
                     Outbound::Close(code) => Err(WriteEnd::Close(code)),
                 };
                 if let Err(end) = step {
@@ -597,6 +649,18 @@ impl Writer {
             let _permit = self.shared.seal_permits.acquire().await;
             sealer.seal(text.as_str(), &mut self.sealed).map_err(WriteEnd::Close)?;
         }
+        self.flush_sealed(sink).await
+    }
+
+    async fn rekey(&mut self, sink: &mut Sink) -> Result<(), WriteEnd> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            return Ok(());
+        };
+        sealer.rekey(&mut self.sealed).map_err(WriteEnd::Close)?;
+        self.flush_sealed(sink).await
+    }
+
+    async fn flush_sealed(&mut self, sink: &mut Sink) -> Result<(), WriteEnd> {
         self.shared.metrics.records_out.increment(self.sealed.len() as u64);
         for frame in self.sealed.drain(..) {
             let text = Utf8Bytes::try_from(frame).map_err(|_| WriteEnd::Close(CloseCode::InternalError))?;

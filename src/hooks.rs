@@ -78,6 +78,31 @@ pub struct Identity {
     pub user_id: Option<String>,
     /// Application data kept with the connection and handed to later hooks.
     pub metadata: Value,
+    /// When the credentials expire: the connection is closed 1008 then unless the client sends
+    /// `{"event":"refresh","data":{"token":..}}` with fresh credentials for the same user first.
+    pub expires_at: Option<std::time::SystemTime>,
+}
+
+impl Identity {
+    /// An identity for `user_id`, without metadata or expiry.
+    pub fn user(user_id: impl Into<String>) -> Self {
+        Self {
+            user_id: Some(user_id.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Attaches metadata.
+    pub fn with_metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the credentials' expiry.
+    pub fn expiring_at(mut self, at: std::time::SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
 }
 
 /// Input of the room validator.
@@ -195,7 +220,7 @@ mod tests {
 }
 
 debug_redacted!(AuthRequest { client_id; data });
-debug_redacted!(Identity { user_id; metadata });
+debug_redacted!(Identity { user_id, expires_at; metadata });
 debug_redacted!(RoomRequest { client_id, user_id, rooms; metadata });
 debug_redacted!(Connected { client_id, user_id; metadata });
 debug_redacted!(Disconnected { client_id, user_id, code; });

@@ -27,6 +27,8 @@ pub(crate) enum Outbound {
     Encrypt(Box<dyn Sealer>),
     /// A WebSocket ping.
     Ping,
+    /// Rotate the session's outbound keys (after a credential refresh).
+    Rekey,
     /// Send the close frame after everything queued before it.
     Close(CloseCode),
 }

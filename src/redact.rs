@@ -42,10 +42,7 @@ mod tests {
             data: json!(secret),
             id: None,
         };
-        let ident = crate::Identity {
-            user_id: Some("u".into()),
-            metadata: json!({ "token": secret }),
-        };
+        let ident = crate::Identity::user("u").with_metadata(json!({ "token": secret }));
         let env = crate::protocol::Envelope::parse(
             format!(r#"{{"serverId":"s","type":"broadcast","event":"e","data":"{secret}"}}"#).as_bytes(),
         )

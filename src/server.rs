@@ -176,7 +176,7 @@ impl Shared {
 ///     .static_keys(keys)
 ///     .authenticator(|req: sealcast::AuthRequest| async move {
 ///         let ok = req.data.get("token").and_then(|t| t.as_str()) == Some("let-me-in");
-///         Ok(ok.then(|| Identity { user_id: Some("alice".into()), metadata: serde_json::Value::Null }))
+///         Ok(ok.then(|| Identity::user("alice")))
 ///     })
 ///     .build()?;
 /// let app = axum::Router::new().merge(server.router());

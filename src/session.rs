@@ -20,6 +20,13 @@ pub trait Sealer: Send + Sync + 'static {
     /// `out`; each frame must be UTF-8 text (it is sent as a text frame, and dropped if it is not). An error closes
     /// the connection with the returned code.
     fn seal(&mut self, inner: &str, out: &mut Vec<bytes::Bytes>) -> Result<(), CloseCode>;
+
+    /// Switches to fresh keys now, appending whatever frames announce it (wsenc/1: a `key_update` record).
+    /// Called when the client refreshes its credentials. The default does nothing.
+    fn rekey(&mut self, out: &mut Vec<bytes::Bytes>) -> Result<(), CloseCode> {
+        let _ = out;
+        Ok(())
+    }
 }
 
 /// Opens inbound frames of one session (client → server direction).

@@ -113,6 +113,10 @@ impl Sealer for RecordSealer {
     fn seal(&mut self, inner: &str, out: &mut Vec<Bytes>) -> Result<(), CloseCode> {
         RecordSealer::seal(self, inner.as_bytes(), out).map_err(|e| close_code(e.close_code()))
     }
+
+    fn rekey(&mut self, out: &mut Vec<Bytes>) -> Result<(), CloseCode> {
+        self.request_key_update(out).map_err(|e| close_code(e.close_code()))
+    }
 }
 
 impl Opener for RecordOpener {

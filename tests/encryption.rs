@@ -618,3 +618,21 @@ mod ignis_suite {
         assert_eq!(c.expect_close().await.0, 4004);
     }
 }
+
+#[tokio::test]
+async fn a_credential_refresh_rotates_the_servers_keys() {
+    let t = enc_server().await;
+    let mut c = RawEnc::login(&t, "user:a", &[test_key().pinned()]).await;
+    assert_eq!(c.opener.epoch(), 0);
+    c.send(json!({"event": "refresh", "data": {"token": "user:a"}})).await;
+    // The refresh is handled asynchronously; probe until a message arrives under the new epoch.
+    for i in 0..50 {
+        t.server.send_to_client(&c.id(), "probe", &i).unwrap();
+        assert_eq!(c.recv().await, json!({"event": "probe", "data": i}));
+        if c.opener.epoch() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server never switched to epoch 1 after the refresh");
+}

@@ -235,3 +235,42 @@ async fn disconnect_removes_the_client_from_every_index() {
     assert!(t.server.clients_by_room("ws-default").is_empty());
     assert!(t.server.clients_by_room(&id).is_empty());
 }
+
+#[tokio::test]
+async fn expired_credentials_close_1008() {
+    let t = TestServer::start(builder()).await;
+    let (mut c, _) = t.login("expiring:a:300").await;
+    let (code, reason, _) = c.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1008, "Policy violation"));
+}
+
+#[tokio::test]
+async fn refreshing_credentials_extends_the_session() {
+    let t = TestServer::start(builder()).await;
+    let (mut c, data) = t.login("expiring:a:400").await;
+    c.send(json!({"event": "refresh", "data": {"token": "expiring:a:60000"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    t.server
+        .send_to_client(data["id"].as_str().unwrap(), "still", &1)
+        .unwrap();
+    assert_eq!(c.expect_event("still").await, json!(1));
+}
+
+#[tokio::test]
+async fn a_refresh_for_another_user_is_refused_and_changes_nothing() {
+    let t = TestServer::start(builder()).await;
+    let (mut c, data) = t.login("user:a").await;
+    c.send(json!({"event": "refresh", "data": {"token": "user:b"}})).await;
+    c.expect_error("Authentication failed").await;
+    c.send(json!({"event": "refresh", "data": "nope"})).await;
+    c.expect_error("Invalid message format").await;
+    assert_eq!(
+        t.server
+            .client(data["id"].as_str().unwrap())
+            .unwrap()
+            .user_id
+            .as_deref(),
+        Some("a")
+    );
+}

@@ -21,9 +21,12 @@ pub const KEY_UPDATE: &str = "key_update";
 /// Client → server: publish to a joined room `{"room":R,"event":E,"data":D}`.
 pub const PUBLISH: &str = "publish";
 
+/// Client → server: fresh credentials before the current ones expire `{"token":..}`; rotates the session keys.
+pub const REFRESH: &str = "refresh";
+
 /// Names no application message may carry, whoever publishes it (client, server API, bus, emitter): delivering
 /// one would confuse or kill encrypted sessions (wsenc/1 §8a).
-pub const RESERVED: [&str; 9] = [
+pub const RESERVED: [&str; 10] = [
     AUTHENTICATE,
     CONNECTED,
     ENCRYPTED,
@@ -33,6 +36,7 @@ pub const RESERVED: [&str; 9] = [
     JOIN,
     LEAVE,
     PUBLISH,
+    REFRESH,
 ];
 
 /// True when `event` is one of [`RESERVED`].

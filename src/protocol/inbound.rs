@@ -18,6 +18,8 @@ pub enum ClientMessage<'a> {
     /// `{"event":"authenticate","data":{..}}`: `data` must be a JSON object (else `None`, which is a failed
     /// authentication, not a format error, as the reference answers it).
     Authenticate(Option<&'a RawValue>),
+    /// `{"event":"refresh","data":{..}}`: fresh credentials (`None` when `data` is not an object).
+    Refresh(Option<&'a RawValue>),
     /// `{"event":"join","data":{"rooms":[..]}}`: the string entries, unsanitised; empty when absent.
     Join(Vec<Cow<'a, str>>),
     /// `{"event":"leave","data":{"rooms":[..]}}`: the string entries; empty when absent.
@@ -96,6 +98,7 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
     match frame.event.as_ref() {
         event::HEARTBEAT => Ok(ClientMessage::Heartbeat),
         event::AUTHENTICATE => Ok(ClientMessage::Authenticate(data.filter(|d| is_object(d)))),
+        event::REFRESH => Ok(ClientMessage::Refresh(data.filter(|d| is_object(d)))),
         event::JOIN => parse_rooms(data).map(ClientMessage::Join),
         event::LEAVE => parse_rooms(data).map(ClientMessage::Leave),
         event::PUBLISH => parse_publish(data),

@@ -36,10 +36,17 @@ pub async fn test_auth(req: AuthRequest) -> Result<Option<Identity>, HookError> 
             std::future::pending::<()>().await;
             Ok(None)
         }
-        t => Ok(t.strip_prefix("user:").map(|u| Identity {
-            user_id: Some(u.to_owned()),
-            metadata: json!({ "token": "kept" }),
-        })),
+        t if t.starts_with("expiring:") => {
+            // `expiring:<user>:<millis>`: valid for that long.
+            let mut parts = t.splitn(3, ':').skip(1);
+            let user = parts.next().unwrap_or_default();
+            let ms: u64 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+            let at = std::time::SystemTime::now() + std::time::Duration::from_millis(ms);
+            Ok(Some(Identity::user(user).expiring_at(at)))
+        }
+        t => Ok(t
+            .strip_prefix("user:")
+            .map(|u| Identity::user(u).with_metadata(json!({ "token": "kept" })))),
     }
 }
 
