@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bus;
 mod config;
 mod connection;
+mod emitter;
 pub mod hooks;
 mod mailbox;
 pub mod protocol;
@@ -24,6 +25,7 @@ mod stats;
 
 pub use bus::{Bus, Inbox, LocalBus};
 pub use config::{Config, ConfigError};
+pub use emitter::{Emitter, EmitterError};
 pub use hooks::{
     AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing,
     RoomRequest, Transformed,
