@@ -9,28 +9,10 @@ mod redis_harness;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
-use redis_harness::{free_port, Redis};
+use redis_harness::{free_port, probe_until_delivered, try_event, Redis};
 use sealcast::bus::{RedisBus, RedisEndpoint};
 use sealcast::Bus;
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-/// The next `event` frame within `within`, skipping other events; `None` on timeout.
-async fn try_event(c: &mut Client, event: &str, within: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let m = tokio::time::timeout_at(deadline, c.ws.next())
-            .await
-            .ok()??;
-        if let Ok(Message::Text(t)) = m {
-            let v: Value = serde_json::from_str(&t).expect("json");
-            if v["event"] == event {
-                return Some(v["data"].clone());
-            }
-        }
-    }
-}
+use serde_json::json;
 
 async fn instance(url: &str) -> (TestServer, RedisBus) {
     let bus = RedisBus::builder(RedisEndpoint::single(url))
@@ -82,21 +64,8 @@ async fn redis_killed_during_traffic_then_restarted() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     redis.restart();
     let restarted = Instant::now();
-    let mut probe = 0u64;
-    let recovered = loop {
-        s1.server.send_to_user("bob", "probe", &probe).unwrap();
-        probe += 1;
-        if try_event(&mut b, "probe", Duration::from_millis(50))
-            .await
-            .is_some()
-        {
-            break restarted.elapsed();
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(5),
-            "cross-instance delivery did not resume"
-        );
-    };
+    let recovered =
+        probe_until_delivered(&s1.server, "bob", &mut b, restarted, Duration::from_secs(5)).await;
     println!("cross-instance delivery resumed {recovered:?} after Redis restarted");
     assert!(recovered < Duration::from_secs(2), "took {recovered:?}");
     assert!(s1.server.is_ready() && s2.server.is_ready());

@@ -8,31 +8,17 @@ mod redis_harness;
 use std::time::Duration;
 
 use common::*;
-use redis_harness::Redis;
+use redis_harness::{cross_instance_matrix, settle, Instance, Redis};
 use sealcast::bus::{BusMode, RedisBus, RedisEndpoint, Subscriptions};
 use sealcast::{Bus, Emitter};
 use serde_json::json;
 
-struct Instance {
-    t: TestServer,
-    bus: RedisBus,
-}
-
 async fn instance_with(bus: sealcast::bus::RedisBusBuilder) -> Instance {
-    let bus = bus.build().expect("bus");
-    let t = TestServer::start(builder().bus(bus.clone())).await;
-    assert!(bus.wait_ready(WAIT).await, "bus ready");
-    Instance { t, bus }
+    Instance::start(bus).await
 }
 
 async fn instance(redis: &Redis) -> Instance {
     instance_with(RedisBus::builder(RedisEndpoint::single(redis.url()))).await
-}
-
-async fn settle(instances: &[&Instance]) {
-    for i in instances {
-        assert!(i.bus.settled(WAIT).await, "subscriptions settled");
-    }
 }
 
 #[tokio::test]
@@ -43,47 +29,7 @@ async fn client_user_room_broadcast_and_exclude_across_three_instances() {
         instance(&redis).await,
         instance(&redis).await,
     );
-    let (mut a1, d1) = s1.t.login("user:alice").await;
-    let (mut a2, d2) = s2.t.login("user:alice").await;
-    let (mut b3, _) = s3.t.login("user:bob").await;
-    settle(&[&s1, &s2, &s3]).await;
-
-    s3.t.server.send_to_user("alice", "u", &1).unwrap();
-    assert_eq!(a1.recv().await, json!({"event": "u", "data": 1}));
-    assert_eq!(a2.recv().await, json!({"event": "u", "data": 1}));
-
-    s1.t.server
-        .send_to_room("ws-default", "r", &2, &[])
-        .unwrap();
-    for c in [&mut a1, &mut a2, &mut b3] {
-        assert_eq!(c.recv().await, json!({"event": "r", "data": 2}));
-    }
-
-    s3.t.server.send_to_client(&id_of(&d1), "c", &3).unwrap();
-    assert_eq!(a1.recv().await, json!({"event": "c", "data": 3}));
-
-    s3.t.server.broadcast("b", &4, &[&id_of(&d2)]).unwrap();
-    assert_eq!(a1.recv().await, json!({"event": "b", "data": 4}));
-    assert_eq!(b3.recv().await, json!({"event": "b", "data": 4}));
-
-    s2.t.server
-        .send_to_room("ws-default", "rx", &5, &[&id_of(&d1)])
-        .unwrap();
-    assert_eq!(a2.recv().await, json!({"event": "rx", "data": 5}));
-    assert_eq!(b3.recv().await, json!({"event": "rx", "data": 5}));
-
-    // `send` to a client id living on another instance.
-    s1.t.server.send(Some(&id_of(&d2)), "dm", &6).unwrap();
-    assert_eq!(a2.recv().await, json!({"event": "dm", "data": 6}));
-
-    // No duplicates anywhere.
-    for c in [&mut a1, &mut a2, &mut b3] {
-        c.expect_silence().await;
-    }
-    for s in [&s1, &s2, &s3] {
-        assert_eq!(s.bus.stats().rejected, 0);
-        assert_eq!(s.bus.stats().publish_dropped, 0);
-    }
+    cross_instance_matrix(&s1, &s2, &s3).await;
 }
 
 #[tokio::test]

@@ -190,7 +190,32 @@ impl Cluster {
         );
         let c = Self { nodes };
         c.wait_ok();
+        c.wait_replication(replicas.parse().expect("count"));
         c
+    }
+
+    /// Waits until every replica has an up link and every master sees its replicas (a replica that never
+    /// synced refuses to fail over).
+    fn wait_replication(&self, replicas: usize) {
+        let start = Instant::now();
+        loop {
+            let ok = self.nodes.iter().all(|n| {
+                let info = n.cli(&["info", "replication"]);
+                if info.contains("role:slave") {
+                    info.contains("master_link_status:up")
+                } else {
+                    info.contains(&format!("connected_slaves:{replicas}"))
+                }
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "cluster replication did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until every live node reports `cluster_state:ok`.
@@ -229,24 +254,34 @@ impl Cluster {
             .trim()
             .parse()
             .expect("keyslot");
-        let shards = live.cli(&["cluster", "slots"]);
-        // Plain `redis-cli` output: start, end, then per node ip, port, id (master first).
-        let lines: Vec<&str> = shards.lines().map(str::trim).collect();
-        let mut i = 0;
-        while i + 3 < lines.len() {
-            if let (Ok(start), Ok(end)) = (lines[i].parse::<u16>(), lines[i + 1].parse::<u16>()) {
-                if (start..=end).contains(&slot) && lines[i + 2] == "127.0.0.1" {
-                    let port: u16 = lines[i + 3].parse().expect("port");
-                    return self
-                        .nodes
-                        .iter()
-                        .position(|n| n.port == port)
-                        .expect("known node");
-                }
+        let nodes = live.cli(&["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
             }
-            i += 1;
+            let owns = f[8..].iter().any(|range| {
+                let mut ends = range.splitn(2, '-').map(|x| x.parse::<u16>().ok());
+                match (ends.next().flatten(), ends.next()) {
+                    (Some(a), None) => a == slot,
+                    (Some(a), Some(Some(b))) => (a..=b).contains(&slot),
+                    _ => false,
+                }
+            });
+            if owns {
+                let port: u16 = f[1]
+                    .split(['@', ':'])
+                    .nth(1)
+                    .and_then(|p| p.parse().ok())
+                    .expect("node port");
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port == port)
+                    .expect("known node");
+            }
         }
-        panic!("no master for slot {slot}: {shards}");
+        panic!("no master for slot {slot}: {nodes}");
     }
 
     /// Sum of `PUBSUB SHARDNUMSUB channel` over every live node.
@@ -263,4 +298,125 @@ impl Cluster {
             })
             .sum()
     }
+}
+
+// ---- sealcast instances on a Redis bus ----
+
+use crate::common::{id_of, Client, TestServer, WAIT};
+use futures_util::StreamExt;
+use sealcast::bus::{RedisBus, RedisBusBuilder};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A test server with its Redis bus.
+pub struct Instance {
+    pub t: TestServer,
+    pub bus: RedisBus,
+}
+
+impl Instance {
+    /// Builds the bus, starts a server on it and waits for the subscription.
+    pub async fn start(bus: RedisBusBuilder) -> Self {
+        let bus = bus.build().expect("bus");
+        let t = TestServer::start(crate::common::builder().bus(bus.clone())).await;
+        assert!(bus.wait_ready(WAIT).await, "bus ready");
+        Self { t, bus }
+    }
+}
+
+/// Waits until every instance's interest changes are applied on Redis.
+pub async fn settle(instances: &[&Instance]) {
+    for i in instances {
+        assert!(i.bus.settled(WAIT).await, "subscriptions settled");
+    }
+}
+
+/// The next `event` frame within `within`, skipping other events; `None` on timeout.
+pub async fn try_event(c: &mut Client, event: &str, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let m = tokio::time::timeout_at(deadline, c.ws.next())
+            .await
+            .ok()??;
+        if let Ok(Message::Text(t)) = m {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["event"] == event {
+                return Some(v["data"].clone());
+            }
+        }
+    }
+}
+
+/// Sends `probe` events to `user` from `from` until `to` receives one; returns the time since `since`.
+pub async fn probe_until_delivered(
+    from: &sealcast::Server,
+    user: &str,
+    to: &mut Client,
+    since: Instant,
+    limit: Duration,
+) -> Duration {
+    for n in 0u64.. {
+        from.send_to_user(user, "probe", &n).expect("send");
+        if try_event(to, "probe", Duration::from_millis(50))
+            .await
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            since.elapsed() < limit,
+            "delivery did not resume within {limit:?}"
+        );
+    }
+    since.elapsed()
+}
+
+/// Clients of the cross-instance matrix: alice on instances 1 and 2, bob on instance 3.
+pub struct Matrix {
+    pub a1: Client,
+    pub d1: Value,
+    pub a2: Client,
+    pub d2: Value,
+    pub b3: Client,
+}
+
+/// Logs the matrix clients in and checks user, room, client, broadcast and `exclude` delivery across three
+/// instances, exactly once each.
+pub async fn cross_instance_matrix(s1: &Instance, s2: &Instance, s3: &Instance) -> Matrix {
+    let (mut a1, d1) = s1.t.login("user:alice").await;
+    let (mut a2, d2) = s2.t.login("user:alice").await;
+    let (mut b3, _) = s3.t.login("user:bob").await;
+    settle(&[s1, s2, s3]).await;
+
+    s3.t.server.send_to_user("alice", "u", &1).unwrap();
+    assert_eq!(a1.recv().await, json!({"event": "u", "data": 1}));
+    assert_eq!(a2.recv().await, json!({"event": "u", "data": 1}));
+    s1.t.server
+        .send_to_room("ws-default", "r", &2, &[])
+        .unwrap();
+    for c in [&mut a1, &mut a2, &mut b3] {
+        assert_eq!(c.recv().await, json!({"event": "r", "data": 2}));
+    }
+    s3.t.server.send_to_client(&id_of(&d1), "c", &3).unwrap();
+    assert_eq!(a1.recv().await, json!({"event": "c", "data": 3}));
+    s3.t.server.broadcast("b", &4, &[&id_of(&d2)]).unwrap();
+    assert_eq!(a1.recv().await, json!({"event": "b", "data": 4}));
+    assert_eq!(b3.recv().await, json!({"event": "b", "data": 4}));
+    s2.t.server
+        .send_to_room("ws-default", "rx", &5, &[&id_of(&d1)])
+        .unwrap();
+    assert_eq!(a2.recv().await, json!({"event": "rx", "data": 5}));
+    assert_eq!(b3.recv().await, json!({"event": "rx", "data": 5}));
+    // `send` to a client id living on another instance.
+    s1.t.server.send(Some(&id_of(&d2)), "dm", &6).unwrap();
+    assert_eq!(a2.recv().await, json!({"event": "dm", "data": 6}));
+    // No duplicates anywhere.
+    for c in [&mut a1, &mut a2, &mut b3] {
+        c.expect_silence().await;
+    }
+    for s in [s1, s2, s3] {
+        assert_eq!(s.bus.stats().rejected, 0);
+        assert_eq!(s.bus.stats().publish_dropped, 0);
+    }
+    Matrix { a1, d1, a2, d2, b3 }
 }
