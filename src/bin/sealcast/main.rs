@@ -1,5 +1,7 @@
 //! The `sealcast` command: run the server, mint development tokens.
 
+mod emit;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,6 +27,8 @@ enum Command {
     Serve(ServeArgs),
     /// Mint an HS256 token for a user (uses SEALCAST_JWT_SECRET).
     Token(TokenArgs),
+    /// Publish one message to a fleet through Redis (like the reference's emitter).
+    Emit(emit::EmitArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +86,8 @@ struct ServeArgs {
     /// Graceful shutdown bound in milliseconds.
     #[arg(long, env = "SEALCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     shutdown_timeout_ms: u64,
+    #[command(flatten)]
+    bus: emit::BusArgs,
 }
 
 #[derive(Args)]
@@ -118,6 +124,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Emit(args) => emit::run(args),
         Command::Token(args) => {
             match auth::mint(args.secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
                 Ok(token) => {
@@ -177,7 +184,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             .into())
         }
     };
-    let server = Server::builder()
+    let builder = Server::builder()
         .path(args.path)
         .require_encryption(args.require_encryption)
         .allow_client_publish(args.allow_client_publish)
@@ -193,8 +200,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .max_rooms_per_client(args.max_rooms_per_client)
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms))
         .authenticator(Hs256Authenticator::new(secret.as_bytes()))
-        .room_validator(auth::rooms_claim_validator)
-        .build()?;
+        .room_validator(auth::rooms_claim_validator);
+    let (builder, redis) = args.bus.apply(builder)?;
+    let server = builder.build()?;
+    emit::announce(redis.as_ref()).await;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
     println!(
