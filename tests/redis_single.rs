@@ -5,10 +5,10 @@ mod common;
 #[path = "common/redis.rs"]
 mod redis_harness;
 
-use std::time::Duration;
-
 use common::*;
-use redis_harness::{cross_instance_matrix, settle, Instance, Redis};
+use redis_harness::{
+    cross_instance_matrix, received_for_room_on_one_of_four, settle, Instance, Redis,
+};
 use sealcast::bus::{BusMode, RedisBus, RedisEndpoint, Subscriptions};
 use sealcast::{Bus, Emitter};
 use serde_json::json;
@@ -198,48 +198,12 @@ async fn with_a_bus_secret_only_signed_envelopes_are_delivered() {
     b.expect_silence().await;
 }
 
-/// Four instances, a room living on one of them, N messages published to it: how many pub/sub messages do the
-/// instances receive in total? Interest-based: N. Patterns (the reference): 4N.
-async fn received_for_room_on_one_of_four(subscriptions: Subscriptions) -> (u64, u64) {
-    let redis = Redis::start();
-    let mut instances = Vec::new();
-    for _ in 0..4 {
-        instances.push(
-            instance_with(
-                RedisBus::builder(RedisEndpoint::single(redis.url())).subscriptions(subscriptions),
-            )
-            .await,
-        );
-    }
-    let (mut c, d) = instances[0].t.login("user:solo").await;
-    instances[0]
-        .t
-        .server
-        .join_room(&id_of(&d), "solo-room")
-        .unwrap();
-    for i in &instances {
-        assert!(i.bus.settled(WAIT).await);
-    }
-    let before: u64 = instances.iter().map(|i| i.bus.stats().received).sum();
-    let emitter = Emitter::connect(RedisEndpoint::single(redis.url()))
-        .await
-        .unwrap();
-    const N: u64 = 200;
-    for n in 0..N {
-        emitter.to_room("solo-room", "m", &n, &[]).await.unwrap();
-    }
-    for n in 0..N {
-        assert_eq!(c.recv().await, json!({"event": "m", "data": n}));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let after: u64 = instances.iter().map(|i| i.bus.stats().received).sum();
-    (after - before, N)
-}
-
 #[tokio::test]
 async fn interest_subscriptions_receive_one_message_per_delivery_patterns_four() {
-    let (interest, n) = received_for_room_on_one_of_four(Subscriptions::Interest).await;
-    let (patterns, _) = received_for_room_on_one_of_four(Subscriptions::Patterns).await;
+    let redis = Redis::start();
+    let n = 200;
+    let interest = received_for_room_on_one_of_four(&redis, Subscriptions::Interest, n).await;
+    let patterns = received_for_room_on_one_of_four(&redis, Subscriptions::Patterns, n).await;
     println!(
         "room on 1 of 4 instances, {n} messages: interest {interest} received ({:.2}/msg), patterns {patterns} ({:.2}/msg)",
         interest as f64 / n as f64,

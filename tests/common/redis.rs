@@ -420,3 +420,40 @@ pub async fn cross_instance_matrix(s1: &Instance, s2: &Instance, s3: &Instance) 
     }
     Matrix { a1, d1, a2, d2, b3 }
 }
+
+/// Four instances on `redis`, a room whose only member is on the first, `n` messages published to it by an
+/// emitter: returns how many pub/sub messages the four instances received in total (interest-based: `n`;
+/// patterns, like the reference: `4n`).
+pub async fn received_for_room_on_one_of_four(
+    redis: &Redis,
+    subscriptions: sealcast::bus::Subscriptions,
+    n: u64,
+) -> u64 {
+    use sealcast::bus::RedisEndpoint;
+    let mut instances = Vec::new();
+    for _ in 0..4 {
+        let bus =
+            RedisBus::builder(RedisEndpoint::single(redis.url())).subscriptions(subscriptions);
+        instances.push(Instance::start(bus).await);
+    }
+    let room = format!("solo-{subscriptions:?}");
+    let (mut client, d) = instances[0].t.login("user:solo").await;
+    instances[0].t.server.join_room(&id_of(&d), &room).unwrap();
+    for i in &instances {
+        assert!(i.bus.settled(WAIT).await);
+    }
+    let received =
+        |instances: &[Instance]| -> u64 { instances.iter().map(|i| i.bus.stats().received).sum() };
+    let before = received(&instances);
+    let emitter = sealcast::Emitter::connect(RedisEndpoint::single(redis.url()))
+        .await
+        .unwrap();
+    for k in 0..n {
+        emitter.to_room(&room, "m", &k, &[]).await.unwrap();
+    }
+    for k in 0..n {
+        assert_eq!(client.recv().await, json!({"event": "m", "data": k}));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    received(&instances) - before
+}
