@@ -99,6 +99,27 @@ async fn sharded_matrix_interest_and_emitter() {
         "instances without members received room traffic"
     );
 
+    // Classic mode on a cluster: PUBLISH is relayed to every node, reference emitters work there too.
+    let classic =
+        || RedisBus::builder(RedisEndpoint::cluster(cluster.urls())).mode(BusMode::Classic);
+    let (c1, c2) = (
+        Instance::start(classic()).await,
+        Instance::start(classic()).await,
+    );
+    let (mut x, _) = c2.t.login("user:xavier").await;
+    settle(&[&c1, &c2]).await;
+    c1.t.server.send_to_user("xavier", "classic", &1).unwrap();
+    assert_eq!(x.recv().await, json!({"event": "classic", "data": 1}));
+    tokio::task::block_in_place(|| {
+        cluster.nodes[0].cli(&[
+            "PUBLISH",
+            "ws:user:xavier",
+            r#"{"serverId":"emitter","type":"user","target":"xavier","event":"ref","data":2}"#,
+        ])
+    });
+    assert_eq!(x.recv().await, json!({"event": "ref", "data": 2}));
+    x.expect_silence().await;
+
     // The last member leaves: the subscription goes.
     assert!(s1.t.server.leave_room(&id_of(&d1), "only-on-1"));
     settle(&[&s1]).await;

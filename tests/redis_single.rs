@@ -212,3 +212,55 @@ async fn interest_subscriptions_receive_one_message_per_delivery_patterns_four()
     assert_eq!(interest, n);
     assert_eq!(patterns, 4 * n);
 }
+
+#[tokio::test]
+async fn sharded_mode_also_works_on_a_single_redis() {
+    let redis = Redis::start();
+    let sharded = || RedisBus::builder(RedisEndpoint::single(redis.url())).mode(BusMode::Sharded);
+    let (s1, s2) = (
+        instance_with(sharded()).await,
+        instance_with(sharded()).await,
+    );
+    let (mut b, _) = s2.t.login("user:bob").await;
+    settle(&[&s1, &s2]).await;
+    s1.t.server.send_to_user("bob", "s", &1).unwrap();
+    assert_eq!(b.recv().await, json!({"event": "s", "data": 1}));
+    let emitter = Emitter::connect_with(RedisEndpoint::single(redis.url()), BusMode::Sharded, None)
+        .await
+        .unwrap();
+    assert_eq!(emitter.to_user("bob", "e", &2).await.unwrap(), 1);
+    assert_eq!(b.recv().await, json!({"event": "e", "data": 2}));
+    // A classic emitter is not heard by a sharded fleet: modes must agree.
+    let classic = Emitter::connect(RedisEndpoint::single(redis.url()))
+        .await
+        .unwrap();
+    assert_eq!(classic.to_user("bob", "e", &3).await.unwrap(), 0);
+    b.expect_silence().await;
+}
+
+#[tokio::test]
+async fn unusable_bus_settings_are_refused() {
+    use sealcast::bus::RedisBusError;
+    let url = RedisEndpoint::single("redis://127.0.0.1:1");
+    assert!(matches!(
+        RedisBus::builder(url.clone())
+            .mode(BusMode::Sharded)
+            .subscriptions(Subscriptions::Patterns)
+            .build(),
+        Err(RedisBusError::PatternsNeedClassic)
+    ));
+    assert!(matches!(
+        RedisBus::builder(url).secret("").build(),
+        Err(RedisBusError::EmptySecret)
+    ));
+    assert!(matches!(
+        RedisBus::builder(RedisEndpoint::single("http://nope")).build(),
+        Err(RedisBusError::Endpoint(_))
+    ));
+    assert!(matches!(
+        RedisBus::builder(RedisEndpoint::cluster(Vec::<String>::new())).build(),
+        Err(RedisBusError::Endpoint(_))
+    ));
+    assert_eq!("Sharded".parse::<BusMode>(), Ok(BusMode::Sharded));
+    assert!("fast".parse::<BusMode>().is_err());
+}
