@@ -150,8 +150,39 @@ async fn delivery_resumes_after_a_master_fails_over() {
     assert!(s2.bus.wait_ready(WAIT).await && s2.t.server.is_ready());
     // Every node's view converges on the promoted replica.
     let start = Instant::now();
-    while tokio::task::block_in_place(|| cluster.master_of("ws:user:bob")) == victim {
+    while [None, Some(victim)].contains(&tokio::task::block_in_place(|| {
+        cluster.try_master_of("ws:user:bob")
+    })) {
         assert!(start.elapsed() < WAIT, "no node saw the failover");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_follow_a_slot_migration() {
+    let cluster = start_cluster().await;
+    let s1 = instance(&cluster).await;
+    let s2 = instance(&cluster).await;
+    let (mut b, _) = s2.t.login("user:bob").await;
+    settle(&[&s1, &s2]).await;
+    s1.t.server.send_to_user("bob", "before", &0).unwrap();
+    assert_eq!(try_event(&mut b, "before", WAIT).await, Some(json!(0)));
+
+    let (from, to) = tokio::task::block_in_place(|| cluster.move_slot_of("ws:user:bob"));
+    let moved = Instant::now();
+    let resumed =
+        probe_until_delivered(&s1.t.server, "bob", &mut b, moved, Duration::from_secs(10)).await;
+    println!("sharded delivery resumed {resumed:?} after moving the slot of ws:user:bob");
+    // Subscribed once, on the new owner only.
+    let on = |i: usize| {
+        tokio::task::block_in_place(|| {
+            cluster.nodes[i].cli(&["pubsub", "shardnumsub", "ws:user:bob"])
+        })
+    };
+    eventually("subscription moved to the new owner", || {
+        on(to).lines().nth(1).map(str::trim) == Some("1")
+            && on(from).lines().nth(1).map(str::trim) == Some("0")
+    })
+    .await;
+    b.expect_silence().await;
 }

@@ -244,6 +244,13 @@ impl Cluster {
 
     /// The index of the node currently serving `channel`'s slot as master.
     pub fn master_of(&self, channel: &str) -> usize {
+        self.try_master_of(channel)
+            .unwrap_or_else(|| panic!("no master serves {channel}"))
+    }
+
+    /// The index of the live node serving `channel`'s slot as master, per the first live node's view; `None`
+    /// while a failover is in progress.
+    pub fn try_master_of(&self, channel: &str) -> Option<usize> {
         let live = self
             .nodes
             .iter()
@@ -274,14 +281,47 @@ impl Cluster {
                     .nth(1)
                     .and_then(|p| p.parse().ok())
                     .expect("node port");
-                return self
-                    .nodes
-                    .iter()
-                    .position(|n| n.port == port)
-                    .expect("known node");
+                return self.nodes.iter().position(|n| n.port == port);
             }
         }
-        panic!("no master for slot {slot}: {nodes}");
+        None
+    }
+
+    /// Moves the (key-less) slot of `channel` from its master to another master; returns (from, to) indexes.
+    pub fn move_slot_of(&self, channel: &str) -> (usize, usize) {
+        let from = self.master_of(channel);
+        let slot = self.nodes[from]
+            .cli(&["cluster", "keyslot", channel])
+            .trim()
+            .to_owned();
+        let to = (0..self.nodes.len())
+            .find(|&i| {
+                i != from
+                    && self.nodes[i].is_running()
+                    && self.nodes[i]
+                        .cli(&["info", "replication"])
+                        .contains("role:master")
+            })
+            .expect("another master");
+        let id = |i: usize| self.nodes[i].cli(&["cluster", "myid"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        self.nodes[to].cli(&["cluster", "setslot", &slot, "importing", &from_id]);
+        self.nodes[from].cli(&["cluster", "setslot", &slot, "migrating", &to_id]);
+        self.nodes[to].cli(&["cluster", "setslot", &slot, "node", &to_id]);
+        self.nodes[from].cli(&["cluster", "setslot", &slot, "node", &to_id]);
+        let start = Instant::now();
+        while self.nodes.iter().filter(|n| n.is_running()).any(|n| {
+            !n.cli(&["cluster", "nodes"])
+                .lines()
+                .any(|l| l.starts_with(&to_id) && l.split_whitespace().skip(8).any(|r| r == slot))
+        }) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "slot move did not propagate"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (from, to)
     }
 
     /// Sum of `PUBSUB SHARDNUMSUB channel` over every live node.
