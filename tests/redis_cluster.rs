@@ -129,15 +129,21 @@ async fn sharded_matrix_interest_and_emitter() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivery_resumes_after_a_master_fails_over() {
-    let mut cluster = start_cluster().await;
-    let s1 = instance(&cluster).await;
-    let s2 = instance(&cluster).await;
+/// Two instances, bob on the second, a first message from the first instance delivered.
+async fn bob_across_two_instances(cluster: &Cluster) -> (Instance, Instance, Client) {
+    let s1 = instance(cluster).await;
+    let s2 = instance(cluster).await;
     let (mut b, _) = s2.t.login("user:bob").await;
     settle(&[&s1, &s2]).await;
     s1.t.server.send_to_user("bob", "before", &0).unwrap();
     assert_eq!(try_event(&mut b, "before", WAIT).await, Some(json!(0)));
+    (s1, s2, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_a_master_fails_over() {
+    let mut cluster = start_cluster().await;
+    let (s1, s2, mut b) = bob_across_two_instances(&cluster).await;
 
     let victim = tokio::task::block_in_place(|| cluster.master_of("ws:user:bob"));
     cluster.nodes[victim].kill();
@@ -161,12 +167,7 @@ async fn delivery_resumes_after_a_master_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_subscriptions_follow_a_slot_migration() {
     let cluster = start_cluster().await;
-    let s1 = instance(&cluster).await;
-    let s2 = instance(&cluster).await;
-    let (mut b, _) = s2.t.login("user:bob").await;
-    settle(&[&s1, &s2]).await;
-    s1.t.server.send_to_user("bob", "before", &0).unwrap();
-    assert_eq!(try_event(&mut b, "before", WAIT).await, Some(json!(0)));
+    let (s1, s2, mut b) = bob_across_two_instances(&cluster).await;
 
     let (from, to) = tokio::task::block_in_place(|| cluster.move_slot_of("ws:user:bob"));
     let moved = Instant::now();
