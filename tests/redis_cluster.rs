@@ -167,7 +167,7 @@ async fn delivery_resumes_after_a_master_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_subscriptions_follow_a_slot_migration() {
     let cluster = start_cluster().await;
-    let (s1, s2, mut b) = bob_across_two_instances(&cluster).await;
+    let (s1, _s2, mut b) = bob_across_two_instances(&cluster).await;
 
     let (from, to) = tokio::task::block_in_place(|| cluster.move_slot_of("ws:user:bob"));
     let moved = Instant::now();
