@@ -68,8 +68,7 @@ impl Emitter {
     ) -> Result<Self, EmitterError> {
         check_endpoint(&endpoint)?;
         let signer = match secret {
-            Some([]) => return Err(RedisBusError::EmptySecret.into()),
-            Some(s) => Some(Signer::new(s)),
+            Some(s) => Some(Signer::new(s).ok_or(RedisBusError::EmptySecret)?),
             None => None,
         };
         let conn = Conn::open(

@@ -32,6 +32,7 @@ fn serve(redis_url: &str) -> Serve {
         .env("SEALCAST_REDIS_URL", redis_url)
         .env("SEALCAST_BUS_SECRET", "bus-secret")
         .env("SEALCAST_ALLOW_CLIENT_PUBLISH", "true")
+        .env("SEALCAST_REQUIRE_ENCRYPTION", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

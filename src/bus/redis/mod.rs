@@ -165,8 +165,7 @@ impl RedisBusBuilder {
         }
         check_endpoint(&self.endpoint)?;
         let signer = match self.secret {
-            Some(s) if s.is_empty() => return Err(RedisBusError::EmptySecret),
-            Some(s) => Some(Signer::new(&s)),
+            Some(s) => Some(Signer::new(&s).ok_or(RedisBusError::EmptySecret)?),
             None => None,
         };
         let (publish_tx, publish_rx) = mpsc::channel(self.publish_queue);

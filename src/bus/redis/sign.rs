@@ -28,7 +28,8 @@ pub const SIG_FIELD: &str = "sig";
 /// Signs and verifies envelopes with a shared secret.
 #[derive(Clone)]
 pub(crate) struct Signer {
-    key: Zeroizing<Vec<u8>>,
+    /// Keyed once; cloned per envelope.
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for Signer {
@@ -66,15 +67,18 @@ struct View<'a> {
 }
 
 impl Signer {
-    pub(crate) fn new(secret: &[u8]) -> Self {
-        Self {
-            key: Zeroizing::new(secret.to_vec()),
+    /// `None` for an empty secret (HMAC itself accepts keys of any length).
+    pub(crate) fn new(secret: &[u8]) -> Option<Self> {
+        if secret.is_empty() {
+            return None;
         }
+        let secret = Zeroizing::new(secret.to_vec());
+        let keyed = HmacSha256::new_from_slice(&secret).ok()?;
+        Some(Self { keyed })
     }
 
     fn mac(&self, channel: &str, f: &Fields<'_>) -> HmacSha256 {
-        // HMAC accepts keys of any length.
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("hmac takes any key length");
+        let mut mac = self.keyed.clone();
         mac.update(b"sealcast-bus-v1");
         let mut field = |bytes: &[u8]| {
             mac.update(&(bytes.len() as u32).to_be_bytes());
@@ -154,7 +158,7 @@ mod tests {
 
     #[test]
     fn signed_envelopes_verify_and_still_parse() {
-        let s = Signer::new(b"secret");
+        let s = Signer::new(b"secret").unwrap();
         let e = env(Target::Room("r".into()));
         let json = s.sign(&e);
         assert!(s.verify("ws:room:r", json.as_bytes()));
@@ -164,10 +168,12 @@ mod tests {
 
     #[test]
     fn forged_unsigned_or_moved_envelopes_fail() {
-        let s = Signer::new(b"secret");
+        let s = Signer::new(b"secret").unwrap();
         let e = env(Target::Room("r".into()));
         let json = s.sign(&e);
-        assert!(!Signer::new(b"other").verify("ws:room:r", json.as_bytes()));
+        assert!(!Signer::new(b"other")
+            .unwrap()
+            .verify("ws:room:r", json.as_bytes()));
         assert!(!s.verify("ws:room:other", json.as_bytes()));
         assert!(!s.verify("ws:room:r", e.to_json().as_bytes()));
         let tampered = json.replace("\"e\"", "\"f\"");
