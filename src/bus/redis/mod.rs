@@ -11,6 +11,9 @@
 //!   Interest changes are recorded synchronously in a per-channel reference count and a *dirty set* of channels,
 //!   then applied by the subscriber task; the dirty set is bounded by the number of distinct channels touched
 //!   (itself bounded by the interest set), and churn on one channel coalesces into one entry.
+//!   Connection events (a disconnect, or Redis unsubscribing us from a sharded channel whose slot moved) reach the
+//!   subscriber task through an unbounded channel: at most one disconnect per connection plus one entry per
+//!   subscribed channel, so it is bounded by the interest set too.
 //! * **Faults.** The subscriber pings every second; on a disconnect, a failed ping or a failed (un)subscribe it
 //!   reports not ready, reconnects with exponential backoff (50 ms to 1 s) and resubscribes **everything** it
 //!   wants before reporting ready again. A sharded channel that Redis unsubscribes us from (slot migration) is
