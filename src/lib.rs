@@ -26,6 +26,7 @@ pub mod client;
 mod config;
 mod connection;
 pub mod crypto;
+mod emitter;
 pub mod hooks;
 mod ignis_compat;
 mod limits;
@@ -41,6 +42,7 @@ pub mod wsenc;
 
 pub use bus::{Bus, Inbox, LocalBus};
 pub use config::{Config, ConfigError};
+pub use emitter::{Emitter, EmitterError};
 pub use hooks::{
     AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing, RoomRequest,
     Transformed,

@@ -5,10 +5,15 @@
 //! carries plaintext application messages between servers; each instance seals for its own encrypted clients.
 //!
 //! [`LocalBus`] is the embedded default: an in-process hub (one instance, or several servers in one process).
+//! [`RedisBus`] connects instances through one Redis server or a Redis Cluster.
 
 mod local;
+pub(crate) mod redis;
 
 pub use local::LocalBus;
+pub use redis::{
+    BusMode, RedisBus, RedisBusBuilder, RedisBusError, RedisBusStats, RedisEndpoint, Subscriptions, SIG_FIELD,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,6 +78,13 @@ impl Inbox {
         }
         if let Some(shared) = self.shared.upgrade() {
             shared.deliver_from_bus(envelope);
+        }
+    }
+
+    /// Counts an envelope the transport refused before parsing (unsigned, forged, wrong channel) as dropped.
+    pub fn count_dropped(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.count_dropped_envelope();
         }
     }
 

@@ -68,7 +68,7 @@ impl Target {
             .or_else(|| pick(ROOM_PREFIX).map(Self::Room))
     }
 
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Client(_) => "client",
             Self::User(_) => "user",
@@ -77,7 +77,7 @@ impl Target {
         }
     }
 
-    fn id(&self) -> Option<&str> {
+    pub(crate) fn id(&self) -> Option<&str> {
         match self {
             Self::Client(t) | Self::User(t) | Self::Room(t) => Some(t),
             Self::Broadcast => None,

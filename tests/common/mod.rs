@@ -58,6 +58,15 @@ pub fn builder() -> ServerBuilder {
         .room_validator(|req: sealcast::RoomRequest| async move { Ok::<_, HookError>(req.rooms) })
 }
 
+type NoDelay = axum::serve::TapIo<tokio::net::TcpListener, fn(&mut TcpStream)>;
+
+fn nodelay(listener: tokio::net::TcpListener) -> NoDelay {
+    fn set(tcp: &mut TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    axum::serve::ListenerExt::tap_io(listener, set as fn(&mut TcpStream))
+}
+
 /// A server listening on a free loopback port.
 pub struct TestServer {
     pub server: Server,
@@ -70,6 +79,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = server.router();
+        let listener = nodelay(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -82,6 +92,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = server.router().into_make_service_with_connect_info::<SocketAddr>();
+        let listener = nodelay(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

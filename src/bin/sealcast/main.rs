@@ -6,6 +6,8 @@
 
 mod demo;
 
+mod emit;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Mint an HS256 token for a user (uses SEALCAST_JWT_SECRET).
     Token(TokenArgs),
+    /// Publish one message to a fleet through Redis (like the reference's emitter).
+    Emit(emit::EmitArgs),
     /// Generate a wsenc/1 server static key (PKCS#8 PEM) and print its kid and public key.
     Keygen(KeygenArgs),
 }
@@ -117,6 +121,8 @@ struct ServeArgs {
     /// Allow --demo on a non-loopback bind (anyone reaching the server can then get a demo token).
     #[arg(long, env = "SEALCAST_DEMO_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     demo_public: bool,
+    #[command(flatten)]
+    bus: emit::BusArgs,
 }
 
 #[derive(Args)]
@@ -153,6 +159,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Emit(args) => emit::run(args),
         Command::Token(args) => match auth::mint(args.secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
             Ok(token) => {
                 println!("{token}");
@@ -289,7 +296,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         paths => load_keys(paths)?,
     };
-    let server = Server::builder()
+    let builder = Server::builder()
         .static_keys(keys)
         .max_records_per_epoch(args.max_records_per_epoch)
         .path(args.path)
@@ -307,8 +314,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .max_rooms_per_client(args.max_rooms_per_client)
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms))
         .authenticator(Hs256Authenticator::new(secret.as_bytes()))
-        .room_validator(auth::rooms_claim_validator)
-        .build()?;
+        .room_validator(auth::rooms_claim_validator);
+    let (builder, redis) = args.bus.apply(builder)?;
+    let server = builder.build()?;
+    emit::announce(redis.as_ref()).await;
     let mut app = server.router();
     if args.demo {
         tracing::warn!("demo mode: /demo/token hands out tokens to anyone who asks; client publish is on");
@@ -332,7 +341,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down");
         stopper.shutdown().await;
     });
-    axum::serve(listener, app)
+    // Small frames must not wait for Nagle; peer addresses feed the per-IP limits.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown({
             let s = server.clone();
             async move { s.stopped().await }

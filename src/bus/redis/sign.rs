@@ -1,0 +1,185 @@
+//! Optional bus authentication (fixes the reference's W26): with a shared secret every envelope carries
+//! `"sig"`, an HMAC-SHA256 tag (base64url, no padding) over a canonical form, and envelopes without a valid tag
+//! are refused.
+//!
+//! Canonical form: the ASCII tag `sealcast-bus-v1`, then each of these fields as a 4-byte big-endian length
+//! followed by its UTF-8 bytes — the channel it is published on, `serverId`, `type`, `target` (empty when
+//! absent), `event`, and the raw JSON text of `data` exactly as it appears in the envelope (`null` when absent) —
+//! then the number of `exclude` entries (4 bytes big-endian) and each entry length-prefixed the same way.
+//! Binding the channel stops a captured envelope from being replayed onto another channel; a captured envelope
+//! can still be replayed on its own channel (pub/sub has no nonce), which the docs state.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::protocol::Envelope;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The JSON field carrying the tag.
+pub const SIG_FIELD: &str = "sig";
+
+/// Signs and verifies envelopes with a shared secret.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    /// Keyed once; cloned per envelope.
+    keyed: HmacSha256,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+struct Fields<'a> {
+    server_id: &'a str,
+    kind: &'a str,
+    target: &'a str,
+    event: &'a str,
+    data: &'a str,
+    exclude: &'a [String],
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct View<'a> {
+    #[serde(borrow)]
+    server_id: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    target: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    exclude: Option<Vec<String>>,
+    #[serde(default, borrow)]
+    sig: Option<Cow<'a, str>>,
+}
+
+impl Signer {
+    /// `None` for an empty secret (HMAC itself accepts keys of any length).
+    pub(crate) fn new(secret: &[u8]) -> Option<Self> {
+        if secret.is_empty() {
+            return None;
+        }
+        let secret = Zeroizing::new(secret.to_vec());
+        let keyed = HmacSha256::new_from_slice(&secret).ok()?;
+        Some(Self { keyed })
+    }
+
+    fn mac(&self, channel: &str, f: &Fields<'_>) -> HmacSha256 {
+        let mut mac = self.keyed.clone();
+        mac.update(b"sealcast-bus-v1");
+        let mut field = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u32).to_be_bytes());
+            mac.update(bytes);
+        };
+        for part in [channel, f.server_id, f.kind, f.target, f.event, f.data] {
+            field(part.as_bytes());
+        }
+        mac.update(&(f.exclude.len() as u32).to_be_bytes());
+        for id in f.exclude {
+            mac.update(&(id.len() as u32).to_be_bytes());
+            mac.update(id.as_bytes());
+        }
+        mac
+    }
+
+    /// The envelope's JSON with a `sig` field.
+    pub(crate) fn sign(&self, envelope: &Envelope) -> String {
+        let json = envelope.to_json();
+        let channel = envelope.target.channel();
+        let fields = Fields {
+            server_id: &envelope.server_id,
+            kind: envelope.target.kind(),
+            target: envelope.target.id().unwrap_or(""),
+            event: &envelope.event,
+            data: envelope.data.get(),
+            exclude: &envelope.exclude,
+        };
+        let tag = self.mac(&channel, &fields).finalize().into_bytes();
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag);
+        // `to_json` always yields an object: splice the tag in before its closing brace.
+        match json.strip_suffix('}') {
+            Some(head) => format!("{head},\"{SIG_FIELD}\":\"{tag}\"}}"),
+            None => json,
+        }
+    }
+
+    /// Whether `payload`, received on `channel`, carries a valid tag (constant-time comparison).
+    pub(crate) fn verify(&self, channel: &str, payload: &[u8]) -> bool {
+        let Ok(view) = serde_json::from_slice::<View<'_>>(payload) else {
+            return false;
+        };
+        let Some(tag) = view
+            .sig
+            .as_deref()
+            .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
+        else {
+            return false;
+        };
+        let exclude = view.exclude.unwrap_or_default();
+        let fields = Fields {
+            server_id: &view.server_id,
+            kind: &view.kind,
+            target: view.target.as_deref().unwrap_or(""),
+            event: &view.event,
+            data: view.data.map_or("null", RawValue::get),
+            exclude: &exclude,
+        };
+        self.mac(channel, &fields).verify_slice(&tag).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Target;
+
+    fn env(target: Target) -> Envelope {
+        Envelope {
+            server_id: "s1".into(),
+            target,
+            event: "e".into(),
+            data: RawValue::from_string("{\"k\": [1, 2]}".into()).unwrap(),
+            exclude: vec!["x".into()],
+        }
+    }
+
+    #[test]
+    fn signed_envelopes_verify_and_still_parse() {
+        let s = Signer::new(b"secret").unwrap();
+        let e = env(Target::Room("r".into()));
+        let json = s.sign(&e);
+        assert!(s.verify("ws:room:r", json.as_bytes()));
+        let back = Envelope::parse(json.as_bytes()).unwrap();
+        assert_eq!(back.data.get(), "{\"k\": [1, 2]}");
+    }
+
+    #[test]
+    fn forged_unsigned_or_moved_envelopes_fail() {
+        let s = Signer::new(b"secret").unwrap();
+        let e = env(Target::Room("r".into()));
+        let json = s.sign(&e);
+        assert!(!Signer::new(b"other").unwrap().verify("ws:room:r", json.as_bytes()));
+        assert!(!s.verify("ws:room:other", json.as_bytes()));
+        assert!(!s.verify("ws:room:r", e.to_json().as_bytes()));
+        let tampered = json.replace("\"e\"", "\"f\"");
+        assert!(!s.verify("ws:room:r", tampered.as_bytes()));
+        let tampered = json.replace("[1, 2]", "[1,2]");
+        assert!(!s.verify("ws:room:r", tampered.as_bytes()));
+        let no_exclude = json.replace(",\"exclude\":[\"x\"]", "");
+        assert!(!s.verify("ws:room:r", no_exclude.as_bytes()));
+        assert!(!s.verify("ws:room:r", b"not json"));
+    }
+}

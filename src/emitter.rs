@@ -1,0 +1,151 @@
+//! Publishing to a sealcast fleet from outside it (a worker, a cron job, another service), like the reference's
+//! `WebSocketEmitter`: envelopes carry `serverId: "emitter"`, so every instance delivers them.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::bus::redis::{check_endpoint, publish_cmd, Conn, Signer};
+use crate::bus::{BusMode, RedisBusError, RedisEndpoint};
+use crate::protocol::envelope::EMITTER_SERVER_ID;
+use crate::protocol::{event, Envelope, Target};
+
+/// Why an emit failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitterError {
+    /// The event name is reserved by the protocol (`connected`, `encrypted`, ...), empty or too long.
+    #[error("event name {0:?} is reserved or invalid; use another name")]
+    Event(String),
+    /// The payload could not be serialised to JSON.
+    #[error("payload is not serialisable to JSON: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The endpoint or secret is unusable.
+    #[error(transparent)]
+    Config(#[from] RedisBusError),
+    /// Redis refused the command or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Sends to clients, users, rooms or everyone through Redis, following the fleet's [`BusMode`]. Cheap to clone
+/// (one multiplexed connection).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sealcast::EmitterError> {
+/// use sealcast::bus::RedisEndpoint;
+/// let emitter = sealcast::Emitter::connect(RedisEndpoint::single("redis://127.0.0.1:6379")).await?;
+/// emitter.to_room("lobby", "news", &serde_json::json!({"title": "hi"}), &[]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Emitter {
+    conn: Conn,
+    mode: BusMode,
+    signer: Option<Signer>,
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("mode", &self.mode)
+            .field("signed", &self.signer.is_some())
+            .finish()
+    }
+}
+
+impl Emitter {
+    /// Connects in the endpoint's default mode (classic for one server, sharded for a cluster).
+    pub async fn connect(endpoint: RedisEndpoint) -> Result<Self, EmitterError> {
+        let mode = endpoint.default_mode();
+        Self::connect_with(endpoint, mode, None).await
+    }
+
+    /// Connects with an explicit mode and, when the fleet uses one, the bus secret.
+    pub async fn connect_with(
+        endpoint: RedisEndpoint,
+        mode: BusMode,
+        secret: Option<&[u8]>,
+    ) -> Result<Self, EmitterError> {
+        check_endpoint(&endpoint)?;
+        let signer = match secret {
+            Some(s) => Some(Signer::new(s).ok_or(RedisBusError::EmptySecret)?),
+            None => None,
+        };
+        let conn = Conn::open(&endpoint, None::<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>).await?;
+        Ok(Self { conn, mode, signer })
+    }
+
+    /// The pub/sub flavour used.
+    pub fn mode(&self) -> BusMode {
+        self.mode
+    }
+
+    /// Sends to one connection. Returns how many subscribers (instances) Redis handed the message to.
+    pub async fn to_client<T: Serialize + ?Sized>(
+        &self,
+        client_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<usize, EmitterError> {
+        self.emit(Target::Client(client_id.to_owned()), event, data, &[]).await
+    }
+
+    /// Sends to every session of a user.
+    pub async fn to_user<T: Serialize + ?Sized>(
+        &self,
+        user_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<usize, EmitterError> {
+        self.emit(Target::User(user_id.to_owned()), event, data, &[]).await
+    }
+
+    /// Sends to every member of a room except the clients in `exclude`.
+    pub async fn to_room<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        event: &str,
+        data: &T,
+        exclude: &[&str],
+    ) -> Result<usize, EmitterError> {
+        self.emit(Target::Room(room.to_owned()), event, data, exclude).await
+    }
+
+    /// Sends to every authenticated client except those in `exclude`.
+    pub async fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+        exclude: &[&str],
+    ) -> Result<usize, EmitterError> {
+        self.emit(Target::Broadcast, event, data, exclude).await
+    }
+
+    async fn emit<T: Serialize + ?Sized>(
+        &self,
+        target: Target,
+        event_name: &str,
+        data: &T,
+        exclude: &[&str],
+    ) -> Result<usize, EmitterError> {
+        if !event::is_valid_application_event(event_name) {
+            return Err(EmitterError::Event(event_name.to_owned()));
+        }
+        let data: Box<RawValue> = serde_json::value::to_raw_value(data)?;
+        let envelope = Envelope {
+            server_id: EMITTER_SERVER_ID.to_owned(),
+            target,
+            event: event_name.to_owned(),
+            data,
+            exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let payload = match &self.signer {
+            Some(s) => s.sign(&envelope),
+            None => envelope.to_json(),
+        };
+        let channel = envelope.target.channel();
+        let mut conn = self.conn.clone();
+        let receivers: i64 = conn.run(&publish_cmd(self.mode, &channel, &payload)).await?;
+        Ok(usize::try_from(receivers).unwrap_or(0))
+    }
+}
