@@ -300,8 +300,7 @@ impl Client {
                 },
             };
             let v: Value = serde_json::from_slice(&inner).map_err(|_| ClientError::Protocol("invalid JSON"))?;
-            let event_name = str_field(&v, "event")
-                .ok_or(ClientError::Protocol("message without event"))?;
+            let event_name = str_field(&v, "event").ok_or(ClientError::Protocol("message without event"))?;
             return Ok(Message {
                 event: event_name.to_owned(),
                 data: v.get("data").cloned().unwrap_or(Value::Null),
