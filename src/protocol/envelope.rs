@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::event;
+use super::{event, json};
 use crate::redact::debug_redacted;
 
 debug_redacted!(Envelope { server_id, target, event, exclude; data });
@@ -180,6 +180,8 @@ impl Envelope {
             return Err(EnvelopeError::Limit);
         }
         let data = match w.data {
+            // Relayed to clients as raw text: it must be JSON every strict recipient can read (see `json`).
+            Some(d) if !json::is_strict(d) => return Err(EnvelopeError::Malformed),
             Some(d) => d.to_owned(),
             None => RawValue::from_string("null".to_owned()).map_err(|_| EnvelopeError::Malformed)?,
         };
@@ -225,7 +227,7 @@ mod tests {
 
     #[test]
     fn hostile_envelopes_are_refused() {
-        let cases: [(&[u8], EnvelopeError); 7] = [
+        let cases: [(&[u8], EnvelopeError); 8] = [
             (b"nope", EnvelopeError::Malformed),
             (b"[1]", EnvelopeError::Malformed),
             (
@@ -247,6 +249,10 @@ mod tests {
             (
                 br#"{"serverId":"x","type":"broadcast","event":"encrypted"}"#,
                 EnvelopeError::BadEvent,
+            ),
+            (
+                br#"{"serverId":"x","type":"broadcast","event":"e","data":["\udead"]}"#,
+                EnvelopeError::Malformed,
             ),
         ];
         for (bytes, want) in cases {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::event;
+use super::{event, json};
 
 /// A parsed client frame.
 #[derive(Debug)]
@@ -93,6 +93,8 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
     }
     let frame: Frame<'_> = serde_json::from_str(text).map_err(|_| InboundError::InvalidFormat)?;
     let data = frame.data.filter(|d| d.get() != NULL);
+    // Payloads are relayed as raw text: they must be JSON every strict recipient can read (see `json`).
+    let strict = |raw: Option<&RawValue>| raw.is_none_or(json::is_strict);
     match frame.event.as_ref() {
         event::HEARTBEAT => Ok(ClientMessage::Heartbeat),
         event::AUTHENTICATE => Ok(ClientMessage::Authenticate(data.filter(|d| is_object(d)))),
@@ -101,6 +103,7 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
         event::PUBLISH => parse_publish(data),
         name if event::is_reserved(name) => Err(InboundError::ReservedEvent),
         name if name.is_empty() || name.len() > event::MAX_EVENT_LEN => Err(InboundError::InvalidFormat),
+        _ if !strict(data) || !strict(frame.id) => Err(InboundError::InvalidFormat),
         _ => Ok(ClientMessage::Custom {
             event: frame.event,
             data,
@@ -132,7 +135,7 @@ fn parse_publish(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundEr
     if event::is_reserved(&p.event) {
         return Err(InboundError::ReservedEvent);
     }
-    if !event::is_valid_application_event(&p.event) {
+    if !event::is_valid_application_event(&p.event) || !p.data.is_none_or(json::is_strict) {
         return Err(InboundError::InvalidFormat);
     }
     Ok(ClientMessage::Publish {
@@ -169,6 +172,10 @@ mod tests {
             "{\"event\":\"publish\",\"data\":{\"room\":\"r\"}}",
             "{\"event\":\"publish\",\"data\":7}",
             "{\"event\":\"x\",\"event\":\"y\"}",
+            // payloads no strict parser can read (found by fuzzing: fuzz/regressions/client_message/)
+            r#"{"event":"chat","data":"\ude00"}"#,
+            r#"{"event":"chat","data":{},"id":[1e400]}"#,
+            r#"{"event":"publish","data":{"room":"r","event":"e","data":{"\ud800":1}}}"#,
         ] {
             assert_eq!(parse(bad).err(), Some(InboundError::InvalidFormat), "{bad}");
         }
