@@ -161,6 +161,11 @@ impl Envelope {
         if !text.trim_start().starts_with('{') {
             return Err(EnvelopeError::Malformed);
         }
+        // `data` is relayed to clients as raw text and unknown fields are skipped unchecked: the whole envelope must
+        // be JSON every strict recipient can read (see `json`).
+        if !json::is_strict(text) {
+            return Err(EnvelopeError::Malformed);
+        }
         let w: Wire<'_> = serde_json::from_str(text).map_err(|_| EnvelopeError::Malformed)?;
         if !event::is_valid_application_event(&w.event) {
             return Err(EnvelopeError::BadEvent);
@@ -180,8 +185,6 @@ impl Envelope {
             return Err(EnvelopeError::Limit);
         }
         let data = match w.data {
-            // Relayed to clients as raw text: it must be JSON every strict recipient can read (see `json`).
-            Some(d) if !json::is_strict(d) => return Err(EnvelopeError::Malformed),
             Some(d) => d.to_owned(),
             None => RawValue::from_string("null".to_owned()).map_err(|_| EnvelopeError::Malformed)?,
         };
@@ -227,7 +230,7 @@ mod tests {
 
     #[test]
     fn hostile_envelopes_are_refused() {
-        let cases: [(&[u8], EnvelopeError); 8] = [
+        let cases: [(&[u8], EnvelopeError); 9] = [
             (b"nope", EnvelopeError::Malformed),
             (b"[1]", EnvelopeError::Malformed),
             (
@@ -252,6 +255,10 @@ mod tests {
             ),
             (
                 br#"{"serverId":"x","type":"broadcast","event":"e","data":["\udead"]}"#,
+                EnvelopeError::Malformed,
+            ),
+            (
+                br#"{"serverId":"x","type":"broadcast","event":"e","other":"\udead"}"#,
                 EnvelopeError::Malformed,
             ),
         ];

@@ -91,10 +91,13 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
     if !text.trim_start().starts_with('{') {
         return Err(InboundError::InvalidFormat);
     }
+    // Payloads are relayed as raw text and unknown fields skipped unchecked: the whole frame must be JSON every
+    // strict recipient can read (see `json`).
+    if !json::is_strict(text) {
+        return Err(InboundError::InvalidFormat);
+    }
     let frame: Frame<'_> = serde_json::from_str(text).map_err(|_| InboundError::InvalidFormat)?;
     let data = frame.data.filter(|d| d.get() != NULL);
-    // Payloads are relayed as raw text: they must be JSON every strict recipient can read (see `json`).
-    let strict = |raw: Option<&RawValue>| raw.is_none_or(json::is_strict);
     match frame.event.as_ref() {
         event::HEARTBEAT => Ok(ClientMessage::Heartbeat),
         event::AUTHENTICATE => Ok(ClientMessage::Authenticate(data.filter(|d| is_object(d)))),
@@ -103,7 +106,6 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
         event::PUBLISH => parse_publish(data),
         name if event::is_reserved(name) => Err(InboundError::ReservedEvent),
         name if name.is_empty() || name.len() > event::MAX_EVENT_LEN => Err(InboundError::InvalidFormat),
-        _ if !strict(data) || !strict(frame.id) => Err(InboundError::InvalidFormat),
         _ => Ok(ClientMessage::Custom {
             event: frame.event,
             data,
@@ -135,7 +137,7 @@ fn parse_publish(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundEr
     if event::is_reserved(&p.event) {
         return Err(InboundError::ReservedEvent);
     }
-    if !event::is_valid_application_event(&p.event) || !p.data.is_none_or(json::is_strict) {
+    if !event::is_valid_application_event(&p.event) {
         return Err(InboundError::InvalidFormat);
     }
     Ok(ClientMessage::Publish {
@@ -176,6 +178,7 @@ mod tests {
             r#"{"event":"chat","data":"\ude00"}"#,
             r#"{"event":"chat","data":{},"id":[1e400]}"#,
             r#"{"event":"publish","data":{"room":"r","event":"e","data":{"\ud800":1}}}"#,
+            r#"{"event":"chat","extra":"\udead"}"#,
         ] {
             assert_eq!(parse(bad).err(), Some(InboundError::InvalidFormat), "{bad}");
         }

@@ -1,22 +1,24 @@
-//! Strict checking of JSON the server relays as raw text.
+//! Strict checking of JSON the server reads partly and relays as raw text.
 //!
-//! Payloads (`data`, `id`) travel as [`RawValue`]s, byte for byte. serde_json checks a raw value only lexically: a
-//! lone UTF-16 surrogate escape (`"\udead"`), a number out of `f64` range (`1e400`) or nesting deeper than its
-//! recursion limit all pass, yet no strict parser (serde_json into a value, the bundled Rust client, an outbound
-//! transformer) can read the frame they end up in. One publisher could so break every such recipient in a room
-//! (found by the `client_message` fuzz target). [`is_strict`] walks the value once, decoding every string and
-//! number as a strict parser would, without building it.
+//! Payloads (`data`, `id`) travel as [`RawValue`](serde_json::value::RawValue)s, byte for byte, and fields the
+//! parsers do not know are skipped. serde_json checks both only lexically: a lone UTF-16 surrogate escape
+//! (`"\udead"`), a number out of `f64` range (`1e400`) or nesting deeper than its recursion limit all pass, yet no
+//! strict parser (serde_json into a value, the bundled Rust client, an outbound transformer) can read the frame they
+//! end up in. One publisher could so break every such recipient in a room (found by the `client_message` and
+//! `redis_envelope` fuzz targets). Client frames and bus envelopes are therefore checked whole with [`is_strict`]
+//! first, which walks the text once, decoding every string and number as a strict parser would, without building
+//! anything.
 
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 
-/// True when `raw` parses as a `serde_json::Value` would: every string (keys included) decodes to valid Unicode,
-/// every number fits, and nesting stays within serde_json's recursion limit (128).
-pub fn is_strict(raw: &RawValue) -> bool {
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    Strict::deserialize(&mut de).is_ok()
+/// True when `text` is one JSON value that parses as a `serde_json::Value` would: every string (keys included)
+/// decodes to valid Unicode, every number fits, nesting stays within serde_json's recursion limit (128) and
+/// nothing but whitespace follows.
+pub fn is_strict(text: &str) -> bool {
+    let mut de = serde_json::Deserializer::from_str(text);
+    Strict::deserialize(&mut de).is_ok() && de.end().is_ok()
 }
 
 struct Strict;
@@ -79,7 +81,7 @@ mod tests {
     use super::*;
 
     fn strict(s: &str) -> bool {
-        is_strict(&RawValue::from_string(s.to_owned()).unwrap())
+        is_strict(s)
     }
 
     #[test]
@@ -113,6 +115,9 @@ mod tests {
             "-1e400",
             &format!("{}{}", "[".repeat(129), "]".repeat(129)),
             &format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200)),
+            "{} {}",
+            "[1]x",
+            "",
         ] {
             assert!(!strict(bad), "{bad}");
             assert!(serde_json::from_str::<serde_json::Value>(bad).is_err(), "{bad}");
