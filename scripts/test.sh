@@ -8,3 +8,5 @@ cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
 cargo test --locked --doc
 (cd clients/js && npm ci --no-audit --no-fund && npm test)
+# A short run of every fuzz target (cargo-fuzz, stable, no sanitizer); FUZZ_SMOKE=0 skips it.
+bash scripts/fuzz-smoke.sh
