@@ -22,7 +22,10 @@
 //! `encrypted` one a record failure (4005/4006).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::num::NonZeroUsize;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use sealcast::crypto::backend::{AeadKey, NONCE_LEN, TAG_LEN};
 use sealcast::crypto::schedule::TrafficSecret;
@@ -146,9 +149,8 @@ impl Model {
         while buf.last() == Some(&0) {
             buf.pop();
         }
-        let inner: Value = serde_json::from_slice(&buf).ok()?;
-        let name = inner.as_object()?.get("event")?.as_str()?;
-        match name {
+        let name = inner_event(&buf)?;
+        match name.as_str() {
             "key_update" => Some(Verdict::KeyUpdate),
             "authenticate" | "connected" | "encrypted" => None,
             // the last slot of an epoch is the key_update's
@@ -168,6 +170,44 @@ impl Model {
             Verdict::Reject => {}
         }
     }
+}
+
+/// The `event` of an inner message: a JSON object (after optional JSON whitespace) with exactly one `event` key
+/// whose value is a string; other values are only checked lexically (as the record layer does: it relays them).
+/// A duplicate `event` is refused: receivers that keep the first or the last would disagree on the event.
+fn inner_event(pt: &[u8]) -> Option<String> {
+    struct Probe(Option<String>);
+    struct ProbeVisitor;
+    impl<'de> Visitor<'de> for ProbeVisitor {
+        type Value = Probe;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+            let mut event = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "event" {
+                    if event.is_some() {
+                        return Err(de::Error::duplicate_field("event"));
+                    }
+                    event = Some(map.next_value::<String>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Probe(event))
+        }
+    }
+    impl<'de> Deserialize<'de> for Probe {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(ProbeVisitor)
+        }
+    }
+    let text = std::str::from_utf8(pt).ok()?;
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<Probe>(text).ok()?.0
 }
 
 /// The machine under test and its model.
