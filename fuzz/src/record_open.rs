@@ -171,42 +171,51 @@ impl Model {
     }
 }
 
+/// The one `event` of a JSON object, other values skipped (see [`inner_event`]).
+struct Probe(Option<String>);
+struct ProbeVisitor;
+impl<'de> Visitor<'de> for ProbeVisitor {
+    type Value = Probe;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+        let mut event = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "event" {
+                if event.is_some() {
+                    return Err(de::Error::duplicate_field("event"));
+                }
+                event = Some(map.next_value::<String>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Probe(event))
+    }
+}
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ProbeVisitor)
+    }
+}
+
 /// The `event` of an inner message: a JSON object (after optional JSON whitespace) with exactly one `event` key
 /// whose value is a string; other values are only checked lexically (as the record layer does: it relays them).
 /// A duplicate `event` is refused: receivers that keep the first or the last would disagree on the event.
 fn inner_event(pt: &[u8]) -> Option<String> {
-    struct Probe(Option<String>);
-    struct ProbeVisitor;
-    impl<'de> Visitor<'de> for ProbeVisitor {
-        type Value = Probe;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
-            let mut event = None;
-            while let Some(key) = map.next_key::<String>()? {
-                if key == "event" {
-                    if event.is_some() {
-                        return Err(de::Error::duplicate_field("event"));
-                    }
-                    event = Some(map.next_value::<String>()?);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(Probe(event))
-        }
-    }
-    impl<'de> Deserialize<'de> for Probe {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(ProbeVisitor)
-        }
-    }
-    let text = std::str::from_utf8(pt).ok()?;
-    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+    std::str::from_utf8(pt).ok()?;
+    lexical_event(pt)
+}
+
+/// [`inner_event`] without requiring the whole text to be UTF-8: serde_json skips unread strings without
+/// checking them, and the opener classifies failed frames this way (WebSocket text frames are UTF-8 anyway).
+fn lexical_event(bytes: &[u8]) -> Option<String> {
+    let start = bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if start != Some(&b'{') {
         return None;
     }
-    serde_json::from_str::<Probe>(text).ok()?.0
+    serde_json::from_slice::<Probe>(bytes).ok()?.0
 }
 
 /// The machine under test and its model.
@@ -311,7 +320,7 @@ impl Harness {
                 assert_ne!(e, OpenError::Poisoned);
                 // 4005/4006 for an `encrypted` envelope (one top-level `event`, the rest read lexically: a bad
                 // `seq` like `1e99999` or a broken key in `data` still make one), 4004 for anything else.
-                let encrypted = inner_event(frame).as_deref() == Some("encrypted");
+                let encrypted = lexical_event(frame).as_deref() == Some("encrypted");
                 assert_eq!(
                     e == OpenError::NotEncrypted,
                     !encrypted,
