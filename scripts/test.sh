@@ -11,3 +11,5 @@ cargo test --locked --doc
 cargo build --locked --bin sealcast --example chat_peer
 export SEALCAST_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/sealcast" SEALCAST_LIVE_REQUIRED=1
 (cd clients/js && npm ci --no-audit --no-fund && npm test)
+# A short run of every fuzz target (cargo-fuzz, stable, no sanitizer); FUZZ_SMOKE=0 skips it.
+bash scripts/fuzz-smoke.sh

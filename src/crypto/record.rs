@@ -439,14 +439,17 @@ fn parse_envelope_strict(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
     }
 }
 
-/// Slow path, only on failure: an object whose `event` is `"encrypted"` is a malformed envelope
-/// (4005); anything else is not an envelope at all (4004).
+/// Slow path, only on failure: an object whose one `event` is `"encrypted"` is a malformed envelope
+/// (4005); anything else is not an envelope at all (4004). The rest of the frame is read lexically: a
+/// broken `data` (a lone surrogate escape in a key, a `seq` out of `f64` range) still makes a malformed
+/// `encrypted` envelope (found by the `record_open` fuzz target).
 fn classify_failure(frame: &[u8]) -> OpenError {
-    match serde_json::from_slice::<serde_json::Value>(frame) {
-        Ok(serde_json::Value::Object(m)) if m.get("event").and_then(|e| e.as_str()) == Some("encrypted") => {
-            OpenError::MalformedEnvelope
-        }
-        _ => OpenError::NotEncrypted,
+    let encrypted = starts_with_object(frame)
+        && serde_json::from_slice::<InnerProbe<'_>>(frame).is_ok_and(|p| p.event == "encrypted");
+    if encrypted {
+        OpenError::MalformedEnvelope
+    } else {
+        OpenError::NotEncrypted
     }
 }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::event;
+use super::{event, json};
 use crate::redact::debug_redacted;
 
 debug_redacted!(Envelope { server_id, target, event, exclude; data });
@@ -161,6 +161,11 @@ impl Envelope {
         if !text.trim_start().starts_with('{') {
             return Err(EnvelopeError::Malformed);
         }
+        // `data` is relayed to clients as raw text and unknown fields are skipped unchecked: the whole envelope must
+        // be JSON every strict recipient can read (see `json`).
+        if !json::is_strict(text) {
+            return Err(EnvelopeError::Malformed);
+        }
         let w: Wire<'_> = serde_json::from_str(text).map_err(|_| EnvelopeError::Malformed)?;
         if !event::is_valid_application_event(&w.event) {
             return Err(EnvelopeError::BadEvent);
@@ -225,7 +230,7 @@ mod tests {
 
     #[test]
     fn hostile_envelopes_are_refused() {
-        let cases: [(&[u8], EnvelopeError); 7] = [
+        let cases: [(&[u8], EnvelopeError); 9] = [
             (b"nope", EnvelopeError::Malformed),
             (b"[1]", EnvelopeError::Malformed),
             (
@@ -247,6 +252,14 @@ mod tests {
             (
                 br#"{"serverId":"x","type":"broadcast","event":"encrypted"}"#,
                 EnvelopeError::BadEvent,
+            ),
+            (
+                br#"{"serverId":"x","type":"broadcast","event":"e","data":["\udead"]}"#,
+                EnvelopeError::Malformed,
+            ),
+            (
+                br#"{"serverId":"x","type":"broadcast","event":"e","other":"\udead"}"#,
+                EnvelopeError::Malformed,
             ),
         ];
         for (bytes, want) in cases {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use super::event;
+use super::{event, json};
 
 /// A parsed client frame.
 #[derive(Debug)]
@@ -93,6 +93,11 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
     if !text.trim_start().starts_with('{') {
         return Err(InboundError::InvalidFormat);
     }
+    // Payloads are relayed as raw text and unknown fields skipped unchecked: the whole frame must be JSON every
+    // strict recipient can read (see `json`).
+    if !json::is_strict(text) {
+        return Err(InboundError::InvalidFormat);
+    }
     let frame: Frame<'_> = serde_json::from_str(text).map_err(|_| InboundError::InvalidFormat)?;
     let data = frame.data.filter(|d| d.get() != NULL);
     match frame.event.as_ref() {
@@ -172,6 +177,11 @@ mod tests {
             "{\"event\":\"publish\",\"data\":{\"room\":\"r\"}}",
             "{\"event\":\"publish\",\"data\":7}",
             "{\"event\":\"x\",\"event\":\"y\"}",
+            // payloads no strict parser can read (found by fuzzing: fuzz/regressions/client_message/)
+            r#"{"event":"chat","data":"\ude00"}"#,
+            r#"{"event":"chat","data":{},"id":[1e400]}"#,
+            r#"{"event":"publish","data":{"room":"r","event":"e","data":{"\ud800":1}}}"#,
+            r#"{"event":"chat","extra":"\udead"}"#,
         ] {
             assert_eq!(parse(bad).err(), Some(InboundError::InvalidFormat), "{bad}");
         }

@@ -5,6 +5,7 @@ pub mod close;
 pub mod envelope;
 pub mod event;
 pub mod inbound;
+pub mod json;
 pub mod outbound;
 pub mod room;
 

@@ -1,0 +1,91 @@
+//! `redis_envelope`: bytes from the bus through `Envelope::parse`, and channel names through
+//! `Target::from_channel`.
+//!
+//! Oracles: an accepted envelope never carries a reserved or invalid event name and respects every limit;
+//! `to_json` → `parse` gives the same envelope and the same JSON again; an accepted envelope agrees with an
+//! independent `serde_json::Value` reading; a channel name maps to a target whose channel is that name.
+
+use sealcast::protocol::envelope::{MAX_ENVELOPE_LEN, MAX_EXCLUDE, MAX_TARGET_LEN};
+use sealcast::protocol::event;
+use sealcast::protocol::{Envelope, EnvelopeError, Target};
+use serde_json::Value;
+
+/// The fuzz target.
+pub fn check(data: &[u8]) {
+    check_channel(data);
+    let env = match Envelope::parse(data) {
+        Ok(env) => env,
+        Err(e) => {
+            assert_eq!(e == EnvelopeError::TooLarge, data.len() > MAX_ENVELOPE_LEN);
+            return;
+        }
+    };
+    assert!(data.len() <= MAX_ENVELOPE_LEN);
+    assert!(
+        event::is_valid_application_event(&env.event) && !event::is_reserved(&env.event),
+        "envelope with event {:?} accepted",
+        env.event
+    );
+    assert!(env.exclude.len() <= MAX_EXCLUDE);
+    match &env.target {
+        Target::Client(t) | Target::User(t) | Target::Room(t) => assert!(!t.is_empty() && t.len() <= MAX_TARGET_LEN),
+        Target::Broadcast => {}
+    }
+    check_against_value(data, &env);
+
+    let json = env.to_json();
+    let back = Envelope::parse(json.as_bytes()).unwrap_or_else(|e| panic!("own serialisation refused: {e}: {json}"));
+    assert_same(&env, &back);
+    assert_eq!(back.to_json(), json, "serialisation is not stable");
+    assert_eq!(Target::from_channel(&env.target.channel()).as_ref(), Some(&env.target));
+}
+
+/// Every field, `data` compared as raw text.
+pub fn assert_same(a: &Envelope, b: &Envelope) {
+    assert_eq!(a.server_id, b.server_id);
+    assert_eq!(a.target, b.target);
+    assert_eq!(a.event, b.event);
+    assert_eq!(a.data.get(), b.data.get());
+    assert_eq!(a.exclude, b.exclude);
+}
+
+fn check_against_value(data: &[u8], env: &Envelope) {
+    let v: Value = serde_json::from_slice(data).unwrap_or_else(|e| panic!("accepted envelope is not JSON: {e}"));
+    let obj = v
+        .as_object()
+        .unwrap_or_else(|| panic!("accepted envelope is not an object"));
+    assert_eq!(
+        obj.get("serverId").and_then(Value::as_str),
+        Some(env.server_id.as_str())
+    );
+    assert_eq!(obj.get("event").and_then(Value::as_str), Some(env.event.as_str()));
+    let kind = obj.get("type").and_then(Value::as_str);
+    let target = obj.get("target").and_then(Value::as_str);
+    match &env.target {
+        Target::Broadcast => assert_eq!(kind, Some("broadcast")),
+        Target::Client(t) => assert_eq!((kind, target), (Some("client"), Some(t.as_str()))),
+        Target::User(t) => assert_eq!((kind, target), (Some("user"), Some(t.as_str()))),
+        Target::Room(t) => assert_eq!((kind, target), (Some("room"), Some(t.as_str()))),
+    }
+    let want_data = obj.get("data").cloned().unwrap_or(Value::Null);
+    let got_data: Value = serde_json::from_str(env.data.get()).unwrap_or_else(|e| panic!("data is not JSON: {e}"));
+    assert_eq!(got_data, want_data);
+    let want_exclude: Vec<&str> = match obj.get("exclude") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or_else(|| panic!("non-string exclude accepted")))
+            .collect(),
+        Some(other) => panic!("exclude {other} accepted"),
+    };
+    assert_eq!(env.exclude, want_exclude);
+}
+
+fn check_channel(data: &[u8]) {
+    let Ok(channel) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(t) = Target::from_channel(channel) {
+        assert_eq!(t.channel(), channel);
+    }
+}
