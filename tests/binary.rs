@@ -200,3 +200,34 @@ fn sigterm_shuts_down_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_a_failure_status() {
+    let (mut p, _, port) = serve(&[("SEALCAST_SHUTDOWN_TIMEOUT_MS", "60000")]);
+    // A request still being sent keeps the graceful shutdown waiting for it.
+    let mut stuck = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /ws HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        p.0.try_wait().unwrap().is_none(),
+        "the first signal must shut down gracefully"
+    );
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second signal must exit at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}

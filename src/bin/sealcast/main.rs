@@ -121,6 +121,9 @@ struct ServeArgs {
     /// Allow --demo on a non-loopback bind (anyone reaching the server can then get a demo token).
     #[arg(long, env = "SEALCAST_DEMO_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     demo_public: bool,
+    /// Log format: `text` or `json` (one JSON object per line). The level filter is SEALCAST_LOG (default info).
+    #[arg(long, env = "SEALCAST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(flatten)]
     bus: emit::BusArgs,
 }
@@ -236,12 +239,14 @@ fn load_keys(paths: &[std::path::PathBuf]) -> Result<StaticKeySet, Box<dyn std::
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEALCAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     if !args.bind.ip().is_loopback() {
         let mut missing = Vec::new();
         if args.jwt_secret.as_deref().is_none_or(str::is_empty) {
@@ -337,8 +342,13 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     let stopper = server.clone();
     tokio::spawn(async move {
-        signals.await;
-        tracing::info!("shutting down");
+        let second = signals.first().await;
+        tracing::info!("shutting down (a second SIGTERM/SIGINT exits at once)");
+        tokio::spawn(async move {
+            let status = second.next().await;
+            eprintln!("sealcast: second signal: exiting now without waiting for the graceful shutdown");
+            std::process::exit(status);
+        });
         stopper.shutdown().await;
     });
     // Small frames must not wait for Nagle; peer addresses feed the per-IP limits.
@@ -356,16 +366,36 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Registers SIGTERM and SIGINT now (before the listener is announced), and returns a future that resolves on
-/// the first of them.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
+/// SIGTERM and SIGINT, registered before the listener is announced so an early signal is not lost.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Waits for the first signal (start the graceful shutdown); the streams stay registered for the next one.
+    async fn first(mut self) -> Self {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
+        self
+    }
+
+    /// Waits for another signal and returns the exit status for it (128 + the signal number).
+    async fn next(mut self) -> i32 {
+        tokio::select! {
+            _ = self.term.recv() => 128 + 15,
+            _ = self.int.recv() => 128 + 2,
+        }
+    }
+}
+
+/// Registers SIGTERM and SIGINT now (before the listener is announced).
+fn shutdown_signal() -> std::io::Result<Signals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok(Signals {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
     })
 }
