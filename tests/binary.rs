@@ -38,6 +38,7 @@ fn serve(envs: &[(&str, &str)]) -> (Proc, Vec<String>, u16) {
         .arg("serve")
         .env("SEALCAST_BIND", &bind)
         .env_remove("SEALCAST_JWT_SECRET")
+        .env("SEALCAST_ADMIN_BIND", "off")
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -69,12 +70,7 @@ fn printed<'a>(lines: &'a [String], prefix: &str) -> &'a str {
 #[tokio::test]
 async fn dev_mode_prints_a_sample_token_and_key_that_establish_an_encrypted_session() {
     let (_p, lines, port) = serve(&[]);
-    let token = printed(&lines, "sample token (sub=dev-user, 1h): ");
-    let key = PinnedKey::from_b64u(printed(&lines, "publicKey=")).unwrap();
-    let url = format!("ws://127.0.0.1:{port}/ws");
-    let mut enc = sealcast::client::Client::connect(ClientConfig::new(&url, token).pin(key))
-        .await
-        .unwrap();
+    let (mut enc, token, url) = dev_session(&lines, port).await;
     assert!(enc.is_encrypted());
     assert_eq!(enc.user_id(), Some("dev-user"));
     enc.heartbeat().await.unwrap();
@@ -204,12 +200,7 @@ fn sigterm_shuts_down_cleanly() {
 #[tokio::test]
 async fn a_second_signal_exits_at_once_with_a_failure_status() {
     let (mut p, _, port) = serve(&[("SEALCAST_SHUTDOWN_TIMEOUT_MS", "60000")]);
-    // A request still being sent keeps the graceful shutdown waiting for it.
-    let mut stuck = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /ws HTTP/1.1\r\nHost: localhost\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _stuck = hold_a_request(port).await;
     let pid = p.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -230,4 +221,79 @@ async fn a_second_signal_exits_at_once_with_a_failure_status() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
+async fn http_request(port: u16, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+async fn get(port: u16, path: &str) -> (u16, String) {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_health_readiness_and_metrics_and_readiness_drops_on_shutdown() {
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let (p, lines, port) = serve(&[
+        ("SEALCAST_ADMIN_BIND", &admin),
+        ("SEALCAST_SHUTDOWN_TIMEOUT_MS", "60000"),
+    ]);
+    assert_eq!(printed(&lines, "admin on "), format!("http://{admin}"));
+    for path in ["/livez", "/healthz", "/readyz"] {
+        assert_eq!(get(admin_port, path).await.0, 200, "{path}");
+    }
+    // One encrypted session so the connection metrics move.
+    let (mut enc, _, _) = dev_session(&lines, port).await;
+    enc.heartbeat().await.unwrap();
+    let (status, metrics) = get(admin_port, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("sealcast_connections 1"), "{metrics}");
+    assert!(metrics.contains("sealcast_sessions{encrypted=\"true\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sealcast_authentications_total{outcome=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    // The admin endpoints are never on the public listener.
+    for path in ["/metrics", "/readyz", "/livez"] {
+        assert_eq!(get(port, path).await.0, 404, "{path}");
+    }
+    // Keep the graceful shutdown busy, then watch readiness drop.
+    let _stuck = hold_a_request(port).await;
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(admin_port, "/readyz").await.0, 503);
+    assert_eq!(get(admin_port, "/livez").await.0, 200);
+}
+
+/// A request still being sent: the graceful shutdown waits for it, so the process stays in its shutdown phase.
+async fn hold_a_request(port: u16) -> tokio::net::TcpStream {
+    let mut stuck = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /ws HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stuck
+}
+
+/// An encrypted session with the dev-mode sample token and key a server printed; also returns the token and URL.
+async fn dev_session(lines: &[String], port: u16) -> (sealcast::client::Client, &str, String) {
+    let token = printed(lines, "sample token (sub=dev-user, 1h): ");
+    let key = PinnedKey::from_b64u(printed(lines, "publicKey=")).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let enc = sealcast::client::Client::connect(ClientConfig::new(&url, token).pin(key))
+        .await
+        .unwrap();
+    (enc, token, url)
 }

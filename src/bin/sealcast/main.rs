@@ -121,6 +121,9 @@ struct ServeArgs {
     /// Allow --demo on a non-loopback bind (anyone reaching the server can then get a demo token).
     #[arg(long, env = "SEALCAST_DEMO_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     demo_public: bool,
+    /// Admin listener for /livez, /healthz, /readyz and /metrics (`off` disables it). Keep it private.
+    #[arg(long, env = "SEALCAST_ADMIN_BIND", default_value = "127.0.0.1:9090")]
+    admin_bind: String,
     /// Log format: `text` or `json` (one JSON object per line). The level filter is SEALCAST_LOG (default info).
     #[arg(long, env = "SEALCAST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -301,6 +304,22 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         paths => load_keys(paths)?,
     };
+    let admin_bind: Option<SocketAddr> = match args.admin_bind.as_str() {
+        "off" => None,
+        addr => Some(
+            addr.parse()
+                .map_err(|_| format!("SEALCAST_ADMIN_BIND: {addr:?} is not an address like 127.0.0.1:9090 or `off`"))?,
+        ),
+    };
+    // The recorder must exist before the server creates its metric handles.
+    let prometheus = match admin_bind {
+        Some(_) => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?,
+        ),
+        None => None,
+    };
     let builder = Server::builder()
         .static_keys(keys)
         .max_records_per_epoch(args.max_records_per_epoch)
@@ -331,6 +350,24 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let signals = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
+    if let (Some(addr), Some(prometheus)) = (admin_bind, prometheus) {
+        let admin = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind the admin listener (SEALCAST_ADMIN_BIND) {addr}: {e}"))?;
+        let redis = redis.clone();
+        let router = server.admin_router(move || {
+            if let Some(bus) = &redis {
+                sealcast::admin::record_redis_stats(&bus.stats());
+            }
+            prometheus.render()
+        });
+        println!("sealcast: admin on http://{}", admin.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin, router).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    }
     if args.demo {
         let addr = listener.local_addr()?;
         println!("sealcast: demo chat at http://{addr}/demo/ (demo mode: not for production)");
