@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod client;

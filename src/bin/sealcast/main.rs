@@ -121,6 +121,9 @@ struct ServeArgs {
     /// Allow --demo on a non-loopback bind (anyone reaching the server can then get a demo token).
     #[arg(long, env = "SEALCAST_DEMO_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     demo_public: bool,
+    /// Enables the HTTP API (POST /api/publish, /api/disconnect) with this bearer key.
+    #[arg(long, env = "SEALCAST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Admin listener for /livez, /healthz, /readyz and /metrics (`off` disables it). Keep it private.
     #[arg(long, env = "SEALCAST_ADMIN_BIND", default_value = "127.0.0.1:9090")]
     admin_bind: String,
@@ -343,6 +346,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let server = builder.build()?;
     emit::announce(redis.as_ref()).await;
     let mut app = server.router();
+    if let Some(key) = args.api_key.as_deref().filter(|k| !k.is_empty()) {
+        app = app.merge(server.api_router(key));
+    }
     if args.demo {
         tracing::warn!("demo mode: /demo/token hands out tokens to anyone who asks; client publish is on");
         app = app.merge(demo::router(secret.clone(), &server.config().path));
