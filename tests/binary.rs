@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use sealcast::client::ClientConfig;
 use sealcast::crypto::PinnedKey;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealcast");
 
@@ -296,4 +296,131 @@ async fn dev_session(lines: &[String], port: u16) -> (sealcast::client::Client, 
         .await
         .unwrap();
     (enc, token, url)
+}
+
+/// Every output line of a process, shared with the threads reading it.
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Runs `sealcast serve` with every output line (stdout and stderr) captured, plus the reader threads.
+fn serve_captured(envs: &[(&str, &str)]) -> (Proc, Lines, u16, Vec<std::thread::JoinHandle<()>>) {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("SEALCAST_BIND", format!("127.0.0.1:{port}"))
+        .env("SEALCAST_ADMIN_BIND", "off")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+    let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+    let readers = [out, err]
+        .into_iter()
+        .map(|stream| {
+            let (lines, tx) = (lines.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("listening on") {
+                        let _ = tx.send(());
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            })
+        })
+        .collect();
+    rx.recv_timeout(Duration::from_secs(20)).expect("server did not start");
+    (Proc(child), lines, port, readers)
+}
+
+#[tokio::test]
+async fn json_debug_logs_of_a_full_encrypted_session_hold_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("k.pem");
+    assert!(Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(&key_path)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let pem = std::fs::read_to_string(&key_path).unwrap();
+    let public = sealcast::crypto::StaticKey::from_pkcs8_pem(&pem)
+        .unwrap()
+        .public_key_b64u();
+    let jwt_secret = "jwt-secret-7f3a9c1e5b";
+    let api_key = "api-key-4d2b8e6a0c";
+    let (mut p, lines, port, readers) = serve_captured(&[
+        ("SEALCAST_LOG", "debug"),
+        ("SEALCAST_LOG_FORMAT", "json"),
+        ("SEALCAST_JWT_SECRET", jwt_secret),
+        ("SEALCAST_SERVER_KEY_FILE", key_path.to_str().unwrap()),
+        ("SEALCAST_API_KEY", api_key),
+        ("SEALCAST_ALLOW_CLIENT_PUBLISH", "true"),
+        ("SEALCAST_PUBLISH_TO_SELF", "true"),
+    ]);
+    let token = sealcast::auth::mint(jwt_secret.as_bytes(), "alice", Duration::from_secs(3600), None).unwrap();
+    let fresh = sealcast::auth::mint(jwt_secret.as_bytes(), "alice", Duration::from_secs(7200), None).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let pinned = PinnedKey::from_b64u(&public).unwrap();
+    let mut c = sealcast::client::Client::connect(ClientConfig::new(&url, &token).pin(pinned))
+        .await
+        .unwrap();
+    assert!(c.is_encrypted());
+    let hello = c.connected_data().clone();
+    let body = "TOP-SECRET-BODY-9b1e4f";
+    c.join(&["vault"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.publish("vault", "note", &json!({"text": body})).await.unwrap();
+    assert_eq!(c.recv().await.unwrap().data, json!({"text": body}));
+    c.send("custom", &json!({"text": body})).await.unwrap();
+    c.send("refresh", &json!({"token": fresh})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.publish("vault", "note", &json!({"text": body})).await.unwrap();
+    assert_eq!(c.recv().await.unwrap().data, json!({"text": body}));
+    let client_id = c.id().to_owned();
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(p.0.wait().unwrap().success());
+    readers.into_iter().for_each(|r| r.join().unwrap());
+    let log = lines.lock().unwrap().join("\n");
+    let pem_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut secrets = vec![
+        ("token", token.as_str()),
+        ("refreshed token", fresh.as_str()),
+        ("JWT secret", jwt_secret),
+        ("API key", api_key),
+        ("message body", body),
+        ("private key", pem_body.as_str()),
+    ];
+    for field in ["salt", "serverPublicKey", "confirm"] {
+        secrets.push((field, hello[field].as_str().unwrap()));
+    }
+    // Also no fragment of the private key's PEM lines.
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        secrets.push(("private key line", line));
+    }
+    for (what, secret) in secrets {
+        assert!(!secret.is_empty());
+        assert!(!log.contains(secret), "the logs contain the {what}:\n{log}");
+    }
+    // The logs are JSON, one connection event per line with the client id and the close code.
+    let events: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let about = |message: &str| {
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == message && e["fields"]["client"] == client_id.as_str())
+    };
+    assert!(
+        about("authenticated") && about("credentials refreshed") && about("disconnected"),
+        "{log}"
+    );
 }
