@@ -138,6 +138,7 @@ impl Emitter {
             event: event_name.to_owned(),
             data,
             exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+            action: crate::protocol::Action::Deliver,
         };
         let payload = match &self.signer {
             Some(s) => s.sign(&envelope),

@@ -20,6 +20,8 @@
 )]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod client;
@@ -31,7 +33,7 @@ pub mod hooks;
 mod ignis_compat;
 mod limits;
 mod mailbox;
-mod metrics;
+pub mod metrics;
 pub mod protocol;
 mod redact;
 mod registry;

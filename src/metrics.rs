@@ -34,6 +34,20 @@ pub mod names {
     pub const BUS_RECEIVED: &str = "sealcast_bus_received_total";
     /// Envelopes handed to the bus.
     pub const BUS_PUBLISHED: &str = "sealcast_bus_published_total";
+    /// Envelopes the Redis bus published (copied from `RedisBusStats` at render time).
+    pub const REDIS_PUBLISHED: &str = "sealcast_redis_published_total";
+    /// Envelopes the Redis bus did not publish (queue full, Redis unreachable, publish failed).
+    pub const REDIS_PUBLISH_DROPPED: &str = "sealcast_redis_publish_dropped_total";
+    /// Pub/sub messages received from Redis.
+    pub const REDIS_RECEIVED: &str = "sealcast_redis_received_total";
+    /// Received messages refused (malformed, forged, wrong channel).
+    pub const REDIS_REJECTED: &str = "sealcast_redis_rejected_total";
+    /// Subscriber reconnections after a fault.
+    pub const REDIS_RECONNECTS: &str = "sealcast_redis_reconnects_total";
+    /// Channels currently subscribed (gauge).
+    pub const REDIS_SUBSCRIPTIONS: &str = "sealcast_redis_subscriptions";
+    /// HTTP API requests (label `endpoint`: publish, disconnect; label `status`).
+    pub const API_REQUESTS: &str = "sealcast_api_requests_total";
 }
 
 pub(crate) struct Metrics {

@@ -26,7 +26,7 @@ use crate::hooks::{
 use crate::limits::{ConnectionLimits, Refusal};
 use crate::mailbox::Outbound;
 use crate::metrics::Metrics;
-use crate::protocol::{event, outbound, room, CloseCode, Envelope, Target};
+use crate::protocol::{event, outbound, room, Action, CloseCode, Envelope, Target};
 use crate::registry::{ClientInfo, Exclude, JoinResult, Registry};
 use crate::session::Handshake;
 use crate::stats::{Stats, StatsSnapshot};
@@ -131,12 +131,43 @@ impl Shared {
                 event: event_name.to_owned(),
                 data,
                 exclude,
+                action: Action::Deliver,
             });
         }
         Ok(local)
     }
 
+    /// Closes the local connections of a client or user target with 1008 and, when `publish`, asks the other
+    /// instances to do the same. Returns the local count (rooms and broadcast are not disconnect targets: 0).
+    pub(crate) fn disconnect_target(&self, target: &Target, publish: bool) -> usize {
+        let entries = match target {
+            Target::Client(id) => self.registry.get(id).into_iter().collect(),
+            Target::User(id) => self.registry.by_user(id),
+            Target::Room(_) | Target::Broadcast => return 0,
+        };
+        let mut closed = 0;
+        for e in entries {
+            if e.mailbox.close_after_pending(CloseCode::PolicyViolation) {
+                tracing::info!(client = %e.id_str, code = CloseCode::PolicyViolation.code(), "disconnect requested");
+                closed += 1;
+            }
+        }
+        if publish {
+            if let Some(env) = Envelope::disconnect(self.server_id.to_string(), target.clone()) {
+                self.metrics.bus_published.increment(1);
+                self.bus.publish(env);
+            }
+        }
+        closed
+    }
+
     pub(crate) fn deliver_from_bus(&self, env: &Envelope) {
+        if env.action == Action::Disconnect {
+            self.disconnect_target(&env.target, false);
+            Stats::bump(&self.stats.envelopes_delivered);
+            self.metrics.bus_delivered.increment(1);
+            return;
+        }
         // Envelope::parse already refused reserved names; envelopes built in-process are checked here.
         if !event::is_valid_application_event(&env.event) {
             self.count_dropped_envelope();
@@ -213,6 +244,10 @@ impl Server {
             router = router.route("/.well-known/sealcast.json", get(well_known));
         }
         router.with_state(self.shared.clone())
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// This instance's id (a UUID), as written into bus envelopes.
@@ -364,6 +399,12 @@ impl Server {
             .registry
             .get(client_id)
             .is_some_and(|e| e.mailbox.close_after_pending(code))
+    }
+
+    /// Closes a client's or a user's connections on every instance with 1008 (policy violation: the operator
+    /// removed the session) after what is already queued for them. Returns how many were closed locally.
+    pub fn disconnect_everywhere(&self, target: &Target) -> usize {
+        self.shared.disconnect_target(target, true)
     }
 
     /// Graceful shutdown: refuses new connections, closes every client 1001 after its queued messages, waits for

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use sealcast::client::ClientConfig;
 use sealcast::crypto::PinnedKey;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealcast");
 
@@ -38,6 +38,7 @@ fn serve(envs: &[(&str, &str)]) -> (Proc, Vec<String>, u16) {
         .arg("serve")
         .env("SEALCAST_BIND", &bind)
         .env_remove("SEALCAST_JWT_SECRET")
+        .env("SEALCAST_ADMIN_BIND", "off")
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -69,12 +70,7 @@ fn printed<'a>(lines: &'a [String], prefix: &str) -> &'a str {
 #[tokio::test]
 async fn dev_mode_prints_a_sample_token_and_key_that_establish_an_encrypted_session() {
     let (_p, lines, port) = serve(&[]);
-    let token = printed(&lines, "sample token (sub=dev-user, 1h): ");
-    let key = PinnedKey::from_b64u(printed(&lines, "publicKey=")).unwrap();
-    let url = format!("ws://127.0.0.1:{port}/ws");
-    let mut enc = sealcast::client::Client::connect(ClientConfig::new(&url, token).pin(key))
-        .await
-        .unwrap();
+    let (mut enc, token, url) = dev_session(&lines, port).await;
     assert!(enc.is_encrypted());
     assert_eq!(enc.user_id(), Some("dev-user"));
     enc.heartbeat().await.unwrap();
@@ -199,4 +195,232 @@ fn sigterm_shuts_down_cleanly() {
         assert!(std::time::Instant::now() < deadline, "did not exit");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_a_failure_status() {
+    let (mut p, _, port) = serve(&[("SEALCAST_SHUTDOWN_TIMEOUT_MS", "60000")]);
+    let _stuck = hold_a_request(port).await;
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        p.0.try_wait().unwrap().is_none(),
+        "the first signal must shut down gracefully"
+    );
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second signal must exit at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
+async fn http_request(port: u16, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+async fn get(port: u16, path: &str) -> (u16, String) {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_health_readiness_and_metrics_and_readiness_drops_on_shutdown() {
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let (p, lines, port) = serve(&[
+        ("SEALCAST_ADMIN_BIND", &admin),
+        ("SEALCAST_SHUTDOWN_TIMEOUT_MS", "60000"),
+    ]);
+    assert_eq!(printed(&lines, "admin on "), format!("http://{admin}"));
+    for path in ["/livez", "/healthz", "/readyz"] {
+        assert_eq!(get(admin_port, path).await.0, 200, "{path}");
+    }
+    // One encrypted session so the connection metrics move.
+    let (mut enc, _, _) = dev_session(&lines, port).await;
+    enc.heartbeat().await.unwrap();
+    let (status, metrics) = get(admin_port, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("sealcast_connections 1"), "{metrics}");
+    assert!(metrics.contains("sealcast_sessions{encrypted=\"true\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sealcast_authentications_total{outcome=\"accepted\"} 1"),
+        "{metrics}"
+    );
+    // The admin endpoints are never on the public listener.
+    for path in ["/metrics", "/readyz", "/livez"] {
+        assert_eq!(get(port, path).await.0, 404, "{path}");
+    }
+    // Keep the graceful shutdown busy, then watch readiness drop.
+    let _stuck = hold_a_request(port).await;
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(admin_port, "/readyz").await.0, 503);
+    assert_eq!(get(admin_port, "/livez").await.0, 200);
+}
+
+/// A request still being sent: the graceful shutdown waits for it, so the process stays in its shutdown phase.
+async fn hold_a_request(port: u16) -> tokio::net::TcpStream {
+    let mut stuck = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, b"GET /ws HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stuck
+}
+
+/// An encrypted session with the dev-mode sample token and key a server printed; also returns the token and URL.
+async fn dev_session(lines: &[String], port: u16) -> (sealcast::client::Client, &str, String) {
+    let token = printed(lines, "sample token (sub=dev-user, 1h): ");
+    let key = PinnedKey::from_b64u(printed(lines, "publicKey=")).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let enc = sealcast::client::Client::connect(ClientConfig::new(&url, token).pin(key))
+        .await
+        .unwrap();
+    (enc, token, url)
+}
+
+/// Every output line of a process, shared with the threads reading it.
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Runs `sealcast serve` with every output line (stdout and stderr) captured, plus the reader threads.
+fn serve_captured(envs: &[(&str, &str)]) -> (Proc, Lines, u16, Vec<std::thread::JoinHandle<()>>) {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("SEALCAST_BIND", format!("127.0.0.1:{port}"))
+        .env("SEALCAST_ADMIN_BIND", "off")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+    let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+    let readers = [out, err]
+        .into_iter()
+        .map(|stream| {
+            let (lines, tx) = (lines.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("listening on") {
+                        let _ = tx.send(());
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            })
+        })
+        .collect();
+    rx.recv_timeout(Duration::from_secs(20)).expect("server did not start");
+    (Proc(child), lines, port, readers)
+}
+
+#[tokio::test]
+async fn json_debug_logs_of_a_full_encrypted_session_hold_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("k.pem");
+    assert!(Command::new(BIN)
+        .args(["keygen", "--out"])
+        .arg(&key_path)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let pem = std::fs::read_to_string(&key_path).unwrap();
+    let public = sealcast::crypto::StaticKey::from_pkcs8_pem(&pem)
+        .unwrap()
+        .public_key_b64u();
+    let jwt_secret = "jwt-secret-7f3a9c1e5b";
+    let api_key = "api-key-4d2b8e6a0c";
+    let (mut p, lines, port, readers) = serve_captured(&[
+        ("SEALCAST_LOG", "debug"),
+        ("SEALCAST_LOG_FORMAT", "json"),
+        ("SEALCAST_JWT_SECRET", jwt_secret),
+        ("SEALCAST_SERVER_KEY_FILE", key_path.to_str().unwrap()),
+        ("SEALCAST_API_KEY", api_key),
+        ("SEALCAST_ALLOW_CLIENT_PUBLISH", "true"),
+        ("SEALCAST_PUBLISH_TO_SELF", "true"),
+    ]);
+    let token = sealcast::auth::mint(jwt_secret.as_bytes(), "alice", Duration::from_secs(3600), None).unwrap();
+    let fresh = sealcast::auth::mint(jwt_secret.as_bytes(), "alice", Duration::from_secs(7200), None).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let pinned = PinnedKey::from_b64u(&public).unwrap();
+    let mut c = sealcast::client::Client::connect(ClientConfig::new(&url, &token).pin(pinned))
+        .await
+        .unwrap();
+    assert!(c.is_encrypted());
+    let hello = c.connected_data().clone();
+    let body = "TOP-SECRET-BODY-9b1e4f";
+    c.join(&["vault"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.publish("vault", "note", &json!({"text": body})).await.unwrap();
+    assert_eq!(c.recv().await.unwrap().data, json!({"text": body}));
+    c.send("custom", &json!({"text": body})).await.unwrap();
+    c.send("refresh", &json!({"token": fresh})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.publish("vault", "note", &json!({"text": body})).await.unwrap();
+    assert_eq!(c.recv().await.unwrap().data, json!({"text": body}));
+    let client_id = c.id().to_owned();
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(p.0.wait().unwrap().success());
+    readers.into_iter().for_each(|r| r.join().unwrap());
+    let log = lines.lock().unwrap().join("\n");
+    let pem_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut secrets = vec![
+        ("token", token.as_str()),
+        ("refreshed token", fresh.as_str()),
+        ("JWT secret", jwt_secret),
+        ("API key", api_key),
+        ("message body", body),
+        ("private key", pem_body.as_str()),
+    ];
+    for field in ["salt", "serverPublicKey", "confirm"] {
+        secrets.push((field, hello[field].as_str().unwrap()));
+    }
+    // Also no fragment of the private key's PEM lines.
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        secrets.push(("private key line", line));
+    }
+    for (what, secret) in secrets {
+        assert!(!secret.is_empty());
+        assert!(!log.contains(secret), "the logs contain the {what}:\n{log}");
+    }
+    // The logs are JSON, one connection event per line with the client id and the close code.
+    let events: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let about = |message: &str| {
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == message && e["fields"]["client"] == client_id.as_str())
+    };
+    assert!(
+        about("authenticated") && about("credentials refreshed") && about("disconnected"),
+        "{log}"
+    );
 }

@@ -29,6 +29,7 @@ fn serve(redis_url: &str) -> Serve {
         .arg("serve")
         .env("SEALCAST_BIND", format!("127.0.0.1:{port}"))
         .env("SEALCAST_JWT_SECRET", SECRET)
+        .env("SEALCAST_ADMIN_BIND", "off")
         .env("SEALCAST_REDIS_URL", redis_url)
         .env("SEALCAST_BUS_SECRET", "bus-secret")
         .env("SEALCAST_ALLOW_CLIENT_PUBLISH", "true")

@@ -269,3 +269,34 @@ async fn unusable_bus_settings_are_refused() {
     assert_eq!("Sharded".parse::<BusMode>(), Ok(BusMode::Sharded));
     assert!("fast".parse::<BusMode>().is_err());
 }
+
+#[tokio::test]
+async fn signed_disconnects_cross_instances_and_unsigned_ones_are_dropped() {
+    let redis = Redis::start();
+    let signed = || RedisBus::builder(RedisEndpoint::single(redis.url())).secret("s3cret");
+    let (s1, s2) = (instance_with(signed()).await, instance_with(signed()).await);
+    let (mut bob, _) = s2.t.login("user:bob").await;
+    let (mut carol, dc) = s2.t.login("user:carol").await;
+    let (mut dave, _) = s2.t.login("user:dave").await;
+    settle(&[&s1, &s2]).await;
+    // Hostile: unsigned, or a signed-looking one for another target, never disconnect anyone.
+    redis.cli(&[
+        "PUBLISH",
+        "ws:user:dave",
+        r#"{"serverId":"emitter","type":"disconnect","target":"user:dave","event":"disconnect"}"#,
+    ]);
+    eventually("the unsigned disconnect is counted", || {
+        s2.t.server.stats().envelopes_dropped == 1
+    })
+    .await;
+    assert_eq!(
+        s1.t.server
+            .disconnect_everywhere(&sealcast::protocol::Target::User("bob".into())),
+        0
+    );
+    assert_eq!(bob.expect_close().await.0, 1008);
+    let carol_target = sealcast::protocol::Target::Client(id_of(&dc));
+    assert_eq!(s1.t.server.disconnect_everywhere(&carol_target), 0);
+    assert_eq!(carol.expect_close().await.0, 1008);
+    dave.expect_silence().await;
+}

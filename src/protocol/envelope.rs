@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use super::{event, json};
 use crate::redact::debug_redacted;
 
-debug_redacted!(Envelope { server_id, target, event, exclude; data });
+debug_redacted!(Envelope { server_id, target, event, exclude, action; data });
 
 /// Channel every instance hears.
 pub const BROADCAST_CHANNEL: &str = "ws:broadcast";
@@ -85,6 +85,22 @@ impl Target {
     }
 }
 
+/// What an envelope asks the receiving instances to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Action {
+    /// Deliver `event`/`data` to the target's local clients (the reference's envelope).
+    #[default]
+    Deliver,
+    /// Close the target's local connections (client or user targets only) with
+    /// [`crate::CloseCode::PolicyViolation`] (1008). On the wire: `"type":"disconnect"`, `"target":"client:<id>"`
+    /// or `"user:<id>"`, `"event":"disconnect"`; reference servers ignore the unknown type.
+    Disconnect,
+}
+
+/// The wire `type` of disconnect envelopes.
+pub const DISCONNECT_TYPE: &str = "disconnect";
+
 /// One message travelling between instances.
 #[derive(Clone)]
 pub struct Envelope {
@@ -98,6 +114,8 @@ pub struct Envelope {
     pub data: Box<RawValue>,
     /// Client ids that must not receive it (room and broadcast only).
     pub exclude: Vec<String>,
+    /// Deliver (the default) or disconnect.
+    pub action: Action,
 }
 
 /// Why an envelope from the bus was refused. Refused envelopes are dropped and counted, never delivered.
@@ -138,12 +156,39 @@ struct Wire<'a> {
 }
 
 impl Envelope {
+    /// A disconnect envelope for a client or a user (`None` for rooms and broadcast).
+    pub fn disconnect(server_id: impl Into<String>, target: Target) -> Option<Self> {
+        match target {
+            Target::Client(_) | Target::User(_) => Some(Self {
+                server_id: server_id.into(),
+                target,
+                event: event::DISCONNECT.to_owned(),
+                data: RawValue::from_string("null".to_owned()).ok()?,
+                exclude: Vec::new(),
+                action: Action::Disconnect,
+            }),
+            Target::Room(_) | Target::Broadcast => None,
+        }
+    }
+
+    /// The wire `type` and `target` fields (what the bus signature covers).
+    pub(crate) fn wire_kind_target(&self) -> (&'static str, Option<String>) {
+        match self.action {
+            Action::Deliver => (self.target.kind(), self.target.id().map(str::to_owned)),
+            Action::Disconnect => (
+                DISCONNECT_TYPE,
+                self.target.id().map(|id| format!("{}:{id}", self.target.kind())),
+            ),
+        }
+    }
+
     /// Serialises to the reference's JSON form.
     pub fn to_json(&self) -> String {
+        let (kind, target) = self.wire_kind_target();
         let wire = Wire {
             server_id: self.server_id.as_str().into(),
-            kind: self.target.kind().into(),
-            target: self.target.id().map(Into::into),
+            kind: kind.into(),
+            target: target.map(Into::into),
             event: self.event.as_str().into(),
             data: Some(&self.data),
             exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
@@ -167,6 +212,9 @@ impl Envelope {
             return Err(EnvelopeError::Malformed);
         }
         let w: Wire<'_> = serde_json::from_str(text).map_err(|_| EnvelopeError::Malformed)?;
+        if w.kind == DISCONNECT_TYPE {
+            return Self::parse_disconnect(w);
+        }
         if !event::is_valid_application_event(&w.event) {
             return Err(EnvelopeError::BadEvent);
         }
@@ -194,7 +242,28 @@ impl Envelope {
             event: w.event.into_owned(),
             data,
             exclude,
+            action: Action::Deliver,
         })
+    }
+
+    /// `{"type":"disconnect","target":"client:<id>"|"user:<id>","event":"disconnect"}`, nothing excluded.
+    fn parse_disconnect(w: Wire<'_>) -> Result<Self, EnvelopeError> {
+        if w.event != event::DISCONNECT {
+            return Err(EnvelopeError::BadEvent);
+        }
+        if w.exclude.is_some_and(|e| !e.is_empty()) {
+            return Err(EnvelopeError::Limit);
+        }
+        let raw = w.target.ok_or(EnvelopeError::BadTarget)?;
+        if raw.len() > MAX_TARGET_LEN {
+            return Err(EnvelopeError::Limit);
+        }
+        let target = match raw.split_once(':') {
+            Some(("client", id)) if !id.is_empty() => Target::Client(id.to_owned()),
+            Some(("user", id)) if !id.is_empty() => Target::User(id.to_owned()),
+            _ => return Err(EnvelopeError::BadTarget),
+        };
+        Self::disconnect(w.server_id.into_owned(), target).ok_or(EnvelopeError::BadTarget)
     }
 }
 
@@ -219,6 +288,7 @@ mod tests {
             event: "news".into(),
             data: RawValue::from_string("[1,\"x\"]".into()).unwrap(),
             exclude: vec!["a".into()],
+            action: Action::Deliver,
         };
         let back = Envelope::parse(e.to_json().as_bytes()).unwrap();
         assert_eq!(
@@ -226,6 +296,13 @@ mod tests {
             ("s1".into(), Target::Broadcast, "news".into())
         );
         assert_eq!((back.data.get(), back.exclude), ("[1,\"x\"]", vec!["a".to_owned()]));
+    }
+
+    fn assert_refused(cases: &[(&[u8], EnvelopeError)]) {
+        for (bytes, want) in cases {
+            let got = Envelope::parse(bytes).err();
+            assert_eq!(got, Some(*want), "{}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]
@@ -262,16 +339,59 @@ mod tests {
                 EnvelopeError::Malformed,
             ),
         ];
-        for (bytes, want) in cases {
-            assert_eq!(
-                Envelope::parse(bytes).err(),
-                Some(want),
-                "{}",
-                String::from_utf8_lossy(bytes)
-            );
-        }
+        assert_refused(&cases);
         let big = vec![b' '; MAX_ENVELOPE_LEN + 1];
         assert_eq!(Envelope::parse(&big).err(), Some(EnvelopeError::TooLarge));
+    }
+
+    #[test]
+    fn disconnect_envelopes_round_trip_on_the_targets_channel() {
+        for target in [Target::Client("c1".into()), Target::User("u:1".into())] {
+            let e = Envelope::disconnect("s1", target.clone()).unwrap();
+            let json = e.to_json();
+            assert!(json.contains("\"type\":\"disconnect\""), "{json}");
+            let back = Envelope::parse(json.as_bytes()).unwrap();
+            assert_eq!((back.action, back.target.clone()), (Action::Disconnect, target.clone()));
+            assert_eq!(back.target.channel(), target.channel());
+        }
+        assert!(Envelope::disconnect("s1", Target::Room("r".into())).is_none());
+        assert!(Envelope::disconnect("s1", Target::Broadcast).is_none());
+    }
+
+    #[test]
+    fn hostile_disconnect_envelopes_are_refused() {
+        let cases: [(&[u8], EnvelopeError); 6] = [
+            (
+                br#"{"serverId":"x","type":"disconnect","event":"disconnect"}"#,
+                EnvelopeError::BadTarget,
+            ),
+            (
+                br#"{"serverId":"x","type":"disconnect","target":"room:r","event":"disconnect"}"#,
+                EnvelopeError::BadTarget,
+            ),
+            (
+                br#"{"serverId":"x","type":"disconnect","target":"client:","event":"disconnect"}"#,
+                EnvelopeError::BadTarget,
+            ),
+            (
+                br#"{"serverId":"x","type":"disconnect","target":"c1","event":"disconnect"}"#,
+                EnvelopeError::BadTarget,
+            ),
+            (
+                br#"{"serverId":"x","type":"disconnect","target":"client:c","event":"kick"}"#,
+                EnvelopeError::BadEvent,
+            ),
+            (
+                br#"{"serverId":"x","type":"disconnect","target":"user:u","event":"disconnect","exclude":["a"]}"#,
+                EnvelopeError::Limit,
+            ),
+        ];
+        assert_refused(&cases);
+        let long = format!(
+            r#"{{"serverId":"x","type":"disconnect","target":"user:{}","event":"disconnect"}}"#,
+            "u".repeat(MAX_TARGET_LEN)
+        );
+        assert_eq!(Envelope::parse(long.as_bytes()).err(), Some(EnvelopeError::Limit));
     }
 
     #[test]

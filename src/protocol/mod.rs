@@ -10,6 +10,6 @@ pub mod outbound;
 pub mod room;
 
 pub use close::CloseCode;
-pub use envelope::{Envelope, EnvelopeError, Target};
+pub use envelope::{Action, Envelope, EnvelopeError, Target};
 pub use inbound::{ClientMessage, InboundError};
 pub use outbound::Message;

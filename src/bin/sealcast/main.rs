@@ -121,6 +121,15 @@ struct ServeArgs {
     /// Allow --demo on a non-loopback bind (anyone reaching the server can then get a demo token).
     #[arg(long, env = "SEALCAST_DEMO_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
     demo_public: bool,
+    /// Enables the HTTP API (POST /api/publish, /api/disconnect) with this bearer key.
+    #[arg(long, env = "SEALCAST_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Admin listener for /livez, /healthz, /readyz and /metrics (`off` disables it). Keep it private.
+    #[arg(long, env = "SEALCAST_ADMIN_BIND", default_value = "127.0.0.1:9090")]
+    admin_bind: String,
+    /// Log format: `text` or `json` (one JSON object per line). The level filter is SEALCAST_LOG (default info).
+    #[arg(long, env = "SEALCAST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(flatten)]
     bus: emit::BusArgs,
 }
@@ -236,12 +245,14 @@ fn load_keys(paths: &[std::path::PathBuf]) -> Result<StaticKeySet, Box<dyn std::
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEALCAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     if !args.bind.ip().is_loopback() {
         let mut missing = Vec::new();
         if args.jwt_secret.as_deref().is_none_or(str::is_empty) {
@@ -296,6 +307,22 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         paths => load_keys(paths)?,
     };
+    let admin_bind: Option<SocketAddr> = match args.admin_bind.as_str() {
+        "off" => None,
+        addr => Some(
+            addr.parse()
+                .map_err(|_| format!("SEALCAST_ADMIN_BIND: {addr:?} is not an address like 127.0.0.1:9090 or `off`"))?,
+        ),
+    };
+    // The recorder must exist before the server creates its metric handles.
+    let prometheus = match admin_bind {
+        Some(_) => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?,
+        ),
+        None => None,
+    };
     let builder = Server::builder()
         .static_keys(keys)
         .max_records_per_epoch(args.max_records_per_epoch)
@@ -319,6 +346,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let server = builder.build()?;
     emit::announce(redis.as_ref()).await;
     let mut app = server.router();
+    if let Some(key) = args.api_key.as_deref().filter(|k| !k.is_empty()) {
+        app = app.merge(server.api_router(key));
+    }
     if args.demo {
         tracing::warn!("demo mode: /demo/token hands out tokens to anyone who asks; client publish is on");
         app = app.merge(demo::router(secret.clone(), &server.config().path));
@@ -326,6 +356,24 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let signals = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
+    if let (Some(addr), Some(prometheus)) = (admin_bind, prometheus) {
+        let admin = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind the admin listener (SEALCAST_ADMIN_BIND) {addr}: {e}"))?;
+        let redis = redis.clone();
+        let router = server.admin_router(move || {
+            if let Some(bus) = &redis {
+                sealcast::admin::record_redis_stats(&bus.stats());
+            }
+            prometheus.render()
+        });
+        println!("sealcast: admin on http://{}", admin.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin, router).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    }
     if args.demo {
         let addr = listener.local_addr()?;
         println!("sealcast: demo chat at http://{addr}/demo/ (demo mode: not for production)");
@@ -337,8 +385,13 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     let stopper = server.clone();
     tokio::spawn(async move {
-        signals.await;
-        tracing::info!("shutting down");
+        let second = signals.first().await;
+        tracing::info!("shutting down (a second SIGTERM/SIGINT exits at once)");
+        tokio::spawn(async move {
+            let status = second.next().await;
+            eprintln!("sealcast: second signal: exiting now without waiting for the graceful shutdown");
+            std::process::exit(status);
+        });
         stopper.shutdown().await;
     });
     // Small frames must not wait for Nagle; peer addresses feed the per-IP limits.
@@ -356,16 +409,36 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Registers SIGTERM and SIGINT now (before the listener is announced), and returns a future that resolves on
-/// the first of them.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
+/// SIGTERM and SIGINT, registered before the listener is announced so an early signal is not lost.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Waits for the first signal (start the graceful shutdown); the streams stay registered for the next one.
+    async fn first(mut self) -> Self {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
+        self
+    }
+
+    /// Waits for another signal and returns the exit status for it (128 + the signal number).
+    async fn next(mut self) -> i32 {
+        tokio::select! {
+            _ = self.term.recv() => 128 + 15,
+            _ = self.int.recv() => 128 + 2,
+        }
+    }
+}
+
+/// Registers SIGTERM and SIGINT now (before the listener is announced).
+fn shutdown_signal() -> std::io::Result<Signals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok(Signals {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
     })
 }

@@ -99,10 +99,11 @@ impl Signer {
     pub(crate) fn sign(&self, envelope: &Envelope) -> String {
         let json = envelope.to_json();
         let channel = envelope.target.channel();
+        let (kind, target) = envelope.wire_kind_target();
         let fields = Fields {
             server_id: &envelope.server_id,
-            kind: envelope.target.kind(),
-            target: envelope.target.id().unwrap_or(""),
+            kind,
+            target: target.as_deref().unwrap_or(""),
             event: &envelope.event,
             data: envelope.data.get(),
             exclude: &envelope.exclude,
@@ -153,6 +154,7 @@ mod tests {
             event: "e".into(),
             data: RawValue::from_string("{\"k\": [1, 2]}".into()).unwrap(),
             exclude: vec!["x".into()],
+            action: crate::protocol::envelope::Action::Deliver,
         }
     }
 
@@ -164,6 +166,24 @@ mod tests {
         assert!(s.verify("ws:room:r", json.as_bytes()));
         let back = Envelope::parse(json.as_bytes()).unwrap();
         assert_eq!(back.data.get(), "{\"k\": [1, 2]}");
+    }
+
+    #[test]
+    fn disconnect_envelopes_are_signed_over_their_type_and_target() {
+        let s = Signer::new(b"secret").unwrap();
+        let e = Envelope::disconnect("s1", Target::User("u".into())).unwrap();
+        let json = s.sign(&e);
+        assert!(s.verify("ws:user:u", json.as_bytes()));
+        assert!(!s.verify("ws:user:u", json.replace("user:u", "user:v").as_bytes()));
+        assert!(!s.verify("ws:user:u", e.to_json().as_bytes()));
+        // A signed message envelope cannot be turned into a disconnect.
+        let msg = s.sign(&env(Target::User("u".into())));
+        let turned = msg.replace(
+            "\"type\":\"user\",\"target\":\"u\"",
+            "\"type\":\"disconnect\",\"target\":\"user:u\"",
+        );
+        assert_ne!(turned, msg);
+        assert!(!s.verify("ws:user:u", turned.as_bytes()));
     }
 
     #[test]

@@ -36,7 +36,7 @@ export function freePort() {
 function cleanEnv(extra) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("SEALCAST_")) env[k] = v;
-  return { ...env, SEALCAST_LOG: "warn", ...extra };
+  return { ...env, SEALCAST_LOG: "warn", SEALCAST_ADMIN_BIND: "off", ...extra };
 }
 
 const after = (line, prefix) => {

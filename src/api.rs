@@ -1,0 +1,217 @@
+//! The HTTP API on the public listener, for application backends: `POST /api/publish` and
+//! `POST /api/disconnect`, authorised with `Authorization: Bearer <key>` (compared in constant time).
+//!
+//! Both go through the bus, so they reach every instance. Accepted requests answer 202 `{"status":"accepted"}`;
+//! errors answer `{"error":{"code":..,"message":..}}` with a stable code: `unauthorized` (401),
+//! `invalid_request` (400), `reserved_event` (400), `payload_too_large` (413, bodies over [`API_BODY_LIMIT`]).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::protocol::envelope::{MAX_EXCLUDE, MAX_TARGET_LEN};
+use crate::protocol::Target;
+use crate::server::{SendError, Shared};
+use crate::Server;
+
+/// Largest request body, in bytes (a published message stays well under the bus's envelope limit).
+pub const API_BODY_LIMIT: usize = 512 * 1024;
+
+struct Api {
+    shared: Arc<Shared>,
+    key_digest: [u8; 32],
+}
+
+impl Server {
+    /// The HTTP API router (`/api/publish`, `/api/disconnect`) guarded by the bearer `api_key`. Merge it into
+    /// the public app; leave it out to disable the API.
+    pub fn api_router(&self, api_key: &str) -> Router {
+        let api = Arc::new(Api {
+            shared: self.shared().clone(),
+            key_digest: Sha256::digest(api_key.as_bytes()).into(),
+        });
+        Router::new()
+            .route("/api/publish", post(publish))
+            .route("/api/disconnect", post(disconnect))
+            .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+            .with_state(api)
+    }
+}
+
+/// An error answer: status, stable code, human message.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"status": "accepted"})),
+    )
+        .into_response()
+}
+
+/// Compares SHA-256 digests of the presented and the configured key, so neither content nor length leaks
+/// through timing.
+fn authorised(api: &Api, headers: &HeaderMap) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let diff = digest
+        .iter()
+        .zip(api.key_digest.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    !presented.is_empty() && diff == 0
+}
+
+/// Authorisation first, then the body: a 401 never depends on the body.
+fn read<T: for<'de> Deserialize<'de>>(
+    api: &Api,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    if !authorised(api, headers) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API key (Authorization: Bearer <key>)",
+        ));
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body over the API's size limit",
+            )
+        } else {
+            error(StatusCode::BAD_REQUEST, "invalid_request", "unreadable request body")
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let message = format!("request body is not the expected JSON: {e}");
+        error(StatusCode::BAD_REQUEST, "invalid_request", &message)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    client: Option<String>,
+    user: Option<String>,
+    room: Option<String>,
+    #[serde(default)]
+    broadcast: bool,
+    event: String,
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectRequest {
+    client: Option<String>,
+    user: Option<String>,
+}
+
+fn invalid(message: &str) -> ApiError {
+    error(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+/// Exactly one addressee, non-empty and within the bus's target limit.
+fn one_target(
+    client: Option<String>,
+    user: Option<String>,
+    room: Option<String>,
+    broadcast: bool,
+) -> Result<Target, ApiError> {
+    let targets = [
+        client.map(Target::Client),
+        user.map(Target::User),
+        room.map(Target::Room),
+    ];
+    let mut given = targets.into_iter().flatten();
+    let target = match (given.next(), given.next(), broadcast) {
+        (Some(t), None, false) => t,
+        (None, None, true) => return Ok(Target::Broadcast),
+        _ => return Err(invalid("give exactly one of client, user, room or \"broadcast\": true")),
+    };
+    match target.id() {
+        Some(id) if id.is_empty() || id.len() > MAX_TARGET_LEN => {
+            Err(invalid("the target id must be 1 to 1024 bytes long"))
+        }
+        _ => Ok(target),
+    }
+}
+
+async fn publish(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: PublishRequest = read(&api, &headers, body)?;
+    let target = one_target(req.client, req.user, req.room, req.broadcast)?;
+    if req.exclude.len() > MAX_EXCLUDE {
+        return Err(invalid("exclude lists at most 1024 client ids"));
+    }
+    let data = match req.data {
+        Some(d) => d,
+        None => RawValue::from_string("null".to_owned()).map_err(|_| invalid("data"))?,
+    };
+    // A client on this instance is served directly, like `Server::send_to_client`.
+    let publish = match &target {
+        Target::Client(id) => api.shared.registry.get(id).is_none(),
+        _ => true,
+    };
+    match api.shared.emit(target, &req.event, data, req.exclude, publish) {
+        Ok(_) => Ok(accepted()),
+        Err(SendError::ReservedEvent(name)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "reserved_event",
+            &format!("event name {name:?} is reserved by the protocol"),
+        )),
+        Err(e) => Err(invalid(&e.to_string())),
+    }
+}
+
+async fn disconnect(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: DisconnectRequest = read(&api, &headers, body)?;
+    let target =
+        one_target(req.client, req.user, None, false).map_err(|_| invalid("give exactly one of client or user"))?;
+    api.shared.disconnect_target(&target, true);
+    Ok(accepted())
+}

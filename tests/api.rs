@@ -1,0 +1,133 @@
+//! The HTTP API (`/api/publish`, `/api/disconnect`) served by one instance, reaching clients on another
+//! through the bus.
+
+mod common;
+
+use common::*;
+use sealcast::LocalBus;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "api-key-123";
+
+/// Two instances on one bus; the first also serves the API on its own port.
+async fn fleet() -> (TestServer, TestServer, std::net::SocketAddr) {
+    let bus = LocalBus::new();
+    let s1 = TestServer::start(builder().bus(bus.clone())).await;
+    let s2 = TestServer::start(builder().bus(bus)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let app = s1.server.api_router(KEY);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (s1, s2, api)
+}
+
+async fn post(addr: std::net::SocketAddr, path: &str, auth: Option<&str>, body: &str) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn call(addr: std::net::SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    post(addr, path, Some(&format!("Bearer {KEY}")), &body.to_string()).await
+}
+
+#[tokio::test]
+async fn publish_reaches_clients_on_every_instance_by_client_user_room_and_broadcast() {
+    let (_s1, s2, api) = fleet().await;
+    let (mut a, da) = s2.login("user:alice").await;
+    let (mut b, db) = s2.login("user:bob").await;
+    let accepted = (202, json!({"status": "accepted"}));
+    let req = json!({"client": id_of(&da), "event": "dm", "data": {"n": 1}});
+    assert_eq!(call(api, "/api/publish", req).await, accepted);
+    assert_eq!(a.expect_event("dm").await, json!({"n": 1}));
+    let req = json!({"user": "bob", "event": "u", "data": 2});
+    assert_eq!(call(api, "/api/publish", req).await, accepted);
+    assert_eq!(b.expect_event("u").await, json!(2));
+    let req = json!({"room": "ws-default", "event": "r", "data": 3, "exclude": [id_of(&db)]});
+    assert_eq!(call(api, "/api/publish", req).await, accepted);
+    assert_eq!(a.expect_event("r").await, json!(3));
+    assert_eq!(
+        call(api, "/api/publish", json!({"broadcast": true, "event": "b"})).await,
+        accepted
+    );
+    assert_eq!(a.expect_event("b").await, Value::Null);
+    assert_eq!(b.expect_event("b").await, Value::Null);
+    a.expect_silence().await;
+    b.expect_silence().await;
+}
+
+#[tokio::test]
+async fn disconnect_closes_a_client_or_every_session_of_a_user_on_every_instance_with_1008() {
+    let (s1, s2, api) = fleet().await;
+    let (mut a1, _) = s1.login("user:alice").await;
+    let (mut a2, _) = s2.login("user:alice").await;
+    let (mut b, db) = s2.login("user:bob").await;
+    let (mut other, _) = s2.login("user:carol").await;
+    assert_eq!(call(api, "/api/disconnect", json!({"user": "alice"})).await.0, 202);
+    assert_eq!(a1.expect_close().await.0, 1008);
+    assert_eq!(a2.expect_close().await.0, 1008);
+    assert_eq!(call(api, "/api/disconnect", json!({"client": id_of(&db)})).await.0, 202);
+    assert_eq!(b.expect_close().await.0, 1008);
+    other.expect_silence().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_stable_error_codes() {
+    let (_s1, s2, api) = fleet().await;
+    let (mut a, _) = s2.login("user:alice").await;
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or_default().to_owned();
+    let body = json!({"broadcast": true, "event": "x"}).to_string();
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Bearer "),
+        Some(KEY),
+        Some("Basic api-key-123"),
+    ] {
+        let (status, v) = post(api, "/api/publish", auth, &body).await;
+        assert_eq!((status, code(&v)), (401, "unauthorized".into()), "{auth:?}");
+    }
+    let invalid = [
+        json!({"user": "a", "room": "r", "event": "x"}),
+        json!({"event": "x"}),
+        json!({"room": "", "event": "x"}),
+        json!({"room": "r", "event": "x", "extra": 1}),
+        json!({"room": "r", "event": ""}),
+    ];
+    let reserved = [
+        json!({"room": "r", "event": "connected"}),
+        json!({"broadcast": true, "event": "encrypted"}),
+    ];
+    let bad_disconnects = [json!({"room": "r"}), json!({"user": "a", "client": "b"})];
+    let cases = (invalid.iter().map(|r| ("/api/publish", r, "invalid_request")))
+        .chain(reserved.iter().map(|r| ("/api/publish", r, "reserved_event")))
+        .chain(
+            bad_disconnects
+                .iter()
+                .map(|r| ("/api/disconnect", r, "invalid_request")),
+        );
+    for (path, req, want) in cases {
+        let (got, v) = call(api, path, req.clone()).await;
+        assert_eq!((got, code(&v)), (400, want.to_owned()), "{req}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    let (status, v) = post(api, "/api/publish", Some(&format!("Bearer {KEY}")), "{not json").await;
+    assert_eq!((status, code(&v)), (400, "invalid_request".into()));
+    let big = json!({"broadcast": true, "event": "x", "data": "y".repeat(sealcast::api::API_BODY_LIMIT)});
+    let (status, v) = call(api, "/api/publish", big).await;
+    assert_eq!((status, code(&v)), (413, "payload_too_large".into()));
+    a.expect_silence().await;
+}
