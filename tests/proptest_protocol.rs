@@ -219,6 +219,7 @@ proptest! {
             event: ev,
             data: RawValue::from_string(data.to_string()).expect("JSON"),
             exclude,
+            action: sealcast::protocol::envelope::Action::Deliver,
         };
         let json = env.to_json();
         let back = Envelope::parse(json.as_bytes()).expect("own envelope parses");
