@@ -14,6 +14,7 @@
 //! sealcast-bench crypto-limit --seconds 3
 //! ```
 
+mod serve;
 mod ws;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -29,6 +30,9 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
 type Res<T> = Result<T, String>;
+
+const HEARTBEAT: &str = r#"{"event":"heartbeat"}"#;
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(20);
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +100,8 @@ enum Cmd {
     Idle(IdleArgs),
     /// End-to-end latency at a fixed publish rate (publisher may be on another instance).
     Latency(LatencyArgs),
+    /// Run a sealcast server for benchmarks (see serve.rs: shipped defaults, abuse limits lifted).
+    Serve,
     /// The bare handshake crypto limit on this core: keygen + 2 ECDH + HKDF per second.
     CryptoLimit {
         #[arg(long, default_value_t = 3.0)]
@@ -173,7 +179,8 @@ struct Ctx {
     addr: SocketAddr,
     host: String,
     path: String,
-    token: String,
+    /// HS256 secret (sealcast): every connection gets its own user, as sessions per user are capped.
+    secret: Option<String>,
     pin: Option<PinnedKey>,
     /// One client public key reused where the client side is not completed (std base64 for Ignis, b64url for
     /// sealcast).
@@ -200,14 +207,9 @@ fn parse_url(url: &str) -> Res<(SocketAddr, String, String)> {
 impl Ctx {
     fn new(t: &TargetArgs, url: &str) -> Res<Self> {
         let (addr, host, path) = parse_url(url)?;
-        let token = match (t.server, &t.jwt_secret) {
-            (Kind::Sealcast, Some(secret)) => {
-                sealcast::auth::mint(secret.as_bytes(), "bench", Duration::from_secs(3600), None)
-                    .map_err(|e| e.to_string())?
-            }
-            (Kind::Sealcast, None) => return Err("sealcast needs --jwt-secret or SEALCAST_JWT_SECRET".into()),
-            (Kind::Ignis, _) => String::new(),
-        };
+        if t.server == Kind::Sealcast && t.jwt_secret.is_none() {
+            return Err("sealcast needs --jwt-secret or SEALCAST_JWT_SECRET".into());
+        }
         let pin = match &t.pin_pem {
             Some(p) => {
                 let pem = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -229,7 +231,7 @@ impl Ctx {
             addr,
             host,
             path,
-            token,
+            secret: t.jwt_secret.clone(),
             pin,
             shared_pub,
             src_addrs: t.src_addrs.max(1),
@@ -250,7 +252,11 @@ impl Ctx {
         let mut hs = None;
         match self.kind {
             Kind::Sealcast => {
-                data.insert("token".into(), Value::String(self.token.clone()));
+                let secret = self.secret.as_deref().unwrap_or_default();
+                let token =
+                    sealcast::auth::mint(secret.as_bytes(), &format!("u{idx}"), Duration::from_secs(3600), None)
+                        .map_err(|e| e.to_string())?;
+                data.insert("token".into(), Value::String(token));
                 if encrypted && full {
                     let h = ClientHandshake::new().map_err(|e| e.to_string())?;
                     h.insert_auth_fields(&mut data, None);
@@ -340,10 +346,11 @@ impl Session {
     }
 }
 
-/// Counts text frames until the socket ends; answers pings; sends heartbeats if asked.
-async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat: Option<(Duration, Vec<u8>)>) {
-    let mut tick = heartbeat.as_ref().map(|(p, _)| {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + *p, *p);
+/// Counts text frames until the socket ends; answers pings; sends heartbeats (sealed afresh each time on
+/// wsenc/1 sessions: a replayed record would be refused) if asked.
+async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat: Option<Duration>) {
+    let mut tick = heartbeat.map(|p| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
@@ -376,8 +383,7 @@ async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat
                 tokio::select! {
                     r = s.conn.fill() => r,
                     _ = t.tick() => {
-                        let frame = heartbeat.as_ref().map(|h| h.1.clone()).unwrap_or_default();
-                        if s.conn.send_raw(&frame).await.is_err() {
+                        if s.send_app(HEARTBEAT).await.is_err() {
                             mine.closed.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
@@ -527,7 +533,8 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
     let counters = Counters::new(a.receivers);
     let mut tasks = JoinSet::new();
     for (i, s) in sessions.into_iter().enumerate() {
-        tasks.spawn(count_frames(s, counters.clone(), i, None));
+        // Long runs (large rooms) outlast the servers' 90 s silence limit without heartbeats.
+        tasks.spawn(count_frames(s, counters.clone(), i, Some(HEARTBEAT_PERIOD)));
     }
     let mut runs = Vec::new();
     let mut rates = Vec::new();
@@ -683,9 +690,8 @@ async fn idle(t: &TargetArgs, a: &IdleArgs) -> Res<Value> {
         }
         match open_many(&ctx, t.mode, opened..step, t.concurrency).await {
             Ok(sessions) => {
-                for (k, mut s) in sessions.into_iter().enumerate() {
-                    let frame = s.encode_app(r#"{"event":"heartbeat"}"#)?;
-                    tasks.spawn(count_frames(s, counters.clone(), opened + k, Some((hb, frame))));
+                for (k, s) in sessions.into_iter().enumerate() {
+                    tasks.spawn(count_frames(s, counters.clone(), opened + k, Some(hb)));
                 }
             }
             Err(e) => {
@@ -800,6 +806,21 @@ fn crypto_limit(seconds: f64) -> Res<Value> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Serve) {
+        // Like `sealcast serve`: a multi-thread runtime sized by the CPU affinity mask.
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(serve::serve()));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealcast-bench serve: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -815,6 +836,7 @@ fn main() -> ExitCode {
             Cmd::Idle(a) => idle(t, a).await,
             Cmd::Latency(a) => latency(t, a).await,
             Cmd::CryptoLimit { seconds } => crypto_limit(*seconds),
+            Cmd::Serve => Ok(Value::Null),
         }
     });
     rt.shutdown_timeout(Duration::from_millis(100));
