@@ -126,7 +126,7 @@ done
 pair connect_plain plain --mode plain --concurrency 32 connect --connections 3000
 pair connect_encrypted encrypted --mode encrypted --concurrency 32 connect --connections 2000
 for r in $(seq "$REPEAT"); do
-  echo "{\"name\":\"crypto_limit\",\"result\":$(taskset -c "$SERVER_CPU" "$BIN/sealcast-bench" crypto-limit --seconds 3)}" >>"$OUT/results.jsonl"
+  echo "{\"name\":\"crypto_limit\",\"result\":$(taskset -c "$SERVER_CPU" "$BIN/sealcast-bench" crypto-limit --seconds 5)}" >>"$OUT/results.jsonl"
 done
 # (5) idle memory per connection.
 REPEAT=$REPEAT_SWEEP pair idle_plain plain --mode plain --concurrency 64 idle --connections "$MEMN" --steps "$MEMSTEPS"
