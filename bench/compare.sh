@@ -82,9 +82,13 @@ stop_server() {
 SC=(--server sealcast --url ws://127.0.0.1:$SC_PORT/ws --pin-pem "$WORK/key.pem")
 PEER=(--server ignis --url ws://127.0.0.1:$PEER_PORT/ws)
 
+# ONLY="fanout_plain_1000 latency_single ...": run just these scenarios (default: all).
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
 # run NAME SERVER(sealcast|ignis) PEER_MODE ARGS... : one bounded load-generator run against a fresh server.
 run() {
   local name=$1 which=$2 pmode=$3; shift 3
+  want "$name" || return 0
   if [ "$which" = sealcast ]; then start_sealcast; else start_peer "$pmode"; fi
   local target=("${SC[@]}"); [ "$which" = ignis ] && target=("${PEER[@]}")
   log "$name $which $*"
@@ -125,7 +129,7 @@ done
 # (4) connect + authenticate (+ handshake) rate, and the bare crypto limit on the server's core.
 pair connect_plain plain --mode plain --concurrency 32 connect --connections 3000
 pair connect_encrypted encrypted --mode encrypted --concurrency 32 connect --connections 2000
-for r in $(seq "$REPEAT"); do
+want crypto_limit && for r in $(seq "$REPEAT"); do
   echo "{\"name\":\"crypto_limit\",\"result\":$(taskset -c "$SERVER_CPU" "$BIN/sealcast-bench" crypto-limit --seconds 5)}" >>"$OUT/results.jsonl"
 done
 # (5) idle memory per connection.
@@ -134,7 +138,7 @@ REPEAT=$REPEAT_SWEEP pair idle_encrypted encrypted --mode encrypted --concurrenc
 # (6) latency at 1,000 msg/s: single instance (both), and across two reference instances through Redis.
 # (sealcast's Redis bus is not on main yet: its cross-instance run is still to come.)
 REPEAT=$REPEAT_SWEEP pair latency_single plain latency --rate 1000 --seconds 10 --subscribers 10
-if [ "$PROFILE" = full ]; then
+if [ "$PROFILE" = full ] && want latency_cross; then
   for r in $(seq "$REPEAT_SWEEP"); do
     start_peer plain $PEER_PORT; A=$SERVER_PID; start_peer plain $((PEER_PORT + 1)); B=$SERVER_PID
     line=$("${BENCH[@]}" "${PEER[@]}" latency --pub-url ws://127.0.0.1:$((PEER_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)

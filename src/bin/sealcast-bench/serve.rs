@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use axum::serve::ListenerExt;
 use sealcast::auth::{self, Hs256Authenticator};
 use sealcast::crypto::{StaticKey, StaticKeySet};
 use sealcast::{Rate, Server};
@@ -45,6 +46,13 @@ pub async fn serve() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Nagle off, as uWebSockets does: small frames must not wait for the peer's delayed ACK.
+    let nodelay = std::env::var("SEALCAST_TCP_NODELAY").map_or(true, |v| v != "false");
+    let listener = listener.tap_io(move |tcp| {
+        if nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+    });
     println!("sealcast: listening on ws://{addr}{}", server.config().path);
     let app = server.router();
     tokio::select! {
