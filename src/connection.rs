@@ -635,6 +635,8 @@ impl Writer {
     /// Turns queued items into frames, in order, up to a close (returned; later items are dropped). The
     /// sealing permit is taken at most once per batch and released before anything is written to the socket.
     async fn encode_batch(&mut self, batch: &mut Vec<Outbound>, frames: &mut Vec<Message>) -> Option<WriteEnd> {
+        // The permit borrows the semaphore, not `self`.
+        let shared = Arc::clone(&self.shared);
         let mut permit = None;
         for item in batch.drain(..) {
             let text = match item {
@@ -676,7 +678,7 @@ impl Writer {
             };
             if permit.is_none() {
                 // Bounds sealing work in flight across connections; never held across a socket write.
-                permit = Some(self.shared.seal_permits.acquire().await);
+                permit = Some(shared.seal_permits.acquire().await);
             }
             if let Err(code) = sealer.seal(text.as_str(), &mut self.sealed) {
                 return Some(WriteEnd::Close(code));
