@@ -136,12 +136,16 @@ done
 REPEAT=$REPEAT_SWEEP pair idle_plain plain --mode plain --concurrency 64 idle --connections "$MEMN" --steps "$MEMSTEPS"
 REPEAT=$REPEAT_SWEEP pair idle_encrypted encrypted --mode encrypted --concurrency 64 idle --connections "$MEMN" --steps "$MEMSTEPS"
 # (6) latency at 1,000 msg/s: single instance (both), and across two reference instances through Redis.
-# (sealcast's Redis bus is not on main yet: its cross-instance run is still to come.)
 REPEAT=$REPEAT_SWEEP pair latency_single plain latency --rate 1000 --seconds 10 --subscribers 10
 if [ "$PROFILE" = full ] && want latency_cross; then
   for r in $(seq "$REPEAT_SWEEP"); do
     start_peer plain $PEER_PORT; A=$SERVER_PID; start_peer plain $((PEER_PORT + 1)); B=$SERVER_PID
     line=$("${BENCH[@]}" "${PEER[@]}" latency --pub-url ws://127.0.0.1:$((PEER_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)
+    echo "{\"name\":\"latency_cross\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
+    SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
+    start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT; A=$SERVER_PID
+    start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT SEALCAST_BIND=127.0.0.1:$((SC_PORT + 1)); B=$SERVER_PID
+    line=$("${BENCH[@]}" "${SC[@]}" latency --pub-url ws://127.0.0.1:$((SC_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)
     echo "{\"name\":\"latency_cross\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
     SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
   done

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use axum::serve::ListenerExt;
 use sealcast::auth::{self, Hs256Authenticator};
+use sealcast::bus::{RedisBus, RedisEndpoint};
 use sealcast::crypto::{StaticKey, StaticKeySet};
 use sealcast::{Rate, Server};
 
@@ -28,7 +29,18 @@ pub async fn serve() -> Result<(), String> {
     let key_file = std::env::var("SEALCAST_SERVER_KEY_FILE").map_err(|_| "SEALCAST_SERVER_KEY_FILE is required")?;
     let pem = std::fs::read_to_string(&key_file).map_err(|e| format!("{key_file}: {e}"))?;
     let key = StaticKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?;
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    // SEALCAST_REDIS_URL: route through the Redis bus (the cross-instance latency scenario).
+    if let Ok(url) = std::env::var("SEALCAST_REDIS_URL") {
+        let bus = RedisBus::builder(RedisEndpoint::single(url))
+            .build()
+            .map_err(|e| e.to_string())?;
+        if !bus.wait_ready(std::time::Duration::from_secs(5)).await {
+            return Err("redis bus not ready".into());
+        }
+        builder = builder.bus(bus);
+    }
+    let server = builder
         .static_keys(StaticKeySet::new(key))
         .require_encryption(env("SEALCAST_REQUIRE_ENCRYPTION", false))
         .allow_client_publish(true)
