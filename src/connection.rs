@@ -603,70 +603,103 @@ struct Writer {
 }
 
 impl Writer {
+    /// Drains the queue in batches: everything a batch needs sealed is sealed under one permit, then the
+    /// batch's frames are fed to the socket and flushed with one write.
     async fn pump(&mut self, sink: &mut Sink, rx: &mut mpsc::Receiver<Outbound>) -> WriteEnd {
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let mut batch = Vec::new();
+        let mut frames = Vec::new();
         loop {
             if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
                 return WriteEnd::Broken;
             }
-            for item in batch.drain(..) {
-                let step = match item {
-                    Outbound::Text(text) => match transform(&self.shared, &self.entry, text).await {
-                        Some(text) => self.write(sink, text).await,
-                        None => Ok(()),
-                    },
-                    Outbound::System(text) => self.write(sink, text).await,
-                    Outbound::Encrypt(sealer) => {
-                        self.sealer = Some(sealer);
-                        Ok(())
-                    }
-                    Outbound::Ping => sink
-                        .feed(Message::Ping(bytes::Bytes::new()))
-                        .await
-                        .map_err(|_| WriteEnd::Broken),
-                    Outbound::Rekey => self.rekey(sink).await,
-                    Outbound::Close(code) => Err(WriteEnd::Close(code)),
-                };
-                if let Err(end) = step {
-                    if matches!(end, WriteEnd::Close(_)) && sink.flush().await.is_err() {
-                        return WriteEnd::Broken;
-                    }
-                    return end;
+            let end = self.encode_batch(&mut batch, &mut frames).await;
+            for frame in frames.drain(..) {
+                if sink.feed(frame).await.is_err() {
+                    return WriteEnd::Broken;
                 }
             }
             if sink.flush().await.is_err() {
                 return WriteEnd::Broken;
             }
+            if let Some(end) = end {
+                return end;
+            }
+            if rx.is_empty() {
+                // Idle: hand the batch buffers back; most connections are idle most of the time.
+                batch = Vec::new();
+                frames = Vec::new();
+            }
         }
     }
 
-    async fn write(&mut self, sink: &mut Sink, text: Utf8Bytes) -> Result<(), WriteEnd> {
-        let Some(sealer) = self.sealer.as_mut() else {
-            return sink.feed(Message::Text(text)).await.map_err(|_| WriteEnd::Broken);
-        };
-        {
-            // Bounds sealing work in flight across connections; never held across a socket write.
-            let _permit = self.shared.seal_permits.acquire().await;
-            sealer.seal(text.as_str(), &mut self.sealed).map_err(WriteEnd::Close)?;
+    /// Turns queued items into frames, in order, up to a close (returned; later items are dropped). The
+    /// sealing permit is taken at most once per batch and released before anything is written to the socket.
+    async fn encode_batch(&mut self, batch: &mut Vec<Outbound>, frames: &mut Vec<Message>) -> Option<WriteEnd> {
+        // The permit borrows the semaphore, not `self`.
+        let shared = Arc::clone(&self.shared);
+        let mut permit = None;
+        for item in batch.drain(..) {
+            let text = match item {
+                Outbound::Text(text) => {
+                    if self.shared.hooks.outbound_transformer.is_some() {
+                        // A hook may be slow: never hold the permit across it.
+                        permit = None;
+                    }
+                    match transform(&self.shared, &self.entry, text).await {
+                        Some(text) => text,
+                        None => continue,
+                    }
+                }
+                Outbound::System(text) => text,
+                Outbound::Encrypt(sealer) => {
+                    self.sealer = Some(sealer);
+                    continue;
+                }
+                Outbound::Ping => {
+                    frames.push(Message::Ping(bytes::Bytes::new()));
+                    continue;
+                }
+                Outbound::Rekey => {
+                    if let Some(sealer) = self.sealer.as_mut() {
+                        if let Err(code) = sealer.rekey(&mut self.sealed) {
+                            return Some(WriteEnd::Close(code));
+                        }
+                        if let Some(end) = self.drain_sealed(frames) {
+                            return Some(end);
+                        }
+                    }
+                    continue;
+                }
+                Outbound::Close(code) => return Some(WriteEnd::Close(code)),
+            };
+            let Some(sealer) = self.sealer.as_mut() else {
+                frames.push(Message::Text(text));
+                continue;
+            };
+            if permit.is_none() {
+                // Bounds sealing work in flight across connections; never held across a socket write.
+                permit = Some(shared.seal_permits.acquire().await);
+            }
+            if let Err(code) = sealer.seal(text.as_str(), &mut self.sealed) {
+                return Some(WriteEnd::Close(code));
+            }
+            if let Some(end) = self.drain_sealed(frames) {
+                return Some(end);
+            }
         }
-        self.flush_sealed(sink).await
+        None
     }
 
-    async fn rekey(&mut self, sink: &mut Sink) -> Result<(), WriteEnd> {
-        let Some(sealer) = self.sealer.as_mut() else {
-            return Ok(());
-        };
-        sealer.rekey(&mut self.sealed).map_err(WriteEnd::Close)?;
-        self.flush_sealed(sink).await
-    }
-
-    async fn flush_sealed(&mut self, sink: &mut Sink) -> Result<(), WriteEnd> {
+    /// Moves sealed records into the batch's frames.
+    fn drain_sealed(&mut self, frames: &mut Vec<Message>) -> Option<WriteEnd> {
         self.shared.metrics.records_out.increment(self.sealed.len() as u64);
         for frame in self.sealed.drain(..) {
-            let text = Utf8Bytes::try_from(frame).map_err(|_| WriteEnd::Close(CloseCode::InternalError))?;
-            sink.feed(Message::Text(text)).await.map_err(|_| WriteEnd::Broken)?;
+            match Utf8Bytes::try_from(frame) {
+                Ok(text) => frames.push(Message::Text(text)),
+                Err(_) => return Some(WriteEnd::Close(CloseCode::InternalError)),
+            }
         }
-        Ok(())
+        None
     }
 }
 

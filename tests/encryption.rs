@@ -636,3 +636,35 @@ async fn a_credential_refresh_rotates_the_servers_keys() {
     }
     panic!("the server never switched to epoch 1 after the refresh");
 }
+
+#[tokio::test]
+async fn a_burst_through_the_transformer_across_key_updates_arrives_whole_and_in_order() {
+    // The writer seals a drained batch under one permit; a transformer (async) and epoch ratchets inside a
+    // batch (one seal emitting two records) must not reorder or drop anything.
+    let b = enc_builder()
+        .encrypted_batch_limit(1)
+        .max_records_per_epoch(7)
+        .outbound_queue(4096)
+        .outbound_transformer(|o: Outgoing| async move {
+            Ok::<_, HookError>(Transformed::Replace {
+                event: o.event,
+                data: json!({"w": o.data}),
+            })
+        });
+    let t = TestServer::start(b).await;
+    let cfg = |tok: &str| {
+        ClientConfig::new(t.url(), tok)
+            .pin(test_key().pinned())
+            .max_records_per_epoch(7)
+    };
+    let mut a = EncClient::connect(cfg("user:a")).await.unwrap();
+    let mut b = EncClient::connect(cfg("user:b")).await.unwrap();
+    for i in 0..300 {
+        t.server.send_to_room("ws-default", "n", &i, &[]).unwrap();
+    }
+    for c in [&mut a, &mut b] {
+        for i in 0..300 {
+            assert_eq!(c.recv().await.unwrap().data, json!({"w": i}));
+        }
+    }
+}

@@ -1,0 +1,856 @@
+//! `sealcast-bench`: a bounded load generator for sealcast and the Ignis reference peer.
+//!
+//! Speaks the plaintext protocol and wsenc/1 (sealcast) or the reference's ECDH mode (counted, not decrypted).
+//! Receivers parse WebSocket frames straight from the socket and only count them; JSON is built only where a
+//! latency sample needs it. Source addresses are spread over 127.0.0.x. Every run is bounded by a count and a
+//! deadline; results are printed as one JSON object on stdout.
+//!
+//! ```text
+//! sealcast-bench --url ws://127.0.0.1:8080/ws --server sealcast --mode encrypted --pin-pem key.pem \
+//!     fanout --receivers 1000 --messages 200 --payload 256 --runs 5
+//! sealcast-bench --server ignis --url ws://127.0.0.1:8090/ws connect --connections 2000 --concurrency 32
+//! sealcast-bench ... idle --connections 5000 --hold 10 --server-pid $PID
+//! sealcast-bench ... latency --rate 1000 --seconds 10 [--pub-url ws://other-instance/ws]
+//! sealcast-bench crypto-limit --seconds 3
+//! ```
+
+mod serve;
+mod ws;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sealcast::crypto::{ClientHandshake, PinnedKey, RecordSealer, ServerHello, StaticKey};
+use serde_json::{json, Map, Value};
+use tokio::task::JoinSet;
+
+type Res<T> = Result<T, String>;
+
+const HEARTBEAT: &str = r#"{"event":"heartbeat"}"#;
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(20);
+
+#[derive(Parser)]
+#[command(
+    name = "sealcast-bench",
+    about = "Bounded WebSocket load generator for sealcast and the Ignis reference"
+)]
+struct Cli {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// WebSocket URL of the server under test.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Which protocol dialect to speak.
+    #[arg(long, global = true, value_enum, default_value = "sealcast")]
+    server: Kind,
+    /// Receivers' session type (`mixed`: every other receiver encrypted).
+    #[arg(long, global = true, value_enum, default_value = "plain")]
+    mode: Mode,
+    /// HS256 secret to mint sealcast tokens with.
+    #[arg(long, global = true, env = "SEALCAST_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// The sealcast server's static key (PKCS#8 PEM) to pin for wsenc/1.
+    #[arg(long, global = true)]
+    pin_pem: Option<PathBuf>,
+    /// The server's PID: its CPU time and RSS are sampled from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Spread client source addresses over 127.0.0.1 ..= 127.0.0.N.
+    #[arg(long, global = true, default_value_t = 200)]
+    src_addrs: u8,
+    /// Room name.
+    #[arg(long, global = true, default_value = "bench")]
+    room: String,
+    /// Connections being set up at once.
+    #[arg(long, global = true, default_value_t = 64)]
+    concurrency: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum Kind {
+    Sealcast,
+    Ignis,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum Mode {
+    Plain,
+    Encrypted,
+    Mixed,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Room fan-out: N receivers, M messages of P bytes published by one client, R measured bursts.
+    Fanout(FanoutArgs),
+    /// Connect + authenticate (+ handshake) rate and latency.
+    Connect(ConnectArgs),
+    /// Idle memory per connection (server RSS delta / N), optionally held with heartbeats.
+    Idle(IdleArgs),
+    /// End-to-end latency at a fixed publish rate (publisher may be on another instance).
+    Latency(LatencyArgs),
+    /// Run a sealcast server for benchmarks (see serve.rs: shipped defaults, abuse limits lifted).
+    Serve,
+    /// The bare handshake crypto limit on this core: keygen + 2 ECDH + HKDF per second.
+    CryptoLimit {
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    #[arg(long, default_value_t = 1000)]
+    receivers: usize,
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    /// Size of each delivered (plaintext) frame in bytes.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Measured bursts (after one warm-up burst of messages/10).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Deadline per burst in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    #[arg(long, default_value_t = 2000)]
+    connections: usize,
+    /// Complete the client side of wsenc/1 too (costs load-generator CPU; off: the server's work is measured).
+    #[arg(long)]
+    verify: bool,
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// Also sample RSS after each of these connection counts (comma separated, ascending).
+    #[arg(long, value_delimiter = ',')]
+    steps: Vec<usize>,
+    /// Hold the connections this long (seconds) and count unexpected closes.
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
+    /// Heartbeat period while holding (seconds).
+    #[arg(long, default_value_t = 30.0)]
+    heartbeat: f64,
+    /// Settle time before each RSS sample (seconds).
+    #[arg(long, default_value_t = 1.5)]
+    settle: f64,
+    #[arg(long, default_value_t = 300.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct LatencyArgs {
+    /// Publisher's URL (another instance for the cross-instance scenario); default: --url.
+    #[arg(long)]
+    pub_url: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Publishes per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+}
+
+/// Everything needed to open a session.
+struct Ctx {
+    kind: Kind,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    /// HS256 secret (sealcast): every connection gets its own user, as sessions per user are capped.
+    secret: Option<String>,
+    pin: Option<PinnedKey>,
+    /// One client public key reused where the client side is not completed (std base64 for Ignis, b64url for
+    /// sealcast).
+    shared_pub: String,
+    src_addrs: u8,
+    room: String,
+}
+
+fn parse_url(url: &str) -> Res<(SocketAddr, String, String)> {
+    let rest = url.strip_prefix("ws://").ok_or("only ws:// URLs")?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    if !addr.ip().is_loopback() {
+        return Err("loopback targets only".into());
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((addr, host.to_string(), path.to_string()))
+}
+
+impl Ctx {
+    fn new(t: &TargetArgs, url: &str) -> Res<Self> {
+        let (addr, host, path) = parse_url(url)?;
+        if t.server == Kind::Sealcast && t.jwt_secret.is_none() {
+            return Err("sealcast needs --jwt-secret or SEALCAST_JWT_SECRET".into());
+        }
+        let pin = match &t.pin_pem {
+            Some(p) => {
+                let pem = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Some(StaticKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?.pinned())
+            }
+            None => None,
+        };
+        let hs = ClientHandshake::new().map_err(|e| e.to_string())?;
+        let shared_pub = match t.server {
+            Kind::Sealcast => hs.public_key_b64u(),
+            Kind::Ignis => {
+                use base64::Engine;
+                let raw = sealcast::crypto::b64::decode(&hs.public_key_b64u()).map_err(|_| "b64")?;
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            }
+        };
+        Ok(Self {
+            kind: t.server,
+            addr,
+            host,
+            path,
+            secret: t.jwt_secret.clone(),
+            pin,
+            shared_pub,
+            src_addrs: t.src_addrs.max(1),
+            room: t.room.clone(),
+        })
+    }
+
+    fn src(&self, idx: usize) -> Option<u8> {
+        Some(1 + (idx % self.src_addrs as usize) as u8)
+    }
+
+    /// Connects and authenticates. `full`: for sealcast wsenc/1, finish the client side (needed to send).
+    async fn open(&self, idx: usize, encrypted: bool, full: bool) -> Res<Session> {
+        let mut conn = ws::connect(self.addr, self.src(idx), &self.host, &self.path)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut data = Map::new();
+        let mut hs = None;
+        match self.kind {
+            Kind::Sealcast => {
+                let secret = self.secret.as_deref().unwrap_or_default();
+                let token =
+                    sealcast::auth::mint(secret.as_bytes(), &format!("u{idx}"), Duration::from_secs(3600), None)
+                        .map_err(|e| e.to_string())?;
+                data.insert("token".into(), Value::String(token));
+                if encrypted && full {
+                    let h = ClientHandshake::new().map_err(|e| e.to_string())?;
+                    h.insert_auth_fields(&mut data, None);
+                    hs = Some(h);
+                } else if encrypted {
+                    data.insert("v".into(), json!(1));
+                    data.insert("publicKey".into(), Value::String(self.shared_pub.clone()));
+                }
+            }
+            Kind::Ignis => {
+                data.insert("token".into(), Value::String(format!("tok-u{idx}")));
+                if encrypted {
+                    data.insert("publicKey".into(), Value::String(self.shared_pub.clone()));
+                }
+            }
+        }
+        let auth = json!({"event": "authenticate", "data": Value::Object(data)}).to_string();
+        conn.send_text(auth.as_bytes())
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let first = conn.recv_text().await.map_err(|e| format!("auth reply: {e}"))?;
+        let mut sealer = None;
+        if let Some(hs) = hs {
+            let v: Value = serde_json::from_slice(&first).map_err(|e| format!("connected: {e}"))?;
+            let d = &v["data"];
+            let hello = ServerHello::from_connected_data(d).map_err(|e| format!("hello: {e}"))?;
+            let pin = self.pin.as_ref().ok_or("wsenc/1 needs --pin-pem")?;
+            let (s, _opener) = hs
+                .finish(
+                    std::slice::from_ref(pin),
+                    &hello,
+                    d["id"].as_str().unwrap_or(""),
+                    d["userId"].as_str().unwrap_or(""),
+                )
+                .map_err(|e| format!("finish: {e}"))?;
+            sealer = Some(s);
+        } else if (self.kind == Kind::Sealcast || !encrypted)
+            && memchr::memmem::find(&first, b"\"connected\"").is_none()
+        {
+            return Err(format!("auth failed: {}", String::from_utf8_lossy(&first)));
+        }
+        Ok(Session { conn, sealer })
+    }
+}
+
+struct Session {
+    conn: ws::Conn,
+    sealer: Option<RecordSealer>,
+}
+
+impl Session {
+    /// Sends an application message (sealed on a wsenc/1 session).
+    async fn send_app(&mut self, text: &str) -> Res<()> {
+        let bytes = self.encode_app(text)?;
+        self.conn.send_raw(&bytes).await.map_err(|e| e.to_string())
+    }
+
+    fn encode_app(&mut self, text: &str) -> Res<Vec<u8>> {
+        let mut out = Vec::with_capacity(text.len() + 16);
+        match &mut self.sealer {
+            Some(s) => {
+                let mut frames = Vec::new();
+                s.seal(text.as_bytes(), &mut frames).map_err(|e| e.to_string())?;
+                for f in frames {
+                    ws::encode(ws::OP_TEXT, &f, &mut out);
+                }
+            }
+            None => ws::encode(ws::OP_TEXT, text.as_bytes(), &mut out),
+        }
+        Ok(out)
+    }
+
+    /// Joins the room and waits until the join has taken effect: the reference answers an `echo`; sealcast
+    /// answers a publish to a room we are not in with an error, after the join (frames are handled in order).
+    async fn join(&mut self, kind: Kind, room: &str) -> Res<()> {
+        self.send_app(&json!({"event": "join", "data": {"rooms": [room]}}).to_string())
+            .await?;
+        let barrier = match kind {
+            Kind::Ignis => r#"{"event":"echo","data":"barrier"}"#.to_string(),
+            Kind::Sealcast => {
+                r#"{"event":"publish","data":{"room":"~barrier","event":"barrier","data":null}}"#.to_string()
+            }
+        };
+        self.send_app(&barrier).await?;
+        self.conn.recv_text().await.map_err(|e| format!("barrier: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Counts text frames until the socket ends; answers pings; sends heartbeats (sealed afresh each time on
+/// wsenc/1 sessions: a replayed record would be refused) if asked.
+async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat: Option<Duration>) {
+    let mut tick = heartbeat.map(|p| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    loop {
+        let mut n = 0u64;
+        while let Some((op, range)) = s.conn.next_frame() {
+            match op {
+                ws::OP_TEXT | ws::OP_BINARY => n += 1,
+                ws::OP_PING => {
+                    let p = s.conn.buf[range].to_vec();
+                    if s.conn.pong(&p).await.is_err() {
+                        mine.closed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                ws::OP_CLOSE => {
+                    mine.closed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if n > 0 {
+            mine.per[idx].fetch_add(n, Ordering::Relaxed);
+            mine.total.fetch_add(n, Ordering::Relaxed);
+        }
+        let read = match &mut tick {
+            None => s.conn.fill().await,
+            Some(t) => {
+                tokio::select! {
+                    r = s.conn.fill() => r,
+                    _ = t.tick() => {
+                        if s.send_app(HEARTBEAT).await.is_err() {
+                            mine.closed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            mine.closed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+struct Counters {
+    per: Vec<AtomicU64>,
+    total: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl Counters {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            total: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+        })
+    }
+}
+
+fn is_encrypted(mode: Mode, idx: usize) -> bool {
+    match mode {
+        Mode::Plain => false,
+        Mode::Encrypted => true,
+        Mode::Mixed => idx % 2 == 1,
+    }
+}
+
+/// Opens `range` sessions (joined to the room) with bounded concurrency, `full` client handshakes.
+async fn open_many(ctx: &Arc<Ctx>, mode: Mode, range: std::ops::Range<usize>, concurrency: usize) -> Res<Vec<Session>> {
+    let mut out: Vec<Option<Session>> = (0..range.len()).map(|_| None).collect();
+    let base = range.start;
+    let mut next = range.start;
+    let mut set = JoinSet::new();
+    let mut err = None;
+    while next < range.end || !set.is_empty() {
+        while next < range.end && set.len() < concurrency.max(1) && err.is_none() {
+            let c = ctx.clone();
+            let i = next;
+            set.spawn(async move {
+                let mut s = c.open(i, is_encrypted(mode, i), true).await?;
+                s.join(c.kind, &c.room).await?;
+                Ok::<_, String>((i, s))
+            });
+            next += 1;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok((i, s)))) => out[i - base] = Some(s),
+            Some(Ok(Err(e))) => err = Some(e),
+            Some(Err(e)) => err = Some(e.to_string()),
+            None => {}
+        }
+        if err.is_some() && next < range.end {
+            next = range.end;
+        }
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out.into_iter().flatten().collect()),
+    }
+}
+
+/// CPU seconds (user + system) and RSS in KiB of a process.
+fn proc_sample(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let cpu = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+            (t(11) + t(12)) / 100.0
+        })
+        .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+fn server_sample(pid: Option<u32>) -> (f64, u64) {
+    pid.map(proc_sample).unwrap_or((0.0, 0))
+}
+
+fn self_cpu() -> f64 {
+    proc_sample(std::process::id()).0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// The delivered frame `{"event":"bench","data":{"seq":N,"p":"xx…"}}`, padded to `size` bytes, inside a
+/// `publish` request.
+fn publish_text(room: &str, seq: usize, size: usize, t_us: Option<u64>) -> String {
+    let t = t_us.map(|t| format!(",\"t\":{t}")).unwrap_or_default();
+    let inner_len = format!("{{\"event\":\"bench\",\"data\":{{\"seq\":{seq}{t},\"p\":\"\"}}}}").len();
+    let pad = "x".repeat(size.saturating_sub(inner_len));
+    format!(
+        "{{\"event\":\"publish\",\"data\":{{\"room\":{room:?},\"event\":\"bench\",\"data\":{{\"seq\":{seq}{t},\"p\":\"{pad}\"}}}}}}"
+    )
+}
+
+async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
+    let ctx = Arc::new(Ctx::new(t, &t.url)?);
+    let setup = Instant::now();
+    let (_, rss0) = server_sample(t.server_pid);
+    let sessions = open_many(&ctx, t.mode, 0..a.receivers, t.concurrency).await?;
+    let setup_s = setup.elapsed().as_secs_f64();
+    let (_, rss1) = server_sample(t.server_pid);
+    // The publisher: a member of the room for sealcast (membership is required; the sender is excluded).
+    let pub_enc = t.mode == Mode::Encrypted;
+    let mut publisher = ctx.open(a.receivers, pub_enc, true).await?;
+    if ctx.kind == Kind::Sealcast {
+        publisher.join(ctx.kind, &ctx.room).await?;
+    }
+    let counters = Counters::new(a.receivers);
+    let mut tasks = JoinSet::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        // Long runs (large rooms) outlast the servers' 90 s silence limit without heartbeats.
+        tasks.spawn(count_frames(s, counters.clone(), i, Some(HEARTBEAT_PERIOD)));
+    }
+    let mut runs = Vec::new();
+    let mut rates = Vec::new();
+    let mut seq = 0usize;
+    for run in 0..=a.runs {
+        let m = if run == 0 { (a.messages / 10).max(1) } else { a.messages };
+        let mut wire = Vec::with_capacity(m * (a.payload + 128));
+        for _ in 0..m {
+            let text = publish_text(&ctx.room, seq, a.payload, None);
+            wire.extend_from_slice(&publisher.encode_app(&text)?);
+            seq += 1;
+        }
+        let target = counters.total.load(Ordering::Relaxed) + (m * a.receivers) as u64;
+        let (cpu0, _) = server_sample(t.server_pid);
+        let me0 = self_cpu();
+        let start = Instant::now();
+        for chunk in wire.chunks(64 * 1024) {
+            publisher
+                .conn
+                .send_raw(chunk)
+                .await
+                .map_err(|e| format!("publish: {e}"))?;
+        }
+        let deadline = start + Duration::from_secs_f64(a.timeout);
+        // Drain whatever the publisher gets back (sealcast error replies would show up here).
+        loop {
+            let got = counters.total.load(Ordering::Relaxed);
+            if got >= target || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let (cpu1, _) = server_sample(t.server_pid);
+        let me1 = self_cpu();
+        let got = counters.total.load(Ordering::Relaxed) - (target - (m * a.receivers) as u64);
+        if run == 0 {
+            continue;
+        }
+        let rate = got as f64 / secs;
+        rates.push(rate);
+        runs.push(json!({
+            "deliveries": got, "expected": m * a.receivers, "secs": secs, "rate": rate,
+            "server_cpu_s": cpu1 - cpu0, "loadgen_cpu_s": me1 - me0,
+            "server_cpu_us_per_delivery": if got > 0 { (cpu1 - cpu0) * 1e6 / got as f64 } else { 0.0 },
+        }));
+        if got < (m * a.receivers) as u64 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let expected_each = seq as u64;
+    let per: Vec<u64> = counters.per.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let min = per.iter().copied().min().unwrap_or(0);
+    let max = per.iter().copied().max().unwrap_or(0);
+    let closed = counters.closed.load(Ordering::Relaxed);
+    tasks.abort_all();
+    let mut r = rates.clone();
+    let med = median(&mut r);
+    Ok(json!({
+        "scenario": "fanout", "server": format!("{:?}", t.server).to_lowercase(),
+        "mode": format!("{:?}", t.mode).to_lowercase(),
+        "receivers": a.receivers, "messages": a.messages, "payload": a.payload,
+        "setup_s": setup_s,
+        "setup_rss_kib_per_conn": if rss0 > 0 { (rss1.saturating_sub(rss0)) as f64 / a.receivers as f64 } else { 0.0 },
+        "runs": runs,
+        "rate_median": med,
+        "rate_min": rates.iter().copied().fold(f64::INFINITY, f64::min),
+        "rate_max": rates.iter().copied().fold(0.0, f64::max),
+        "per_receiver_expected": expected_each, "per_receiver_min": min, "per_receiver_max": max,
+        "exact": min == expected_each && max == expected_each,
+        "unexpected_closes": closed,
+    }))
+}
+
+async fn connect(t: &TargetArgs, a: &ConnectArgs) -> Res<Value> {
+    let ctx = Arc::new(Ctx::new(t, &t.url)?);
+    let (cpu0, _) = server_sample(t.server_pid);
+    let me0 = self_cpu();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(a.timeout);
+    let mut set = JoinSet::new();
+    let mut lat = Vec::with_capacity(a.connections);
+    let mut failures = 0usize;
+    let mut first_err = None;
+    let mut next = 0;
+    while (next < a.connections || !set.is_empty()) && Instant::now() < deadline {
+        while next < a.connections && set.len() < t.concurrency.max(1) {
+            let c = ctx.clone();
+            let i = next;
+            let enc = is_encrypted(t.mode, i);
+            let verify = a.verify;
+            set.spawn(async move {
+                let t0 = Instant::now();
+                let s = c.open(i, enc, verify).await?;
+                let dt = t0.elapsed().as_secs_f64();
+                drop(s);
+                Ok::<_, String>(dt)
+            });
+            next += 1;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(dt))) => lat.push(dt * 1e3),
+            Some(Ok(Err(e))) => {
+                failures += 1;
+                first_err.get_or_insert(e);
+            }
+            Some(Err(e)) => {
+                failures += 1;
+                first_err.get_or_insert(e.to_string());
+            }
+            None => {}
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Let the server finish tearing the last connections down before reading its CPU time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (cpu1, _) = server_sample(t.server_pid);
+    let me1 = self_cpu();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let ok = lat.len();
+    let server_cpu = cpu1 - cpu0;
+    Ok(json!({
+        "scenario": "connect", "server": format!("{:?}", t.server).to_lowercase(),
+        "mode": format!("{:?}", t.mode).to_lowercase(), "connections": a.connections, "ok": ok,
+        "failures": failures, "first_error": first_err, "concurrency": t.concurrency, "secs": secs,
+        "rate": ok as f64 / secs,
+        "latency_ms_p50": percentile(&lat, 0.5), "latency_ms_p99": percentile(&lat, 0.99),
+        "server_cpu_s": server_cpu, "loadgen_cpu_s": me1 - me0,
+        "per_server_cpu_second": if server_cpu > 0.0 { ok as f64 / server_cpu } else { 0.0 },
+    }))
+}
+
+async fn idle(t: &TargetArgs, a: &IdleArgs) -> Res<Value> {
+    let ctx = Arc::new(Ctx::new(t, &t.url)?);
+    let pid = t.server_pid.ok_or("idle needs --server-pid")?;
+    let settle = Duration::from_secs_f64(a.settle);
+    let deadline = Instant::now() + Duration::from_secs_f64(a.timeout);
+    tokio::time::sleep(settle).await;
+    let (_, rss0) = proc_sample(pid);
+    let mut steps: Vec<usize> = a.steps.iter().copied().filter(|&s| s < a.connections).collect();
+    steps.push(a.connections);
+    let counters = Counters::new(a.connections);
+    let mut tasks = JoinSet::new();
+    let mut samples = Vec::new();
+    let mut opened = 0;
+    let hb = Duration::from_secs_f64(a.heartbeat);
+    let mut error = None;
+    for step in steps {
+        if Instant::now() > deadline {
+            error = Some("deadline".to_string());
+            break;
+        }
+        match open_many(&ctx, t.mode, opened..step, t.concurrency).await {
+            Ok(sessions) => {
+                for (k, s) in sessions.into_iter().enumerate() {
+                    tasks.spawn(count_frames(s, counters.clone(), opened + k, Some(hb)));
+                }
+            }
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+        opened = step;
+        tokio::time::sleep(settle).await;
+        let (_, rss) = proc_sample(pid);
+        samples.push(json!({"connections": step, "rss_kib": rss,
+            "kib_per_conn": (rss.saturating_sub(rss0)) as f64 / step as f64}));
+    }
+    let hold_start = Instant::now();
+    let closed_before = counters.closed.load(Ordering::Relaxed);
+    if a.hold > 0.0 && error.is_none() {
+        tokio::time::sleep(Duration::from_secs_f64(a.hold)).await;
+    }
+    let held = hold_start.elapsed().as_secs_f64();
+    let (_, rss_end) = proc_sample(pid);
+    let closed = counters.closed.load(Ordering::Relaxed);
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    tokio::time::sleep(settle * 2).await;
+    let (_, rss_after) = proc_sample(pid);
+    Ok(json!({
+        "scenario": "idle", "server": format!("{:?}", t.server).to_lowercase(),
+        "mode": format!("{:?}", t.mode).to_lowercase(), "connections": opened, "error": error,
+        "rss0_kib": rss0, "samples": samples,
+        "kib_per_conn": if opened > 0 { (rss_end.saturating_sub(rss0)) as f64 / opened as f64 } else { 0.0 },
+        "held_s": held, "closes_during_setup": closed_before, "unexpected_closes": closed,
+        "rss_after_close_kib": rss_after,
+    }))
+}
+
+async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
+    let sub_ctx = Arc::new(Ctx::new(t, &t.url)?);
+    let pub_ctx = Ctx::new(t, a.pub_url.as_deref().unwrap_or(&t.url))?;
+    // Subscribers are plaintext: each frame is parsed for its send timestamp.
+    let subs = open_many(&sub_ctx, Mode::Plain, 0..a.subscribers, t.concurrency).await?;
+    let mut publisher = pub_ctx.open(a.subscribers, false, true).await?;
+    if pub_ctx.kind == Kind::Sealcast {
+        publisher.join(pub_ctx.kind, &pub_ctx.room).await?;
+    }
+    let epoch = Instant::now();
+    let total = (a.rate as f64 * a.seconds) as usize;
+    let mut handles = Vec::new();
+    for mut s in subs {
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(total);
+            while lat.len() < total {
+                let Ok(frame) = s.conn.recv_text().await else { break };
+                let v: Value = serde_json::from_slice(&frame).unwrap_or(Value::Null);
+                if let Some(t) = v["data"]["t"].as_u64() {
+                    let now = epoch.elapsed().as_micros() as u64;
+                    lat.push(now.saturating_sub(t) as f64 / 1e3);
+                }
+            }
+            lat
+        }));
+    }
+    let period = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for seq in 0..total {
+        tick.tick().await;
+        let text = publish_text(&pub_ctx.room, seq, a.payload, Some(epoch.elapsed().as_micros() as u64));
+        publisher.send_app(&text).await?;
+    }
+    let mut all = Vec::new();
+    let mut lost = 0usize;
+    for h in handles {
+        match tokio::time::timeout(Duration::from_secs(10), h).await {
+            Ok(Ok(l)) => {
+                lost += total - l.len();
+                all.extend(l);
+            }
+            _ => lost += total,
+        }
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok(json!({
+        "scenario": "latency", "server": format!("{:?}", t.server).to_lowercase(),
+        "cross_instance": a.pub_url.is_some(), "rate": a.rate, "seconds": a.seconds,
+        "subscribers": a.subscribers, "samples": all.len(), "lost": lost,
+        "p50_ms": percentile(&all, 0.5), "p99_ms": percentile(&all, 0.99),
+        "max_ms": all.last().copied().unwrap_or(0.0),
+    }))
+}
+
+fn crypto_limit(seconds: f64) -> Res<Value> {
+    use sealcast::crypto::backend::{hkdf_sha256, EcSecretKey};
+    let peer = EcSecretKey::generate().map_err(|_| "rng")?.public_key();
+    let stat = EcSecretKey::generate().map_err(|_| "rng")?.public_key();
+    let cpu0 = self_cpu();
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut okm = [0u8; 64];
+    while start.elapsed().as_secs_f64() < seconds {
+        let e = EcSecretKey::generate().map_err(|_| "rng")?;
+        let _pub = e.public_key();
+        let a = e.diffie_hellman(&peer);
+        let b = e.diffie_hellman(&stat);
+        hkdf_sha256(&a[..], &b[..], &[b"bench"], &mut okm).map_err(|_| "hkdf")?;
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // CPU time, not wall time: on a shared core the wall-clock rate says more about the neighbours.
+    let cpu = self_cpu() - cpu0;
+    Ok(json!({"scenario": "crypto_limit", "ops": n, "secs": secs, "cpu_s": cpu,
+        "per_second": n as f64 / secs, "per_cpu_second": if cpu > 0.0 { n as f64 / cpu } else { 0.0 },
+        "us_per_op": secs * 1e6 / n as f64}))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Serve) {
+        // Like `sealcast serve`: a multi-thread runtime sized by the CPU affinity mask.
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(serve::serve()));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealcast-bench serve: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sealcast-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let t = &cli.target;
+    let result = rt.block_on(async {
+        match &cli.cmd {
+            Cmd::Fanout(a) => fanout(t, a).await,
+            Cmd::Connect(a) => connect(t, a).await,
+            Cmd::Idle(a) => idle(t, a).await,
+            Cmd::Latency(a) => latency(t, a).await,
+            Cmd::CryptoLimit { seconds } => crypto_limit(*seconds),
+            Cmd::Serve => Ok(Value::Null),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{}", json!({"error": e}));
+            eprintln!("sealcast-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
