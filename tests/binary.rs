@@ -102,24 +102,14 @@ async fn keygen_writes_a_private_key_file_the_server_serves() {
     assert!(!again.status.success(), "must not overwrite without --force");
     let (_p, served, port) = serve(&[("SEALCAST_SERVER_KEY_FILE", path.to_str().unwrap())]);
     assert!(!served.iter().any(|l| l.contains("ephemeral")), "{served:?}");
-    let body = http_get(port, "/.well-known/sealcast.json").await;
+    let (status, body) = http_get(port, "/.well-known/sealcast.json").await;
+    assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         v,
         json!({"protocol": "wsenc/1", "keys": [{"kid": kid, "publicKey": public}]})
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
-    buf.split("\r\n\r\n").nth(1).unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -223,24 +213,6 @@ async fn a_second_signal_exits_at_once_with_a_failure_status() {
     assert_eq!(status.code(), Some(130), "{status:?}");
 }
 
-async fn http_request(port: u16, request: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
-}
-
-async fn get(port: u16, path: &str) -> (u16, String) {
-    http_request(
-        port,
-        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn the_admin_listener_serves_health_readiness_and_metrics_and_readiness_drops_on_shutdown() {
     let admin_port = free_port();
@@ -251,12 +223,12 @@ async fn the_admin_listener_serves_health_readiness_and_metrics_and_readiness_dr
     ]);
     assert_eq!(printed(&lines, "admin on "), format!("http://{admin}"));
     for path in ["/livez", "/healthz", "/readyz"] {
-        assert_eq!(get(admin_port, path).await.0, 200, "{path}");
+        assert_eq!(http_get(admin_port, path).await.0, 200, "{path}");
     }
     // One encrypted session so the connection metrics move.
     let (mut enc, _, _) = dev_session(&lines, port).await;
     enc.heartbeat().await.unwrap();
-    let (status, metrics) = get(admin_port, "/metrics").await;
+    let (status, metrics) = http_get(admin_port, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("sealcast_connections 1"), "{metrics}");
     assert!(metrics.contains("sealcast_sessions{encrypted=\"true\"} 1"), "{metrics}");
@@ -266,15 +238,15 @@ async fn the_admin_listener_serves_health_readiness_and_metrics_and_readiness_dr
     );
     // The admin endpoints are never on the public listener.
     for path in ["/metrics", "/readyz", "/livez"] {
-        assert_eq!(get(port, path).await.0, 404, "{path}");
+        assert_eq!(http_get(port, path).await.0, 404, "{path}");
     }
     // Keep the graceful shutdown busy, then watch readiness drop.
     let _stuck = hold_a_request(port).await;
     let pid = p.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(get(admin_port, "/readyz").await.0, 503);
-    assert_eq!(get(admin_port, "/livez").await.0, 200);
+    assert_eq!(http_get(admin_port, "/readyz").await.0, 503);
+    assert_eq!(http_get(admin_port, "/livez").await.0, 200);
 }
 
 /// A request still being sent: the graceful shutdown waits for it, so the process stays in its shutdown phase.

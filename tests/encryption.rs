@@ -511,7 +511,8 @@ async fn the_transformer_runs_before_sealing() {
 async fn well_known_lists_every_static_key() {
     let keys = StaticKeySet::new(test_key()).with_key(next_key()).unwrap();
     let t = TestServer::start(builder().require_encryption(true).static_keys(keys)).await;
-    let body = reqwest_like_get(t.addr, "/.well-known/sealcast.json").await;
+    let (status, body) = http_get(t.addr.port(), "/.well-known/sealcast.json").await;
+    assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["protocol"], "wsenc/1");
     assert_eq!(
@@ -519,17 +520,6 @@ async fn well_known_lists_every_static_key() {
         json!({"kid": test_key().kid_b64u(), "publicKey": test_key().public_key_b64u()})
     );
     assert_eq!(v["keys"][1]["kid"], next_key().kid_b64u());
-}
-
-async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
-    buf.split("\r\n\r\n").nth(1).unwrap().to_owned()
 }
 
 #[test]

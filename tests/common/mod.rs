@@ -215,6 +215,28 @@ impl Client {
     }
 }
 
+/// A bare HTTP/1.1 request to 127.0.0.1:`port`: the status code and the body.
+pub async fn http_request(port: u16, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    let status = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+/// `GET path` on 127.0.0.1:`port`.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
 /// The `id` of a `connected` payload.
 pub fn id_of(connected: &Value) -> String {
     connected["id"].as_str().expect("connected.id").to_owned()
