@@ -396,3 +396,88 @@ async fn json_debug_logs_of_a_full_encrypted_session_hold_no_secrets() {
         "{log}"
     );
 }
+
+/// `sealcast keygen --force --out path`: the new key's kid and public key.
+fn keygen_into(path: &std::path::Path) -> (String, String) {
+    let out = Command::new(BIN)
+        .args(["keygen", "--force", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (
+        printed(&lines, "kid=").to_owned(),
+        printed(&lines, "publicKey=").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn rs256_public_key_file_verifies_client_tokens() {
+    let key_file = format!("{}/tests/fixtures/jwt/rs256-a.pub.pem", env!("CARGO_MANIFEST_DIR"));
+    let (_p, lines, port) = serve(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWT_PUBLIC_KEY_FILE", &key_file),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    assert!(!lines.iter().any(|l| l.contains("sample token")), "{lines:?}");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let token = common::jwt::sign(jsonwebtoken::Algorithm::RS256, "rs256-a.key.pem", "alice");
+    let mut ok = Client::connect(&url).await;
+    ok.send(json!({"event": "authenticate", "data": {"token": token}}))
+        .await;
+    assert_eq!(ok.expect_event("connected").await["userId"], "alice");
+    let forged = common::jwt::hmac_signed("HS256", key_file.as_bytes(), &common::jwt::claims("mallory", None));
+    let mut bad = Client::connect(&url).await;
+    bad.send(json!({"event": "authenticate", "data": {"token": forged}}))
+        .await;
+    assert_eq!(bad.expect_close().await.0, 4003);
+}
+
+#[test]
+fn a_public_bind_counts_the_connect_proxy_as_authentication() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("SEALCAST_BIND", "0.0.0.0:0")
+        .env_remove("SEALCAST_JWT_SECRET")
+        .env("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SEALCAST_SERVER_KEY_FILE") && !err.contains("SEALCAST_JWT_SECRET"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_server_key_file_for_new_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.pem");
+    keygen_into(&path);
+    let (p, lines, port) = serve(&[("SEALCAST_SERVER_KEY_FILE", path.to_str().unwrap())]);
+    let token = printed(&lines, "sample token (sub=dev-user, 1h): ").to_owned();
+    let (kid, public) = keygen_into(&path);
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let start = std::time::Instant::now();
+    loop {
+        let (_, body) = http_get(port, "/.well-known/sealcast.json").await;
+        if body.contains(&kid) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "new key not served: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let pinned = PinnedKey::from_b64u(&public).unwrap();
+    let enc = sealcast::client::Client::connect(ClientConfig::new(&url, token.as_str()).pin(pinned))
+        .await
+        .unwrap();
+    assert!(enc.is_encrypted());
+}

@@ -8,12 +8,14 @@ mod demo;
 
 mod emit;
 
+mod reload;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sealcast::auth::{self, Hs256Authenticator};
+use sealcast::auth::{self, JwtAuthenticator};
 use sealcast::crypto::{StaticKey, StaticKeySet};
 use sealcast::Server;
 
@@ -48,7 +50,8 @@ struct KeygenArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on. Anything but loopback requires SEALCAST_JWT_SECRET.
+    /// Address to listen on. Anything but loopback requires real authentication (SEALCAST_JWT_SECRET,
+    /// SEALCAST_JWT_PUBLIC_KEY_FILE or SEALCAST_AUTH_PROXY_URL) and SEALCAST_SERVER_KEY_FILE.
     #[arg(long, env = "SEALCAST_BIND", default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
     /// HS256 secret for client tokens. Unset on loopback: a random one is generated and printed (dev mode).
@@ -132,6 +135,8 @@ struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     bus: emit::BusArgs,
+    #[command(flatten)]
+    auth: reload::AuthArgs,
 }
 
 #[derive(Args)]
@@ -253,10 +258,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         logs.init();
     }
+    let secret_set = args.jwt_secret.as_deref().is_some_and(|s| !s.is_empty());
+    let mode = reload::AuthMode::from_args(&args.auth, secret_set)?;
     if !args.bind.ip().is_loopback() {
         let mut missing = Vec::new();
-        if args.jwt_secret.as_deref().is_none_or(str::is_empty) {
-            missing.push("SEALCAST_JWT_SECRET (token authentication)");
+        if !secret_set && !mode.is_configured() {
+            missing.push(
+                "SEALCAST_JWT_SECRET, SEALCAST_JWT_PUBLIC_KEY_FILE or SEALCAST_AUTH_PROXY_URL (client authentication)",
+            );
         }
         if args.server_key_file.is_empty() {
             missing.push("SEALCAST_SERVER_KEY_FILE (wsenc/1 static key, see `sealcast keygen`)");
@@ -274,14 +283,15 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         demo::check_bind(args.bind, args.demo_public)?;
     }
     let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
-        Some(secret) => zeroize::Zeroizing::new(secret),
+        _ if mode.is_configured() => None,
+        Some(secret) => Some(zeroize::Zeroizing::new(secret)),
         None if args.bind.ip().is_loopback() => {
             let secret = auth::random_secret();
             let sample = auth::mint(secret.as_bytes(), "dev-user", Duration::from_secs(3600), None)?;
             println!("sealcast: development mode (loopback only): SEALCAST_JWT_SECRET is not set.");
             println!("  generated secret: {}", secret.as_str());
             println!("  sample token (sub=dev-user, 1h): {sample}");
-            secret
+            Some(secret)
         }
         None => {
             return Err(format!(
@@ -307,6 +317,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         paths => load_keys(paths)?,
     };
+    if args.demo && secret.is_none() {
+        return Err("the demo mints HS256 tokens: it needs SEALCAST_JWT_SECRET, not a public key or a proxy".into());
+    }
     let admin_bind: Option<SocketAddr> = match args.admin_bind.as_str() {
         "off" => None,
         addr => Some(
@@ -340,8 +353,18 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .default_rooms(args.default_rooms)
         .max_rooms_per_client(args.max_rooms_per_client)
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms))
-        .authenticator(Hs256Authenticator::new(secret.as_bytes()))
         .room_validator(auth::rooms_claim_validator);
+    let (builder, jwt_reload) = match (mode, &secret) {
+        (reload::AuthMode::PublicKey { authenticator, file }, _) => (
+            builder.authenticator(authenticator.clone()),
+            Some((authenticator, file)),
+        ),
+        (reload::AuthMode::Proxy(proxy), _) => (builder.authenticator(proxy), None),
+        (reload::AuthMode::Secret, Some(secret)) => {
+            (builder.authenticator(JwtAuthenticator::hs256(secret.as_bytes())), None)
+        }
+        (reload::AuthMode::Secret, None) => return Err("no client authentication configured".into()),
+    };
     let (builder, redis) = args.bus.apply(builder)?;
     let server = builder.build()?;
     emit::announce(redis.as_ref()).await;
@@ -349,11 +372,17 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(key) = args.api_key.as_deref().filter(|k| !k.is_empty()) {
         app = app.merge(server.api_router(key));
     }
-    if args.demo {
+    if let (true, Some(secret)) = (args.demo, &secret) {
         tracing::warn!("demo mode: /demo/token hands out tokens to anyone who asks; client publish is on");
         app = app.merge(demo::router(secret.clone(), &server.config().path));
     }
     let signals = shutdown_signal()?;
+    reload::Reloader {
+        server: server.clone(),
+        server_key_files: args.server_key_file,
+        jwt: jwt_reload,
+    }
+    .spawn()?;
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
     if let (Some(addr), Some(prometheus)) = (admin_bind, prometheus) {
