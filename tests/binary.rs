@@ -155,16 +155,22 @@ async fn env_settings_reach_the_server() {
     assert_eq!(c.expect_close().await.0, 4001);
 }
 
-#[test]
-fn refuses_a_public_bind_without_a_secret() {
+/// Runs `sealcast serve` on 0.0.0.0 without a secret (plus `envs`); it must refuse: its stderr.
+fn public_bind_refusal(envs: &[(&str, &str)]) -> String {
     let out = Command::new(BIN)
         .arg("serve")
         .env("SEALCAST_BIND", "0.0.0.0:0")
         .env_remove("SEALCAST_JWT_SECRET")
+        .envs(envs.iter().copied())
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn refuses_a_public_bind_without_a_secret() {
+    let err = public_bind_refusal(&[]);
     assert!(
         err.contains("SEALCAST_JWT_SECRET") && err.contains("SEALCAST_SERVER_KEY_FILE"),
         "{err}"
@@ -431,7 +437,8 @@ async fn rs256_public_key_file_verifies_client_tokens() {
     ok.send(json!({"event": "authenticate", "data": {"token": token}}))
         .await;
     assert_eq!(ok.expect_event("connected").await["userId"], "alice");
-    let forged = common::jwt::hmac_signed("HS256", key_file.as_bytes(), &common::jwt::claims("mallory", None));
+    let public_pem = common::jwt::fixture("rs256-a.pub.pem");
+    let forged = common::jwt::hmac_signed("HS256", public_pem.as_bytes(), &common::jwt::claims("mallory", None));
     let mut bad = Client::connect(&url).await;
     bad.send(json!({"event": "authenticate", "data": {"token": forged}}))
         .await;
@@ -440,15 +447,7 @@ async fn rs256_public_key_file_verifies_client_tokens() {
 
 #[test]
 fn a_public_bind_counts_the_connect_proxy_as_authentication() {
-    let out = Command::new(BIN)
-        .arg("serve")
-        .env("SEALCAST_BIND", "0.0.0.0:0")
-        .env_remove("SEALCAST_JWT_SECRET")
-        .env("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = public_bind_refusal(&[("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth")]);
     assert!(
         err.contains("SEALCAST_SERVER_KEY_FILE") && !err.contains("SEALCAST_JWT_SECRET"),
         "{err}"
@@ -480,4 +479,22 @@ async fn sighup_rereads_the_server_key_file_for_new_handshakes() {
         .await
         .unwrap();
     assert!(enc.is_encrypted());
+}
+
+#[tokio::test]
+async fn sighup_with_an_unparsable_key_file_keeps_the_old_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.pem");
+    let (kid, _) = keygen_into(&path);
+    let (p, lines, port, _readers) = serve_captured(&[("SEALCAST_SERVER_KEY_FILE", path.to_str().unwrap())]);
+    std::fs::write(&path, "not a key").unwrap();
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    eventually("the failed reload is logged", || {
+        lines.lock().unwrap().iter().any(|l| l.contains("NOT reloaded"))
+    })
+    .await;
+    let (status, body) = http_get(port, "/.well-known/sealcast.json").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&kid), "{body}");
 }

@@ -5,8 +5,7 @@ mod common;
 
 use common::enc::*;
 use common::*;
-use sealcast::client::{Client as EncClient, ClientConfig, ClientError};
-use sealcast::crypto::{HandshakeError, StaticKeySet};
+use sealcast::crypto::StaticKeySet;
 use sealcast::ReloadError;
 use serde_json::{json, Value};
 
@@ -19,30 +18,20 @@ async fn reloaded_server() -> TestServer {
 #[tokio::test]
 async fn client_pinned_to_the_new_key_connects_after_reload() {
     let t = reloaded_server().await;
-    let c = EncClient::connect(ClientConfig::new(t.url(), "user:a").pin(next_key().pinned()))
-        .await
-        .unwrap();
+    let c = connect_pinned(&t, next_key().pinned()).await.unwrap();
     assert_eq!(c.connected_data()["kid"], next_key().kid_b64u());
 }
 
 #[tokio::test]
 async fn client_pinned_to_the_old_key_fails_after_reload() {
     let t = reloaded_server().await;
-    let err = EncClient::connect(ClientConfig::new(t.url(), "user:a").pin(test_key().pinned()))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Handshake(HandshakeError::UnknownKid)),
-        "{err:?}"
-    );
+    assert_unknown_kid(&t, test_key().pinned()).await;
 }
 
 #[tokio::test]
 async fn session_established_before_reload_keeps_working() {
     let t = TestServer::start(enc_builder()).await;
-    let mut c = EncClient::connect(ClientConfig::new(t.url(), "user:a").pin(test_key().pinned()))
-        .await
-        .unwrap();
+    let mut c = connect_pinned(&t, test_key().pinned()).await.unwrap();
     t.server.reload_static_keys(StaticKeySet::new(next_key())).unwrap();
     t.server.send_to_user("a", "after-reload", &json!(1)).unwrap();
     let got = c.recv().await.unwrap();

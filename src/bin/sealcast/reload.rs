@@ -152,3 +152,44 @@ impl Reloader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(alg: JwtAlgorithm, key_file: Option<&str>, proxy: Option<&str>) -> AuthArgs {
+        AuthArgs {
+            jwt_algorithm: alg,
+            jwt_public_key_file: key_file.map(PathBuf::from),
+            auth_proxy_url: proxy.map(str::to_owned),
+            auth_proxy_timeout_ms: 1_000,
+        }
+    }
+
+    fn error_of(args: &AuthArgs, secret_set: bool) -> String {
+        match AuthMode::from_args(args, secret_set) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn exactly_one_authentication_mode_is_accepted() {
+        let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/rs256-a.pub.pem");
+        let url = Some("http://127.0.0.1:1/auth");
+        assert!(matches!(
+            AuthMode::from_args(&args(JwtAlgorithm::Hs256, None, None), true),
+            Ok(AuthMode::Secret)
+        ));
+        assert!(
+            AuthMode::from_args(&args(JwtAlgorithm::Rs256, Some(pem), None), false).is_ok_and(|m| m.is_configured())
+        );
+        assert!(AuthMode::from_args(&args(JwtAlgorithm::Hs256, None, url), false).is_ok_and(|m| m.is_configured()));
+        assert!(error_of(&args(JwtAlgorithm::Rs256, Some(pem), url), false).contains("choose one"));
+        assert!(error_of(&args(JwtAlgorithm::Hs256, None, url), true).contains("choose one"));
+        assert!(error_of(&args(JwtAlgorithm::Rs256, Some(pem), None), true).contains("unset the secret"));
+        assert!(error_of(&args(JwtAlgorithm::Hs256, Some(pem), None), false).contains("RS256 or ES256"));
+        assert!(error_of(&args(JwtAlgorithm::Es256, None, None), false).contains("SEALCAST_JWT_PUBLIC_KEY_FILE"));
+        assert!(error_of(&args(JwtAlgorithm::Es256, Some(pem), None), false).contains("not a valid ES256"));
+    }
+}
