@@ -128,7 +128,11 @@ pub struct ConnectProxy {
 impl std::fmt::Debug for ConnectProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectProxy")
-            .field("url", &self.target.uri.to_string())
+            // Scheme, authority and path only: a query string might carry a backend credential.
+            .field(
+                "url",
+                &format_args!("http://{}{}", self.target.authority, self.target.uri.path()),
+            )
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .finish()
@@ -294,6 +298,16 @@ mod tests {
         assert_eq!(
             ConnectProxy::new("http://h/", Duration::ZERO).unwrap_err(),
             ProxyConfigError::ZeroTimeout
+        );
+    }
+
+    #[test]
+    fn debug_output_leaves_out_the_query_string() {
+        let proxy = ConnectProxy::new("http://h:1/auth?key=s3cret", Duration::from_secs(1)).unwrap();
+        let shown = format!("{proxy:?}");
+        assert!(
+            shown.contains("http://h:1/auth") && !shown.contains("s3cret"),
+            "{shown}"
         );
     }
 
