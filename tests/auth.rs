@@ -175,3 +175,15 @@ async fn join_outside_the_patterns_is_dropped_before_a_permissive_validator() {
     assert!(rooms.contains(&"lobby".to_owned()), "{rooms:?}");
     assert!(!rooms.contains(&"admin".to_owned()), "{rooms:?}");
 }
+
+#[tokio::test]
+async fn refresh_replaces_the_room_patterns() {
+    let t = TestServer::start(publishing()).await;
+    let (mut c, _) = t.login("rooms:alice:chat:*").await;
+    let (mut listener, _) = t.login("user:bob").await;
+    c.send(json!({"event": "refresh", "data": {"token": "user:alice"}}))
+        .await;
+    c.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "hi", "data": 1}}))
+        .await;
+    assert_eq!(listener.expect_event("hi").await, json!(1));
+}
