@@ -21,7 +21,7 @@ use sealcast::crypto::{StaticKey, StaticKeySet};
 use sealcast::settings::{AdminBind, Effective, LogFormat, Secret};
 use sealcast::{Server, Settings, SettingsError};
 
-/// Exit status for settings that cannot be used (as for a usage error).
+/// Exit status of `config check` for settings that cannot be used (as for a usage error; 1 stays "failed").
 const BAD_SETTINGS: u8 = 2;
 
 #[derive(Parser)]
@@ -166,7 +166,7 @@ fn main() -> ExitCode {
                 Ok(effective) => effective.settings,
                 Err(e) => {
                     eprintln!("sealcast serve: {e}");
-                    return ExitCode::from(BAD_SETTINGS);
+                    return ExitCode::FAILURE;
                 }
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
