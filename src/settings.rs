@@ -2,14 +2,14 @@
 //! variables and flags.
 //!
 //! Pure code (text in, validated value out) so the parser can be fuzzed. Every setting is declared once, in the
-//! [`settings!`] table below: its section, key, type, default, environment variable and meaning. The table
+//! `settings!` table below: its section, key, type, default, environment variable and meaning. The table
 //! generates the section structs (deserialised with unknown keys refused) and [`KEYS`], from which the binary
 //! builds its flags (`--` + the variable name without `SEALCAST_`, lowercased, `_` → `-`), the sample file
 //! ([`Settings::sample_toml`]) and `config check`'s output ([`Effective::render`]).
 //!
 //! Precedence is flags > environment > file > defaults: [`Settings::load`] takes the file text and the values
 //! that the command line resolved (clap already ranks a flag over its variable). Server defaults come from
-//! [`Config::default`]; ranges are checked by [`Config::validate`] (the same check a programmatic
+//! [`Config::default`]; ranges are checked by `Config::validate` (the same check a programmatic
 //! [`crate::ServerBuilder`] gets) plus the checks that only concern the binary (exposure beyond loopback, Redis,
 //! logging), all in [`Settings::validate`].
 
@@ -422,7 +422,7 @@ impl Settings {
         Ok(effective)
     }
 
-    /// Checks ranges and combinations: [`Config::validate`] for the server's settings, then the binary's own
+    /// Checks ranges and combinations: `Config::validate` for the server's settings, then the binary's own
     /// (Redis, logging, exposure beyond loopback). Returns the offending key and what is wrong.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.config().validate().map_err(config_problem)?;
