@@ -132,6 +132,12 @@ pub enum ConfigError {
     /// No authenticator was given.
     #[error("an authenticator is required: add one with ServerBuilder::authenticator")]
     NoAuthenticator,
+    /// A rate or its burst is negative, NaN or infinite.
+    #[error("{0}: the rate and its burst must be finite numbers >= 0 (a rate of 0 disables the limit)")]
+    BadRate(&'static str),
+    /// `max_write_buffer_size` does not exceed `write_buffer_size` (the WebSocket layer would panic).
+    #[error("max_write_buffer_size must be greater than write_buffer_size")]
+    WriteBuffer,
     /// `build` was called outside a Tokio runtime.
     #[error("ServerBuilder::build must be called inside a Tokio runtime")]
     NoRuntime,
@@ -172,6 +178,20 @@ impl Config {
         }
         if self.max_preauth_payload_length > self.max_payload_length {
             return Err(ConfigError::PreauthLimit);
+        }
+        for (name, rate) in [
+            ("connection_rate_per_ip", self.connection_rate_per_ip),
+            ("message_rate", self.message_rate),
+            ("join_rate", self.join_rate),
+        ] {
+            // A NaN rate would refuse everything silently; negative ones read as "unlimited" by accident.
+            let usable = |v: f64| v.is_finite() && v >= 0.0;
+            if !usable(rate.per_second) || !usable(rate.burst) {
+                return Err(ConfigError::BadRate(name));
+            }
+        }
+        if self.max_write_buffer_size <= self.write_buffer_size {
+            return Err(ConfigError::WriteBuffer);
         }
         Ok(())
     }

@@ -39,6 +39,7 @@ mod redact;
 mod registry;
 mod server;
 pub mod session;
+pub mod settings;
 mod stats;
 pub mod wsenc;
 
@@ -55,6 +56,7 @@ pub use protocol::CloseCode;
 pub use registry::{ClientInfo, ClientState};
 pub use server::{ReloadError, RoomError, SendError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
+pub use settings::{Settings, SettingsError};
 pub use stats::StatsSnapshot;
 pub use wsenc::WsEnc1;
 

@@ -32,10 +32,16 @@ fn free_port() -> u16 {
 
 /// Starts `sealcast serve` and returns it with the lines it printed up to "listening".
 fn serve(envs: &[(&str, &str)]) -> (Proc, Vec<String>, u16) {
+    serve_with(&[], envs)
+}
+
+/// `serve` with extra arguments.
+fn serve_with(args: &[&str], envs: &[(&str, &str)]) -> (Proc, Vec<String>, u16) {
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
     let mut child = Command::new(BIN)
         .arg("serve")
+        .args(args)
         .env("SEALCAST_BIND", &bind)
         .env_remove("SEALCAST_JWT_SECRET")
         .env("SEALCAST_ADMIN_BIND", "off")
@@ -401,6 +407,179 @@ async fn json_debug_logs_of_a_full_encrypted_session_hold_no_secrets() {
         about("authenticated") && about("credentials refreshed") && about("disconnected"),
         "{log}"
     );
+}
+
+/// A config file in a temporary directory (kept alive by the returned guard).
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sealcast.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.to_str().unwrap().to_owned())
+}
+
+/// Runs `sealcast config check ARGS` with `envs`: exit status, stdout, stderr.
+fn config_check(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap(), text(out.stdout), text(out.stderr))
+}
+
+/// Runs `sealcast config check ARGS` expecting a refusal (status 2); its stderr.
+fn config_refused(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let (code, out, err) = config_check(args, envs);
+    assert_eq!(code, 2, "{out}{err}");
+    err
+}
+
+#[test]
+fn config_check_names_an_unknown_key_and_suggests_the_fix() {
+    let (_dir, path) = config_file("[server]\nheartbeat_intervl = 5\n");
+    let err = config_refused(&["--config", &path], &[]);
+    assert!(
+        err.contains(&format!(
+            "{path}: unknown key \"heartbeat_intervl\" in [server]; did you mean \"heartbeat_interval_ms\"?"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_names_the_key_of_a_bad_value() {
+    let (_dir, path) = config_file("[limits]\nmax_connections = 0\n");
+    let err = config_refused(&["--config", &path], &[]);
+    assert!(
+        err.contains("`limits.max_connections` must be greater than 0 (set in the config file)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_names_the_variable_of_a_bad_environment_value() {
+    let err = config_refused(&[], &[("SEALCAST_MESSAGE_RATE", "fast")]);
+    assert!(
+        err.contains("`limits.message_rate` must be a number >= 0, not \"fast\" (set by SEALCAST_MESSAGE_RATE)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
+    let (_dir, path) = config_file("[server]\npath = \"/file\"\n[limits]\nmax_connections = 5\njoin_rate = 3\n");
+    let (code, out, err) = config_check(
+        &["--config", &path, "--max-connections", "7"],
+        &[("SEALCAST_MAX_CONNECTIONS", "6"), ("SEALCAST_PATH", "/env")],
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "max_connections = 7  # flag --max-connections",
+        "path = \"/env\"  # env SEALCAST_PATH",
+        "join_rate = 3.0  # config file",
+        "max_sessions_per_user = 100  # default",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} not in:\n{out}");
+    }
+}
+
+#[test]
+fn the_config_file_can_come_from_sealcast_config() {
+    let (_dir, path) = config_file("[limits]\nmax_connections = 5\n");
+    let (code, out, err) = config_check(&[], &[("SEALCAST_CONFIG", &path)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("max_connections = 5  # config file"), "{out}");
+}
+
+#[test]
+fn config_check_redacts_secrets_from_every_source() {
+    let (_dir, path) = config_file("[auth]\njwt_secret = \"file-jwt-secret-1f2e\"\n");
+    let (code, out, err) = config_check(
+        &["--config", &path, "--bus-secret", "flag-bus-secret-3c4d"],
+        &[("SEALCAST_API_KEY", "env-api-key-5a6b")],
+    );
+    assert_eq!(code, 0, "{err}");
+    for secret in ["file-jwt-secret-1f2e", "flag-bus-secret-3c4d", "env-api-key-5a6b"] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{secret} printed:\n{out}{err}"
+        );
+    }
+    for line in [
+        "jwt_secret = \"<redacted>\"  # config file",
+        "bus_secret = \"<redacted>\"  # flag --bus-secret",
+        "api_key = \"<redacted>\"  # env SEALCAST_API_KEY",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} not in:\n{out}");
+    }
+}
+
+#[test]
+fn config_check_refuses_a_public_bind_saying_what_is_missing() {
+    let err = config_refused(&["--bind", "0.0.0.0:8080"], &[]);
+    assert!(
+        err.contains("`server.bind` is 0.0.0.0:8080, beyond loopback: refusing to listen there without")
+            && err.contains("`auth.jwt_secret` / SEALCAST_JWT_SECRET")
+            && err.contains("`encryption.server_key_files` / SEALCAST_SERVER_KEY_FILE"),
+        "{err}"
+    );
+    let err = config_refused(&["--bind", "0.0.0.0:8080"], &[("SEALCAST_JWT_SECRET", "s")]);
+    assert!(
+        !err.contains("SEALCAST_JWT_SECRET") && err.contains("SEALCAST_SERVER_KEY_FILE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_reads_the_key_files() {
+    let (_dir, path) = config_file("not a key");
+    let err = config_refused(&[], &[("SEALCAST_SERVER_KEY_FILE", &path)]);
+    assert!(
+        err.contains("`encryption.server_key_files`") && err.contains("not a P-256 PKCS#8 PEM key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_committed_sample_config_is_what_config_sample_prints_and_passes_config_check() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sealcast.toml");
+    let printed = Command::new(BIN).args(["config", "sample"]).output().unwrap();
+    assert!(printed.status.success());
+    assert_eq!(
+        String::from_utf8(printed.stdout).unwrap(),
+        std::fs::read_to_string(sample).unwrap()
+    );
+    let (code, out, err) = config_check(&["--config", sample], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("bind = \"127.0.0.1:8080\"  # config file"), "{out}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_file_naming_the_key() {
+    let (_dir, path) = config_file("[limits]\nmax_conections = 5\n");
+    let out = Command::new(BIN).args(["serve", "--config", &path]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean \"max_connections\"?"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_takes_its_settings_from_the_config_file() {
+    let (_dir, path) = config_file("[server]\npath = \"/from-file\"\nauth_timeout_ms = 200\n");
+    let (_p, _, port) = serve_with(&["--config", &path], &[]);
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/from-file")).await;
+    assert_eq!(c.expect_close().await.0, 4001);
+}
+
+#[tokio::test]
+async fn a_serve_flag_overrides_the_config_file() {
+    let (_dir, path) = config_file("[server]\npath = \"/from-file\"\nauth_timeout_ms = 200\n");
+    let (_p, _, port) = serve_with(&["--config", &path, "--path", "/from-flag"], &[]);
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/from-flag")).await;
+    assert_eq!(c.expect_close().await.0, 4001);
+    assert_eq!(http_get(port, "/from-file").await.0, 404);
 }
 
 /// `sealcast keygen --force --out path`: the new key's kid and public key.

@@ -9,6 +9,7 @@
 pub mod auth_token;
 pub mod authenticate;
 pub mod client_message;
+pub mod config;
 pub mod ignis_open;
 pub mod record_open;
 pub mod redis_envelope;
@@ -17,11 +18,12 @@ pub mod redis_envelope;
 pub type Check = fn(&[u8]);
 
 /// The fuzz targets, by name, with their checks (the directory names under `corpus/` and `regressions/`).
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("client_message", client_message::check),
     ("authenticate", authenticate::check),
     ("record_open", record_open::check),
     ("redis_envelope", redis_envelope::check),
     ("ignis_open", ignis_open::check),
     ("auth_token", auth_token::check),
+    ("config", config::check),
 ];

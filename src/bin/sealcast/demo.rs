@@ -4,9 +4,9 @@
 //! anyone who can reach the server may call, and the server's key from `/.well-known/sealcast.json`, so it is
 //! only as trustworthy as the origin serving it. Real applications issue tokens from their own login and pin
 //! the server key (`serverKeys`). Demo tokens are confined: the user id is `demo:<name>` (never a real user's
-//! id) and the `rooms` claim allows only `demo:*` rooms.
+//! id) and the `rooms` claim allows only `demo:*` rooms. Beyond loopback it needs `demo.public`
+//! (`sealcast::settings` refuses it otherwise).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -55,18 +55,6 @@ const ASSETS: [(&str, &str, &str); 5] = [
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-/// Refuses `--demo` beyond loopback unless `public` (SEALCAST_DEMO_PUBLIC=true) says it is meant.
-pub fn check_bind(bind: SocketAddr, public: bool) -> Result<(), String> {
-    if bind.ip().is_loopback() || public {
-        Ok(())
-    } else {
-        Err(format!(
-            "refusing --demo on {bind}: its token endpoint lets anyone in; set SEALCAST_DEMO_PUBLIC=true to expose it \
-             anyway"
-        ))
-    }
-}
 
 #[derive(Clone)]
 struct Demo {
@@ -145,15 +133,6 @@ async fn token(State(demo): State<Demo>, Query(q): Query<TokenQuery>) -> Respons
 mod tests {
     use super::*;
     use sealcast::auth::{room_allowed, JwtAuthenticator};
-
-    #[test]
-    fn demo_is_refused_beyond_loopback_unless_public() {
-        assert!(check_bind("127.0.0.1:8080".parse().unwrap(), false).is_ok());
-        assert!(check_bind("[::1]:8080".parse().unwrap(), false).is_ok());
-        let err = check_bind("0.0.0.0:8080".parse().unwrap(), false).unwrap_err();
-        assert!(err.contains("SEALCAST_DEMO_PUBLIC"), "{err}");
-        assert!(check_bind("0.0.0.0:8080".parse().unwrap(), true).is_ok());
-    }
 
     #[test]
     fn names() {

@@ -1,15 +1,15 @@
-//! Redis settings of `sealcast serve` and the `sealcast emit` command.
+//! The `sealcast emit` command, and the Redis bus of `sealcast serve`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args};
-use sealcast::bus::{BusMode, RedisBus, RedisEndpoint};
+use sealcast::bus::{BusMode, RedisBus};
+use sealcast::settings::{RedisSettings, Secret};
 use sealcast::{Emitter, ServerBuilder};
 use serde_json::value::RawValue;
 
-/// Where the bus between instances runs. With neither a URL nor cluster nodes the embedded bus is used (one
-/// instance).
+/// Where `emit` publishes (`serve` takes the same settings from its `[redis]` section).
 #[derive(Args, Debug, Clone)]
 pub struct BusArgs {
     /// Redis server carrying messages between instances, e.g. redis://127.0.0.1:6379.
@@ -29,36 +29,34 @@ pub struct BusArgs {
 }
 
 impl BusArgs {
-    fn endpoint(&self) -> Option<RedisEndpoint> {
-        match (&self.redis_url, &self.redis_cluster_nodes) {
-            (Some(url), _) if !url.is_empty() => Some(RedisEndpoint::single(url.clone())),
-            (_, Some(nodes)) if !nodes.is_empty() => Some(RedisEndpoint::cluster(nodes.clone())),
-            _ => None,
+    /// The same settings as `serve`'s `[redis]` section.
+    fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: self.redis_url.clone(),
+            cluster_nodes: self.redis_cluster_nodes.clone().unwrap_or_default(),
+            bus_mode: self.bus_mode,
+            bus_secret: self.bus_secret.clone().map(Secret::new),
         }
     }
+}
 
-    fn secret(&self) -> Option<&[u8]> {
-        self.bus_secret.as_deref().filter(|s| !s.is_empty()).map(str::as_bytes)
+/// Puts a Redis bus on `builder` when `redis` configures one.
+pub fn apply(
+    redis: &RedisSettings,
+    builder: ServerBuilder,
+) -> Result<(ServerBuilder, Option<RedisBus>), Box<dyn std::error::Error>> {
+    let Some(endpoint) = redis.endpoint() else {
+        return Ok((builder, None));
+    };
+    let mut bus = RedisBus::builder(endpoint);
+    if let Some(mode) = redis.bus_mode {
+        bus = bus.mode(mode);
     }
-
-    /// Puts a Redis bus on `builder` when one is configured.
-    pub fn apply(
-        &self,
-        builder: ServerBuilder,
-    ) -> Result<(ServerBuilder, Option<RedisBus>), Box<dyn std::error::Error>> {
-        let Some(endpoint) = self.endpoint() else {
-            return Ok((builder, None));
-        };
-        let mut bus = RedisBus::builder(endpoint);
-        if let Some(mode) = self.bus_mode {
-            bus = bus.mode(mode);
-        }
-        if let Some(secret) = self.secret() {
-            bus = bus.secret(secret);
-        }
-        let bus = bus.build()?;
-        Ok((builder.bus(bus.clone()), Some(bus)))
+    if let Some(secret) = redis.secret() {
+        bus = bus.secret(secret);
     }
+    let bus = bus.build()?;
+    Ok((builder.bus(bus.clone()), Some(bus)))
 }
 
 /// Logs how the bus came up; a Redis that is not there yet is not fatal (the bus keeps reconnecting and
@@ -124,13 +122,13 @@ pub fn run(args: EmitArgs) -> ExitCode {
 }
 
 async fn emit(args: EmitArgs) -> Result<usize, Box<dyn std::error::Error>> {
-    let endpoint = args
-        .bus
+    let redis = args.bus.settings();
+    let endpoint = redis
         .endpoint()
         .ok_or("set --redis-url or --redis-cluster-nodes (or SEALCAST_REDIS_URL / SEALCAST_REDIS_CLUSTER_NODES)")?;
-    let mode = args.bus.bus_mode.unwrap_or_else(|| endpoint.default_mode());
+    let mode = redis.bus_mode.unwrap_or_else(|| endpoint.default_mode());
     let data: Box<RawValue> = serde_json::from_str(&args.data).map_err(|e| format!("--data is not valid JSON: {e}"))?;
-    let emitter = Emitter::connect_with(endpoint, mode, args.bus.secret()).await?;
+    let emitter = Emitter::connect_with(endpoint, mode, redis.secret()).await?;
     let exclude: Vec<&str> = args.exclude.iter().map(String::as_str).collect();
     let n = if let Some(room) = &args.room {
         emitter.to_room(room, &args.event, &data, &exclude).await?

@@ -8,16 +8,23 @@ mod demo;
 
 mod emit;
 
+mod cli_settings;
+
 mod reload;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sealcast::auth::{self, JwtAuthenticator};
 use sealcast::crypto::{StaticKey, StaticKeySet};
-use sealcast::Server;
+use sealcast::settings::{AdminBind, Effective, LogFormat, Secret};
+use sealcast::{Server, Settings, SettingsError};
+
+/// Exit status of `config check` for settings that cannot be used (as for a usage error; 1 stays "failed").
+const BAD_SETTINGS: u8 = 2;
 
 #[derive(Parser)]
 #[command(name = "sealcast", version, about = "Encryption-first real-time messaging server")]
@@ -30,6 +37,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Check a configuration or print a sample config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Mint an HS256 token for a user (uses SEALCAST_JWT_SECRET).
     Token(TokenArgs),
     /// Publish one message to a fleet through Redis (like the reference's emitter).
@@ -50,93 +60,41 @@ struct KeygenArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on. Anything but loopback requires real authentication (SEALCAST_JWT_SECRET,
-    /// SEALCAST_JWT_PUBLIC_KEY_FILE or SEALCAST_AUTH_PROXY_URL) and SEALCAST_SERVER_KEY_FILE.
-    #[arg(long, env = "SEALCAST_BIND", default_value = "127.0.0.1:8080")]
-    bind: SocketAddr,
-    /// HS256 secret for client tokens. Unset on loopback: a random one is generated and printed (dev mode).
-    #[arg(long, env = "SEALCAST_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
-    /// WebSocket path.
-    #[arg(long, env = "SEALCAST_PATH", default_value = "/ws")]
-    path: String,
-    /// Refuse sessions without an encryption handshake (wsenc/1).
-    #[arg(long, env = "SEALCAST_REQUIRE_ENCRYPTION", default_value_t = true, action = clap::ArgAction::Set)]
-    require_encryption: bool,
-    /// wsenc/1 static key files (PKCS#8 PEM from `sealcast keygen`), comma separated: current first, then the
-    /// next key during a rotation. Unset on loopback: an ephemeral key is generated (dev mode).
-    #[arg(long, env = "SEALCAST_SERVER_KEY_FILE", value_delimiter = ',')]
-    server_key_file: Vec<std::path::PathBuf>,
-    /// wsenc/1 records per direction and epoch before a key update (max 1048576).
-    #[arg(long, env = "SEALCAST_MAX_RECORDS_PER_EPOCH", default_value_t = 1 << 20)]
-    max_records_per_epoch: u64,
-    /// Let clients publish to rooms they joined.
-    #[arg(long, env = "SEALCAST_ALLOW_CLIENT_PUBLISH", default_value_t = false, action = clap::ArgAction::Set)]
-    allow_client_publish: bool,
-    /// Deliver a client's own publish back to it.
-    #[arg(long, env = "SEALCAST_PUBLISH_TO_SELF", default_value_t = false, action = clap::ArgAction::Set)]
-    publish_to_self: bool,
-    /// Authentication window in milliseconds (×3 while authenticating).
-    #[arg(long, env = "SEALCAST_AUTH_TIMEOUT_MS", default_value_t = 5_000)]
-    auth_timeout_ms: u64,
-    /// Heartbeat sweep period in milliseconds.
-    #[arg(long, env = "SEALCAST_HEARTBEAT_INTERVAL_MS", default_value_t = 30_000)]
-    heartbeat_interval_ms: u64,
-    /// Silence after which an authenticated client is closed 4002, in milliseconds.
-    #[arg(long, env = "SEALCAST_HEARTBEAT_TIMEOUT_MS", default_value_t = 90_000)]
-    heartbeat_timeout_ms: u64,
-    /// Largest inbound message after authentication, in bytes.
-    #[arg(long, env = "SEALCAST_MAX_PAYLOAD_LENGTH", default_value_t = 128 * 1024)]
-    max_payload_length: usize,
-    /// Largest inbound message before authentication, in bytes.
-    #[arg(long, env = "SEALCAST_MAX_PREAUTH_PAYLOAD_LENGTH", default_value_t = 8 * 1024)]
-    max_preauth_payload_length: usize,
-    /// Queued messages per connection before a 4007 close.
-    #[arg(long, env = "SEALCAST_OUTBOUND_QUEUE", default_value_t = 1024)]
-    outbound_queue: usize,
-    /// Concurrent sealing operations across connections.
-    #[arg(long, env = "SEALCAST_ENCRYPTED_BATCH_LIMIT", default_value_t = 10)]
-    encrypted_batch_limit: usize,
-    /// Rooms joined after authentication (comma separated).
-    #[arg(
-        long,
-        env = "SEALCAST_DEFAULT_ROOMS",
-        value_delimiter = ',',
-        default_value = "ws-default,ws-notification"
-    )]
-    default_rooms: Vec<String>,
-    /// Rooms per client.
-    #[arg(long, env = "SEALCAST_MAX_ROOMS_PER_CLIENT", default_value_t = 256)]
-    max_rooms_per_client: usize,
-    /// Graceful shutdown bound in milliseconds.
-    #[arg(long, env = "SEALCAST_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
-    shutdown_timeout_ms: u64,
-    /// Serve the demo chat at /demo/ with an open token endpoint (implies client publish; loopback only).
-    #[arg(
-        long,
-        env = "SEALCAST_DEMO",
-        default_value_t = false,
-        action = clap::ArgAction::Set,
-        num_args = 0..=1,
-        default_missing_value = "true"
-    )]
-    demo: bool,
-    /// Allow --demo on a non-loopback bind (anyone reaching the server can then get a demo token).
-    #[arg(long, env = "SEALCAST_DEMO_PUBLIC", default_value_t = false, action = clap::ArgAction::Set)]
-    demo_public: bool,
-    /// Enables the HTTP API (POST /api/publish, /api/disconnect) with this bearer key.
-    #[arg(long, env = "SEALCAST_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Admin listener for /livez, /healthz, /readyz and /metrics (`off` disables it). Keep it private.
-    #[arg(long, env = "SEALCAST_ADMIN_BIND", default_value = "127.0.0.1:9090")]
-    admin_bind: String,
-    /// Log format: `text` or `json` (one JSON object per line). The level filter is SEALCAST_LOG (default info).
-    #[arg(long, env = "SEALCAST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// TOML config file (`sealcast config sample` prints one); SEALCAST_* variables and flags override it.
+    #[arg(long, env = "SEALCAST_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
-    bus: emit::BusArgs,
-    #[command(flatten)]
-    auth: reload::AuthArgs,
+    settings: cli_settings::SettingArgs,
+}
+
+impl ServeArgs {
+    /// The settings `serve` runs with: the file, then the environment and flags, validated.
+    fn load(&self) -> Result<Effective, String> {
+        let text = match &self.config {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?,
+            None => String::new(),
+        };
+        Settings::load(&text, &self.settings.overrides).map_err(|e| match (&self.config, &e) {
+            // These come from the file only: say which file.
+            (
+                Some(path),
+                SettingsError::Syntax(_) | SettingsError::UnknownSection { .. } | SettingsError::UnknownKey { .. },
+            ) => {
+                format!("{}: {e}", path.display())
+            }
+            _ => e.to_string(),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the settings `serve` would use (config file, environment, flags) and print them with where each
+    /// came from, secrets redacted. Exits 2 when they are invalid.
+    Check(ServeArgs),
+    /// Print a config file with every setting at its default and its meaning (the committed sealcast.toml).
+    Sample,
 }
 
 #[derive(Args)]
@@ -191,7 +149,28 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Config(ConfigCommand::Sample) => {
+            print!("{}", Settings::sample_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check(args)) => match check(&args) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sealcast config check: {e}");
+                ExitCode::from(BAD_SETTINGS)
+            }
+        },
         Command::Serve(args) => {
+            let settings = match args.load() {
+                Ok(effective) => effective.settings,
+                Err(e) => {
+                    eprintln!("sealcast serve: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -199,7 +178,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(args)) {
+            match runtime.block_on(serve(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sealcast serve: {e}");
@@ -208,6 +187,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `config check`: what `serve` would refuse, plus the key files' contents; the effective settings as text.
+fn check(args: &ServeArgs) -> Result<String, String> {
+    let effective = args.load()?;
+    let keys = &effective.settings.encryption.server_key_files;
+    if !keys.is_empty() {
+        load_keys(keys).map_err(|e| format!("`encryption.server_key_files`: {e}"))?;
+    }
+    reload::AuthMode::from_settings(&effective.settings.auth)?;
+    Ok(effective.render())
 }
 
 fn keygen(args: &KeygenArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -233,7 +223,7 @@ fn keygen(args: &KeygenArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn load_keys(paths: &[std::path::PathBuf]) -> Result<StaticKeySet, Box<dyn std::error::Error>> {
+fn load_keys(paths: &[PathBuf]) -> Result<StaticKeySet, Box<dyn std::error::Error>> {
     let mut keys: Option<StaticKeySet> = None;
     for path in paths {
         let pem = zeroize::Zeroizing::new(
@@ -249,83 +239,49 @@ fn load_keys(paths: &[std::path::PathBuf]) -> Result<StaticKeySet, Box<dyn std::
     keys.ok_or_else(|| "no key file given".into())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALCAST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)?;
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if args.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
+    match settings.log.format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
     }
-    let secret_set = args.jwt_secret.as_deref().is_some_and(|s| !s.is_empty());
-    let mode = reload::AuthMode::from_args(&args.auth, secret_set)?;
-    if !args.bind.ip().is_loopback() {
-        let mut missing = Vec::new();
-        if !secret_set && !mode.is_configured() {
-            missing.push(
-                "SEALCAST_JWT_SECRET, SEALCAST_JWT_PUBLIC_KEY_FILE or SEALCAST_AUTH_PROXY_URL (client authentication)",
-            );
-        }
-        if args.server_key_file.is_empty() {
-            missing.push("SEALCAST_SERVER_KEY_FILE (wsenc/1 static key, see `sealcast keygen`)");
-        }
-        if !missing.is_empty() {
-            return Err(format!(
-                "refusing to listen on {} beyond loopback without: {}",
-                args.bind,
-                missing.join(", ")
-            )
-            .into());
-        }
-    }
-    if args.demo {
-        demo::check_bind(args.bind, args.demo_public)?;
-    }
-    let secret = match args.jwt_secret.filter(|s| !s.is_empty()) {
-        _ if mode.is_configured() => None,
-        Some(secret) => Some(zeroize::Zeroizing::new(secret)),
-        None if args.bind.ip().is_loopback() => {
+    let bind = settings.server.bind;
+    let mode = reload::AuthMode::from_settings(&settings.auth)?;
+    // `Settings::validate` already refused a public bind without real authentication or a key file; the guards
+    // below keep development mode's generated credentials on loopback even if that check were ever bypassed.
+    let secret = match settings.auth.jwt_secret.as_ref() {
+        _ if !matches!(mode, reload::AuthMode::Secret) => None,
+        Some(secret) => Some(zeroize::Zeroizing::new(secret.expose().to_owned())),
+        None if bind.ip().is_loopback() => {
             let secret = auth::random_secret();
             let sample = auth::mint(secret.as_bytes(), "dev-user", Duration::from_secs(3600), None)?;
-            println!("sealcast: development mode (loopback only): SEALCAST_JWT_SECRET is not set.");
+            println!("sealcast: development mode (loopback only): no `auth.jwt_secret` (SEALCAST_JWT_SECRET).");
             println!("  generated secret: {}", secret.as_str());
             println!("  sample token (sub=dev-user, 1h): {sample}");
             Some(secret)
         }
-        None => {
-            return Err(format!(
-                "refusing to listen on {} without authentication: set SEALCAST_JWT_SECRET (or bind to 127.0.0.1)",
-                args.bind
-            )
-            .into())
-        }
+        None => return Err(format!("refusing to listen on {bind} without `auth.jwt_secret`").into()),
     };
-    let keys = match args.server_key_file.as_slice() {
-        [] if args.bind.ip().is_loopback() => {
+    let keys = match settings.encryption.server_key_files.as_slice() {
+        [] if bind.ip().is_loopback() => {
             let key = StaticKey::generate()?;
-            println!("sealcast: development mode: SEALCAST_SERVER_KEY_FILE is not set; using an ephemeral key.");
+            println!(
+                "sealcast: development mode: no `encryption.server_key_files` (SEALCAST_SERVER_KEY_FILE); using an \
+                 ephemeral key."
+            );
             println!("  kid={} publicKey={}", key.kid_b64u(), key.public_key_b64u());
             StaticKeySet::new(key)
         }
-        [] => {
-            return Err(format!(
-                "refusing to listen on {} without a static key: set SEALCAST_SERVER_KEY_FILE (see `sealcast keygen`)",
-                args.bind
-            )
-            .into())
-        }
+        [] => return Err(format!("refusing to listen on {bind} without `encryption.server_key_files`").into()),
         paths => load_keys(paths)?,
     };
-    if args.demo && secret.is_none() {
-        return Err("the demo mints HS256 tokens: it needs SEALCAST_JWT_SECRET, not a public key or a proxy".into());
+    if settings.demo.enabled && secret.is_none() {
+        return Err("the demo mints HS256 tokens: it needs `auth.jwt_secret`, not a public key or a proxy".into());
     }
-    let admin_bind: Option<SocketAddr> = match args.admin_bind.as_str() {
-        "off" => None,
-        addr => Some(
-            addr.parse()
-                .map_err(|_| format!("SEALCAST_ADMIN_BIND: {addr:?} is not an address like 127.0.0.1:9090 or `off`"))?,
-        ),
+    let admin_bind = match settings.admin.bind {
+        AdminBind::Off => None,
+        AdminBind::At(addr) => Some(addr),
     };
     // The recorder must exist before the server creates its metric handles.
     let prometheus = match admin_bind {
@@ -336,23 +292,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => None,
     };
+    let demo = settings.demo.enabled;
     let builder = Server::builder()
+        .config(settings.config())
+        .allow_client_publish(settings.server.allow_client_publish || demo)
         .static_keys(keys)
-        .max_records_per_epoch(args.max_records_per_epoch)
-        .path(args.path)
-        .require_encryption(args.require_encryption)
-        .allow_client_publish(args.allow_client_publish || args.demo)
-        .publish_to_self(args.publish_to_self)
-        .auth_timeout(Duration::from_millis(args.auth_timeout_ms))
-        .heartbeat_interval(Duration::from_millis(args.heartbeat_interval_ms))
-        .heartbeat_timeout(Duration::from_millis(args.heartbeat_timeout_ms))
-        .max_payload_length(args.max_payload_length)
-        .max_preauth_payload_length(args.max_preauth_payload_length)
-        .outbound_queue(args.outbound_queue)
-        .encrypted_batch_limit(args.encrypted_batch_limit)
-        .default_rooms(args.default_rooms)
-        .max_rooms_per_client(args.max_rooms_per_client)
-        .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms))
         .room_validator(auth::rooms_claim_validator);
     let (builder, jwt_reload) = match (mode, &secret) {
         (reload::AuthMode::PublicKey { authenticator, file }, _) => (
@@ -365,25 +309,25 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         (reload::AuthMode::Secret, None) => return Err("no client authentication configured".into()),
     };
-    let (builder, redis) = args.bus.apply(builder)?;
+    let (builder, redis) = emit::apply(&settings.redis, builder)?;
     let server = builder.build()?;
     emit::announce(redis.as_ref()).await;
     let mut app = server.router();
-    if let Some(key) = args.api_key.as_deref().filter(|k| !k.is_empty()) {
+    if let Some(key) = settings.api.api_key.as_ref().map(Secret::expose) {
         app = app.merge(server.api_router(key));
     }
-    if let (true, Some(secret)) = (args.demo, &secret) {
+    if let (true, Some(secret)) = (demo, &secret) {
         tracing::warn!("demo mode: /demo/token hands out tokens to anyone who asks; client publish is on");
         app = app.merge(demo::router(secret.clone(), &server.config().path));
     }
     let signals = shutdown_signal()?;
     reload::Reloader {
         server: server.clone(),
-        server_key_files: args.server_key_file,
+        server_key_files: settings.encryption.server_key_files.clone(),
         jwt: jwt_reload,
     }
     .spawn()?;
-    let listener = tokio::net::TcpListener::bind(args.bind).await?;
+    let listener = tokio::net::TcpListener::bind(bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
     if let (Some(addr), Some(prometheus)) = (admin_bind, prometheus) {
         let admin = tokio::net::TcpListener::bind(addr)
@@ -403,7 +347,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    if args.demo {
+    if demo {
         let addr = listener.local_addr()?;
         println!("sealcast: demo chat at http://{addr}/demo/ (demo mode: not for production)");
     }
