@@ -14,13 +14,12 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest, Transformed};
 use crate::limits::{Bucket, Slot};
-use crate::mailbox::{Mailbox, Outbound};
+use crate::mailbox::{Mailbox, Outbound, Receiver};
 use crate::metrics::Metrics;
 use crate::protocol::event::errors;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
@@ -576,7 +575,7 @@ enum WriteEnd {
 type Sink = SplitSink<WebSocket, Message>;
 
 /// Drains the mailbox into the socket until a close, a kill, or a socket error.
-async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Outbound>, entry: Arc<Entry>, shared: Arc<Shared>) {
+async fn write_loop(mut sink: Sink, mut rx: Receiver, entry: Arc<Entry>, shared: Arc<Shared>) {
     let mut writer = Writer {
         sealer: None,
         sealed: Vec::new(),
@@ -588,6 +587,8 @@ async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Outbound>, entry: Arc
         _ = entry.mailbox.killed() => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
         end = writer.pump(&mut sink, &mut rx) => end,
     };
+    // Refuse further pushes and free what is queued while the close frame goes out.
+    drop(rx);
     if let WriteEnd::Close(code) = end {
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code))).await;
     }
@@ -605,13 +606,11 @@ struct Writer {
 impl Writer {
     /// Drains the queue in batches: everything a batch needs sealed is sealed under one permit, then the
     /// batch's frames are fed to the socket and flushed with one write.
-    async fn pump(&mut self, sink: &mut Sink, rx: &mut mpsc::Receiver<Outbound>) -> WriteEnd {
+    async fn pump(&mut self, sink: &mut Sink, rx: &mut Receiver) -> WriteEnd {
         let mut batch = Vec::new();
         let mut frames = Vec::new();
         loop {
-            if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
-                return WriteEnd::Broken;
-            }
+            rx.recv_many(&mut batch, WRITE_BATCH).await;
             let end = self.encode_batch(&mut batch, &mut frames).await;
             for frame in frames.drain(..) {
                 if sink.feed(frame).await.is_err() {
