@@ -6,8 +6,8 @@
 //!
 //! The queue is a `VecDeque` under a `parking_lot` mutex rather than a tokio `mpsc`: a fan-out push is one
 //! uncontended lock, a `push_back` and, only when the writer is parked on an empty queue, one wake-up — a writer
-//! busy draining is never woken again. The deque starts empty and is released when a drain empties it, so an
-//! idle connection holds no queue storage.
+//! busy draining is never woken again. The deque starts empty and is released whenever the writer parks on an
+//! empty queue, so an idle connection holds no queue storage.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
