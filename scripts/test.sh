@@ -7,6 +7,9 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
 cargo test --locked --doc
+# The portable (pure-Rust) P-256 path that `--no-default-features` builds: the crypto unit tests and vectors.
+cargo test --locked --no-default-features --lib crypto::
+cargo test --locked --no-default-features --test crypto_kat --test crypto_vectors --test crypto_handshake
 # The JS client's unit tests, its live tests against this binary, and the browser test of the demo page.
 cargo build --locked --bin sealcast --example chat_peer
 export SEALCAST_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/sealcast" SEALCAST_LIVE_REQUIRED=1

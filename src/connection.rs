@@ -14,13 +14,12 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest, Transformed};
 use crate::limits::{Bucket, Slot};
-use crate::mailbox::{Mailbox, Outbound};
+use crate::mailbox::{Mailbox, Outbound, Receiver};
 use crate::metrics::Metrics;
 use crate::protocol::event::errors;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
@@ -95,7 +94,7 @@ async fn serve(socket: WebSocket, shared: &Arc<Shared>, id: Uuid) {
             user_id,
             code: code.map(CloseCode::code),
         };
-        if let Err(e) = invoke(hook.as_ref(), ev).await {
+        if let Err(e) = Box::pin(invoke(hook.as_ref(), ev)).await {
             Stats::bump(&shared.stats.hook_failures);
             tracing::warn!(client = %entry.id_str, error = %e, "on_disconnected hook failed");
         }
@@ -153,17 +152,19 @@ impl Reader {
     async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
         let entry = self.entry.clone();
         loop {
-            let deadline = self.deadline;
-            let expiry = self.expiry;
+            // One timer for whichever comes first (one per idle reader, not two).
+            let timer = match (self.deadline, self.expiry) {
+                (Some(d), Some(e)) if e < d => Some((e, CloseCode::PolicyViolation)),
+                (Some(d), _) => Some((d, CloseCode::AuthenticationTimeout)),
+                (None, e) => e.map(|e| (e, CloseCode::PolicyViolation)),
+            };
             let next = tokio::select! {
                 biased;
                 _ = entry.mailbox.killed() => return,
-                _ = sleep_until(deadline) => {
-                    let _ = self.close(CloseCode::AuthenticationTimeout);
-                    return;
-                }
-                _ = sleep_until(expiry) => {
-                    let _ = self.close(CloseCode::PolicyViolation);
+                _ = sleep_until(timer.map(|(at, _)| at)) => {
+                    if let Some((_, code)) = timer {
+                        let _ = self.close(code);
+                    }
                     return;
                 }
                 next = stream.next() => next,
@@ -256,12 +257,13 @@ impl Reader {
         self.mailbox().touch();
         match msg {
             ClientMessage::Heartbeat => ControlFlow::Continue(()),
-            ClientMessage::Authenticate(data) => self.authenticate(data).await,
+            // The hook-awaiting paths are boxed: their state would otherwise sit in every idle reader's future.
+            ClientMessage::Authenticate(data) => Box::pin(self.authenticate(data)).await,
             ClientMessage::Refresh(_) if self.entry.phase() != ClientState::Authenticated => {
                 self.reply_error(errors::NOT_AUTHENTICATED);
                 ControlFlow::Continue(())
             }
-            ClientMessage::Refresh(data) => self.refresh(data).await,
+            ClientMessage::Refresh(data) => Box::pin(self.refresh(data)).await,
             _ if self.entry.phase() != ClientState::Authenticated => {
                 self.reply_error(errors::NOT_AUTHENTICATED);
                 ControlFlow::Continue(())
@@ -273,10 +275,10 @@ impl Reader {
             {
                 self.close(CloseCode::RateLimited)
             }
-            ClientMessage::Join(rooms) => self.join(rooms).await,
+            ClientMessage::Join(rooms) => Box::pin(self.join(rooms)).await,
             ClientMessage::Leave(rooms) => self.leave(&rooms),
             ClientMessage::Publish { room, event, data } => self.publish(&room, &event, data),
-            ClientMessage::Custom { event, data, id } => self.custom(&event, data, id).await,
+            ClientMessage::Custom { event, data, id } => Box::pin(self.custom(&event, data, id)).await,
         }
     }
 
@@ -583,7 +585,7 @@ enum WriteEnd {
 type Sink = SplitSink<WebSocket, Message>;
 
 /// Drains the mailbox into the socket until a close, a kill, or a socket error.
-async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Outbound>, entry: Arc<Entry>, shared: Arc<Shared>) {
+async fn write_loop(mut sink: Sink, mut rx: Receiver, entry: Arc<Entry>, shared: Arc<Shared>) {
     let mut writer = Writer {
         sealer: None,
         sealed: Vec::new(),
@@ -595,8 +597,11 @@ async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Outbound>, entry: Arc
         _ = entry.mailbox.killed() => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
         end = writer.pump(&mut sink, &mut rx) => end,
     };
+    // Refuse further pushes and free what is queued while the close frame goes out.
+    drop(rx);
     if let WriteEnd::Close(code) = end {
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code))).await;
+        // Boxed: a timer and a send future would otherwise enlarge every idle writer's task.
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code)))).await;
     }
     // The writer is gone: the reader must stop too.
     entry.mailbox.finish();
@@ -612,13 +617,11 @@ struct Writer {
 impl Writer {
     /// Drains the queue in batches: everything a batch needs sealed is sealed under one permit, then the
     /// batch's frames are fed to the socket and flushed with one write.
-    async fn pump(&mut self, sink: &mut Sink, rx: &mut mpsc::Receiver<Outbound>) -> WriteEnd {
+    async fn pump(&mut self, sink: &mut Sink, rx: &mut Receiver) -> WriteEnd {
         let mut batch = Vec::new();
         let mut frames = Vec::new();
         loop {
-            if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
-                return WriteEnd::Broken;
-            }
+            rx.recv_many(&mut batch, WRITE_BATCH).await;
             let end = self.encode_batch(&mut batch, &mut frames).await;
             for frame in frames.drain(..) {
                 if sink.feed(frame).await.is_err() {
@@ -647,16 +650,16 @@ impl Writer {
         let mut permit = None;
         for item in batch.drain(..) {
             let text = match item {
-                Outbound::Text(text) => {
-                    if self.shared.hooks.outbound_transformer.is_some() {
-                        // A hook may be slow: never hold the permit across it.
-                        permit = None;
-                    }
-                    match transform(&self.shared, &self.entry, text).await {
+                Outbound::Text(text) if self.shared.hooks.outbound_transformer.is_some() => {
+                    // A hook may be slow: never hold the permit across it. Boxed, so that the hook's state does
+                    // not enlarge every writer's task.
+                    permit = None;
+                    match Box::pin(transform(&self.shared, &self.entry, text)).await {
                         Some(text) => text,
                         None => continue,
                     }
                 }
+                Outbound::Text(text) => text,
                 Outbound::System(text) => text,
                 Outbound::Encrypt(sealer) => {
                     self.sealer = Some(sealer);

@@ -3,13 +3,20 @@
 //!
 //! Producers (fan-out, the connection's own reader, the heartbeat sweep) never wait: a full queue means the
 //! client is not keeping up, and it is closed 4007 instead of slowing everyone else down.
+//!
+//! The queue is a `VecDeque` under a `parking_lot` mutex rather than a tokio `mpsc`: a fan-out push is one
+//! uncontended lock, a `push_back` and, only when the writer is parked on an empty queue, one wake-up — a writer
+//! busy draining is never woken again. The deque starts empty and is released whenever the writer parks on an
+//! empty queue, so an idle connection holds no queue storage.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::CloseCode;
@@ -33,9 +40,25 @@ pub(crate) enum Outbound {
     Close(CloseCode),
 }
 
+/// The queue proper, behind the mailbox's lock.
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// The writer, when it is parked on an empty queue; taken by the push that wakes it.
+    waker: Option<Waker>,
+    /// The writer is gone: pushes are dropped.
+    closed: bool,
+}
+
+/// Why a push was refused.
+enum Refused {
+    Full,
+    Closed,
+}
+
 /// The handle through which anything reaches one connection.
 pub(crate) struct Mailbox {
-    tx: mpsc::Sender<Outbound>,
+    queue: Mutex<Queue>,
+    capacity: usize,
     kill: CancellationToken,
     close_code: AtomicU16,
     last_activity_ms: AtomicU64,
@@ -50,10 +73,14 @@ impl Mailbox {
         clock: Instant,
         stats: Arc<Stats>,
         drops: metrics::Counter,
-    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    ) -> (Arc<Self>, Receiver) {
         let mb = Arc::new(Self {
-            tx,
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                waker: None,
+                closed: false,
+            }),
+            capacity,
             kill: CancellationToken::new(),
             close_code: AtomicU16::new(0),
             last_activity_ms: AtomicU64::new(0),
@@ -62,21 +89,42 @@ impl Mailbox {
             drops,
         });
         mb.touch();
+        let rx = Receiver(mb.clone());
         (mb, rx)
+    }
+
+    /// Appends unless the queue is full or closed; wakes the writer if it is parked. The item is dropped after
+    /// the lock is released when refused.
+    fn try_push(&self, item: Outbound) -> Result<(), Refused> {
+        let waker = {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return Err(Refused::Closed);
+            }
+            if q.items.len() >= self.capacity {
+                return Err(Refused::Full);
+            }
+            q.items.push_back(item);
+            q.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 
     /// Queues a frame. A full queue closes the connection as a slow consumer; a closed one drops the frame.
     pub(crate) fn push(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
+        match self.try_push(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 self.drops.increment(1);
                 if self.kill_with(CloseCode::SlowConsumer) {
                     self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Refused::Closed) => {
                 self.drops.increment(1);
                 false
             }
@@ -94,7 +142,7 @@ impl Mailbox {
         if !self.claim_close(code) {
             return false;
         }
-        if self.tx.try_send(Outbound::Close(code)).is_err() {
+        if self.try_push(Outbound::Close(code)).is_err() {
             self.kill.cancel();
         }
         true
@@ -138,5 +186,54 @@ impl Mailbox {
     pub(crate) fn idle_for(&self) -> std::time::Duration {
         let last = std::time::Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
         self.clock.elapsed().saturating_sub(last)
+    }
+}
+
+/// The writer's end of a [`Mailbox`]. Dropping it closes the queue: later pushes are refused and whatever is
+/// still queued is freed.
+pub(crate) struct Receiver(Arc<Mailbox>);
+
+impl Receiver {
+    /// Moves up to `limit` (at least one) queued items, oldest first, into `out`, waiting while the queue is
+    /// empty.
+    pub(crate) async fn recv_many(&mut self, out: &mut Vec<Outbound>, limit: usize) {
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
+    }
+
+    fn poll_recv_many(&self, cx: &mut Context<'_>, out: &mut Vec<Outbound>, limit: usize) -> Poll<()> {
+        let mut q = self.0.queue.lock();
+        if q.items.is_empty() {
+            if q.items.capacity() > 0 {
+                // Most connections are idle most of the time: hand back what a burst grew.
+                q.items = VecDeque::new();
+            }
+            // Park: the next push takes this waker, so a burst wakes the writer once.
+            match &q.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => q.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        let n = q.items.len().min(limit.max(1));
+        out.extend(q.items.drain(..n));
+        Poll::Ready(())
+    }
+
+    /// True if nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.queue.lock().items.is_empty()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let items = {
+            let mut q = self.0.queue.lock();
+            q.closed = true;
+            q.waker = None;
+            std::mem::take(&mut q.items)
+        };
+        // Dropped outside the lock: sealers and shared buffers may take a while to free.
+        drop(items);
     }
 }

@@ -147,20 +147,37 @@ impl Entry {
 }
 
 /// Client ids a fan-out must skip.
-pub(crate) struct Exclude(HashSet<Uuid>);
+///
+/// Fan-out asks every member whether it is excluded, so the common lists (none, or the publisher alone) are
+/// compared linearly instead of SipHashing each member's id; only long lists pay for a hash set.
+pub(crate) enum Exclude {
+    Few(Vec<Uuid>),
+    Many(HashSet<Uuid>),
+}
+
+/// Longest exclude list compared linearly (16-byte compares beat one SipHash up to about here).
+const LINEAR_EXCLUDE: usize = 8;
 
 impl Exclude {
     pub(crate) fn none() -> Self {
-        Self(HashSet::new())
+        Self::Few(Vec::new())
     }
 
     /// Ids that are not UUIDs cannot name a client and are ignored.
     pub(crate) fn from_ids<S: AsRef<str>>(ids: &[S]) -> Self {
-        Self(ids.iter().filter_map(|s| Uuid::try_parse(s.as_ref()).ok()).collect())
+        let ids: Vec<Uuid> = ids.iter().filter_map(|s| Uuid::try_parse(s.as_ref()).ok()).collect();
+        if ids.len() > LINEAR_EXCLUDE {
+            Self::Many(ids.into_iter().collect())
+        } else {
+            Self::Few(ids)
+        }
     }
 
     fn skips(&self, id: &Uuid) -> bool {
-        !self.0.is_empty() && self.0.contains(id)
+        match self {
+            Self::Few(ids) => ids.iter().any(|x| x == id),
+            Self::Many(set) => set.contains(id),
+        }
     }
 }
 
@@ -387,5 +404,27 @@ impl Registry {
             .filter(|(id, _)| !exclude.skips(id))
             .filter(|(_, e)| e.mailbox.push(Outbound::Text(text.clone())))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_matches_listed_ids_short_and_long() {
+        let ids: Vec<String> = (0..20).map(|_| Uuid::new_v4().to_string()).collect();
+        let other = Uuid::new_v4();
+        for n in [0, 1, 2, LINEAR_EXCLUDE, LINEAR_EXCLUDE + 1, 20] {
+            let list = ids.get(..n).unwrap();
+            let ex = Exclude::from_ids(list);
+            assert_eq!(matches!(ex, Exclude::Many(_)), n > LINEAR_EXCLUDE);
+            for id in list {
+                assert!(ex.skips(&Uuid::try_parse(id).unwrap()));
+            }
+            assert!(!ex.skips(&other));
+        }
+        assert!(!Exclude::from_ids(&["not-a-uuid"]).skips(&other));
+        assert!(!Exclude::none().skips(&other));
     }
 }

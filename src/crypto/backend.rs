@@ -1,8 +1,8 @@
 //! The primitive seam: P-256 ECDH, HKDF-SHA-256, SHA-256 and AES-256-GCM.
 //!
-//! Everything above this module only exchanges byte arrays with it, so a faster backend can be
-//! slotted in behind a feature later. Current backend: RustCrypto `p256` 0.13, `hkdf` 0.12 /
-//! `sha2` 0.10 and `aes-gcm` 0.11 (see `docs/crypto-backend.md`).
+//! Everything above this module only exchanges byte arrays with it. Backend: RustCrypto `p256` 0.13 (parsing,
+//! validation, PKCS#8), `hkdf` 0.12 / `sha2` 0.10 and `aes-gcm` 0.11; with the default `aws-lc` feature the
+//! P-256 scalar multiplications run in `aws-lc-rs` (see `docs/crypto-backend.md`).
 //!
 //! This module is public only so that test vectors and benchmarks can reach the primitives;
 //! applications should use the handshake and record types instead.
@@ -170,12 +170,29 @@ impl fmt::Debug for EcPublicKey {
 }
 
 /// A P-256 private scalar. Zeroized on drop; `Debug` is redacted.
+///
+/// With the `aws-lc` feature the scalar multiplications run in aws-lc (BoringSSL's P-256 assembly, about four
+/// times faster); the RustCrypto scalar is kept beside it for PKCS#8 export and as the fallback path.
 pub struct EcSecretKey {
     key: p256::SecretKey,
+    #[cfg(feature = "aws-lc")]
+    fast: aws_lc_rs::agreement::PrivateKey,
 }
 
 impl EcSecretKey {
+    /// Generates a fresh key from aws-lc's CSPRNG (seeded by the OS).
+    #[cfg(feature = "aws-lc")]
+    pub fn generate() -> Result<Self, RngError> {
+        use aws_lc_rs::encoding::{AsBigEndian, EcPrivateKeyBin};
+        let fast =
+            aws_lc_rs::agreement::PrivateKey::generate(&aws_lc_rs::agreement::ECDH_P256).map_err(|_| RngError)?;
+        let scalar: EcPrivateKeyBin<'static> = fast.as_be_bytes().map_err(|_| RngError)?;
+        let key = p256::SecretKey::from_slice(scalar.as_ref()).map_err(|_| RngError)?;
+        Ok(Self { key, fast })
+    }
+
     /// Generates a fresh key from the OS CSPRNG (rejection sampling; never panics).
+    #[cfg(not(feature = "aws-lc"))]
     pub fn generate() -> Result<Self, RngError> {
         // The probability of a 32-byte string not being in [1, n-1] is about 2^-32; bound the loop.
         for _ in 0..64 {
@@ -194,16 +211,71 @@ impl EcSecretKey {
             return Err(InvalidSecretKey);
         }
         let key = p256::SecretKey::from_slice(bytes).map_err(|_| InvalidSecretKey)?;
-        Ok(Self { key })
+        Self::from_p256(key).ok_or(InvalidSecretKey)
+    }
+
+    #[cfg(feature = "aws-lc")]
+    fn from_p256(key: p256::SecretKey) -> Option<Self> {
+        let scalar = Zeroizing::new(key.to_bytes());
+        let fast =
+            aws_lc_rs::agreement::PrivateKey::from_private_key(&aws_lc_rs::agreement::ECDH_P256, &scalar[..]).ok()?;
+        Some(Self { key, fast })
+    }
+
+    #[cfg(not(feature = "aws-lc"))]
+    fn from_p256(key: p256::SecretKey) -> Option<Self> {
+        Some(Self { key })
     }
 
     /// The matching public key (one base-point multiplication).
     pub fn public_key(&self) -> EcPublicKey {
-        EcPublicKey::from_p256(self.key.public_key())
+        #[cfg(feature = "aws-lc")]
+        if let Some(public) = self.fast_public_key() {
+            return public;
+        }
+        self.portable_public_key()
     }
 
     /// `ECDH(self, peer)`: the 32-byte x-coordinate of the shared point.
     pub fn diffie_hellman(&self, peer: &EcPublicKey) -> Zeroizing<[u8; SHARED_SECRET_LEN]> {
+        // `peer` was validated on parse, so aws-lc cannot refuse it; if it ever did, the portable path computes
+        // the same value.
+        #[cfg(feature = "aws-lc")]
+        if let Some(shared) = self.fast_diffie_hellman(peer) {
+            return shared;
+        }
+        self.portable_diffie_hellman(peer)
+    }
+
+    #[cfg(feature = "aws-lc")]
+    fn fast_public_key(&self) -> Option<EcPublicKey> {
+        let public = self.fast.compute_public_key().ok()?;
+        EcPublicKey::from_sec1_uncompressed(public.as_ref()).ok()
+    }
+
+    #[cfg(feature = "aws-lc")]
+    fn fast_diffie_hellman(&self, peer: &EcPublicKey) -> Option<Zeroizing<[u8; SHARED_SECRET_LEN]>> {
+        use aws_lc_rs::agreement::{agree, UnparsedPublicKey, ECDH_P256};
+        let mut out = Zeroizing::new([0u8; SHARED_SECRET_LEN]);
+        agree(
+            &self.fast,
+            UnparsedPublicKey::new(&ECDH_P256, &peer.sec1),
+            (),
+            |shared| {
+                let shared: &[u8; SHARED_SECRET_LEN] = shared.try_into().map_err(|_| ())?;
+                *out = *shared;
+                Ok(())
+            },
+        )
+        .ok()?;
+        Some(out)
+    }
+
+    fn portable_public_key(&self) -> EcPublicKey {
+        EcPublicKey::from_p256(self.key.public_key())
+    }
+
+    fn portable_diffie_hellman(&self, peer: &EcPublicKey) -> Zeroizing<[u8; SHARED_SECRET_LEN]> {
         let scalar = Zeroizing::new(self.key.to_nonzero_scalar());
         let shared = p256::ecdh::diffie_hellman(&*scalar, peer.key.as_affine());
         let mut out = Zeroizing::new([0u8; SHARED_SECRET_LEN]);
@@ -222,7 +294,7 @@ impl EcSecretKey {
     /// From PKCS#8 PEM.
     pub(crate) fn from_pkcs8_pem(pem: &str) -> Option<Self> {
         use p256::pkcs8::DecodePrivateKey;
-        p256::SecretKey::from_pkcs8_pem(pem).ok().map(|key| Self { key })
+        p256::SecretKey::from_pkcs8_pem(pem).ok().and_then(Self::from_p256)
     }
 }
 
@@ -277,6 +349,30 @@ mod tests {
         let a = EcSecretKey::generate().unwrap();
         let b = EcSecretKey::generate().unwrap();
         assert_eq!(*a.diffie_hellman(&b.public_key()), *b.diffie_hellman(&a.public_key()));
+    }
+
+    /// The aws-lc path and the portable RustCrypto path compute the same keys and secrets.
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn fast_backend_matches_portable() {
+        for _ in 0..32 {
+            let a = EcSecretKey::generate().unwrap();
+            let b = EcSecretKey::generate().unwrap();
+            let b_pub = b.portable_public_key();
+            assert_eq!(
+                a.fast_public_key().unwrap().to_sec1(),
+                a.portable_public_key().to_sec1()
+            );
+            assert_eq!(
+                *a.fast_diffie_hellman(&b_pub).unwrap(),
+                *a.portable_diffie_hellman(&b_pub)
+            );
+            let from_bytes = EcSecretKey::from_scalar_bytes(&a.key.to_bytes()).unwrap();
+            assert_eq!(
+                *from_bytes.fast_diffie_hellman(&b_pub).unwrap(),
+                *a.portable_diffie_hellman(&b_pub)
+            );
+        }
     }
 
     #[test]
