@@ -1,12 +1,18 @@
-//! Bundled authenticator: HS256 JSON Web Tokens carried in the `authenticate` payload's `token` field.
+//! Bundled authenticators: JSON Web Tokens ([`JwtAuthenticator`]: HS256 with a secret, RS256/ES256 with a
+//! public key, the algorithm pinned by configuration) and a connect proxy ([`proxy::ConnectProxy`]) that asks an
+//! HTTP backend.
 //!
-//! `sub` becomes the user id; `exp` is required and `nbf` honoured, with a small leeway; every claim is kept as
-//! the connection's metadata. An optional `rooms` claim (a list of names or `prefix*` patterns) is what
-//! [`rooms_claim_validator`] allows a client to join.
+//! For tokens, `sub` becomes the user id; `exp` is required and `nbf` honoured, with a small leeway; every claim
+//! is kept as the connection's metadata. An optional `rooms` claim (a list of names or `prefix*` patterns)
+//! becomes [`Identity::rooms`]: the server then only lets the client join and publish to matching rooms.
 
+pub mod proxy;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -43,41 +49,212 @@ pub enum TokenError {
     Encode(#[from] jsonwebtoken::errors::Error),
 }
 
-/// Verifies HS256 tokens.
-#[derive(Clone)]
-pub struct Hs256Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+/// The signature algorithm a [`JwtAuthenticator`] accepts. It is pinned by configuration: the token's own
+/// `alg` header is never trusted, so an RS256/ES256 deployment refuses HS256 tokens (the algorithm-confusion
+/// attack) and every deployment refuses `alg: none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    Hs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, verified with an RSA public key.
+    Rs256,
+    /// ECDSA on P-256 with SHA-256, verified with an EC public key.
+    Es256,
 }
 
-impl std::fmt::Debug for Hs256Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Hs256Authenticator { key: [redacted] }")
-    }
-}
-
-impl Hs256Authenticator {
-    /// An authenticator for tokens signed with `secret`.
-    pub fn new(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        Self {
-            key: DecodingKey::from_secret(secret),
-            validation,
+impl JwtAlgorithm {
+    /// The JOSE name (`HS256`, `RS256`, `ES256`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
         }
     }
 
-    /// Checks a token; `None` when it is invalid, expired or not yet valid.
+    fn jose(self) -> Algorithm {
+        match self {
+            Self::Hs256 => Algorithm::HS256,
+            Self::Rs256 => Algorithm::RS256,
+            Self::Es256 => Algorithm::ES256,
+        }
+    }
+}
+
+impl std::fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JwtAlgorithm {
+    type Err = JwtKeyError;
+
+    /// Parses `HS256`, `RS256` or `ES256` (any case).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "HS256" => Ok(Self::Hs256),
+            "RS256" => Ok(Self::Rs256),
+            "ES256" => Ok(Self::Es256),
+            _ => Err(JwtKeyError::UnknownAlgorithm),
+        }
+    }
+}
+
+/// Why a JWT verification key could not be loaded. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtKeyError {
+    /// The algorithm name is not one of the supported ones.
+    #[error("unknown JWT algorithm: use HS256, RS256 or ES256")]
+    UnknownAlgorithm,
+    /// HS256 takes a shared secret, not a public key.
+    #[error("HS256 verifies with a shared secret, not a public key: pick RS256 or ES256 for a public key file")]
+    NotAPublicKeyAlgorithm,
+    /// The PEM text is not a public key of the algorithm's kind.
+    #[error("not a valid {0} public key PEM (expected \"-----BEGIN PUBLIC KEY-----\")")]
+    InvalidPublicKey(JwtAlgorithm),
+}
+
+/// A token verification key with its pinned algorithm: an HS256 secret or an RS256/ES256 public key.
+#[derive(Clone)]
+pub struct JwtKey {
+    algorithm: JwtAlgorithm,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JwtKey {{ algorithm: {}, key: [redacted] }}", self.algorithm)
+    }
+}
+
+impl JwtKey {
+    /// An HS256 shared secret.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self {
+            algorithm: JwtAlgorithm::Hs256,
+            key: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// An RS256 or ES256 public key in PEM (SubjectPublicKeyInfo, `-----BEGIN PUBLIC KEY-----`; RS256 also
+    /// takes PKCS#1 `-----BEGIN RSA PUBLIC KEY-----`).
+    ///
+    /// ```
+    /// use sealcast::auth::{JwtAlgorithm, JwtKey};
+    ///
+    /// let pem = "-----BEGIN PUBLIC KEY-----\n\
+    ///            MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEC0CgQ55xeahtqgOUEQvncFMOwVRu\n\
+    ///            Q+yZXmWZIb/pbh8jeSBByvZuqe8oU+eWrBLtmiUPeoP3REY4TfuiUEvtpA==\n\
+    ///            -----END PUBLIC KEY-----\n";
+    /// let key = JwtKey::from_public_key_pem(JwtAlgorithm::Es256, pem.as_bytes())?;
+    /// assert_eq!(key.algorithm(), JwtAlgorithm::Es256);
+    /// assert!(JwtKey::from_public_key_pem(JwtAlgorithm::Hs256, pem.as_bytes()).is_err());
+    /// # Ok::<(), sealcast::auth::JwtKeyError>(())
+    /// ```
+    pub fn from_public_key_pem(algorithm: JwtAlgorithm, pem: &[u8]) -> Result<Self, JwtKeyError> {
+        let key = match algorithm {
+            JwtAlgorithm::Hs256 => return Err(JwtKeyError::NotAPublicKeyAlgorithm),
+            JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(pem),
+            JwtAlgorithm::Es256 => DecodingKey::from_ec_pem(pem),
+        }
+        .map_err(|_| JwtKeyError::InvalidPublicKey(algorithm))?;
+        Ok(Self { algorithm, key })
+    }
+
+    /// The algorithm tokens must be signed with.
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.algorithm
+    }
+}
+
+struct Verifier {
+    key: JwtKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    fn new(key: JwtKey) -> Arc<Self> {
+        // `Validation::new` pins `algorithms` to exactly this one: the header's `alg` must match it.
+        let mut validation = Validation::new(key.algorithm.jose());
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Arc::new(Self { key, validation })
+    }
+}
+
+/// Verifies JSON Web Tokens carried in the `authenticate` payload's `token` field, with one pinned algorithm.
+///
+/// Clones share the key: [`JwtAuthenticator::reload`] on any clone (e.g. from a SIGHUP handler) switches every
+/// clone to the new key for the next verification; sessions already established are not affected.
+///
+/// ```
+/// use std::time::Duration;
+/// use sealcast::auth::{self, JwtAuthenticator, JwtKey};
+///
+/// let verifier = JwtAuthenticator::hs256(b"old secret");
+/// let token = auth::mint(b"old secret", "alice", Duration::from_secs(60), None)?;
+/// assert!(verifier.verify(&token).is_some());
+/// verifier.reload(JwtKey::hs256(b"new secret"));
+/// assert!(verifier.verify(&token).is_none());
+/// # Ok::<(), auth::TokenError>(())
+/// ```
+#[derive(Clone)]
+pub struct JwtAuthenticator {
+    current: Arc<RwLock<Arc<Verifier>>>,
+}
+
+impl std::fmt::Debug for JwtAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "JwtAuthenticator {{ algorithm: {}, key: [redacted] }}",
+            self.algorithm()
+        )
+    }
+}
+
+impl JwtAuthenticator {
+    /// An authenticator for tokens verified with `key` (its algorithm is the only one accepted).
+    pub fn new(key: JwtKey) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Verifier::new(key))),
+        }
+    }
+
+    /// An authenticator for HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self::new(JwtKey::hs256(secret))
+    }
+
+    /// An authenticator for RS256 or ES256 tokens, verified with a PEM public key
+    /// (see [`JwtKey::from_public_key_pem`]).
+    pub fn from_public_key_pem(algorithm: JwtAlgorithm, pem: &[u8]) -> Result<Self, JwtKeyError> {
+        Ok(Self::new(JwtKey::from_public_key_pem(algorithm, pem)?))
+    }
+
+    /// Replaces the key (and with it the accepted algorithm) for every clone of this authenticator.
+    pub fn reload(&self, key: JwtKey) {
+        *self.current.write() = Verifier::new(key);
+    }
+
+    /// The algorithm currently accepted.
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.current.read().key.algorithm
+    }
+
+    /// Checks a token; `None` when it is invalid, signed otherwise, expired or not yet valid.
     pub fn verify(&self, token: &str) -> Option<(Claims, Value)> {
-        let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation).ok()?;
+        let verifier = self.current.read().clone();
+        let data = jsonwebtoken::decode::<Value>(token, &verifier.key.key, &verifier.validation).ok()?;
         let claims: Claims = serde_json::from_value(data.claims.clone()).ok()?;
         Some((claims, data.claims))
     }
 }
 
-impl Hook<AuthRequest, Option<Identity>> for Hs256Authenticator {
+impl Hook<AuthRequest, Option<Identity>> for JwtAuthenticator {
     fn call(&self, req: AuthRequest) -> HookFuture<Option<Identity>> {
         let outcome = req
             .data
@@ -86,7 +263,11 @@ impl Hook<AuthRequest, Option<Identity>> for Hs256Authenticator {
             .and_then(|t| self.verify(t))
             .map(|(claims, all)| {
                 let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
-                Identity::user(claims.sub).with_metadata(all).expiring_at(expiry)
+                let identity = Identity::user(claims.sub).with_metadata(all).expiring_at(expiry);
+                match claims.rooms {
+                    Some(patterns) => identity.with_rooms(patterns),
+                    None => identity,
+                }
             });
         Box::pin(async move { Ok::<_, HookError>(outcome) })
     }
@@ -130,8 +311,9 @@ pub fn room_allowed(patterns: &[String], room: &str) -> bool {
     })
 }
 
-/// A room validator driven by the token's `rooms` claim (kept in the metadata by [`Hs256Authenticator`]):
-/// without the claim every requested room is allowed, with it only matching ones.
+/// A room validator driven by a `rooms` list in the connection's metadata (where [`JwtAuthenticator`] keeps
+/// every claim): without it every requested room is allowed, with it only matching ones. The server applies
+/// [`Identity::rooms`] to joins before any validator runs, so this one only adds the metadata check.
 pub fn rooms_claim_validator(req: RoomRequest) -> HookFuture<Vec<String>> {
     let patterns: Option<Vec<String>> = req
         .metadata
@@ -151,9 +333,9 @@ mod tests {
     #[test]
     fn minted_token_verifies_and_wrong_secret_fails() {
         let t = mint(b"s3cret", "alice", Duration::from_secs(60), None).unwrap();
-        let (claims, _) = Hs256Authenticator::new(b"s3cret").verify(&t).unwrap();
+        let (claims, _) = JwtAuthenticator::hs256(b"s3cret").verify(&t).unwrap();
         assert_eq!(claims.sub, "alice");
-        assert!(Hs256Authenticator::new(b"other").verify(&t).is_none());
+        assert!(JwtAuthenticator::hs256(b"other").verify(&t).is_none());
     }
 
     #[test]
@@ -166,7 +348,7 @@ mod tests {
             rooms: None,
         };
         let t = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"k")).unwrap();
-        assert!(Hs256Authenticator::new(b"k").verify(&t).is_none());
+        assert!(JwtAuthenticator::hs256(b"k").verify(&t).is_none());
     }
 
     #[test]

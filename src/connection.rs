@@ -392,6 +392,7 @@ impl Reader {
         let user: Option<Arc<str>> = identity.user_id.as_deref().map(Into::into);
         let rooms = room::sanitize(&self.shared.config.default_rooms);
         self.expiry = identity.expires_at.map(instant_of);
+        self.entry.set_room_patterns(identity.rooms);
         self.shared
             .registry
             .authenticate(&self.entry, user, identity.metadata.clone(), encrypted, &rooms);
@@ -444,6 +445,7 @@ impl Reader {
         match invoke(self.shared.authenticator.as_ref(), req).await {
             Ok(Some(identity)) if identity.user_id.as_deref() == current.as_deref() => {
                 self.expiry = identity.expires_at.map(instant_of);
+                self.entry.set_room_patterns(identity.rooms);
                 self.mailbox().push(Outbound::Rekey);
                 tracing::info!(client = %self.entry.id_str, "credentials refreshed");
             }
@@ -461,7 +463,8 @@ impl Reader {
     }
 
     async fn join(&mut self, requested: Vec<std::borrow::Cow<'_, str>>) -> Flow {
-        let rooms = room::sanitize(&requested);
+        let mut rooms = room::sanitize(&requested);
+        rooms.retain(|r| self.entry.room_permitted(r));
         if rooms.is_empty() {
             return ControlFlow::Continue(());
         }
@@ -506,6 +509,10 @@ impl Reader {
         // Own-id rooms are direct channels, never publish targets.
         if room_name == &*self.entry.id_str || !self.entry.is_in(room_name) {
             self.reply_error(errors::NOT_IN_ROOM);
+            return ControlFlow::Continue(());
+        }
+        if !self.entry.room_permitted(room_name) {
+            self.reply_error(errors::ROOM_NOT_ALLOWED);
             return ControlFlow::Continue(());
         }
         let data = data.map_or_else(|| RawValue::from_string("null".to_owned()), |d| Ok(d.to_owned()));

@@ -81,6 +81,11 @@ pub struct Identity {
     /// When the credentials expire: the connection is closed 1008 then unless the client sends
     /// `{"event":"refresh","data":{"token":..}}` with fresh credentials for the same user first.
     pub expires_at: Option<std::time::SystemTime>,
+    /// Room patterns (exact names or `prefix*`) the connection may join and publish to; `None` leaves joins to
+    /// the room validator and publishing to room membership. With patterns, a `join` outside them is dropped
+    /// before the validator runs and a `publish` outside them is answered with the `Room not allowed` error.
+    /// Set by [`crate::auth::JwtAuthenticator`] from the `rooms` claim and by the connect proxy from `rooms`.
+    pub rooms: Option<Vec<String>>,
 }
 
 impl Identity {
@@ -95,6 +100,12 @@ impl Identity {
     /// Attaches metadata.
     pub fn with_metadata(mut self, metadata: Value) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// Limits the rooms the connection may join and publish to (see [`Identity::rooms`]).
+    pub fn with_rooms(mut self, patterns: Vec<String>) -> Self {
+        self.rooms = Some(patterns);
         self
     }
 
@@ -220,7 +231,7 @@ mod tests {
 }
 
 debug_redacted!(AuthRequest { client_id; data });
-debug_redacted!(Identity { user_id, expires_at; metadata });
+debug_redacted!(Identity { user_id, expires_at, rooms; metadata });
 debug_redacted!(RoomRequest { client_id, user_id, rooms; metadata });
 debug_redacted!(Connected { client_id, user_id; metadata });
 debug_redacted!(Disconnected { client_id, user_id, code; });

@@ -54,7 +54,7 @@ pub use ignis_compat::IgnisCompat;
 pub use limits::Rate;
 pub use protocol::CloseCode;
 pub use registry::{ClientInfo, ClientState};
-pub use server::{RoomError, SendError, Server, ServerBuilder};
+pub use server::{ReloadError, RoomError, SendError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
 pub use settings::{Settings, SettingsError};
 pub use stats::StatsSnapshot;

@@ -80,6 +80,8 @@ struct EntryState {
     metadata: Value,
     rooms: HashSet<Arc<str>>,
     encrypted: bool,
+    /// The identity's room patterns; `None`: no limit beyond the validator and membership.
+    room_patterns: Option<Arc<[String]>>,
 }
 
 impl Entry {
@@ -95,6 +97,7 @@ impl Entry {
                 metadata: Value::Null,
                 rooms: HashSet::new(),
                 encrypted: false,
+                room_patterns: None,
             }),
         })
     }
@@ -109,6 +112,17 @@ impl Entry {
 
     pub(crate) fn metadata(&self) -> Value {
         self.state.lock().metadata.clone()
+    }
+
+    /// Sets (or, on a refresh, replaces) the room patterns of the connection's identity.
+    pub(crate) fn set_room_patterns(&self, patterns: Option<Vec<String>>) {
+        self.state.lock().room_patterns = patterns.map(Into::into);
+    }
+
+    /// Whether the identity's room patterns allow `room` (always, without patterns).
+    pub(crate) fn room_permitted(&self, room: &str) -> bool {
+        let patterns = self.state.lock().room_patterns.clone();
+        patterns.is_none_or(|p| crate::auth::room_allowed(&p, room))
     }
 
     pub(crate) fn is_in(&self, room: &str) -> bool {

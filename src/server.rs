@@ -30,7 +30,7 @@ use crate::protocol::{event, outbound, room, Action, CloseCode, Envelope, Target
 use crate::registry::{ClientInfo, Exclude, JoinResult, Registry};
 use crate::session::Handshake;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::wsenc::WsEnc1;
+use crate::wsenc::{SharedKeys, WsEnc1};
 
 /// Why a message could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,15 @@ pub enum SendError {
     /// The payload could not be serialised to JSON.
     #[error("payload is not serialisable to JSON: {0}")]
     Serialize(#[from] serde_json::Error),
+}
+
+/// Why a key reload was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The server was built without [`ServerBuilder::static_keys`], so there is no key set to replace.
+    #[error("this server has no static keys to replace (build it with ServerBuilder::static_keys)")]
+    NoStaticKeys,
 }
 
 /// Why a server-side room change was refused.
@@ -83,7 +92,7 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     pub(crate) authenticator: Arc<Authenticator>,
     pub(crate) handshake: Option<Arc<Handshake>>,
-    pub(crate) static_keys: Option<Arc<StaticKeySet>>,
+    pub(crate) static_keys: Option<SharedKeys>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
@@ -265,6 +274,39 @@ impl Server {
         Inbox::new(self.shared.server_id.clone(), Arc::downgrade(&self.shared))
     }
 
+    /// Replaces the wsenc/1 static key set at runtime (e.g. on SIGHUP): handshakes that start afterwards use
+    /// `keys` and `/.well-known/sealcast.json` lists them; sessions already established keep their session keys
+    /// and continue. Applies to the bundled [`WsEnc1`] handshake; a custom [`ServerBuilder::handshake`] only
+    /// sees the new keys on the well-known endpoint.
+    ///
+    /// ```
+    /// use sealcast::crypto::{StaticKey, StaticKeySet};
+    /// use sealcast::{Identity, Server};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder()
+    ///     .static_keys(StaticKeySet::new(StaticKey::generate()?))
+    ///     .authenticator(|_req: sealcast::AuthRequest| async move { Ok(Some(Identity::user("alice"))) })
+    ///     .build()?;
+    /// let next = StaticKey::generate()?;
+    /// let kid = next.kid_b64u();
+    /// server.reload_static_keys(StaticKeySet::new(next))?;
+    /// assert_eq!(server.static_keys().map(|k| k.current().kid_b64u()), Some(kid));
+    /// # Ok(()) }
+    /// ```
+    pub fn reload_static_keys(&self, keys: StaticKeySet) -> Result<(), ReloadError> {
+        let cell = self.shared.static_keys.as_ref().ok_or(ReloadError::NoStaticKeys)?;
+        cell.replace(Arc::new(keys));
+        tracing::info!("static keys replaced");
+        Ok(())
+    }
+
+    /// The wsenc/1 static key set new handshakes use, if the server has one.
+    pub fn static_keys(&self) -> Option<Arc<StaticKeySet>> {
+        self.shared.static_keys.as_ref().map(SharedKeys::current)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
@@ -438,7 +480,7 @@ impl Server {
 
 async fn well_known(State(shared): State<Arc<Shared>>) -> Response {
     match &shared.static_keys {
-        Some(keys) => axum::Json(crate::wsenc::well_known(keys)).into_response(),
+        Some(keys) => axum::Json(crate::wsenc::well_known(&keys.current())).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -514,7 +556,7 @@ pub struct ServerBuilder {
     hooks: Hooks,
     authenticator: Option<Arc<Authenticator>>,
     handshake: Option<Arc<Handshake>>,
-    static_keys: Option<Arc<StaticKeySet>>,
+    static_keys: Option<SharedKeys>,
     bus: Option<Arc<dyn Bus>>,
 }
 
@@ -636,7 +678,7 @@ impl ServerBuilder {
     /// bundled [`WsEnc1`] handshake (unless [`Self::handshake`] gives another) and serves the public keys at
     /// `GET /.well-known/sealcast.json`.
     pub fn static_keys(mut self, keys: StaticKeySet) -> Self {
-        self.static_keys = Some(Arc::new(keys));
+        self.static_keys = Some(SharedKeys::new(Arc::new(keys)));
         self
     }
 
@@ -653,7 +695,7 @@ impl ServerBuilder {
         let stats = Arc::new(Stats::default());
         let handshake = self.handshake.or_else(|| {
             self.static_keys.as_ref().map(|keys| {
-                let wsenc = WsEnc1::new(keys.clone())
+                let wsenc = WsEnc1::with_shared_keys(keys.clone())
                     .max_records_per_epoch(self.config.max_records_per_epoch)
                     .with_stats(stats.clone());
                 Arc::new(wsenc) as Arc<Handshake>

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::JwtAlgorithm;
 use crate::bus::{BusMode, RedisEndpoint};
 use crate::{Config, ConfigError, Rate};
 
@@ -84,7 +85,7 @@ macro_rules! settings {
 settings! {
     /// The public listener and connection behaviour.
     [server] ServerSettings {
-        /// Address to listen on. Beyond loopback it needs `auth.jwt_secret` and `encryption.server_key_files`.
+        /// Address to listen on. Beyond loopback it needs real authentication (`auth.jwt_secret`, `auth.jwt_public_key_file` or `auth.proxy_url`) and `encryption.server_key_files`.
         bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "SEALCAST_BIND";
         /// WebSocket path.
         path: String = lib().path, "SEALCAST_PATH";
@@ -111,8 +112,16 @@ settings! {
     }
     /// Client authentication.
     [auth] AuthSettings {
-        /// HS256 secret for client tokens. Unset on loopback: a random one is generated and printed (development mode).
+        /// HS256 secret for client tokens. Unset on loopback (and no other mode below): a random one is generated and printed (development mode).
         jwt_secret: Option<Secret> = None, "SEALCAST_JWT_SECRET";
+        /// The only JWT algorithm accepted (the token's `alg` header never chooses): HS256 with `jwt_secret`, RS256 or ES256 with `jwt_public_key_file`.
+        jwt_algorithm: JwtAlgorithm = JwtAlgorithm::Hs256, "SEALCAST_JWT_ALGORITHM";
+        /// PEM public key (`-----BEGIN PUBLIC KEY-----`) verifying RS256/ES256 tokens; re-read on SIGHUP.
+        jwt_public_key_file: Option<PathBuf> = None, "SEALCAST_JWT_PUBLIC_KEY_FILE";
+        /// Connect proxy: POST each `authenticate` payload to this http:// URL instead of verifying a JWT (see the README's proxy contract).
+        proxy_url: Option<String> = None, "SEALCAST_AUTH_PROXY_URL";
+        /// Bound on one connect-proxy authentication, retries included, in milliseconds.
+        proxy_timeout_ms: u64 = 3_000, "SEALCAST_AUTH_PROXY_TIMEOUT_MS";
     }
     /// wsenc/1 end-to-end encryption.
     [encryption] EncryptionSettings {
@@ -439,6 +448,7 @@ impl Settings {
                 ));
             }
         }
+        self.check_auth_mode()?;
         if self.redis.url.is_some() && !self.redis.cluster_nodes.is_empty() {
             return Err(problem(
                 "redis.url",
@@ -454,6 +464,44 @@ impl Settings {
         self.check_exposure()
     }
 
+    /// One client authentication mode: an HS256 secret, a public key with RS256/ES256, or the connect proxy.
+    fn check_auth_mode(&self) -> Result<(), (&'static str, String)> {
+        let a = &self.auth;
+        let problem = |id: &'static str, text: &str| Err((id, text.to_owned()));
+        if let Some(url) = &a.proxy_url {
+            if a.jwt_secret.is_some() || a.jwt_public_key_file.is_some() {
+                return problem(
+                    "auth.proxy_url",
+                    "is set together with `auth.jwt_secret` or `auth.jwt_public_key_file`: choose one authentication mode",
+                );
+            }
+            crate::auth::proxy::ConnectProxy::new(url, Duration::from_millis(a.proxy_timeout_ms))
+                .map_err(|e| ("auth.proxy_url", format!("is not usable: {e}")))?;
+            return Ok(());
+        }
+        match (a.jwt_algorithm, &a.jwt_public_key_file) {
+            (JwtAlgorithm::Hs256, Some(_)) => problem(
+                "auth.jwt_public_key_file",
+                "needs `auth.jwt_algorithm` RS256 or ES256 (HS256 uses `auth.jwt_secret`)",
+            ),
+            (_, Some(_)) if a.jwt_secret.is_some() => problem(
+                "auth.jwt_secret",
+                "is set together with `auth.jwt_public_key_file`: remove the secret for RS256/ES256",
+            ),
+            (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256, None) => problem(
+                "auth.jwt_algorithm",
+                "is RS256 or ES256: set `auth.jwt_public_key_file` (a PEM public key)",
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when clients authenticate with something the operator configured (not development mode's secret).
+    fn has_real_auth(&self) -> bool {
+        let a = &self.auth;
+        a.jwt_secret.is_some() || a.jwt_public_key_file.is_some() || a.proxy_url.is_some()
+    }
+
     /// Beyond loopback the server needs real authentication and a static key (development mode's generated ones
     /// are printed), and the demo's open token endpoint needs an explicit `demo.public`.
     fn check_exposure(&self) -> Result<(), (&'static str, String)> {
@@ -462,9 +510,11 @@ impl Settings {
             return Ok(());
         }
         let mut missing = Vec::new();
-        // Another authenticator kind (public-key JWT, connect proxy) satisfies this too once it exists.
-        if self.auth.jwt_secret.is_none() {
-            missing.push("`auth.jwt_secret` / SEALCAST_JWT_SECRET (token authentication)");
+        if !self.has_real_auth() {
+            missing.push(
+                "`auth.jwt_secret` / SEALCAST_JWT_SECRET, `auth.jwt_public_key_file` / SEALCAST_JWT_PUBLIC_KEY_FILE or \
+                 `auth.proxy_url` / SEALCAST_AUTH_PROXY_URL (client authentication)",
+            );
         }
         if self.encryption.server_key_files.is_empty() {
             missing.push(
@@ -960,6 +1010,7 @@ string_setting! {
     AdminBind => "an address like \"127.0.0.1:9090\", or \"off\"",
     LogFormat => "\"text\" or \"json\"",
     BusMode => "\"classic\" or \"sharded\"",
+    JwtAlgorithm => "\"HS256\", \"RS256\" or \"ES256\"",
 }
 
 #[cfg(test)]
@@ -1172,6 +1223,41 @@ mod tests {
         assert!(!only_key.contains("SEALCAST_JWT_SECRET") && only_key.contains("SEALCAST_SERVER_KEY_FILE"));
         let ready = "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"s\"\n[encryption]\nserver_key_files = [\"k.pem\"]\n";
         assert!(Settings::from_toml_str(ready).is_ok());
+    }
+
+    #[test]
+    fn public_bind_counts_a_public_key_or_the_connect_proxy_as_authentication() {
+        let keyed = "[server]\nbind = \"0.0.0.0:8080\"\n[encryption]\nserver_key_files = [\"k.pem\"]\n[auth]\n";
+        for auth in [
+            "jwt_algorithm = \"RS256\"\njwt_public_key_file = \"jwt.pem\"\n",
+            "proxy_url = \"http://127.0.0.1:3000/auth\"\n",
+        ] {
+            assert!(Settings::from_toml_str(&format!("{keyed}{auth}")).is_ok(), "{auth}");
+        }
+    }
+
+    #[test]
+    fn exactly_one_authentication_mode_is_accepted() {
+        for (auth, key) in [
+            (
+                "proxy_url = \"http://h/\"\njwt_secret = \"s\"\n",
+                "`auth.proxy_url` is set together",
+            ),
+            (
+                "proxy_url = \"https://h/\"\n",
+                "`auth.proxy_url` is not usable: the connect proxy URL must use http://",
+            ),
+            ("jwt_public_key_file = \"k.pem\"\n", "`auth.jwt_public_key_file` needs"),
+            ("jwt_algorithm = \"ES256\"\n", "`auth.jwt_algorithm` is RS256 or ES256"),
+            (
+                "jwt_algorithm = \"ES256\"\njwt_public_key_file = \"k\"\njwt_secret = \"s\"\n",
+                "`auth.jwt_secret` is set",
+            ),
+            ("jwt_algorithm = \"PS256\"\n", "`auth.jwt_algorithm`"),
+        ] {
+            let e = err(&format!("[auth]\n{auth}"));
+            assert!(e.starts_with(key), "{auth}: {e}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
 use crate::crypto::{self, RecordOpener, RecordSealer, StaticKeySet};
@@ -16,10 +17,30 @@ use crate::protocol::CloseCode;
 use crate::session::{HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
 use crate::stats::Stats;
 
+/// The server's static key set, replaceable at runtime ([`crate::Server::reload_static_keys`]). Clones share
+/// it; a handshake takes the current set once, so a reload never changes a handshake already running.
+#[derive(Clone)]
+pub(crate) struct SharedKeys(Arc<RwLock<Arc<StaticKeySet>>>);
+
+impl SharedKeys {
+    pub(crate) fn new(keys: Arc<StaticKeySet>) -> Self {
+        Self(Arc::new(RwLock::new(keys)))
+    }
+
+    /// The current set (a cheap `Arc` clone under a read lock).
+    pub(crate) fn current(&self) -> Arc<StaticKeySet> {
+        self.0.read().clone()
+    }
+
+    pub(crate) fn replace(&self, keys: Arc<StaticKeySet>) {
+        *self.0.write() = keys;
+    }
+}
+
 /// The bundled wsenc/1 handshake. Installed by [`crate::ServerBuilder::static_keys`].
 #[derive(Clone)]
 pub struct WsEnc1 {
-    keys: Arc<StaticKeySet>,
+    keys: SharedKeys,
     max_records_per_epoch: u64,
     padding: Option<NonZeroUsize>,
     stats: Option<Arc<Stats>>,
@@ -28,7 +49,7 @@ pub struct WsEnc1 {
 impl std::fmt::Debug for WsEnc1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsEnc1")
-            .field("keys", &self.keys.iter().count())
+            .field("keys", &self.keys.current().iter().count())
             .field("max_records_per_epoch", &self.max_records_per_epoch)
             .finish_non_exhaustive()
     }
@@ -37,6 +58,11 @@ impl std::fmt::Debug for WsEnc1 {
 impl WsEnc1 {
     /// A handshake answering with `keys` (the current key unless the client names another `kid`).
     pub fn new(keys: Arc<StaticKeySet>) -> Self {
+        Self::with_shared_keys(SharedKeys::new(keys))
+    }
+
+    /// A handshake that follows the server's replaceable key set.
+    pub(crate) fn with_shared_keys(keys: SharedKeys) -> Self {
         Self {
             keys,
             max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
@@ -62,9 +88,9 @@ impl WsEnc1 {
         self
     }
 
-    /// The keys this handshake serves.
-    pub fn keys(&self) -> &StaticKeySet {
-        &self.keys
+    /// The keys this handshake serves now (a server's reload replaces them for later handshakes).
+    pub fn keys(&self) -> Arc<StaticKeySet> {
+        self.keys.current()
     }
 
     /// Runs the server side of the handshake on an `authenticate` payload.
@@ -78,7 +104,7 @@ impl WsEnc1 {
             Stats::bump(&stats.handshakes);
         }
         let Ok((hello, mut sealer, mut opener)) =
-            crypto::server_handshake(&self.keys, &request, client_id, user_id.unwrap_or(""))
+            crypto::server_handshake(&self.keys.current(), &request, client_id, user_id.unwrap_or(""))
         else {
             return HandshakeOutcome::Reject;
         };

@@ -161,16 +161,22 @@ async fn env_settings_reach_the_server() {
     assert_eq!(c.expect_close().await.0, 4001);
 }
 
-#[test]
-fn refuses_a_public_bind_without_a_secret() {
+/// Runs `sealcast serve` on 0.0.0.0 without a secret (plus `envs`); it must refuse: its stderr.
+fn public_bind_refusal(envs: &[(&str, &str)]) -> String {
     let out = Command::new(BIN)
         .arg("serve")
         .env("SEALCAST_BIND", "0.0.0.0:0")
         .env_remove("SEALCAST_JWT_SECRET")
+        .envs(envs.iter().copied())
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn refuses_a_public_bind_without_a_secret() {
+    let err = public_bind_refusal(&[]);
     assert!(
         err.contains("SEALCAST_JWT_SECRET") && err.contains("SEALCAST_SERVER_KEY_FILE"),
         "{err}"
@@ -574,4 +580,100 @@ async fn a_serve_flag_overrides_the_config_file() {
     let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/from-flag")).await;
     assert_eq!(c.expect_close().await.0, 4001);
     assert_eq!(http_get(port, "/from-file").await.0, 404);
+}
+
+/// `sealcast keygen --force --out path`: the new key's kid and public key.
+fn keygen_into(path: &std::path::Path) -> (String, String) {
+    let out = Command::new(BIN)
+        .args(["keygen", "--force", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (
+        printed(&lines, "kid=").to_owned(),
+        printed(&lines, "publicKey=").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn rs256_public_key_file_verifies_client_tokens() {
+    let key_file = format!("{}/tests/fixtures/jwt/rs256-a.pub.pem", env!("CARGO_MANIFEST_DIR"));
+    let (_p, lines, port) = serve(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWT_PUBLIC_KEY_FILE", &key_file),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    assert!(!lines.iter().any(|l| l.contains("sample token")), "{lines:?}");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let token = common::jwt::sign(jsonwebtoken::Algorithm::RS256, "rs256-a.key.pem", "alice");
+    let mut ok = Client::connect(&url).await;
+    ok.send(json!({"event": "authenticate", "data": {"token": token}}))
+        .await;
+    assert_eq!(ok.expect_event("connected").await["userId"], "alice");
+    let public_pem = common::jwt::fixture("rs256-a.pub.pem");
+    let forged = common::jwt::hmac_signed("HS256", public_pem.as_bytes(), &common::jwt::claims("mallory", None));
+    let mut bad = Client::connect(&url).await;
+    bad.send(json!({"event": "authenticate", "data": {"token": forged}}))
+        .await;
+    assert_eq!(bad.expect_close().await.0, 4003);
+}
+
+#[test]
+fn a_public_bind_counts_the_connect_proxy_as_authentication() {
+    let err = public_bind_refusal(&[("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth")]);
+    assert!(
+        err.contains("SEALCAST_SERVER_KEY_FILE") && !err.contains("SEALCAST_JWT_SECRET"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_server_key_file_for_new_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.pem");
+    keygen_into(&path);
+    let (p, lines, port) = serve(&[("SEALCAST_SERVER_KEY_FILE", path.to_str().unwrap())]);
+    let token = printed(&lines, "sample token (sub=dev-user, 1h): ").to_owned();
+    let (kid, public) = keygen_into(&path);
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let start = std::time::Instant::now();
+    loop {
+        let (_, body) = http_get(port, "/.well-known/sealcast.json").await;
+        if body.contains(&kid) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "new key not served: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let pinned = PinnedKey::from_b64u(&public).unwrap();
+    let enc = sealcast::client::Client::connect(ClientConfig::new(&url, token.as_str()).pin(pinned))
+        .await
+        .unwrap();
+    assert!(enc.is_encrypted());
+}
+
+#[tokio::test]
+async fn sighup_with_an_unparsable_key_file_keeps_the_old_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.pem");
+    let (kid, _) = keygen_into(&path);
+    let (p, lines, port, _readers) = serve_captured(&[("SEALCAST_SERVER_KEY_FILE", path.to_str().unwrap())]);
+    std::fs::write(&path, "not a key").unwrap();
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    eventually("the failed reload is logged", || {
+        lines.lock().unwrap().iter().any(|l| l.contains("NOT reloaded"))
+    })
+    .await;
+    let (status, body) = http_get(port, "/.well-known/sealcast.json").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&kid), "{body}");
 }

@@ -146,13 +146,7 @@ async fn the_next_keys_kid_selects_the_next_key() {
     let c = RawEnc::login_with_kid(&t, "user:a", &[next_key().pinned()], Some(next_key().kid())).await;
     assert_eq!(c.connected["kid"], next_key().kid_b64u());
     // Without a kid the current key answers, which a client pinning only the next key refuses.
-    let err = EncClient::connect(ClientConfig::new(t.url(), "user:a").pin(next_key().pinned()))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Handshake(HandshakeError::UnknownKid)),
-        "{err:?}"
-    );
+    assert_unknown_kid(&t, next_key().pinned()).await;
 }
 
 #[tokio::test]
@@ -168,13 +162,7 @@ async fn two_connections_get_different_keys() {
 #[tokio::test]
 async fn a_client_pinning_another_key_aborts() {
     let t = enc_server().await;
-    let err = EncClient::connect(ClientConfig::new(t.url(), "user:a").pin(next_key().pinned()))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Handshake(HandshakeError::UnknownKid)),
-        "{err:?}"
-    );
+    assert_unknown_kid(&t, next_key().pinned()).await;
 }
 
 /// A relay between client and server that rewrites one field of `connected`.

@@ -1,4 +1,4 @@
-//! `auth_token`: the bundled HS256 authenticator's token parsing (`Hs256Authenticator::verify`).
+//! `auth_token`: the bundled HS256 authenticator's token parsing (`JwtAuthenticator::verify`).
 //!
 //! Oracles: nothing panics; an accepted token has a JOSE header with `alg` HS256, a `sub` and an `exp` not in
 //! the past (beyond the leeway), and its claims are what the payload segment says.
@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use sealcast::auth::{Hs256Authenticator, LEEWAY_SECS};
+use sealcast::auth::{JwtAuthenticator, LEEWAY_SECS};
 use serde_json::Value;
 
 /// The secret the seed tokens are signed with.
@@ -18,7 +18,7 @@ pub fn check(data: &[u8]) {
     let Ok(token) = std::str::from_utf8(data) else {
         return;
     };
-    let auth = Hs256Authenticator::new(SECRET);
+    let auth = JwtAuthenticator::hs256(SECRET);
     let Some((claims, all)) = auth.verify(token) else {
         return;
     };

@@ -74,4 +74,6 @@ pub mod errors {
     pub const TOO_MANY_SESSIONS: &str = "Too many sessions";
     /// The client published to a room it has not joined.
     pub const NOT_IN_ROOM: &str = "Not a member of room";
+    /// The client published to a room outside its identity's room patterns (the token's `rooms` claim).
+    pub const ROOM_NOT_ALLOWED: &str = "Room not allowed";
 }

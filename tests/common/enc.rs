@@ -1,6 +1,9 @@
 //! wsenc/1 test helpers: servers with static keys and a raw encrypted client that exposes every frame.
 
-use sealcast::crypto::{ClientHandshake, PinnedKey, RecordOpener, RecordSealer, ServerHello, StaticKey, StaticKeySet};
+use sealcast::client::{Client as EncClient, ClientConfig, ClientError};
+use sealcast::crypto::{
+    ClientHandshake, HandshakeError, PinnedKey, RecordOpener, RecordSealer, ServerHello, StaticKey, StaticKeySet,
+};
 use sealcast::ServerBuilder;
 use serde_json::{json, Map, Value};
 
@@ -21,6 +24,20 @@ pub fn enc_builder() -> ServerBuilder {
     builder()
         .require_encryption(true)
         .static_keys(StaticKeySet::new(test_key()))
+}
+
+/// A `sealcast::client` session for `user:a` that pins `key`.
+pub async fn connect_pinned(t: &TestServer, key: PinnedKey) -> Result<EncClient, ClientError> {
+    EncClient::connect(ClientConfig::new(t.url(), "user:a").pin(key)).await
+}
+
+/// A client pinning `key` aborts the handshake: the server answered with a key it does not know.
+pub async fn assert_unknown_kid(t: &TestServer, key: PinnedKey) {
+    let err = connect_pinned(t, key).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Handshake(HandshakeError::UnknownKid)),
+        "{err:?}"
+    );
 }
 
 /// A client that speaks wsenc/1 by hand, so tests can see and forge raw frames.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod enc;
+pub mod jwt;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,7 +21,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub const QUIET: Duration = Duration::from_millis(300);
 
 /// The test authenticator: `user:<id>` → user `<id>`, `anon` → anonymous, `error` → hook error, `panic` → panic,
-/// `slow` → never answers, anything else → rejected.
+/// `slow` → never answers, `rooms:<id>:<patterns>` → user `<id>` limited to those rooms, anything else →
+/// rejected.
 pub async fn test_auth(req: AuthRequest) -> Result<Option<Identity>, HookError> {
     let token = req
         .data
@@ -43,6 +45,13 @@ pub async fn test_auth(req: AuthRequest) -> Result<Option<Identity>, HookError> 
             let ms: u64 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
             let at = std::time::SystemTime::now() + std::time::Duration::from_millis(ms);
             Ok(Some(Identity::user(user).expiring_at(at)))
+        }
+        t if t.starts_with("rooms:") => {
+            // `rooms:<user>:<pattern>,<pattern>`: an identity limited to those room patterns.
+            let mut parts = t.splitn(3, ':').skip(1);
+            let user = parts.next().unwrap_or_default();
+            let patterns = parts.next().unwrap_or_default().split(',').map(str::to_owned).collect();
+            Ok(Some(Identity::user(user).with_rooms(patterns)))
         }
         t => Ok(t
             .strip_prefix("user:")
@@ -226,6 +235,16 @@ pub async fn http_request(port: u16, request: &str) -> (u16, String) {
     s.read_to_string(&mut buf).await.expect("read");
     let status = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
+}
+
+/// Serves `app` on a free loopback port (e.g. a backend the server under test calls).
+pub async fn serve_http(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
 }
 
 /// `GET path` on 127.0.0.1:`port`.

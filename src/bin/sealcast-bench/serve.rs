@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use axum::serve::ListenerExt;
-use sealcast::auth::{self, Hs256Authenticator};
+use sealcast::auth::{self, JwtAuthenticator};
 use sealcast::bus::{RedisBus, RedisEndpoint};
 use sealcast::crypto::{StaticKey, StaticKeySet};
 use sealcast::{Rate, Server};
@@ -52,7 +52,7 @@ pub async fn serve() -> Result<(), String> {
         ))
         .message_rate(Rate::UNLIMITED)
         .max_sessions_per_user(usize::MAX)
-        .authenticator(Hs256Authenticator::new(secret.as_bytes()))
+        .authenticator(JwtAuthenticator::hs256(secret.as_bytes()))
         .room_validator(auth::rooms_claim_validator)
         .build()
         .map_err(|e| e.to_string())?;

@@ -132,7 +132,7 @@ async fn token(State(demo): State<Demo>, Query(q): Query<TokenQuery>) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sealcast::auth::{room_allowed, Hs256Authenticator};
+    use sealcast::auth::{room_allowed, JwtAuthenticator};
 
     #[test]
     fn names() {
@@ -170,7 +170,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["userId"], "demo:alice");
         assert_eq!(v["wsPath"], "/ws");
-        let (claims, _) = Hs256Authenticator::new(b"demo-test-secret")
+        let (claims, _) = JwtAuthenticator::hs256(b"demo-test-secret")
             .verify(v["token"].as_str().unwrap())
             .unwrap();
         assert_eq!(claims.sub, "demo:alice");

@@ -10,13 +10,15 @@ mod emit;
 
 mod cli_settings;
 
+mod reload;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sealcast::auth::{self, Hs256Authenticator};
+use sealcast::auth::{self, JwtAuthenticator};
 use sealcast::crypto::{StaticKey, StaticKeySet};
 use sealcast::settings::{AdminBind, Effective, LogFormat, Secret};
 use sealcast::{Server, Settings, SettingsError};
@@ -194,6 +196,7 @@ fn check(args: &ServeArgs) -> Result<String, String> {
     if !keys.is_empty() {
         load_keys(keys).map_err(|e| format!("`encryption.server_key_files`: {e}"))?;
     }
+    reload::AuthMode::from_settings(&effective.settings.auth)?;
     Ok(effective.render())
 }
 
@@ -244,17 +247,19 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         LogFormat::Text => logs.init(),
     }
     let bind = settings.server.bind;
-    // `Settings::validate` already refused a public bind without a secret or a key file; the guards below keep
-    // development mode's generated credentials on loopback even if that check were ever bypassed.
+    let mode = reload::AuthMode::from_settings(&settings.auth)?;
+    // `Settings::validate` already refused a public bind without real authentication or a key file; the guards
+    // below keep development mode's generated credentials on loopback even if that check were ever bypassed.
     let secret = match settings.auth.jwt_secret.as_ref() {
-        Some(secret) => zeroize::Zeroizing::new(secret.expose().to_owned()),
+        _ if !matches!(mode, reload::AuthMode::Secret) => None,
+        Some(secret) => Some(zeroize::Zeroizing::new(secret.expose().to_owned())),
         None if bind.ip().is_loopback() => {
             let secret = auth::random_secret();
             let sample = auth::mint(secret.as_bytes(), "dev-user", Duration::from_secs(3600), None)?;
             println!("sealcast: development mode (loopback only): no `auth.jwt_secret` (SEALCAST_JWT_SECRET).");
             println!("  generated secret: {}", secret.as_str());
             println!("  sample token (sub=dev-user, 1h): {sample}");
-            secret
+            Some(secret)
         }
         None => return Err(format!("refusing to listen on {bind} without `auth.jwt_secret`").into()),
     };
@@ -271,6 +276,9 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         [] => return Err(format!("refusing to listen on {bind} without `encryption.server_key_files`").into()),
         paths => load_keys(paths)?,
     };
+    if settings.demo.enabled && secret.is_none() {
+        return Err("the demo mints HS256 tokens: it needs `auth.jwt_secret`, not a public key or a proxy".into());
+    }
     let admin_bind = match settings.admin.bind {
         AdminBind::Off => None,
         AdminBind::At(addr) => Some(addr),
@@ -289,8 +297,18 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .config(settings.config())
         .allow_client_publish(settings.server.allow_client_publish || demo)
         .static_keys(keys)
-        .authenticator(Hs256Authenticator::new(secret.as_bytes()))
         .room_validator(auth::rooms_claim_validator);
+    let (builder, jwt_reload) = match (mode, &secret) {
+        (reload::AuthMode::PublicKey { authenticator, file }, _) => (
+            builder.authenticator(authenticator.clone()),
+            Some((authenticator, file)),
+        ),
+        (reload::AuthMode::Proxy(proxy), _) => (builder.authenticator(proxy), None),
+        (reload::AuthMode::Secret, Some(secret)) => {
+            (builder.authenticator(JwtAuthenticator::hs256(secret.as_bytes())), None)
+        }
+        (reload::AuthMode::Secret, None) => return Err("no client authentication configured".into()),
+    };
     let (builder, redis) = emit::apply(&settings.redis, builder)?;
     let server = builder.build()?;
     emit::announce(redis.as_ref()).await;
@@ -298,11 +316,17 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(key) = settings.api.api_key.as_ref().map(Secret::expose) {
         app = app.merge(server.api_router(key));
     }
-    if demo {
+    if let (true, Some(secret)) = (demo, &secret) {
         tracing::warn!("demo mode: /demo/token hands out tokens to anyone who asks; client publish is on");
         app = app.merge(demo::router(secret.clone(), &server.config().path));
     }
     let signals = shutdown_signal()?;
+    reload::Reloader {
+        server: server.clone(),
+        server_key_files: settings.encryption.server_key_files.clone(),
+        jwt: jwt_reload,
+    }
+    .spawn()?;
     let listener = tokio::net::TcpListener::bind(bind).await?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
     if let (Some(addr), Some(prometheus)) = (admin_bind, prometheus) {

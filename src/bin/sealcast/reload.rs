@@ -1,0 +1,110 @@
+//! `sealcast serve`'s authentication modes (HS256 secret, RS256/ES256 public key file, connect proxy) and
+//! SIGHUP: re-read the server key files and the JWT public key file, apply them, keep the old keys on error.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sealcast::auth::proxy::ConnectProxy;
+use sealcast::auth::{JwtAlgorithm, JwtAuthenticator, JwtKey};
+use sealcast::settings::AuthSettings;
+use sealcast::Server;
+
+/// How clients authenticate.
+pub enum AuthMode {
+    /// HS256 with `auth.jwt_secret` (or a generated development secret on loopback).
+    Secret,
+    /// RS256/ES256 verified with a public key file.
+    PublicKey {
+        /// The verifier (its clones follow a reload).
+        authenticator: JwtAuthenticator,
+        /// Re-read on SIGHUP.
+        file: PathBuf,
+    },
+    /// The connect proxy.
+    Proxy(ConnectProxy),
+}
+
+impl AuthMode {
+    /// The mode of validated settings ([`sealcast::Settings::validate`] refused every ambiguous combination);
+    /// reads the public key file.
+    pub fn from_settings(auth: &AuthSettings) -> Result<Self, String> {
+        if let Some(url) = &auth.proxy_url {
+            let timeout = Duration::from_millis(auth.proxy_timeout_ms);
+            let proxy = ConnectProxy::new(url, timeout).map_err(|e| format!("`auth.proxy_url`: {e}"))?;
+            return Ok(Self::Proxy(proxy));
+        }
+        match &auth.jwt_public_key_file {
+            Some(file) => Ok(Self::PublicKey {
+                authenticator: JwtAuthenticator::new(read_jwt_key(auth.jwt_algorithm, file)?),
+                file: file.clone(),
+            }),
+            None => Ok(Self::Secret),
+        }
+    }
+}
+
+/// Reads a JWT public key file (the text is zeroized after parsing).
+fn read_jwt_key(alg: JwtAlgorithm, path: &Path) -> Result<JwtKey, String> {
+    let pem = zeroize::Zeroizing::new(
+        std::fs::read(path).map_err(|e| format!("cannot read JWT public key file {}: {e}", path.display()))?,
+    );
+    JwtKey::from_public_key_pem(alg, &pem).map_err(|e| format!("JWT public key file {}: {e}", path.display()))
+}
+
+/// What SIGHUP re-reads.
+pub struct Reloader {
+    /// The running server.
+    pub server: Server,
+    /// SEALCAST_SERVER_KEY_FILE (empty in development mode: nothing to re-read).
+    pub server_key_files: Vec<PathBuf>,
+    /// The JWT verifier and its key file, in public-key mode.
+    pub jwt: Option<(JwtAuthenticator, PathBuf)>,
+}
+
+impl Reloader {
+    /// Registers SIGHUP now and applies a reload on each one, until the server stops.
+    pub fn spawn(self) -> std::io::Result<()> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = self.server.stopped() => return,
+                    got = hup.recv() => if got.is_none() { return },
+                }
+                self.reload();
+            }
+        });
+        Ok(())
+    }
+
+    /// Re-reads and applies every configured key file; one that fails leaves its old keys in place.
+    fn reload(&self) {
+        if self.server_key_files.is_empty() && self.jwt.is_none() {
+            tracing::warn!("SIGHUP: no key files configured, nothing to reload");
+        }
+        if !self.server_key_files.is_empty() {
+            let applied = crate::load_keys(&self.server_key_files)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| self.server.reload_static_keys(keys).map_err(|e| e.to_string()));
+            match applied {
+                Ok(()) => {
+                    let kid = self.server.static_keys().map(|k| k.current().kid_b64u());
+                    tracing::info!(
+                        kid = kid.as_deref().unwrap_or(""),
+                        "SIGHUP: server static keys reloaded"
+                    );
+                }
+                Err(error) => tracing::error!(%error, "SIGHUP: server static keys NOT reloaded; keeping the old ones"),
+            }
+        }
+        if let Some((authenticator, file)) = &self.jwt {
+            match read_jwt_key(authenticator.algorithm(), file) {
+                Ok(key) => {
+                    authenticator.reload(key);
+                    tracing::info!(file = %file.display(), "SIGHUP: JWT public key reloaded");
+                }
+                Err(error) => tracing::error!(%error, "SIGHUP: JWT public key NOT reloaded; keeping the old one"),
+            }
+        }
+    }
+}
