@@ -55,16 +55,37 @@ pub struct InvalidPublicKey;
 pub struct InvalidSecretKey;
 
 /// An AES-256-GCM key schedule, constructed once per traffic key and reused for every record.
-/// Zeroized on drop (`aes-gcm` `zeroize` feature).
+///
+/// With the `aws-lc` feature the schedule lives in aws-lc (its AES-NI/VAES + CLMUL code, and a smaller per-key
+/// footprint than RustCrypto's `aes` whose autodetected key holds both a hardware and a bitsliced schedule);
+/// aws-lc cleanses the context when it frees it. The RustCrypto schedule is zeroized on drop (`aes-gcm`
+/// `zeroize` feature).
 pub struct AeadKey {
-    cipher: Aes256Gcm,
+    cipher: Cipher,
+}
+
+enum Cipher {
+    #[cfg(feature = "aws-lc")]
+    Fast(aws_lc_rs::aead::LessSafeKey),
+    // Boxed so that the common, fast variant keeps the connection small.
+    Portable(Box<Aes256Gcm>),
 }
 
 impl AeadKey {
     /// Expands an AES-256-GCM key.
     pub fn new(key: &[u8; KEY_LEN]) -> Self {
+        #[cfg(feature = "aws-lc")]
+        if let Ok(unbound) = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key) {
+            return Self {
+                cipher: Cipher::Fast(aws_lc_rs::aead::LessSafeKey::new(unbound)),
+            };
+        }
+        Self::portable(key)
+    }
+
+    fn portable(key: &[u8; KEY_LEN]) -> Self {
         Self {
-            cipher: Aes256Gcm::new(key.into()),
+            cipher: Cipher::Portable(Box::new(Aes256Gcm::new(key.into()))),
         }
     }
 
@@ -75,11 +96,22 @@ impl AeadKey {
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], AeadError> {
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(nonce.into(), aad, buf.into())
-            .map_err(|_| AeadError)?;
-        Ok(tag.into())
+        match &self.cipher {
+            #[cfg(feature = "aws-lc")]
+            Cipher::Fast(key) => {
+                use aws_lc_rs::aead::{Aad, Nonce};
+                let tag = key
+                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+                    .map_err(|_| AeadError)?;
+                tag.as_ref().try_into().map_err(|_| AeadError)
+            }
+            Cipher::Portable(cipher) => {
+                let tag = cipher
+                    .encrypt_inout_detached(nonce.into(), aad, buf.into())
+                    .map_err(|_| AeadError)?;
+                Ok(tag.into())
+            }
+        }
     }
 
     /// Decrypts `buf` in place after verifying `tag`. On failure `buf` holds no plaintext
@@ -91,9 +123,18 @@ impl AeadKey {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), AeadError> {
-        self.cipher
-            .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
-            .map_err(|_| AeadError)
+        match &self.cipher {
+            #[cfg(feature = "aws-lc")]
+            Cipher::Fast(key) => {
+                use aws_lc_rs::aead::{Aad, Nonce};
+                key.open_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), tag, buf)
+                    .map(|_| ())
+                    .map_err(|_| AeadError)
+            }
+            Cipher::Portable(cipher) => cipher
+                .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
+                .map_err(|_| AeadError),
+        }
     }
 }
 
@@ -372,6 +413,29 @@ mod tests {
                 *from_bytes.fast_diffie_hellman(&b_pub).unwrap(),
                 *a.portable_diffie_hellman(&b_pub)
             );
+        }
+    }
+
+    /// aws-lc's AES-256-GCM and the portable one produce the same ciphertext and tag, and each opens the other's.
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn fast_aead_matches_portable() {
+        let key = [7u8; KEY_LEN];
+        let (fast, portable) = (AeadKey::new(&key), AeadKey::portable(&key));
+        assert!(matches!(fast.cipher, Cipher::Fast(_)));
+        for len in [0usize, 1, 15, 16, 17, 255, 256, 4096] {
+            let nonce = [len as u8; NONCE_LEN];
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let (mut a, mut b) = (plain.clone(), plain.clone());
+            let tag_a = fast.seal_in_place(&nonce, b"aad", &mut a).unwrap();
+            let tag_b = portable.seal_in_place(&nonce, b"aad", &mut b).unwrap();
+            assert_eq!((&a, tag_a), (&b, tag_b));
+            portable.open_in_place(&nonce, b"aad", &mut a, &tag_a).unwrap();
+            fast.open_in_place(&nonce, b"aad", &mut b, &tag_b).unwrap();
+            assert_eq!((&a, &b), (&plain, &plain));
+            let mut bad = tag_a;
+            bad[0] ^= 1;
+            assert!(fast.open_in_place(&nonce, b"aad", &mut b.clone(), &bad).is_err());
         }
     }
 
