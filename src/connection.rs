@@ -1,20 +1,34 @@
 //! One WebSocket connection: a reader (this task) that parses, authenticates and routes inbound frames, and a
 //! writer task that owns the socket's sending half and the session's sealer.
 //!
-//! Everything bound for the client — fan-out, replies, the close frame — goes through the connection's
+//! Everything bound for the client — fan-out, replies, pongs, the close frame — goes through the connection's
 //! [`Mailbox`] queue, so the client sees it in exactly the order it was queued, and encrypted sessions get every
 //! frame after `connected` sealed by the one task that owns the outbound sequence numbers.
+//!
+//! The upgraded stream is split below WebSocket framing. The reader parses with tungstenite; what tungstenite
+//! itself writes (pongs, close replies) is forwarded into the queue as complete frames. The writer sends
+//! pre-framed bytes: a fan-out's frame is encoded once and shared by every plaintext recipient, and a drained
+//! batch goes out with vectored writes, without copying it into a write buffer first.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::Message;
 use uuid::Uuid;
 
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest, Transformed};
@@ -23,6 +37,7 @@ use crate::mailbox::{Mailbox, Outbound, Receiver};
 use crate::metrics::Metrics;
 use crate::protocol::event::errors;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
+use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_TEXT, PING_FRAME};
 use crate::protocol::{event, outbound, room, CloseCode, Message as AppMessage, Target};
 use crate::registry::{ClientState, Entry};
 use crate::server::Shared;
@@ -33,18 +48,24 @@ use crate::stats::Stats;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Most queued items a writer drains into one flush.
 const WRITE_BATCH: usize = 64;
+/// Most buffers handed to one vectored write (Linux accepts 1,024; one batch rarely needs more than this).
+const MAX_IOV: usize = 64;
 
 type Flow = ControlFlow<()>;
 
+/// The upgraded connection, as hyper hands it over (plain TCP or whatever the app serves, e.g. TLS).
+pub(crate) type Io = TokioIo<Upgraded>;
+type WriteIo = WriteHalf<Io>;
+
 /// Runs a connection from upgrade to cleanup.
-pub(crate) async fn run(socket: WebSocket, shared: Arc<Shared>, id: Uuid, slot: Slot) {
+pub(crate) async fn run(io: Io, shared: Arc<Shared>, id: Uuid, slot: Slot) {
     shared.metrics.connections.increment(1);
-    serve(socket, &shared, id).await;
+    serve(io, &shared, id).await;
     shared.metrics.connections.decrement(1);
     drop(slot);
 }
 
-async fn serve(socket: WebSocket, shared: &Arc<Shared>, id: Uuid) {
+async fn serve(io: Io, shared: &Arc<Shared>, id: Uuid) {
     let (mailbox, rx) = Mailbox::new(
         shared.config.outbound_queue,
         shared.clock,
@@ -52,14 +73,26 @@ async fn serve(socket: WebSocket, shared: &Arc<Shared>, id: Uuid) {
         shared.metrics.queue_drops.clone(),
     );
     let entry = Entry::new(id, mailbox.clone());
-    let (mut sink, stream) = socket.split();
+    let (read_half, mut write_half) = tokio::io::split(io);
     if !shared.registry.insert(entry.clone()) {
         // A duplicate id must never shadow the existing connection (reference defect W34).
-        let _ = sink.send(close_message(CloseCode::InternalError)).await;
+        let _ = send_close(&mut write_half, VecDeque::new(), CloseCode::InternalError).await;
         return;
     }
     tracing::debug!(client = %entry.id_str, "connected");
-    let mut writer = tokio::spawn(write_loop(sink, rx, entry.clone(), shared.clone()));
+    let mut writer = tokio::spawn(write_loop(write_half, rx, entry.clone(), shared.clone()));
+    let c = &shared.config;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(c.read_buffer_size)
+        .write_buffer_size(c.write_buffer_size)
+        .max_write_buffer_size(c.max_write_buffer_size)
+        .max_message_size(Some(c.max_payload_length))
+        .max_frame_size(Some(c.max_payload_length));
+    let reading = ReadSide {
+        read: read_half,
+        mailbox: mailbox.clone(),
+    };
+    let stream = WebSocketStream::from_raw_socket(reading, Role::Server, Some(config)).await;
     let now = std::time::Instant::now();
     let mut reader = Reader {
         deadline: Some(Instant::now() + shared.config.auth_timeout),
@@ -101,11 +134,36 @@ async fn serve(socket: WebSocket, shared: &Arc<Shared>, id: Uuid) {
     }
 }
 
-fn close_message(code: CloseCode) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: code.code(),
-        reason: Utf8Bytes::from_static(code.reason()),
-    }))
+/// What tungstenite reads from and writes to. Reads come from the socket's reading half. Writes (pongs, close
+/// replies: complete frames, because nothing ever refuses them) are queued behind the data already queued, so
+/// one writer orders everything the client receives.
+struct ReadSide {
+    read: ReadHalf<Io>,
+    mailbox: Arc<Mailbox>,
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadSide {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if !buf.is_empty() {
+            // A full or closed queue has already doomed the connection; the bytes are dropped with it.
+            self.mailbox.push(Outbound::Raw(Bytes::copy_from_slice(buf)));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 struct Reader {
@@ -120,13 +178,6 @@ struct Reader {
     encrypted: Option<bool>,
     /// When the credentials expire (close 1008 unless refreshed).
     expiry: Option<Instant>,
-}
-
-fn is_too_large(err: axum::Error) -> bool {
-    matches!(
-        err.into_inner().downcast::<tungstenite::Error>().map(|e| *e),
-        Ok(tungstenite::Error::Capacity(_))
-    )
 }
 
 impl Reader {
@@ -149,7 +200,7 @@ impl Reader {
         self.close(code)
     }
 
-    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) {
+    async fn read_loop(&mut self, mut stream: WebSocketStream<ReadSide>) {
         let entry = self.entry.clone();
         loop {
             // One timer for whichever comes first (one per idle reader, not two).
@@ -175,7 +226,7 @@ impl Reader {
                     return;
                 }
                 Some(Err(e)) => {
-                    if is_too_large(e) {
+                    if matches!(e, tungstenite::Error::Capacity(_)) {
                         let _ = self.close(CloseCode::TooLarge);
                     } else {
                         entry.mailbox.finish();
@@ -184,7 +235,8 @@ impl Reader {
                 }
                 Some(Ok(Message::Text(text))) => self.guarded(text.as_bytes(), false).await,
                 Some(Ok(Message::Binary(bytes))) => self.guarded(&bytes, true).await,
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                // tungstenite queues the pong itself; raw frames are never produced by reading.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             };
             if flow.is_break() {
                 return;
@@ -582,53 +634,119 @@ enum WriteEnd {
     Broken,
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
 /// Drains the mailbox into the socket until a close, a kill, or a socket error.
-async fn write_loop(mut sink: Sink, mut rx: Receiver, entry: Arc<Entry>, shared: Arc<Shared>) {
+async fn write_loop(mut io: WriteIo, mut rx: Receiver, entry: Arc<Entry>, shared: Arc<Shared>) {
     let mut writer = Writer {
         sealer: None,
         sealed: Vec::new(),
+        buf: BytesMut::new(),
+        chunks: VecDeque::new(),
         entry: entry.clone(),
         shared,
     };
     let end = tokio::select! {
         biased;
         _ = entry.mailbox.killed() => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
-        end = writer.pump(&mut sink, &mut rx) => end,
+        end = writer.pump(&mut io, &mut rx) => end,
     };
     // Refuse further pushes and free what is queued while the close frame goes out.
     drop(rx);
     if let WriteEnd::Close(code) = end {
-        // Boxed: a timer and a send future would otherwise enlarge every idle writer's task.
-        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code)))).await;
+        // A kill may have cut a write short: what is left of that batch goes first, so that the close frame never
+        // lands inside a partly written frame. Boxed: a timer and a write future would otherwise enlarge every
+        // idle writer's task.
+        let rest = std::mem::take(&mut writer.chunks);
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, send_close(&mut io, rest, code))).await;
     }
     // The writer is gone: the reader must stop too.
     entry.mailbox.finish();
 }
 
+/// Writes `chunks`, then the close frame for `code`, then shuts the sending direction down.
+async fn send_close(io: &mut WriteIo, mut chunks: VecDeque<Bytes>, code: CloseCode) -> std::io::Result<()> {
+    let reason = code.reason().as_bytes();
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.code().to_be_bytes());
+    payload.extend_from_slice(reason);
+    let mut frame = BytesMut::new();
+    put_frame(&mut frame, OP_CLOSE, &payload);
+    chunks.push_back(frame.freeze());
+    write_all(io, &mut chunks).await?;
+    io.shutdown().await
+}
+
+/// Writes every chunk, oldest first, with vectored writes of up to [`MAX_IOV`] buffers, then flushes (a TLS
+/// stream may buffer). A partial write advances the first unwritten chunk in place; nothing is copied. Written
+/// chunks leave the queue as they go, so a cancelled call leaves exactly the unwritten bytes behind.
+async fn write_all(io: &mut WriteIo, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    // The slices live on the stack of each poll, never in the future: every writer task stays small.
+    std::future::poll_fn(|cx| poll_write_all(Pin::new(&mut *io), cx, chunks)).await?;
+    io.flush().await
+}
+
+fn poll_write_all(
+    mut io: Pin<&mut WriteIo>,
+    cx: &mut Context<'_>,
+    chunks: &mut VecDeque<Bytes>,
+) -> Poll<std::io::Result<()>> {
+    while !chunks.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        let written = ready!(io.as_mut().poll_write_vectored(cx, slices.get(..n).unwrap_or_default()))?;
+        if written == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        consume(chunks, written);
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Drops the first `n` bytes of `chunks`.
+fn consume(chunks: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = chunks.front_mut() else {
+            return;
+        };
+        if n < front.len() {
+            front.advance(n);
+            return;
+        }
+        n -= front.len();
+        chunks.pop_front();
+    }
+}
+
+/// An outbound message's text before sealing: shared with the other recipients, or this connection's own.
+enum Payload {
+    Shared(TextFrame),
+    Own(String),
+}
+
 struct Writer {
     sealer: Option<Box<dyn Sealer>>,
-    sealed: Vec<bytes::Bytes>,
+    sealed: Vec<Bytes>,
+    /// Where frames of this connection's own are built (sealed records, protocol frames); each is split off as
+    /// a chunk, and the buffer's storage is reused once the chunks written from it are freed.
+    buf: BytesMut,
+    /// Complete frames, or what is left of them, waiting to be written.
+    chunks: VecDeque<Bytes>,
     entry: Arc<Entry>,
     shared: Arc<Shared>,
 }
 
 impl Writer {
     /// Drains the queue in batches: everything a batch needs sealed is sealed under one permit, then the
-    /// batch's frames are fed to the socket and flushed with one write.
-    async fn pump(&mut self, sink: &mut Sink, rx: &mut Receiver) -> WriteEnd {
+    /// batch's frames are written with vectored writes.
+    async fn pump(&mut self, io: &mut WriteIo, rx: &mut Receiver) -> WriteEnd {
         let mut batch = Vec::new();
-        let mut frames = Vec::new();
         loop {
             rx.recv_many(&mut batch, WRITE_BATCH).await;
-            let end = self.encode_batch(&mut batch, &mut frames).await;
-            for frame in frames.drain(..) {
-                if sink.feed(frame).await.is_err() {
-                    return WriteEnd::Broken;
-                }
-            }
-            if sink.flush().await.is_err() {
+            let end = self.encode_batch(&mut batch).await;
+            if write_all(io, &mut self.chunks).await.is_err() {
                 return WriteEnd::Broken;
             }
             if let Some(end) = end {
@@ -637,36 +755,42 @@ impl Writer {
             if rx.is_empty() {
                 // Idle: hand the batch buffers back; most connections are idle most of the time.
                 batch = Vec::new();
-                frames = Vec::new();
+                self.chunks = VecDeque::new();
+                self.buf = BytesMut::new();
             }
         }
     }
 
-    /// Turns queued items into frames, in order, up to a close (returned; later items are dropped). The
+    /// Turns queued items into chunks, in order, up to a close (returned; later items are dropped). The
     /// sealing permit is taken at most once per batch and released before anything is written to the socket.
-    async fn encode_batch(&mut self, batch: &mut Vec<Outbound>, frames: &mut Vec<Message>) -> Option<WriteEnd> {
+    async fn encode_batch(&mut self, batch: &mut Vec<Outbound>) -> Option<WriteEnd> {
         // The permit borrows the semaphore, not `self`.
         let shared = Arc::clone(&self.shared);
         let mut permit = None;
         for item in batch.drain(..) {
-            let text = match item {
-                Outbound::Text(text) if self.shared.hooks.outbound_transformer.is_some() => {
+            let payload = match item {
+                Outbound::Text(frame) if self.shared.hooks.outbound_transformer.is_some() => {
                     // A hook may be slow: never hold the permit across it. Boxed, so that the hook's state does
                     // not enlarge every writer's task.
                     permit = None;
-                    match Box::pin(transform(&self.shared, &self.entry, text)).await {
-                        Some(text) => text,
+                    match Box::pin(transform(&self.shared, &self.entry, frame.text())).await {
+                        Some(None) => Payload::Shared(frame),
+                        Some(Some(text)) => Payload::Own(text),
                         None => continue,
                     }
                 }
-                Outbound::Text(text) => text,
-                Outbound::System(text) => text,
+                Outbound::Text(frame) => Payload::Shared(frame),
+                Outbound::System(text) => Payload::Own(text),
+                Outbound::Raw(bytes) => {
+                    self.chunks.push_back(bytes);
+                    continue;
+                }
                 Outbound::Encrypt(sealer) => {
                     self.sealer = Some(sealer);
                     continue;
                 }
                 Outbound::Ping => {
-                    frames.push(Message::Ping(bytes::Bytes::new()));
+                    self.chunks.push_back(Bytes::from_static(PING_FRAME));
                     continue;
                 }
                 Outbound::Rekey => {
@@ -674,7 +798,7 @@ impl Writer {
                         if let Err(code) = sealer.rekey(&mut self.sealed) {
                             return Some(WriteEnd::Close(code));
                         }
-                        if let Some(end) = self.drain_sealed(frames) {
+                        if let Some(end) = self.frame_sealed() {
                             return Some(end);
                         }
                     }
@@ -683,52 +807,66 @@ impl Writer {
                 Outbound::Close(code) => return Some(WriteEnd::Close(code)),
             };
             let Some(sealer) = self.sealer.as_mut() else {
-                frames.push(Message::Text(text));
+                match payload {
+                    // The common case: the fan-out's frame as it is, no copy.
+                    Payload::Shared(frame) => self.chunks.push_back(frame.into_wire()),
+                    Payload::Own(text) => {
+                        put_frame(&mut self.buf, OP_TEXT, text.as_bytes());
+                        self.chunks.push_back(self.buf.split().freeze());
+                    }
+                }
                 continue;
             };
             if permit.is_none() {
                 // Bounds sealing work in flight across connections; never held across a socket write.
                 permit = Some(shared.seal_permits.acquire().await);
             }
-            if let Err(code) = sealer.seal(text.as_str(), &mut self.sealed) {
+            let inner = match &payload {
+                Payload::Shared(frame) => frame.text(),
+                Payload::Own(text) => text.as_str(),
+            };
+            if let Err(code) = sealer.seal(inner, &mut self.sealed) {
                 return Some(WriteEnd::Close(code));
             }
-            if let Some(end) = self.drain_sealed(frames) {
+            if let Some(end) = self.frame_sealed() {
                 return Some(end);
             }
         }
         None
     }
 
-    /// Moves sealed records into the batch's frames.
-    fn drain_sealed(&mut self, frames: &mut Vec<Message>) -> Option<WriteEnd> {
+    /// Frames sealed records as text frames, each split off the reused buffer as one chunk.
+    fn frame_sealed(&mut self) -> Option<WriteEnd> {
         self.shared.metrics.records_out.increment(self.sealed.len() as u64);
-        for frame in self.sealed.drain(..) {
-            match Utf8Bytes::try_from(frame) {
-                Ok(text) => frames.push(Message::Text(text)),
-                Err(_) => return Some(WriteEnd::Close(CloseCode::InternalError)),
+        for record in self.sealed.drain(..) {
+            // The `Sealer` contract: records are UTF-8 text; anything else would be an invalid text frame.
+            if std::str::from_utf8(&record).is_err() {
+                return Some(WriteEnd::Close(CloseCode::InternalError));
             }
+            put_frame(&mut self.buf, OP_TEXT, &record);
+            self.chunks.push_back(self.buf.split().freeze());
         }
         None
     }
 }
 
-/// Runs the outbound transformer, if any. `None` drops the message for this recipient.
-async fn transform(shared: &Shared, entry: &Entry, text: Utf8Bytes) -> Option<Utf8Bytes> {
+/// Runs the outbound transformer, if any: `None` drops the message for this recipient, `Some(None)` sends it
+/// unchanged, `Some(Some(text))` sends `text` instead.
+async fn transform(shared: &Shared, entry: &Entry, text: &str) -> Option<Option<String>> {
     let Some(hook) = &shared.hooks.outbound_transformer else {
-        return Some(text);
+        return Some(None);
     };
-    let msg = AppMessage::parse(text.as_str())?;
+    let msg = AppMessage::parse(text)?;
     let req = Outgoing {
         client: entry.info(),
         event: msg.event,
         data: msg.data,
     };
     match invoke(hook.as_ref(), req).await {
-        Ok(Transformed::Unchanged) => Some(text),
+        Ok(Transformed::Unchanged) => Some(None),
         Ok(Transformed::Replace { event: name, data }) if event::is_valid_application_event(&name) => {
             let raw = serde_json::value::to_raw_value(&data).ok()?;
-            Some(outbound::message(&name, Some(&raw)).into())
+            Some(Some(outbound::message(&name, Some(&raw))))
         }
         Ok(Transformed::Replace { .. } | Transformed::Drop) => None,
         Err(e) => {

@@ -15,21 +15,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::protocol::outbound::TextFrame;
 use crate::protocol::CloseCode;
 use crate::session::Sealer;
 use crate::stats::Stats;
 
 /// One item of a connection's outbound queue.
 pub(crate) enum Outbound {
-    /// A serialised application message `{"event":..,"data":..}`, shared by every recipient of a fan-out. The
-    /// outbound transformer sees it.
-    Text(Utf8Bytes),
+    /// A serialised application message `{"event":..,"data":..}`, framed once and shared by every recipient of a
+    /// fan-out. The outbound transformer sees it.
+    Text(TextFrame),
     /// A protocol frame (`connected`, `error`): never transformed, still sealed on encrypted sessions.
-    System(Utf8Bytes),
+    System(String),
+    /// Complete frames written by the reader's WebSocket state machine (pongs, close replies): sent as they are,
+    /// in queue order with everything else.
+    Raw(Bytes),
     /// From here on, seal every frame with this sealer.
     Encrypt(Box<dyn Sealer>),
     /// A WebSocket ping.
@@ -133,7 +137,7 @@ impl Mailbox {
 
     /// Queues a protocol frame; see [`Self::push`].
     pub(crate) fn push_system(&self, text: String) -> bool {
-        self.push(Outbound::System(text.into()))
+        self.push(Outbound::System(text))
     }
 
     /// Closes after the frames already queued have been written (falls back to [`Self::kill_with`] when the

@@ -10,13 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::bus::Bus;
 use crate::mailbox::{Mailbox, Outbound};
+use crate::protocol::outbound::TextFrame;
 use crate::protocol::Target;
 use crate::redact::debug_redacted;
 
@@ -385,7 +385,7 @@ impl Registry {
 
     /// Queues `text` for every local recipient of `target` not in `exclude`; returns how many were queued.
     /// Only authenticated clients are ever recipients (the indexes hold no one else).
-    pub(crate) fn deliver(&self, target: &Target, text: &Utf8Bytes, exclude: &Exclude) -> usize {
+    pub(crate) fn deliver(&self, target: &Target, text: &TextFrame, exclude: &Exclude) -> usize {
         let idx = self.idx.read();
         let members = match target {
             Target::Broadcast => Some(&idx.authenticated),

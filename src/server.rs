@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -26,6 +25,7 @@ use crate::hooks::{
 use crate::limits::{ConnectionLimits, Refusal};
 use crate::mailbox::Outbound;
 use crate::metrics::Metrics;
+use crate::protocol::outbound::TextFrame;
 use crate::protocol::{event, outbound, room, Action, CloseCode, Envelope, Target};
 use crate::registry::{ClientInfo, Exclude, JoinResult, Registry};
 use crate::session::Handshake;
@@ -129,7 +129,7 @@ impl Shared {
     ) -> Result<usize, SendError> {
         check_event(event_name)?;
         let started = Instant::now();
-        let text: Utf8Bytes = outbound::message(event_name, Some(&data)).into();
+        let text = TextFrame::new(&outbound::message(event_name, Some(&data)));
         let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
         self.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
         if publish {
@@ -182,7 +182,7 @@ impl Shared {
             self.count_dropped_envelope();
             return;
         }
-        let text: Utf8Bytes = outbound::message(&env.event, Some(&env.data)).into();
+        let text = TextFrame::new(&outbound::message(&env.event, Some(&env.data)));
         let exclude = match env.target {
             Target::Room(_) | Target::Broadcast | Target::User(_) => Exclude::from_ids(&env.exclude),
             Target::Client(_) => Exclude::none(),
@@ -509,18 +509,58 @@ fn origin_allowed(config: &Config, parts_origin: Option<&axum::http::HeaderValue
     }
 }
 
+/// True if the comma-separated header `name` lists `token` (case-insensitively).
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Checks an RFC 6455 opening handshake and returns the `Sec-WebSocket-Accept` value, or why it is refused
+/// (all 400, as axum's `WebSocketUpgrade` answered).
+fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, &'static str> {
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err("Connection header did not include 'upgrade'");
+    }
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err("`Upgrade` header did not include 'websocket'");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err("WebSocket version not supported");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err("`Sec-WebSocket-Key` header missing");
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).map_err(|_| "invalid `Sec-WebSocket-Key`")
+}
+
+/// The WebSocket endpoint. The upgrade is done here rather than by axum's `WebSocketUpgrade`, so that the
+/// connection owns the raw upgraded stream: its writer sends pre-framed bytes with vectored writes (TLS or not,
+/// whatever the app serves), and only the reading side goes through tungstenite.
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     PeerAddr(peer): PeerAddr,
-    headers: axum::http::HeaderMap,
-    ws: WebSocketUpgrade,
+    mut req: axum::extract::Request,
 ) -> Response {
+    let accept = match check_handshake(req.headers()) {
+        Ok(accept) => accept,
+        Err(refusal) => return (StatusCode::BAD_REQUEST, refusal).into_response(),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "WebSocket request couldn't be upgraded since no upgrade state was present",
+        )
+            .into_response();
+    };
     if shared.shutdown.is_cancelled() {
         Metrics::refused("shutdown");
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let c = &shared.config;
-    if !origin_allowed(c, headers.get(header::ORIGIN)) {
+    if !origin_allowed(c, req.headers().get(header::ORIGIN)) {
         Metrics::refused("origin");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
@@ -541,12 +581,18 @@ async fn upgrade(
     };
     let id = Uuid::new_v4();
     let tracker = shared.tracker.clone();
-    ws.read_buffer_size(c.read_buffer_size)
-        .write_buffer_size(c.write_buffer_size)
-        .max_write_buffer_size(c.max_write_buffer_size)
-        .max_message_size(c.max_payload_length)
-        .max_frame_size(c.max_payload_length)
-        .on_upgrade(move |socket| tracker.track_future(crate::connection::run(socket, shared, id, slot)))
+    tracker.spawn(async move {
+        // Resolves once the 101 below has been sent; an error means the client went away before that.
+        if let Ok(upgraded) = on_upgrade.await {
+            crate::connection::run(hyper_util::rt::TokioIo::new(upgraded), shared, id, slot).await;
+        }
+    });
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    res
 }
 
 /// Configures a [`Server`]. Defaults are those of [`Config::default`].

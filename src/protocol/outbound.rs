@@ -1,5 +1,10 @@
 //! Encoding of server → client frames. A frame is serialised once and its bytes are shared by every recipient.
+//!
+//! Also the WebSocket framing of what the server sends (RFC 6455 §5.2): server frames are never masked, so a
+//! frame is a 2, 4 or 10-byte header followed by the payload as is. Encoding a fan-out's frame once lets every
+//! plaintext recipient's writer send the same bytes without copying or re-framing them.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::value::RawValue;
 
 use super::event;
@@ -60,9 +65,98 @@ impl Message {
     }
 }
 
+/// WebSocket opcode of a text frame.
+pub(crate) const OP_TEXT: u8 = 0x1;
+/// WebSocket opcode of a close frame.
+pub(crate) const OP_CLOSE: u8 = 0x8;
+/// A complete, empty ping frame (FIN, opcode 0x9, length 0).
+pub(crate) const PING_FRAME: &[u8] = &[0x89, 0x00];
+
+/// Appends one unfragmented, unmasked frame of `opcode` carrying `payload` to `out`.
+pub(crate) fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    let len = payload.len();
+    out.reserve(len + 10);
+    out.put_u8(0x80 | opcode);
+    match len {
+        0..=125 => out.put_u8(len as u8),
+        126..=0xFFFF => {
+            out.put_u8(126);
+            out.put_u16(len as u16);
+        }
+        _ => {
+            out.put_u8(127);
+            out.put_u64(len as u64);
+        }
+    }
+    out.put_slice(payload);
+}
+
+/// A text frame encoded once and shared by every recipient: header and payload in one buffer.
+#[derive(Clone)]
+pub(crate) struct TextFrame {
+    wire: Bytes,
+    /// Length of the header in front of the payload (2, 4 or 10).
+    header: u8,
+}
+
+impl TextFrame {
+    /// Frames `text`.
+    pub(crate) fn new(text: &str) -> Self {
+        let mut out = BytesMut::with_capacity(text.len() + 10);
+        put_frame(&mut out, OP_TEXT, text.as_bytes());
+        let header = (out.len() - text.len()) as u8;
+        Self {
+            wire: out.freeze(),
+            header,
+        }
+    }
+
+    /// The frame as it goes on the wire.
+    pub(crate) fn into_wire(self) -> Bytes {
+        self.wire
+    }
+
+    /// The payload: the JSON text that was framed.
+    pub(crate) fn text(&self) -> &str {
+        // Built from a `&str` in `new`, so this holds; an empty payload is the safe fallback, never a panic.
+        self.wire
+            .get(usize::from(self.header)..)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses `wire` with tungstenite's own header parser: one final, unmasked frame of `opcode`.
+    fn parse(wire: &[u8], opcode: u8) -> Vec<u8> {
+        let mut cursor = std::io::Cursor::new(wire);
+        let (header, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cursor)
+            .unwrap()
+            .unwrap();
+        assert!(header.is_final && header.mask.is_none());
+        assert_eq!(u8::from(header.opcode), opcode);
+        let start = cursor.position() as usize;
+        assert_eq!(wire.len() - start, len as usize);
+        wire[start..].to_vec()
+    }
+
+    #[test]
+    fn frames_use_the_shortest_length_encoding_at_every_boundary() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10), (100_000, 10)] {
+            let text = "x".repeat(len);
+            let frame = TextFrame::new(&text);
+            assert_eq!(frame.wire.len(), len + header, "len {len}");
+            assert_eq!(frame.text(), text);
+            assert_eq!(parse(&frame.clone().into_wire(), OP_TEXT), text.as_bytes());
+        }
+        let mut close = BytesMut::new();
+        put_frame(&mut close, OP_CLOSE, b"\x03\xe8bye");
+        assert_eq!(parse(&close, OP_CLOSE), b"\x03\xe8bye");
+        assert_eq!(parse(PING_FRAME, 0x9), b"");
+    }
 
     #[test]
     fn message_escapes_the_event_name_and_embeds_raw_data() {
