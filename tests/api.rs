@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use sealcast::LocalBus;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "api-key-123";
 
@@ -24,24 +23,8 @@ async fn fleet() -> (TestServer, TestServer, std::net::SocketAddr) {
     (s1, s2, api)
 }
 
-async fn post(addr: std::net::SocketAddr, path: &str, auth: Option<&str>, body: &str) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 async fn call(addr: std::net::SocketAddr, path: &str, body: Value) -> (u16, Value) {
-    post(addr, path, Some(&format!("Bearer {KEY}")), &body.to_string()).await
+    http_post(addr, path, Some(&format!("Bearer {KEY}")), &body.to_string()).await
 }
 
 #[tokio::test]
@@ -97,7 +80,7 @@ async fn bad_requests_get_stable_error_codes() {
         Some(KEY),
         Some("Basic api-key-123"),
     ] {
-        let (status, v) = post(api, "/api/publish", auth, &body).await;
+        let (status, v) = http_post(api, "/api/publish", auth, &body).await;
         assert_eq!((status, code(&v)), (401, "unauthorized".into()), "{auth:?}");
     }
     let invalid = [
@@ -124,7 +107,7 @@ async fn bad_requests_get_stable_error_codes() {
         assert_eq!((got, code(&v)), (400, want.to_owned()), "{req}");
         assert!(v["error"]["message"].is_string(), "{v}");
     }
-    let (status, v) = post(api, "/api/publish", Some(&format!("Bearer {KEY}")), "{not json").await;
+    let (status, v) = http_post(api, "/api/publish", Some(&format!("Bearer {KEY}")), "{not json").await;
     assert_eq!((status, code(&v)), (400, "invalid_request".into()));
     let big = json!({"broadcast": true, "event": "x", "data": "y".repeat(sealcast::api::API_BODY_LIMIT)});
     let (status, v) = call(api, "/api/publish", big).await;

@@ -677,3 +677,80 @@ async fn sighup_with_an_unparsable_key_file_keeps_the_old_keys() {
     assert_eq!(status, 200);
     assert!(body.contains(&kid), "{body}");
 }
+
+#[tokio::test]
+async fn the_binary_serves_the_http_api_with_its_bearer_key() {
+    let api_key = "bin-api-key-3c9e1a";
+    let (_p, lines, port) = serve(&[("SEALCAST_API_KEY", api_key), ("SEALCAST_REQUIRE_ENCRYPTION", "false")]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let token = printed(&lines, "sample token (sub=dev-user, 1h): ");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut c = Client::connect(&url).await;
+    c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
+    let id = id_of(&c.expect_event("connected").await);
+    c.send(json!({"event": "join", "data": {"rooms": ["news"]}})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let publish = json!({"room": "news", "event": "headline", "data": {"n": 1}}).to_string();
+    let (status, _) = http_post(addr, "/api/publish", None, &publish).await;
+    assert_eq!(status, 401);
+    let (status, _) = http_post(addr, "/api/publish", Some("Bearer wrong"), &publish).await;
+    assert_eq!(status, 401);
+    c.expect_silence().await;
+    let bearer = format!("Bearer {api_key}");
+    assert_eq!(http_post(addr, "/api/publish", Some(&bearer), &publish).await.0, 202);
+    assert_eq!(c.expect_event("headline").await, json!({"n": 1}));
+    let disconnect = json!({"client": id}).to_string();
+    assert_eq!(
+        http_post(addr, "/api/disconnect", Some(&bearer), &disconnect).await.0,
+        202
+    );
+    assert_eq!(c.expect_close().await.0, 1008);
+}
+
+#[tokio::test]
+async fn a_connection_limit_from_the_config_file_refuses_the_connection_beyond_it() {
+    let (_dir, path) = config_file("[limits]\nmax_connections = 1\n");
+    let (_p, _lines, port) = serve_with(&["--config", &path], &[]);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let _first = Client::connect(&url).await;
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(refusal)) => assert_eq!(refusal.status(), 503),
+        other => panic!(
+            "the second connection was not refused: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+}
+
+/// A connect-proxy backend that accepts the token `good` as user `alice` and refuses everything else.
+async fn proxy_backend() -> std::net::SocketAddr {
+    async fn decide(axum::Json(payload): axum::Json<Value>) -> (axum::http::StatusCode, String) {
+        if payload["token"] == "good" {
+            (axum::http::StatusCode::OK, json!({"userId": "alice"}).to_string())
+        } else {
+            (axum::http::StatusCode::UNAUTHORIZED, String::new())
+        }
+    }
+    serve_http(axum::Router::new().route("/auth", axum::routing::post(decide))).await
+}
+
+#[tokio::test]
+async fn the_binary_authenticates_clients_through_the_connect_proxy() {
+    let backend = proxy_backend().await;
+    let proxy_url = format!("http://{backend}/auth");
+    let (_p, lines, port) = serve(&[
+        ("SEALCAST_AUTH_PROXY_URL", &proxy_url),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    assert!(!lines.iter().any(|l| l.contains("sample token")), "{lines:?}");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut ok = Client::connect(&url).await;
+    ok.send(json!({"event": "authenticate", "data": {"token": "good"}}))
+        .await;
+    assert_eq!(ok.expect_event("connected").await["userId"], "alice");
+    let mut refused = Client::connect(&url).await;
+    refused
+        .send(json!({"event": "authenticate", "data": {"token": "bad"}}))
+        .await;
+    assert_eq!(refused.expect_close().await.0, 4003);
+}

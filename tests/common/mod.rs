@@ -237,6 +237,25 @@ pub async fn http_request(port: u16, request: &str) -> (u16, String) {
     (status, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_owned())
 }
 
+/// `POST path` with a JSON `body` (and an `Authorization` header when given) to `addr`: the status code and
+/// the JSON answer (`null` when it is not JSON).
+pub async fn http_post(addr: SocketAddr, path: &str, auth: Option<&str>, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 /// Serves `app` on a free loopback port (e.g. a backend the server under test calls).
 pub async fn serve_http(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
