@@ -7,6 +7,7 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
 cargo test --locked --doc
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
 # The portable (pure-Rust) P-256 path that `--no-default-features` builds: the crypto unit tests and vectors.
 cargo test --locked --no-default-features --lib crypto::
 cargo test --locked --no-default-features --test crypto_kat --test crypto_vectors --test crypto_handshake

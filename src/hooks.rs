@@ -2,7 +2,7 @@
 //! transformation.
 //!
 //! Every hook is a [`Hook`]: any `Fn(Request) -> impl Future<Output = Result<Response, HookError>>` closure
-//! qualifies, or a type implementing the trait. The server calls hooks through [`invoke`], which turns an error
+//! qualifies, or a type implementing the trait. The server calls every hook through one guard that turns an error
 //! *or a panic* into a [`HookFailure`] so a misbehaving hook never takes down the connection's neighbours or the
 //! server.
 

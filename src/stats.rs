@@ -19,21 +19,21 @@ pub struct Stats {
     pub handshakes: AtomicU64,
 }
 
-/// A point-in-time copy of [`Stats`].
+/// A point-in-time copy of the server's own counters ([`crate::Server::stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    /// See [`Stats::slow_consumer_closes`].
+    /// Connections closed 4007 because their outbound queue overflowed.
     pub slow_consumer_closes: u64,
-    /// See [`Stats::envelopes_dropped`].
+    /// Bus envelopes refused (malformed, reserved event, oversized, ...).
     pub envelopes_dropped: u64,
-    /// See [`Stats::envelopes_delivered`].
+    /// Bus envelopes accepted and delivered locally.
     pub envelopes_delivered: u64,
-    /// See [`Stats::auth_rejected`].
+    /// Credentials rejected by the authenticator (no handshake work was done for them).
     pub auth_rejected: u64,
-    /// See [`Stats::hook_failures`].
+    /// Hook calls that returned an error or panicked.
     pub hook_failures: u64,
-    /// See [`Stats::handshakes`].
+    /// wsenc/1 handshakes attempted (elliptic-curve work done).
     pub handshakes: u64,
 }
 
