@@ -455,13 +455,29 @@ impl Settings {
                 "and `redis.cluster_nodes` are both set: keep only one of them".to_owned(),
             ));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(problem(
-                "log.level",
-                format!("is not a log filter ({e}): use e.g. `info`, `debug` or `sealcast=debug,info`"),
-            ));
+        if let Err(e) = self.log_filter() {
+            return Err(problem("log.level", e));
         }
         self.check_exposure()
+    }
+
+    /// The `tracing` filter of `log.level`. Directives are trimmed here and only printable ASCII is accepted:
+    /// tracing-subscriber 0.3 slices an untrimmed directive at offsets taken from the trimmed one, which panics
+    /// on a directive with leading space and a multi-byte character (found by the `config` fuzz target).
+    pub fn log_filter(&self) -> Result<tracing_subscriber::EnvFilter, String> {
+        let hint = "use e.g. `info`, `debug` or `sealcast=debug,info`";
+        if !self.log.level.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(format!("must be printable ASCII: {hint}"));
+        }
+        let directives: Vec<&str> = self
+            .log
+            .level
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect();
+        tracing_subscriber::EnvFilter::try_new(directives.join(","))
+            .map_err(|e| format!("is not a log filter ({e}): {hint}"))
     }
 
     /// One client authentication mode: an HS256 secret, a public key with RS256/ES256, or the connect proxy.
@@ -1144,6 +1160,15 @@ mod tests {
         assert!(err("[limits]\nmax_write_buffer_size = 16\n").starts_with("`limits.max_write_buffer_size` must be"));
         assert!(err("[encryption]\nmax_records_per_epoch = 1\n").starts_with("`encryption.max_records_per_epoch`"));
         assert!(err("[server]\npath = \"ws\"\n").starts_with("`server.path` must start with '/'"));
+    }
+
+    /// tracing-subscriber panics on a directive with leading space and a multi-byte character (config fuzz crash).
+    #[test]
+    fn a_log_filter_that_would_crash_tracing_is_refused_naming_the_key() {
+        assert!(err("[log]\nlevel = \"info, \u{0364}[x]e,s)\"\n").starts_with("`log.level` must be printable ASCII"));
+        assert!(err("[log]\nlevel = \"info,\\tdebug\"\n").starts_with("`log.level` must be printable ASCII"));
+        let spaced = Settings::from_toml_str("[log]\nlevel = \" info , sealcast=debug \"\n").unwrap();
+        assert_eq!(spaced.log_filter().unwrap().to_string(), "sealcast=debug,info");
     }
 
     #[test]

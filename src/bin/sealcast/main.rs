@@ -240,7 +240,7 @@ fn load_keys(paths: &[PathBuf]) -> Result<StaticKeySet, Box<dyn std::error::Erro
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log.level)?;
+    let filter = settings.log_filter()?;
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match settings.log.format {
         LogFormat::Json => logs.json().init(),
