@@ -41,7 +41,7 @@ use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_TEXT, PING_FR
 use crate::protocol::{event, outbound, room, CloseCode, Message as AppMessage, Target};
 use crate::registry::{ClientState, Entry};
 use crate::server::Shared;
-use crate::session::{HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
+use crate::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
 use crate::stats::Stats;
 
 /// How long a closing writer may take to get the close frame out.
@@ -638,7 +638,6 @@ enum WriteEnd {
 async fn write_loop(mut io: WriteIo, mut rx: Receiver, entry: Arc<Entry>, shared: Arc<Shared>) {
     let mut writer = Writer {
         sealer: None,
-        sealed: Vec::new(),
         buf: BytesMut::new(),
         chunks: VecDeque::new(),
         entry: entry.clone(),
@@ -728,9 +727,8 @@ enum Payload {
 
 struct Writer {
     sealer: Option<Box<dyn Sealer>>,
-    sealed: Vec<Bytes>,
-    /// Where frames of this connection's own are built (sealed records, protocol frames); each is split off as
-    /// a chunk, and the buffer's storage is reused once the chunks written from it are freed.
+    /// Where frames of this connection's own are built (sealed records, protocol frames). Consecutive ones are
+    /// split off as one chunk, and the buffer's storage is reused once the chunks written from it are freed.
     buf: BytesMut,
     /// Complete frames, or what is left of them, waiting to be written.
     chunks: VecDeque<Bytes>,
@@ -782,7 +780,7 @@ impl Writer {
                 Outbound::Text(frame) => Payload::Shared(frame),
                 Outbound::System(text) => Payload::Own(text),
                 Outbound::Raw(bytes) => {
-                    self.chunks.push_back(bytes);
+                    self.push_chunk(bytes);
                     continue;
                 }
                 Outbound::Encrypt(sealer) => {
@@ -790,30 +788,32 @@ impl Writer {
                     continue;
                 }
                 Outbound::Ping => {
-                    self.chunks.push_back(Bytes::from_static(PING_FRAME));
+                    self.push_chunk(Bytes::from_static(PING_FRAME));
                     continue;
                 }
                 Outbound::Rekey => {
                     if let Some(sealer) = self.sealer.as_mut() {
-                        if let Err(code) = sealer.rekey(&mut self.sealed) {
+                        let mark = self.buf.len();
+                        let mut frames = Frames::new(&mut self.buf);
+                        if let Err(code) = sealer.rekey(&mut frames) {
+                            self.buf.truncate(mark);
+                            self.flush_own();
                             return Some(WriteEnd::Close(code));
                         }
-                        if let Some(end) = self.frame_sealed() {
-                            return Some(end);
-                        }
+                        self.shared.metrics.records_out.increment(frames.count());
                     }
                     continue;
                 }
-                Outbound::Close(code) => return Some(WriteEnd::Close(code)),
+                Outbound::Close(code) => {
+                    self.flush_own();
+                    return Some(WriteEnd::Close(code));
+                }
             };
             let Some(sealer) = self.sealer.as_mut() else {
                 match payload {
                     // The common case: the fan-out's frame as it is, no copy.
-                    Payload::Shared(frame) => self.chunks.push_back(frame.into_wire()),
-                    Payload::Own(text) => {
-                        put_frame(&mut self.buf, OP_TEXT, text.as_bytes());
-                        self.chunks.push_back(self.buf.split().freeze());
-                    }
+                    Payload::Shared(frame) => self.push_chunk(frame.into_wire()),
+                    Payload::Own(text) => put_frame(&mut self.buf, OP_TEXT, text.as_bytes()),
                 }
                 continue;
             };
@@ -825,28 +825,32 @@ impl Writer {
                 Payload::Shared(frame) => frame.text(),
                 Payload::Own(text) => text.as_str(),
             };
-            if let Err(code) = sealer.seal(inner, &mut self.sealed) {
+            let mark = self.buf.len();
+            let mut frames = Frames::new(&mut self.buf);
+            if let Err(code) = sealer.seal(inner, &mut frames) {
+                // What the failed call left in the buffer is never sent; the frames before it are.
+                self.buf.truncate(mark);
+                self.flush_own();
                 return Some(WriteEnd::Close(code));
             }
-            if let Some(end) = self.frame_sealed() {
-                return Some(end);
-            }
+            self.shared.metrics.records_out.increment(frames.count());
         }
+        self.flush_own();
         None
     }
 
-    /// Frames sealed records as text frames, each split off the reused buffer as one chunk.
-    fn frame_sealed(&mut self) -> Option<WriteEnd> {
-        self.shared.metrics.records_out.increment(self.sealed.len() as u64);
-        for record in self.sealed.drain(..) {
-            // The `Sealer` contract: records are UTF-8 text; anything else would be an invalid text frame.
-            if std::str::from_utf8(&record).is_err() {
-                return Some(WriteEnd::Close(CloseCode::InternalError));
-            }
-            put_frame(&mut self.buf, OP_TEXT, &record);
+    /// Queues `chunk` behind the frames built so far.
+    fn push_chunk(&mut self, chunk: Bytes) {
+        self.flush_own();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Moves the frames built in the buffer so far into the queue as one chunk: a run of sealed records is one
+    /// buffer for the vectored write, however many records it holds.
+    fn flush_own(&mut self) {
+        if !self.buf.is_empty() {
             self.chunks.push_back(self.buf.split().freeze());
         }
-        None
     }
 }
 

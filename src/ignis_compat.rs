@@ -1,13 +1,12 @@
 //! The reference framework's encryption suite as a pluggable handshake, for existing Ignis browser clients.
 //! See [`crate::crypto::ignis`] for the suite and why it is weaker than wsenc/1; it is never the default.
 
-use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::crypto::ignis::{self, IgnisError, IgnisKey};
 use crate::hooks::{Hook, HookFuture};
 use crate::protocol::CloseCode;
-use crate::session::{HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
+use crate::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
 
 /// The Ignis-compatible handshake: `authenticate` carries `publicKey` (standard base64 of the 65-byte point);
 /// `connected` answers with `serverPublicKey` and `salt` (standard base64); every later frame in both
@@ -19,9 +18,9 @@ struct IgnisSealer(IgnisKey);
 struct IgnisOpener(IgnisKey);
 
 impl Sealer for IgnisSealer {
-    fn seal(&mut self, inner: &str, out: &mut Vec<Bytes>) -> Result<(), CloseCode> {
+    fn seal(&mut self, inner: &str, out: &mut Frames<'_>) -> Result<(), CloseCode> {
         let frame = self.0.seal(inner.as_bytes()).map_err(|_| CloseCode::InternalError)?;
-        out.push(Bytes::from(frame));
+        out.push(&frame);
         Ok(())
     }
 }

@@ -6,26 +6,87 @@
 //! and an [`Opener`] (owned by the reader: every inbound frame goes through it). wsenc/1 is one implementation;
 //! applications can plug their own.
 
+use bytes::BytesMut;
 use serde_json::{Map, Value};
 
+use crate::crypto::RecordSink;
+
 use crate::hooks::Hook;
+use crate::protocol::outbound::{put_frame, put_header, OP_TEXT};
 use crate::protocol::CloseCode;
 use crate::redact::debug_redacted;
 
 debug_redacted!(HandshakeRequest { client_id, user_id; data });
 
 /// Seals outbound messages of one session (server → client direction).
+///
+/// ```
+/// use sealcast::protocol::CloseCode;
+/// use sealcast::session::{Frames, Sealer};
+///
+/// /// Not encryption: an illustration of the contract (one inner message in, text frames out).
+/// struct Shouting;
+///
+/// impl Sealer for Shouting {
+///     fn seal(&mut self, inner: &str, out: &mut Frames<'_>) -> Result<(), CloseCode> {
+///         out.push(&inner.to_uppercase());
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait Sealer: Send + Sync + 'static {
-    /// Seals one inner message (`{"event":..,"data":..}` JSON text) into one or more wire frames appended to
-    /// `out`; each frame must be UTF-8 text (it is sent as a text frame, and dropped if it is not). An error closes
-    /// the connection with the returned code.
-    fn seal(&mut self, inner: &str, out: &mut Vec<bytes::Bytes>) -> Result<(), CloseCode>;
+    /// Seals one inner message (`{"event":..,"data":..}` JSON text) into one or more text frames appended to
+    /// `out`. An error closes the connection with the returned code.
+    fn seal(&mut self, inner: &str, out: &mut Frames<'_>) -> Result<(), CloseCode>;
 
     /// Switches to fresh keys now, appending whatever frames announce it (wsenc/1: a `key_update` record).
     /// Called when the client refreshes its credentials. The default does nothing.
-    fn rekey(&mut self, out: &mut Vec<bytes::Bytes>) -> Result<(), CloseCode> {
+    fn rekey(&mut self, out: &mut Frames<'_>) -> Result<(), CloseCode> {
         let _ = out;
         Ok(())
+    }
+}
+
+/// Where a [`Sealer`] puts what it sends: each frame is appended, already framed as a WebSocket text frame, to
+/// the connection's write buffer, so sealed records go out without another copy.
+pub struct Frames<'a> {
+    buf: &'a mut BytesMut,
+    count: u64,
+}
+
+impl<'a> Frames<'a> {
+    pub(crate) fn new(buf: &'a mut BytesMut) -> Self {
+        Self { buf, count: 0 }
+    }
+
+    /// Appends `text` as one text frame.
+    pub fn push(&mut self, text: &str) {
+        put_frame(self.buf, OP_TEXT, text.as_bytes());
+        self.count += 1;
+    }
+
+    /// How many frames were appended.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// The record layer writes each record's ASCII straight into the frame's payload.
+impl RecordSink for Frames<'_> {
+    fn next_record(&mut self, len: usize) -> &mut [u8] {
+        put_header(self.buf, OP_TEXT, len);
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        self.count += 1;
+        self.buf.get_mut(start..).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Frames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frames")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
     }
 }
 

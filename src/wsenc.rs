@@ -7,14 +7,13 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
 use crate::crypto::{self, RecordOpener, RecordSealer, StaticKeySet};
 use crate::hooks::{Hook, HookFuture};
 use crate::protocol::CloseCode;
-use crate::session::{HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
+use crate::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
 use crate::stats::Stats;
 
 /// The server's static key set, replaceable at runtime ([`crate::Server::reload_static_keys`]). Clones share
@@ -136,12 +135,13 @@ fn close_code(code: u16) -> CloseCode {
 }
 
 impl Sealer for RecordSealer {
-    fn seal(&mut self, inner: &str, out: &mut Vec<Bytes>) -> Result<(), CloseCode> {
-        RecordSealer::seal(self, inner.as_bytes(), out).map_err(|e| close_code(e.close_code()))
+    fn seal(&mut self, inner: &str, out: &mut Frames<'_>) -> Result<(), CloseCode> {
+        self.seal_to(inner.as_bytes(), out)
+            .map_err(|e| close_code(e.close_code()))
     }
 
-    fn rekey(&mut self, out: &mut Vec<Bytes>) -> Result<(), CloseCode> {
-        self.request_key_update(out).map_err(|e| close_code(e.close_code()))
+    fn rekey(&mut self, out: &mut Frames<'_>) -> Result<(), CloseCode> {
+        self.key_update_to(out).map_err(|e| close_code(e.close_code()))
     }
 }
 

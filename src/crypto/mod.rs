@@ -73,6 +73,7 @@ pub mod schedule;
 
 pub use handshake::{server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, ServerHello};
 pub use keys::{KeyError, PinnedKey, StaticKey, StaticKeySet};
+pub(crate) use record::RecordSink;
 pub use record::{InvalidEpochLimit, OpenError, RecordOpener, RecordSealer, SealError};
 
 /// `PROTO` (40 bytes), the first transcript field.

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::num::NonZeroUsize;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
@@ -220,20 +220,35 @@ impl RecordSealer {
     /// epoch is about to run out it first emits the `key_update` record as the last of the epoch
     /// and ratchets, so one call may append 2 frames.
     pub fn seal(&mut self, inner: &[u8], out: &mut Vec<Bytes>) -> Result<(), SealError> {
+        let mut records = Vec::new();
+        let sealed = self.seal_to(inner, &mut records);
+        out.extend(records.into_iter().map(BytesMut::freeze));
+        sealed
+    }
+
+    /// [`Self::seal`], writing each record straight into the space `sink` gives it: the server frames records
+    /// in its write buffer this way, with no per-record allocation or copy.
+    pub(crate) fn seal_to(&mut self, inner: &[u8], sink: &mut impl RecordSink) -> Result<(), SealError> {
         if inner.last().is_none_or(|b| *b == 0) {
             return Err(SealError::InvalidPlaintext);
         }
         if self.seq.saturating_add(1) >= self.limit {
-            self.key_update(out)?;
+            self.key_update(sink)?;
         }
-        let frame = self.seal_record(inner, self.pad_bucket)?;
-        out.push(frame);
-        Ok(())
+        self.seal_record(inner, self.pad_bucket, sink)
     }
 
     /// Emits a `key_update` record now and switches to the next epoch.
     pub fn request_key_update(&mut self, out: &mut Vec<Bytes>) -> Result<(), SealError> {
-        self.key_update(out)
+        let mut records = Vec::new();
+        let sealed = self.key_update(&mut records);
+        out.extend(records.into_iter().map(BytesMut::freeze));
+        sealed
+    }
+
+    /// [`Self::request_key_update`] into a [`RecordSink`].
+    pub(crate) fn key_update_to(&mut self, sink: &mut impl RecordSink) -> Result<(), SealError> {
+        self.key_update(sink)
     }
 
     /// `confirm`: the bare tag of the empty plaintext at s2c epoch 0 seq 0; advances to seq 1.
@@ -249,17 +264,21 @@ impl RecordSealer {
         tag
     }
 
-    fn key_update(&mut self, out: &mut Vec<Bytes>) -> Result<(), SealError> {
+    fn key_update(&mut self, sink: &mut impl RecordSink) -> Result<(), SealError> {
         let next_epoch = self.epoch.checked_add(1).ok_or(SealError::KeyExhausted)?;
-        let frame = self.seal_record(KEY_UPDATE_MESSAGE, self.pad_bucket)?;
-        out.push(frame);
+        self.seal_record(KEY_UPDATE_MESSAGE, self.pad_bucket, sink)?;
         self.keys.ratchet();
         self.epoch = next_epoch;
         self.seq = 0;
         Ok(())
     }
 
-    fn seal_record(&mut self, inner: &[u8], pad: Option<NonZeroUsize>) -> Result<Bytes, SealError> {
+    fn seal_record(
+        &mut self,
+        inner: &[u8],
+        pad: Option<NonZeroUsize>,
+        sink: &mut impl RecordSink,
+    ) -> Result<(), SealError> {
         if self.seq >= self.limit {
             return Err(SealError::KeyExhausted);
         }
@@ -292,25 +311,63 @@ impl RecordSealer {
 
         let mut seq_buf = itoa::Buffer::new();
         let seq_str = seq_buf.format(self.seq).as_bytes();
-        let iv_len = b64::encoded_len(NONCE_LEN);
-        let ct_b64_len = b64::encoded_len(ct_len);
-        let total =
-            ENV_PREFIX.len() + seq_str.len() + ENV_IV.len() + iv_len + ENV_CT.len() + ct_b64_len + ENV_SUFFIX.len();
-        let mut buf = Vec::with_capacity(total);
-        buf.extend_from_slice(ENV_PREFIX);
-        buf.extend_from_slice(seq_str);
-        buf.extend_from_slice(ENV_IV);
-        let start = buf.len();
-        buf.resize(start + iv_len, 0);
-        b64::encode_into(&nonce, buf.get_mut(start..).unwrap_or_default()).map_err(|_| SealError::TooLarge)?;
-        buf.extend_from_slice(ENV_CT);
-        let start = buf.len();
-        buf.resize(start + ct_b64_len, 0);
-        b64::encode_into(&self.scratch, buf.get_mut(start..).unwrap_or_default()).map_err(|_| SealError::TooLarge)?;
-        buf.extend_from_slice(ENV_SUFFIX);
-
+        let total = ENV_PREFIX.len()
+            + seq_str.len()
+            + ENV_IV.len()
+            + b64::encoded_len(NONCE_LEN)
+            + ENV_CT.len()
+            + b64::encoded_len(ct_len)
+            + ENV_SUFFIX.len();
+        let mut out = Fill(sink.next_record(total));
+        out.put(ENV_PREFIX)?;
+        out.put(seq_str)?;
+        out.put(ENV_IV)?;
+        out.put_b64(&nonce)?;
+        out.put(ENV_CT)?;
+        out.put_b64(&self.scratch)?;
+        out.put(ENV_SUFFIX)?;
+        if !out.0.is_empty() {
+            return Err(SealError::TooLarge);
+        }
         self.seq += 1;
-        Ok(Bytes::from(buf))
+        Ok(())
+    }
+}
+
+/// Where a [`RecordSealer`] writes records: space for each record, of its exact length, in order.
+pub(crate) trait RecordSink {
+    /// Returns `len` bytes for the next record. The sealer overwrites all of them with ASCII (JSON and base64url)
+    /// before asking for more; after a sealing error the space holds garbage and must be discarded.
+    fn next_record(&mut self, len: usize) -> &mut [u8];
+}
+
+/// Each record in a buffer of its own.
+impl RecordSink for Vec<BytesMut> {
+    fn next_record(&mut self, len: usize) -> &mut [u8] {
+        self.push(BytesMut::zeroed(len));
+        self.last_mut().map(|b| &mut b[..]).unwrap_or_default()
+    }
+}
+
+/// Fills a record's space front to back; running out of space is an error, never a panic.
+struct Fill<'a>(&'a mut [u8]);
+
+impl Fill<'_> {
+    fn take(&mut self, n: usize) -> Result<&mut [u8], SealError> {
+        let (head, rest) = std::mem::take(&mut self.0)
+            .split_at_mut_checked(n)
+            .ok_or(SealError::TooLarge)?;
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SealError> {
+        self.take(bytes.len())?.copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn put_b64(&mut self, bytes: &[u8]) -> Result<(), SealError> {
+        b64::encode_into(bytes, self.take(b64::encoded_len(bytes.len()))?).map_err(|_| SealError::TooLarge)
     }
 }
 
@@ -734,10 +791,11 @@ mod tests {
         assert_eq!(s.next_seq(), 1);
         s.seq = 0;
         // a key_update received in the last epoch closes 4006
-        let frame = s.seal_record(KEY_UPDATE_MESSAGE, None).unwrap();
+        let mut records: Vec<BytesMut> = Vec::new();
+        s.seal_record(KEY_UPDATE_MESSAGE, None, &mut records).unwrap();
         let mut o = RecordOpener::new(Direction::S2c, ts(), [8; 32], 0);
         o.epoch = u32::MAX;
-        let e = o.open(&frame).unwrap_err();
+        let e = o.open(&records[0]).unwrap_err();
         assert_eq!(e, OpenError::KeyExhausted);
         assert_eq!(e.close_code(), 4006);
     }

@@ -74,8 +74,14 @@ pub(crate) const PING_FRAME: &[u8] = &[0x89, 0x00];
 
 /// Appends one unfragmented, unmasked frame of `opcode` carrying `payload` to `out`.
 pub(crate) fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    let len = payload.len();
-    out.reserve(len + 10);
+    out.reserve(payload.len() + 10);
+    put_header(out, opcode, payload.len());
+    out.put_slice(payload);
+}
+
+/// Appends the header of one unfragmented, unmasked frame of `opcode` whose payload is `len` bytes long; the
+/// caller appends exactly that payload next.
+pub(crate) fn put_header(out: &mut BytesMut, opcode: u8, len: usize) {
     out.put_u8(0x80 | opcode);
     match len {
         0..=125 => out.put_u8(len as u8),
@@ -88,7 +94,6 @@ pub(crate) fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
             out.put_u64(len as u64);
         }
     }
-    out.put_slice(payload);
 }
 
 /// A text frame encoded once and shared by every recipient: header and payload in one buffer.

@@ -14,6 +14,10 @@
 //! sealcast-bench crypto-limit --seconds 3
 //! ```
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod serve;
 mod ws;
 
