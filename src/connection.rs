@@ -46,10 +46,9 @@ use crate::stats::Stats;
 
 /// How long a closing writer may take to get the close frame out.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Most queued items a writer drains into one flush.
-const WRITE_BATCH: usize = 64;
-/// Most buffers handed to one vectored write (Linux accepts 1,024; one batch rarely needs more than this).
-const MAX_IOV: usize = 64;
+/// Most buffers handed to one vectored write (Linux accepts 1,024). A writer takes everything queued at once
+/// (at most the queue's capacity), so a fan-out burst usually leaves in one or two calls.
+const MAX_IOV: usize = 256;
 
 type Flow = ControlFlow<()>;
 
@@ -152,7 +151,7 @@ impl AsyncWrite for ReadSide {
     fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         if !buf.is_empty() {
             // A full or closed queue has already doomed the connection; the bytes are dropped with it.
-            self.mailbox.push(Outbound::Raw(Bytes::copy_from_slice(buf)));
+            self.mailbox.push(Outbound::Raw(buf.into()));
         }
         Poll::Ready(Ok(buf.len()))
     }
@@ -662,14 +661,14 @@ async fn write_loop(mut io: WriteIo, mut rx: Receiver, entry: Arc<Entry>, shared
 }
 
 /// Writes `chunks`, then the close frame for `code`, then shuts the sending direction down.
-async fn send_close(io: &mut WriteIo, mut chunks: VecDeque<Bytes>, code: CloseCode) -> std::io::Result<()> {
+async fn send_close(io: &mut WriteIo, mut chunks: VecDeque<Chunk>, code: CloseCode) -> std::io::Result<()> {
     let reason = code.reason().as_bytes();
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.code().to_be_bytes());
     payload.extend_from_slice(reason);
     let mut frame = BytesMut::new();
     put_frame(&mut frame, OP_CLOSE, &payload);
-    chunks.push_back(frame.freeze());
+    chunks.push_back(Chunk::Own(frame.freeze()));
     write_all(io, &mut chunks).await?;
     io.shutdown().await
 }
@@ -677,7 +676,7 @@ async fn send_close(io: &mut WriteIo, mut chunks: VecDeque<Bytes>, code: CloseCo
 /// Writes every chunk, oldest first, with vectored writes of up to [`MAX_IOV`] buffers, then flushes (a TLS
 /// stream may buffer). A partial write advances the first unwritten chunk in place; nothing is copied. Written
 /// chunks leave the queue as they go, so a cancelled call leaves exactly the unwritten bytes behind.
-async fn write_all(io: &mut WriteIo, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+async fn write_all(io: &mut WriteIo, chunks: &mut VecDeque<Chunk>) -> std::io::Result<()> {
     // The slices live on the stack of each poll, never in the future: every writer task stays small.
     std::future::poll_fn(|cx| poll_write_all(Pin::new(&mut *io), cx, chunks)).await?;
     io.flush().await
@@ -686,13 +685,13 @@ async fn write_all(io: &mut WriteIo, chunks: &mut VecDeque<Bytes>) -> std::io::R
 fn poll_write_all(
     mut io: Pin<&mut WriteIo>,
     cx: &mut Context<'_>,
-    chunks: &mut VecDeque<Bytes>,
+    chunks: &mut VecDeque<Chunk>,
 ) -> Poll<std::io::Result<()>> {
     while !chunks.is_empty() {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
         for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
-            *slot = IoSlice::new(chunk);
+            *slot = IoSlice::new(chunk.bytes());
             n += 1;
         }
         let written = ready!(io.as_mut().poll_write_vectored(cx, slices.get(..n).unwrap_or_default()))?;
@@ -705,16 +704,17 @@ fn poll_write_all(
 }
 
 /// Drops the first `n` bytes of `chunks`.
-fn consume(chunks: &mut VecDeque<Bytes>, mut n: usize) {
+fn consume(chunks: &mut VecDeque<Chunk>, mut n: usize) {
     while n > 0 {
         let Some(front) = chunks.front_mut() else {
             return;
         };
-        if n < front.len() {
+        let len = front.bytes().len();
+        if n < len {
             front.advance(n);
             return;
         }
-        n -= front.len();
+        n -= len;
         chunks.pop_front();
     }
 }
@@ -722,7 +722,34 @@ fn consume(chunks: &mut VecDeque<Bytes>, mut n: usize) {
 /// An outbound message's text before sealing: shared with the other recipients, or this connection's own.
 enum Payload {
     Shared(TextFrame),
-    Own(String),
+    Own(Box<str>),
+}
+
+/// A piece of the byte stream waiting to be written: a fan-out's frame, shared with the other recipients, or
+/// bytes of this connection's own.
+enum Chunk {
+    Shared(TextFrame),
+    Own(Bytes),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Shared(frame) => frame.wire(),
+            Self::Own(bytes) => bytes,
+        }
+    }
+
+    /// Drops the first `n` bytes (fewer than the chunk holds): only after a partial write, so the copy a shared
+    /// frame needs here is rare.
+    fn advance(&mut self, n: usize) {
+        match self {
+            Self::Shared(frame) => {
+                *self = Self::Own(Bytes::copy_from_slice(frame.wire().get(n..).unwrap_or_default()));
+            }
+            Self::Own(bytes) => bytes.advance(n),
+        }
+    }
 }
 
 struct Writer {
@@ -731,7 +758,7 @@ struct Writer {
     /// split off as one chunk, and the buffer's storage is reused once the chunks written from it are freed.
     buf: BytesMut,
     /// Complete frames, or what is left of them, waiting to be written.
-    chunks: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
     entry: Arc<Entry>,
     shared: Arc<Shared>,
 }
@@ -740,9 +767,9 @@ impl Writer {
     /// Drains the queue in batches: everything a batch needs sealed is sealed under one permit, then the
     /// batch's frames are written with vectored writes.
     async fn pump(&mut self, io: &mut WriteIo, rx: &mut Receiver) -> WriteEnd {
-        let mut batch = Vec::new();
+        let mut batch = VecDeque::new();
         loop {
-            rx.recv_many(&mut batch, WRITE_BATCH).await;
+            rx.recv_all(&mut batch).await;
             let end = self.encode_batch(&mut batch).await;
             if write_all(io, &mut self.chunks).await.is_err() {
                 return WriteEnd::Broken;
@@ -752,7 +779,7 @@ impl Writer {
             }
             if rx.is_empty() {
                 // Idle: hand the batch buffers back; most connections are idle most of the time.
-                batch = Vec::new();
+                batch = VecDeque::new();
                 self.chunks = VecDeque::new();
                 self.buf = BytesMut::new();
             }
@@ -761,7 +788,7 @@ impl Writer {
 
     /// Turns queued items into chunks, in order, up to a close (returned; later items are dropped). The
     /// sealing permit is taken at most once per batch and released before anything is written to the socket.
-    async fn encode_batch(&mut self, batch: &mut Vec<Outbound>) -> Option<WriteEnd> {
+    async fn encode_batch(&mut self, batch: &mut VecDeque<Outbound>) -> Option<WriteEnd> {
         // The permit borrows the semaphore, not `self`.
         let shared = Arc::clone(&self.shared);
         let mut permit = None;
@@ -773,14 +800,14 @@ impl Writer {
                     permit = None;
                     match Box::pin(transform(&self.shared, &self.entry, frame.text())).await {
                         Some(None) => Payload::Shared(frame),
-                        Some(Some(text)) => Payload::Own(text),
+                        Some(Some(text)) => Payload::Own(text.into_boxed_str()),
                         None => continue,
                     }
                 }
                 Outbound::Text(frame) => Payload::Shared(frame),
                 Outbound::System(text) => Payload::Own(text),
                 Outbound::Raw(bytes) => {
-                    self.push_chunk(bytes);
+                    self.push_chunk(Chunk::Own(bytes.into()));
                     continue;
                 }
                 Outbound::Encrypt(sealer) => {
@@ -788,7 +815,7 @@ impl Writer {
                     continue;
                 }
                 Outbound::Ping => {
-                    self.push_chunk(Bytes::from_static(PING_FRAME));
+                    self.push_chunk(Chunk::Own(Bytes::from_static(PING_FRAME)));
                     continue;
                 }
                 Outbound::Rekey => {
@@ -812,7 +839,7 @@ impl Writer {
             let Some(sealer) = self.sealer.as_mut() else {
                 match payload {
                     // The common case: the fan-out's frame as it is, no copy.
-                    Payload::Shared(frame) => self.push_chunk(frame.into_wire()),
+                    Payload::Shared(frame) => self.push_chunk(Chunk::Shared(frame)),
                     Payload::Own(text) => put_frame(&mut self.buf, OP_TEXT, text.as_bytes()),
                 }
                 continue;
@@ -823,7 +850,7 @@ impl Writer {
             }
             let inner = match &payload {
                 Payload::Shared(frame) => frame.text(),
-                Payload::Own(text) => text.as_str(),
+                Payload::Own(text) => text,
             };
             let mark = self.buf.len();
             let mut frames = Frames::new(&mut self.buf);
@@ -840,7 +867,7 @@ impl Writer {
     }
 
     /// Queues `chunk` behind the frames built so far.
-    fn push_chunk(&mut self, chunk: Bytes) {
+    fn push_chunk(&mut self, chunk: Chunk) {
         self.flush_own();
         self.chunks.push_back(chunk);
     }
@@ -849,7 +876,7 @@ impl Writer {
     /// buffer for the vectored write, however many records it holds.
     fn flush_own(&mut self) {
         if !self.buf.is_empty() {
-            self.chunks.push_back(self.buf.split().freeze());
+            self.chunks.push_back(Chunk::Own(self.buf.split().freeze()));
         }
     }
 }

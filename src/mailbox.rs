@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -24,16 +23,17 @@ use crate::protocol::CloseCode;
 use crate::session::Sealer;
 use crate::stats::Stats;
 
-/// One item of a connection's outbound queue.
+/// One item of a connection's outbound queue. Kept small (see the size test): a fan-out writes one of these into
+/// every recipient's queue, so its size is most of the fan-out's memory traffic.
 pub(crate) enum Outbound {
     /// A serialised application message `{"event":..,"data":..}`, framed once and shared by every recipient of a
     /// fan-out. The outbound transformer sees it.
     Text(TextFrame),
     /// A protocol frame (`connected`, `error`): never transformed, still sealed on encrypted sessions.
-    System(String),
+    System(Box<str>),
     /// Complete frames written by the reader's WebSocket state machine (pongs, close replies): sent as they are,
     /// in queue order with everything else.
-    Raw(Bytes),
+    Raw(Box<[u8]>),
     /// From here on, seal every frame with this sealer.
     Encrypt(Box<dyn Sealer>),
     /// A WebSocket ping.
@@ -137,7 +137,7 @@ impl Mailbox {
 
     /// Queues a protocol frame; see [`Self::push`].
     pub(crate) fn push_system(&self, text: String) -> bool {
-        self.push(Outbound::System(text))
+        self.push(Outbound::System(text.into_boxed_str()))
     }
 
     /// Closes after the frames already queued have been written (falls back to [`Self::kill_with`] when the
@@ -198,13 +198,13 @@ impl Mailbox {
 pub(crate) struct Receiver(Arc<Mailbox>);
 
 impl Receiver {
-    /// Moves up to `limit` (at least one) queued items, oldest first, into `out`, waiting while the queue is
-    /// empty.
-    pub(crate) async fn recv_many(&mut self, out: &mut Vec<Outbound>, limit: usize) {
-        std::future::poll_fn(|cx| self.poll_recv_many(cx, out, limit)).await
+    /// Takes everything queued, oldest first, waiting while the queue is empty. `out` must be empty: the two
+    /// buffers are swapped, so the queue goes on with `out`'s storage and nothing is copied or allocated.
+    pub(crate) async fn recv_all(&mut self, out: &mut VecDeque<Outbound>) {
+        std::future::poll_fn(|cx| self.poll_recv_all(cx, out)).await
     }
 
-    fn poll_recv_many(&self, cx: &mut Context<'_>, out: &mut Vec<Outbound>, limit: usize) -> Poll<()> {
+    fn poll_recv_all(&self, cx: &mut Context<'_>, out: &mut VecDeque<Outbound>) -> Poll<()> {
         let mut q = self.0.queue.lock();
         if q.items.is_empty() {
             if q.items.capacity() > 0 {
@@ -218,8 +218,12 @@ impl Receiver {
             }
             return Poll::Pending;
         }
-        let n = q.items.len().min(limit.max(1));
-        out.extend(q.items.drain(..n));
+        if out.is_empty() {
+            std::mem::swap(&mut q.items, out);
+        } else {
+            // Not the documented use; still correct, by moving.
+            out.extend(q.items.drain(..));
+        }
         Poll::Ready(())
     }
 
@@ -239,5 +243,15 @@ impl Drop for Receiver {
         };
         // Dropped outside the lock: sealers and shared buffers may take a while to free.
         drop(items);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_slot_is_at_most_three_words() {
+        assert!(std::mem::size_of::<Outbound>() <= 3 * std::mem::size_of::<usize>());
     }
 }

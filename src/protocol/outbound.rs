@@ -4,7 +4,9 @@
 //! frame is a 2, 4 or 10-byte header followed by the payload as is. Encoding a fan-out's frame once lets every
 //! plaintext recipient's writer send the same bytes without copying or re-framing them.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
 use serde_json::value::RawValue;
 
 use super::event;
@@ -96,12 +98,16 @@ pub(crate) fn put_header(out: &mut BytesMut, opcode: u8, len: usize) {
     }
 }
 
-/// A text frame encoded once and shared by every recipient: header and payload in one buffer.
+/// A text frame encoded once and shared by every recipient. A clone is one reference count and a queued copy is
+/// one pointer, which keeps every connection's queue small: a fan-out writes one queue slot per recipient.
 #[derive(Clone)]
-pub(crate) struct TextFrame {
-    wire: Bytes,
-    /// Length of the header in front of the payload (2, 4 or 10).
-    header: u8,
+pub(crate) struct TextFrame(Arc<Encoded>);
+
+struct Encoded {
+    /// Header and payload, as they go on the wire.
+    wire: Box<[u8]>,
+    /// The payload as text, kept beside the wire bytes so that sealers get a `&str` without re-validating it.
+    text: Box<str>,
 }
 
 impl TextFrame {
@@ -109,25 +115,20 @@ impl TextFrame {
     pub(crate) fn new(text: &str) -> Self {
         let mut out = BytesMut::with_capacity(text.len() + 10);
         put_frame(&mut out, OP_TEXT, text.as_bytes());
-        let header = (out.len() - text.len()) as u8;
-        Self {
-            wire: out.freeze(),
-            header,
-        }
+        Self(Arc::new(Encoded {
+            wire: out.to_vec().into_boxed_slice(),
+            text: text.into(),
+        }))
     }
 
     /// The frame as it goes on the wire.
-    pub(crate) fn into_wire(self) -> Bytes {
-        self.wire
+    pub(crate) fn wire(&self) -> &[u8] {
+        &self.0.wire
     }
 
     /// The payload: the JSON text that was framed.
     pub(crate) fn text(&self) -> &str {
-        // Built from a `&str` in `new`, so this holds; an empty payload is the safe fallback, never a panic.
-        self.wire
-            .get(usize::from(self.header)..)
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .unwrap_or_default()
+        &self.0.text
     }
 }
 
@@ -153,9 +154,9 @@ mod tests {
         for (len, header) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10), (100_000, 10)] {
             let text = "x".repeat(len);
             let frame = TextFrame::new(&text);
-            assert_eq!(frame.wire.len(), len + header, "len {len}");
+            assert_eq!(frame.wire().len(), len + header, "len {len}");
             assert_eq!(frame.text(), text);
-            assert_eq!(parse(&frame.clone().into_wire(), OP_TEXT), text.as_bytes());
+            assert_eq!(parse(frame.clone().wire(), OP_TEXT), text.as_bytes());
         }
         let mut close = BytesMut::new();
         put_frame(&mut close, OP_CLOSE, b"\x03\xe8bye");
