@@ -13,10 +13,9 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sealcast::crypto::backend::{hkdf_sha256, random_bytes, AeadKey};
-use sealcast::session::{Opener, Sealer};
+use sealcast::session::{Frames, Opener, Sealer};
 use sealcast::{
     AuthRequest, CloseCode, HandshakeOutcome, HandshakeRequest, HookError, Identity, IncomingMessage, Server, Session,
 };
@@ -86,8 +85,8 @@ impl Records {
 }
 
 impl Sealer for Records {
-    fn seal(&mut self, inner: &str, out: &mut Vec<Bytes>) -> Result<(), CloseCode> {
-        out.push(Bytes::from(Records::seal(self, inner.as_bytes())));
+    fn seal(&mut self, inner: &str, out: &mut Frames<'_>) -> Result<(), CloseCode> {
+        out.push(&Records::seal(self, inner.as_bytes()));
         Ok(())
     }
 }

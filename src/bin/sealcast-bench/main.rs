@@ -14,6 +14,8 @@
 //! sealcast-bench crypto-limit --seconds 3
 //! ```
 
+// Writers release their buffers whenever they go idle; glibc's malloc turns that into heap trimming and page
+// faults in every burst, mimalloc into free-list reuse (ARCHITECTURE.md, "Choices").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,6 +4,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
 )]
 
+// Writers release their buffers whenever they go idle; glibc's malloc turns that into heap trimming and page
+// faults in every burst, mimalloc into free-list reuse (ARCHITECTURE.md, "Choices").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
