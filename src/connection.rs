@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -56,15 +56,15 @@ type Flow = ControlFlow<()>;
 pub(crate) type Io = TokioIo<Upgraded>;
 type WriteIo = WriteHalf<Io>;
 
-/// Runs a connection from upgrade to cleanup.
-pub(crate) async fn run(io: Io, shared: Arc<Shared>, id: Uuid, slot: Slot) {
-    shared.metrics.connections.increment(1);
-    serve(io, &shared, id).await;
-    shared.metrics.connections.decrement(1);
-    drop(slot);
-}
-
-async fn serve(io: Io, shared: &Arc<Shared>, id: Uuid) {
+/// Runs a connection from the upgrade to cleanup. One function, not a chain of async calls: every level of an
+/// async call chain keeps its own copy of the arguments in the connection's task, for as long as it lives.
+pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: Uuid, slot: Slot) {
+    // Resolves once the 101 has been sent; an error means the client went away before that.
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let io = TokioIo::new(upgraded);
+    let _live = Live::new(shared.metrics.connections.clone(), slot);
     let (mailbox, rx) = Mailbox::new(
         shared.config.outbound_queue,
         shared.clock,
@@ -91,7 +91,7 @@ async fn serve(io: Io, shared: &Arc<Shared>, id: Uuid) {
         read: read_half,
         mailbox: mailbox.clone(),
     };
-    let stream = WebSocketStream::from_raw_socket(reading, Role::Server, Some(config)).await;
+    let mut stream = WebSocketStream::from_raw_socket(reading, Role::Server, Some(config)).await;
     let now = std::time::Instant::now();
     let mut reader = Reader {
         deadline: Some(Instant::now() + shared.config.auth_timeout),
@@ -103,7 +103,8 @@ async fn serve(io: Io, shared: &Arc<Shared>, id: Uuid) {
         encrypted: None,
         expiry: None,
     };
-    reader.read_loop(stream).await;
+    // By reference: a by-value argument would be stored twice in the reader's future (argument and local).
+    reader.read_loop(&mut stream).await;
     if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
         mailbox.finish();
         let _ = writer.await;
@@ -130,6 +131,25 @@ async fn serve(io: Io, shared: &Arc<Shared>, id: Uuid) {
             Stats::bump(&shared.stats.hook_failures);
             tracing::warn!(client = %entry.id_str, error = %e, "on_disconnected hook failed");
         }
+    }
+}
+
+/// A connection being served: counted in the `connections` gauge and holding its limiter slot until dropped.
+struct Live {
+    gauge: metrics::Gauge,
+    _slot: Slot,
+}
+
+impl Live {
+    fn new(gauge: metrics::Gauge, slot: Slot) -> Self {
+        gauge.increment(1);
+        Self { gauge, _slot: slot }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.gauge.decrement(1);
     }
 }
 
@@ -199,7 +219,7 @@ impl Reader {
         self.close(code)
     }
 
-    async fn read_loop(&mut self, mut stream: WebSocketStream<ReadSide>) {
+    async fn read_loop(&mut self, stream: &mut WebSocketStream<ReadSide>) {
         let entry = self.entry.clone();
         loop {
             // One timer for whichever comes first (one per idle reader, not two).
@@ -232,8 +252,10 @@ impl Reader {
                     }
                     return;
                 }
-                Some(Ok(Message::Text(text))) => self.guarded(text.as_bytes(), false).await,
-                Some(Ok(Message::Binary(bytes))) => self.guarded(&bytes, true).await,
+                // Boxed: the frame's handling would otherwise size every idle reader's future for its busiest
+                // moment (about 0.4 KiB per connection).
+                Some(Ok(Message::Text(text))) => Box::pin(self.guarded(text.as_bytes(), false)).await,
+                Some(Ok(Message::Binary(bytes))) => Box::pin(self.guarded(&bytes, true)).await,
                 // tungstenite queues the pong itself; raw frames are never produced by reading.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             };
@@ -845,8 +867,12 @@ impl Writer {
                 continue;
             };
             if permit.is_none() {
-                // Bounds sealing work in flight across connections; never held across a socket write.
-                permit = Some(shared.seal_permits.acquire().await);
+                // Bounds sealing work in flight across connections; never held across a socket write. Waiting is
+                // rare (the limit is reached) and boxed, so that its state does not enlarge every writer's task.
+                permit = Some(match shared.seal_permits.try_acquire() {
+                    Ok(p) => Some(p),
+                    Err(_) => Box::pin(shared.seal_permits.acquire()).await.ok(),
+                });
             }
             let inner = match &payload {
                 Payload::Shared(frame) => frame.text(),

@@ -77,11 +77,33 @@ pub(crate) struct Entry {
 struct EntryState {
     phase: ClientState,
     user_id: Option<Arc<str>>,
-    metadata: Value,
+    metadata: Metadata,
     rooms: HashSet<Arc<str>>,
     encrypted: bool,
     /// The identity's room patterns; `None`: no limit beyond the validator and membership.
     room_patterns: Option<Arc<[String]>>,
+}
+
+/// A connection's metadata (for JWTs, all the claims), kept as compact JSON text: a parsed `Value` tree costs
+/// several times the text's size in every idle connection, and it is only read on rare paths (room validation,
+/// client listings).
+#[derive(Default)]
+struct Metadata(Option<Box<str>>);
+
+impl Metadata {
+    fn new(value: &Value) -> Self {
+        match value {
+            Value::Null => Self(None),
+            v => Self(serde_json::to_string(v).ok().map(String::into_boxed_str)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        self.0
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(Value::Null)
+    }
 }
 
 impl Entry {
@@ -94,7 +116,7 @@ impl Entry {
             state: Mutex::new(EntryState {
                 phase: ClientState::Unauthorized,
                 user_id: None,
-                metadata: Value::Null,
+                metadata: Metadata::default(),
                 rooms: HashSet::new(),
                 encrypted: false,
                 room_patterns: None,
@@ -111,7 +133,7 @@ impl Entry {
     }
 
     pub(crate) fn metadata(&self) -> Value {
-        self.state.lock().metadata.clone()
+        self.state.lock().metadata.to_value()
     }
 
     /// Sets (or, on a refresh, replaces) the room patterns of the connection's identity.
@@ -141,7 +163,7 @@ impl Entry {
             encrypted: s.encrypted,
             connected_at: self.connected_at,
             idle: self.mailbox.idle_for(),
-            metadata: s.metadata.clone(),
+            metadata: s.metadata.to_value(),
         }
     }
 }
@@ -247,7 +269,7 @@ impl Registry {
             let mut s = entry.state.lock();
             s.phase = ClientState::Authenticated;
             s.user_id = user_id.clone();
-            s.metadata = metadata;
+            s.metadata = Metadata::new(&metadata);
             s.encrypted = encrypted;
         }
         idx.authenticated.insert(entry.id, entry.clone());
@@ -410,6 +432,18 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_is_kept_as_text_and_read_back_unchanged() {
+        let claims =
+            serde_json::json!({"sub": "u1", "n": 18446744073709551615u64, "f": 0.1, "nested": {"a": [1, null, "x"]}});
+        let m = Metadata::new(&claims);
+        assert!(m.0.is_some());
+        assert_eq!(m.to_value(), claims);
+        let empty = Metadata::new(&Value::Null);
+        assert!(empty.0.is_none());
+        assert_eq!(empty.to_value(), Value::Null);
+    }
 
     #[test]
     fn exclude_matches_listed_ids_short_and_long() {

@@ -581,12 +581,7 @@ async fn upgrade(
     };
     let id = Uuid::new_v4();
     let tracker = shared.tracker.clone();
-    tracker.spawn(async move {
-        // Resolves once the 101 below has been sent; an error means the client went away before that.
-        if let Ok(upgraded) = on_upgrade.await {
-            crate::connection::run(hyper_util::rt::TokioIo::new(upgraded), shared, id, slot).await;
-        }
-    });
+    tracker.spawn(crate::connection::run(on_upgrade, shared, id, slot));
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
 use super::b64;
-use super::backend::{AeadKey, NONCE_LEN, TAG_LEN};
+use super::backend::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
 use super::schedule::{TrafficSecret, TH_LEN};
 use super::{
     Direction, CLOSE_DECRYPTION_FAILED, CLOSE_ENCRYPTION_REQUIRED, CLOSE_KEY_EXHAUSTED, MAX_RECORDS_PER_EPOCH,
@@ -57,20 +57,30 @@ pub fn aad(direction: Direction, th: &[u8; TH_LEN], epoch: u32, seq: u64) -> [u8
     a
 }
 
-/// Keys of one direction and epoch: the traffic secret (kept until the ratchet), the expanded
-/// AES-GCM key schedule and the static IV.
+/// Keys of one direction and epoch: the traffic secret (kept until the ratchet), the AES key, its expanded
+/// AES-GCM schedule and the static IV. The schedule (about 0.6 KiB in aws-lc) is built on first use: the inbound
+/// direction of a session whose client never speaks after the handshake never needs it.
 struct EpochKeys {
     ts: TrafficSecret,
-    aead: AeadKey,
+    key: Zeroizing<[u8; KEY_LEN]>,
+    aead: Option<AeadKey>,
     iv: Zeroizing<[u8; NONCE_LEN]>,
 }
 
 impl EpochKeys {
     fn new(ts: TrafficSecret) -> Self {
         let key = ts.key();
-        let aead = AeadKey::new(&key);
         let iv = ts.iv();
-        Self { ts, aead, iv }
+        Self {
+            ts,
+            key,
+            aead: None,
+            iv,
+        }
+    }
+
+    fn aead(&mut self) -> &AeadKey {
+        self.aead.get_or_insert_with(|| AeadKey::new(&self.key))
     }
 
     /// Switches to epoch n+1; `ts_n`, the old AES key and IV are erased when dropped here.
@@ -257,7 +267,7 @@ impl RecordSealer {
         let aad = aad(self.direction, &self.th, self.epoch, self.seq);
         let tag = self
             .keys
-            .aead
+            .aead()
             .seal_in_place(&nonce, &aad, &mut [])
             .unwrap_or([0u8; TAG_LEN]);
         self.seq += 1;
@@ -304,7 +314,7 @@ impl RecordSealer {
         let aad = aad(self.direction, &self.th, self.epoch, self.seq);
         let tag = self
             .keys
-            .aead
+            .aead()
             .seal_in_place(&nonce, &aad, &mut self.scratch)
             .map_err(|_| SealError::TooLarge)?;
         self.scratch.extend_from_slice(&tag);
@@ -596,7 +606,7 @@ impl RecordOpener {
     pub(crate) fn verify_confirm(&mut self, tag: &[u8; TAG_LEN]) -> Result<(), OpenError> {
         let nonce = nonce(&self.keys.iv, self.expected);
         let aad = aad(self.direction, &self.th, self.epoch, self.expected);
-        if let Err(e) = self.keys.aead.open_in_place(&nonce, &aad, &mut [], tag) {
+        if let Err(e) = self.keys.aead().open_in_place(&nonce, &aad, &mut [], tag) {
             let _ = e;
             self.poisoned = true;
             return Err(OpenError::AuthFailed);
@@ -630,7 +640,7 @@ impl RecordOpener {
         let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::CiphertextTooShort)?;
         let aad = aad(self.direction, &self.th, self.epoch, seq);
         self.keys
-            .aead
+            .aead()
             .open_in_place(&nonce, &aad, body, &tag)
             .map_err(|_| OpenError::AuthFailed)?;
         // 5. strip padding, validate the inner message
