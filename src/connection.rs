@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, Outgoing, RoomRequest, Transformed};
 use crate::limits::{Bucket, Slot};
-use crate::mailbox::{Mailbox, Outbound, Receiver};
+use crate::mailbox::{Mailbox, Outbound, Receiver, Task};
 use crate::metrics::Metrics;
 use crate::protocol::event::errors;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
@@ -230,7 +230,7 @@ impl Reader {
             };
             let next = tokio::select! {
                 biased;
-                _ = entry.mailbox.killed() => return,
+                _ = entry.mailbox.killed(Task::Reader) => return,
                 _ = sleep_until(timer.map(|(at, _)| at)) => {
                     if let Some((_, code)) = timer {
                         let _ = self.close(code);
@@ -270,7 +270,7 @@ impl Reader {
         let entry = self.entry.clone();
         tokio::select! {
             biased;
-            _ = entry.mailbox.killed() => ControlFlow::Break(()),
+            _ = entry.mailbox.killed(Task::Reader) => ControlFlow::Break(()),
             flow = self.on_frame(frame, binary) => flow,
         }
     }
@@ -666,7 +666,7 @@ async fn write_loop(mut io: WriteIo, mut rx: Receiver, entry: Arc<Entry>, shared
     };
     let end = tokio::select! {
         biased;
-        _ = entry.mailbox.killed() => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
+        _ = entry.mailbox.killed(Task::Writer) => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
         end = writer.pump(&mut io, &mut rx) => end,
     };
     // Refuse further pushes and free what is queued while the close frame goes out.

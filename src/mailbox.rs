@@ -10,13 +10,13 @@
 //! empty queue, so an idle connection holds no queue storage.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::CloseCode;
@@ -53,6 +53,19 @@ struct Queue {
     closed: bool,
 }
 
+/// The two tasks of a connection, as waiters on its kill switch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Task {
+    Reader,
+    Writer,
+}
+
+#[derive(Default)]
+struct KillWakers {
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
 /// Why a push was refused.
 enum Refused {
     Full,
@@ -63,7 +76,11 @@ enum Refused {
 pub(crate) struct Mailbox {
     queue: Mutex<Queue>,
     capacity: usize,
-    kill: CancellationToken,
+    /// The kill switch: once set, both tasks stop at once.
+    killed: AtomicBool,
+    /// The tasks parked on the kill switch (a `CancellationToken` would be an allocation of its own per
+    /// connection, and a larger future in each of the two tasks).
+    kill_wakers: Mutex<KillWakers>,
     close_code: AtomicU16,
     last_activity_ms: AtomicU64,
     clock: Instant,
@@ -85,7 +102,8 @@ impl Mailbox {
                 closed: false,
             }),
             capacity,
-            kill: CancellationToken::new(),
+            killed: AtomicBool::new(false),
+            kill_wakers: Mutex::new(KillWakers::default()),
             close_code: AtomicU16::new(0),
             last_activity_ms: AtomicU64::new(0),
             clock,
@@ -147,7 +165,7 @@ impl Mailbox {
             return false;
         }
         if self.try_push(Outbound::Close(code)).is_err() {
-            self.kill.cancel();
+            self.trip();
         }
         true
     }
@@ -155,7 +173,7 @@ impl Mailbox {
     /// Closes now, dropping whatever is queued. Returns false if a close was already under way.
     pub(crate) fn kill_with(&self, code: CloseCode) -> bool {
         let claimed = self.claim_close(code);
-        self.kill.cancel();
+        self.trip();
         claimed
     }
 
@@ -167,7 +185,17 @@ impl Mailbox {
 
     /// Ends the connection without a close code of ours (the peer went away, or the writer stopped).
     pub(crate) fn finish(&self) {
-        self.kill.cancel();
+        self.trip();
+    }
+
+    /// Sets the kill switch and wakes whichever task waits on it.
+    fn trip(&self) {
+        // Set before taking the wakers: a task that registers after this sees the switch under the lock.
+        self.killed.store(true, Ordering::Release);
+        let KillWakers { reader, writer } = std::mem::take(&mut *self.kill_wakers.lock());
+        for waker in [reader, writer].into_iter().flatten() {
+            waker.wake();
+        }
     }
 
     /// The close code chosen by the server, if any.
@@ -175,9 +203,29 @@ impl Mailbox {
         CloseCode::from_code(self.close_code.load(Ordering::Acquire))
     }
 
-    /// Resolves once the connection must stop at once.
-    pub(crate) fn killed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.kill.cancelled()
+    /// Resolves once the connection must stop at once. `task` says which of the connection's two tasks waits.
+    pub(crate) fn killed(&self, task: Task) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| self.poll_killed(task, cx))
+    }
+
+    fn poll_killed(&self, task: Task, cx: &mut Context<'_>) -> Poll<()> {
+        if self.killed.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.kill_wakers.lock();
+        // Checked again under the lock: `trip` sets the switch before it takes the wakers.
+        if self.killed.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let slot = match task {
+            Task::Reader => &mut wakers.reader,
+            Task::Writer => &mut wakers.writer,
+        };
+        match slot {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Records inbound activity (a valid message).
@@ -249,6 +297,30 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mailbox() -> Arc<Mailbox> {
+        let stats = Arc::new(Stats::default());
+        Mailbox::new(4, Instant::now(), stats, metrics::Counter::noop()).0
+    }
+
+    #[tokio::test]
+    async fn the_kill_switch_wakes_both_waiting_tasks_and_stays_set() {
+        let mb = mailbox();
+        let waiting = |task| {
+            let mb = mb.clone();
+            tokio::spawn(async move { mb.killed(task).await })
+        };
+        let (reader, writer) = (waiting(Task::Reader), waiting(Task::Writer));
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished() && !writer.is_finished());
+        assert!(mb.kill_with(CloseCode::SlowConsumer));
+        let within = std::time::Duration::from_secs(5);
+        tokio::time::timeout(within, reader).await.unwrap().unwrap();
+        tokio::time::timeout(within, writer).await.unwrap().unwrap();
+        tokio::time::timeout(within, mb.killed(Task::Reader)).await.unwrap();
+        assert!(!mb.kill_with(CloseCode::InternalError), "the first close code stays");
+        assert_eq!(mb.close_code(), Some(CloseCode::SlowConsumer));
+    }
 
     #[test]
     fn a_queue_slot_is_at_most_three_words() {
