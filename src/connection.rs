@@ -19,7 +19,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
@@ -38,9 +38,9 @@ use crate::metrics::Metrics;
 use crate::protocol::event::errors;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
 use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_TEXT, PING_FRAME};
-use crate::protocol::{event, outbound, room, CloseCode, Message as AppMessage, Target};
+use crate::protocol::{event, outbound, room, CloseCode, Message as AppMessage};
 use crate::registry::{ClientState, Entry};
-use crate::server::Shared;
+use crate::server::{PublishBatch, Shared};
 use crate::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
 use crate::stats::Stats;
 
@@ -102,9 +102,12 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: Uuid, sl
         joins: Bucket::new(shared.config.join_rate, now),
         encrypted: None,
         expiry: None,
+        pending: None,
     };
     // By reference: a by-value argument would be stored twice in the reader's future (argument and local).
     reader.read_loop(&mut stream).await;
+    // Publishes accepted before the connection ended are still delivered.
+    reader.flush_publishes();
     if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
         mailbox.finish();
         let _ = writer.await;
@@ -197,6 +200,9 @@ struct Reader {
     encrypted: Option<bool>,
     /// When the credentials expire (close 1008 unless refreshed).
     expiry: Option<Instant>,
+    /// Publishes read but not yet delivered locally: delivered before anything else this reader does, and as
+    /// soon as no further frame is already waiting.
+    pending: Option<Box<PublishBatch>>,
 }
 
 impl Reader {
@@ -219,16 +225,32 @@ impl Reader {
         self.close(code)
     }
 
+    fn flush_publishes(&mut self) {
+        self.shared.flush_publishes(&mut self.pending);
+    }
+
     async fn read_loop(&mut self, stream: &mut WebSocketStream<ReadSide>) {
         let entry = self.entry.clone();
         loop {
+            // While publishes are held back, take the next frame only if it is already here (more publishes
+            // join the batch); otherwise deliver the batch before waiting.
+            let ready = match self.pending {
+                Some(_) => stream.next().now_or_never(),
+                None => None,
+            };
+            if ready.is_none() {
+                self.flush_publishes();
+            }
             // One timer for whichever comes first (one per idle reader, not two).
             let timer = match (self.deadline, self.expiry) {
                 (Some(d), Some(e)) if e < d => Some((e, CloseCode::PolicyViolation)),
                 (Some(d), _) => Some((d, CloseCode::AuthenticationTimeout)),
                 (None, e) => e.map(|e| (e, CloseCode::PolicyViolation)),
             };
-            let next = tokio::select! {
+            let next = if let Some(next) = ready {
+                next
+            } else {
+                tokio::select! {
                 biased;
                 _ = entry.mailbox.killed(Task::Reader) => return,
                 _ = sleep_until(timer.map(|(at, _)| at)) => {
@@ -237,7 +259,8 @@ impl Reader {
                     }
                     return;
                 }
-                next = stream.next() => next,
+                    next = stream.next() => next,
+                }
             };
             let flow = match next {
                 None | Some(Ok(Message::Close(_))) => {
@@ -316,6 +339,10 @@ impl Reader {
         let parsed = std::str::from_utf8(frame)
             .map_err(|_| InboundError::InvalidFormat)
             .and_then(inbound::parse);
+        if !matches!(parsed, Ok(ClientMessage::Publish { .. })) {
+            // Anything else may reach this client or change who receives what: held-back publishes go first.
+            self.flush_publishes();
+        }
         let msg = match parsed {
             Ok(msg) => msg,
             Err(InboundError::InvalidFormat) => {
@@ -573,7 +600,7 @@ impl Reader {
         ControlFlow::Continue(())
     }
 
-    fn publish(&self, room_name: &str, event_name: &str, data: Option<&RawValue>) -> Flow {
+    fn publish(&mut self, room_name: &str, event_name: &str, data: Option<&RawValue>) -> Flow {
         let config = &self.shared.config;
         if !config.allow_client_publish {
             self.reply_error(errors::PUBLISH_NOT_ALLOWED);
@@ -597,11 +624,12 @@ impl Reader {
         } else {
             vec![self.entry.id_str.to_string()]
         };
-        if self
-            .shared
-            .emit(Target::Room(room_name.to_owned()), event_name, data, exclude, true)
+        let shared = Arc::clone(&self.shared);
+        if shared
+            .publish_batched(&mut self.pending, room_name, event_name, data, exclude)
             .is_err()
         {
+            self.flush_publishes();
             self.reply_error(errors::RESERVED_EVENT);
         }
         ControlFlow::Continue(())

@@ -115,18 +115,18 @@ impl Mailbox {
         (mb, rx)
     }
 
-    /// Appends unless the queue is full or closed; wakes the writer if it is parked. The item is dropped after
-    /// the lock is released when refused.
-    fn try_push(&self, item: Outbound) -> Result<(), Refused> {
+    /// Appends `n` items with `fill` unless they do not all fit or the queue is closed; wakes the writer if it
+    /// is parked. A refused item is dropped after the lock is released.
+    fn try_push_with(&self, n: usize, fill: impl FnOnce(&mut VecDeque<Outbound>)) -> Result<(), Refused> {
         let waker = {
             let mut q = self.queue.lock();
             if q.closed {
                 return Err(Refused::Closed);
             }
-            if q.items.len() >= self.capacity {
+            if q.items.len().saturating_add(n) > self.capacity {
                 return Err(Refused::Full);
             }
-            q.items.push_back(item);
+            fill(&mut q.items);
             q.waker.take()
         };
         if let Some(waker) = waker {
@@ -135,19 +135,36 @@ impl Mailbox {
         Ok(())
     }
 
+    fn try_push(&self, item: Outbound) -> Result<(), Refused> {
+        self.try_push_with(1, |q| q.push_back(item))
+    }
+
     /// Queues a frame. A full queue closes the connection as a slow consumer; a closed one drops the frame.
     pub(crate) fn push(&self, item: Outbound) -> bool {
-        match self.try_push(item) {
+        let pushed = self.try_push(item);
+        self.settle(pushed, 1)
+    }
+
+    /// Queues a fan-out's frames in order, under one lock and with at most one wake-up; all or none, as
+    /// [`Self::push`].
+    pub(crate) fn push_frames(&self, frames: &[TextFrame]) -> bool {
+        let pushed = self.try_push_with(frames.len(), |q| q.extend(frames.iter().cloned().map(Outbound::Text)));
+        self.settle(pushed, frames.len())
+    }
+
+    /// Counts and acts on a refused push of `n` items.
+    fn settle(&self, pushed: Result<(), Refused>, n: usize) -> bool {
+        match pushed {
             Ok(()) => true,
             Err(Refused::Full) => {
-                self.drops.increment(1);
+                self.drops.increment(n as u64);
                 if self.kill_with(CloseCode::SlowConsumer) {
                     self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
                 }
                 false
             }
             Err(Refused::Closed) => {
-                self.drops.increment(1);
+                self.drops.increment(n as u64);
                 false
             }
         }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::bus::Bus;
-use crate::mailbox::{Mailbox, Outbound};
+use crate::mailbox::Mailbox;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::Target;
 use crate::redact::debug_redacted;
@@ -408,6 +408,12 @@ impl Registry {
     /// Queues `text` for every local recipient of `target` not in `exclude`; returns how many were queued.
     /// Only authenticated clients are ever recipients (the indexes hold no one else).
     pub(crate) fn deliver(&self, target: &Target, text: &TextFrame, exclude: &Exclude) -> usize {
+        self.deliver_all(target, std::slice::from_ref(text), exclude)
+    }
+
+    /// [`Self::deliver`] for several frames in order: each recipient's queue is visited once for all of them,
+    /// which is what keeps a burst to a large room fast (its members' queues are cold in the cache).
+    pub(crate) fn deliver_all(&self, target: &Target, frames: &[TextFrame], exclude: &Exclude) -> usize {
         let idx = self.idx.read();
         let members = match target {
             Target::Broadcast => Some(&idx.authenticated),
@@ -415,7 +421,7 @@ impl Registry {
             Target::User(user) => idx.users.get(user.as_str()),
             Target::Client(id) => {
                 let entry = Uuid::try_parse(id).ok().and_then(|id| idx.authenticated.get(&id));
-                return usize::from(entry.is_some_and(|e| e.mailbox.push(Outbound::Text(text.clone()))));
+                return usize::from(entry.is_some_and(|e| e.mailbox.push_frames(frames)));
             }
         };
         let Some(members) = members else {
@@ -424,7 +430,7 @@ impl Registry {
         members
             .iter()
             .filter(|(id, _)| !exclude.skips(id))
-            .filter(|(_, e)| e.mailbox.push(Outbound::Text(text.clone())))
+            .filter(|(_, e)| e.mailbox.push_frames(frames))
             .count()
     }
 }

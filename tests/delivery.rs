@@ -164,6 +164,30 @@ async fn client_publish_reaches_the_room_but_not_the_sender() {
 }
 
 #[tokio::test]
+async fn a_burst_of_publishes_arrives_in_order_and_before_what_the_publisher_sends_next() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = TestServer::start(builder().allow_client_publish(true).publish_to_self(true)).await;
+    let (mut a, _) = t.login("user:a").await;
+    let (mut b, _) = t.login("user:b").await;
+    // One write: the server reads the publishes together and delivers them in batches (of at most 64), and the
+    // frame after them (not a publish) must not overtake any of them.
+    for i in 0..150 {
+        let publish = json!({"event": "publish", "data": {"room": "ws-default", "event": "chat", "data": i}});
+        a.ws.feed(Message::text(publish.to_string())).await.unwrap();
+    }
+    a.ws.feed(Message::text("{not json")).await.unwrap();
+    a.ws.flush().await.unwrap();
+    for i in 0..150 {
+        assert_eq!(b.recv().await, json!({"event": "chat", "data": i}));
+        assert_eq!(a.recv().await, json!({"event": "chat", "data": i}));
+    }
+    a.expect_error("Invalid message format").await;
+    b.expect_silence().await;
+}
+
+#[tokio::test]
 async fn client_publish_to_self_when_enabled() {
     let t = TestServer::start(builder().allow_client_publish(true).publish_to_self(true)).await;
     let (mut a, _) = t.login("user:a").await;
