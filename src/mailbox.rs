@@ -286,8 +286,7 @@ impl Receiver {
         if out.is_empty() {
             std::mem::swap(&mut q.items, out);
         } else {
-            // Not the documented use; still correct, by moving.
-            out.extend(q.items.drain(..));
+            out.append(&mut q.items);
         }
         Poll::Ready(())
     }

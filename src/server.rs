@@ -147,15 +147,7 @@ impl Shared {
         let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
         self.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
         if publish {
-            self.metrics.bus_published.increment(1);
-            self.bus.publish(Envelope {
-                server_id: self.server_id.to_string(),
-                target,
-                event: event_name.to_owned(),
-                data,
-                exclude,
-                action: Action::Deliver,
-            });
+            self.publish_delivery(target, event_name, data, exclude);
         }
         Ok(local)
     }
@@ -185,19 +177,24 @@ impl Shared {
         });
         b.frames.push(text);
         let full = b.frames.len() >= PublishBatch::MAX;
+        self.publish_delivery(Target::Room(room.to_owned()), event_name, data, exclude);
+        if full {
+            self.flush_publishes(batch);
+        }
+        Ok(())
+    }
+
+    /// Hands a message to the bus for the other instances to deliver.
+    fn publish_delivery(&self, target: Target, event_name: &str, data: Box<RawValue>, exclude: Vec<String>) {
         self.metrics.bus_published.increment(1);
         self.bus.publish(Envelope {
             server_id: self.server_id.to_string(),
-            target: Target::Room(room.to_owned()),
+            target,
             event: event_name.to_owned(),
             data,
             exclude,
             action: Action::Deliver,
         });
-        if full {
-            self.flush_publishes(batch);
-        }
-        Ok(())
     }
 
     /// Delivers a pending [`PublishBatch`] to this instance's members of its room.
