@@ -233,32 +233,35 @@ impl Reader {
         let entry = self.entry.clone();
         loop {
             // While publishes are held back, take the next frame only if it is already here (more publishes
-            // join the batch); otherwise deliver the batch before waiting.
-            let ready = match self.pending {
-                Some(_) => stream.next().now_or_never(),
-                None => None,
-            };
-            if ready.is_none() {
-                self.flush_publishes();
-            }
-            // One timer for whichever comes first (one per idle reader, not two).
-            let timer = match (self.deadline, self.expiry) {
-                (Some(d), Some(e)) if e < d => Some((e, CloseCode::PolicyViolation)),
-                (Some(d), _) => Some((d, CloseCode::AuthenticationTimeout)),
-                (None, e) => e.map(|e| (e, CloseCode::PolicyViolation)),
-            };
-            let next = if let Some(next) = ready {
-                next
-            } else {
-                tokio::select! {
-                biased;
-                _ = entry.mailbox.killed(Task::Reader) => return,
-                _ = sleep_until(timer.map(|(at, _)| at)) => {
-                    if let Some((_, code)) = timer {
-                        let _ = self.close(code);
+            // join the batch); otherwise deliver the batch before waiting. (A block, so that no frame slot lives
+            // across the wait: it would enlarge every idle reader.)
+            let next = 'next: {
+                if self.pending.is_some() {
+                    if let Some(next) = stream.next().now_or_never() {
+                        break 'next next;
                     }
-                    return;
                 }
+                self.flush_publishes();
+                // No frame is waiting: what the opener can rebuild need not stay in memory meanwhile (one rebuild
+                // per burst of frames, which costs a fraction of opening one).
+                if let Some(opener) = self.opener.as_mut() {
+                    opener.idle();
+                }
+                // One timer for whichever comes first (one per idle reader, not two).
+                let timer = match (self.deadline, self.expiry) {
+                    (Some(d), Some(e)) if e < d => Some((e, CloseCode::PolicyViolation)),
+                    (Some(d), _) => Some((d, CloseCode::AuthenticationTimeout)),
+                    (None, e) => e.map(|e| (e, CloseCode::PolicyViolation)),
+                };
+                tokio::select! {
+                    biased;
+                    _ = entry.mailbox.killed(Task::Reader) => return,
+                    _ = sleep_until(timer.map(|(at, _)| at)) => {
+                        if let Some((_, code)) = timer {
+                            let _ = self.close(code);
+                        }
+                        return;
+                    }
                     next = stream.next() => next,
                 }
             };
@@ -828,10 +831,15 @@ impl Writer {
                 return end;
             }
             if rx.is_empty() {
-                // Idle: hand the batch buffers back; most connections are idle most of the time.
+                // Idle: hand the batch buffers and whatever the sealer can rebuild back; most connections are idle
+                // most of the time. Under load the queue is rarely empty here, so this costs one rebuild per
+                // burst, not per message.
                 batch = VecDeque::new();
                 self.chunks = VecDeque::new();
                 self.buf = BytesMut::new();
+                if let Some(sealer) = self.sealer.as_mut() {
+                    sealer.idle();
+                }
             }
         }
     }

@@ -45,6 +45,11 @@ pub trait Sealer: Send + Sync + 'static {
         let _ = out;
         Ok(())
     }
+
+    /// Called whenever the connection's writer has sent everything queued: a chance to free what the next
+    /// [`Self::seal`] can rebuild (wsenc/1 drops its expanded AES-GCM schedule), so that idle sessions stay small.
+    /// The default does nothing.
+    fn idle(&mut self) {}
 }
 
 /// Where a [`Sealer`] puts what it sends: each frame is appended, already framed as a WebSocket text frame, to
@@ -96,6 +101,10 @@ pub trait Opener: Send + Sync + 'static {
     /// opener consumed (e.g. a key update). An error closes the connection with the returned code (4004 for a
     /// frame that is not a record at all, 4005 for a bad record, 4006 for an exhausted key).
     fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, CloseCode>;
+
+    /// Called whenever the connection's reader has handled every frame that arrived and is about to wait: a
+    /// chance to free what the next [`Self::open`] can rebuild, as [`Sealer::idle`]. The default does nothing.
+    fn idle(&mut self) {}
 }
 
 /// An established encrypted session.

@@ -143,11 +143,19 @@ impl Sealer for RecordSealer {
     fn rekey(&mut self, out: &mut Frames<'_>) -> Result<(), CloseCode> {
         self.key_update_to(out).map_err(|e| close_code(e.close_code()))
     }
+
+    fn idle(&mut self) {
+        self.release_schedule();
+    }
 }
 
 impl Opener for RecordOpener {
     fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, CloseCode> {
         RecordOpener::open(self, frame).map_err(|e| close_code(e.close_code()))
+    }
+
+    fn idle(&mut self) {
+        self.release_schedule();
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use common::*;
 use parking_lot::Mutex;
 use sealcast::client::{Client as EncClient, ClientConfig, ClientError};
 use sealcast::crypto::{ClientHandshake, HandshakeError, StaticKeySet};
+use sealcast::protocol::CloseCode;
+use sealcast::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
 use sealcast::{HookError, IncomingMessage, Outgoing, Transformed};
 use serde_json::{json, Value};
 
@@ -644,5 +647,92 @@ async fn a_burst_through_the_transformer_across_key_updates_arrives_whole_and_in
         for i in 0..300 {
             assert_eq!(c.recv().await.unwrap().data, json!({"w": i}));
         }
+    }
+}
+
+/// Passes text through unchanged and counts the heartbeats it is told about.
+struct Counting(Arc<AtomicUsize>);
+
+impl Counting {
+    fn idle(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Sealer for Counting {
+    fn seal(&mut self, inner: &str, out: &mut Frames<'_>) -> Result<(), CloseCode> {
+        out.push(inner);
+        Ok(())
+    }
+
+    fn idle(&mut self) {
+        Counting::idle(self);
+    }
+}
+
+impl Opener for Counting {
+    fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, CloseCode> {
+        Ok(Some(frame.to_vec()))
+    }
+
+    fn idle(&mut self) {
+        Counting::idle(self);
+    }
+}
+
+/// A server whose sessions pass text through and count the idle signals their sealer and opener hear.
+async fn counting_server() -> (TestServer, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let sealer_idle = Arc::new(AtomicUsize::new(0));
+    let opener_idle = Arc::new(AtomicUsize::new(0));
+    let (s, o) = (sealer_idle.clone(), opener_idle.clone());
+    let b = builder().handshake(move |_req: HandshakeRequest| {
+        let session = Session {
+            connected_fields: Default::default(),
+            sealer: Box::new(Counting(s.clone())),
+            opener: Box::new(Counting(o.clone())),
+        };
+        async move { Ok::<_, HookError>(HandshakeOutcome::Encrypted(session)) }
+    });
+    (TestServer::start(b).await, sealer_idle, opener_idle)
+}
+
+fn load(n: &AtomicUsize) -> usize {
+    n.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn the_sealer_hears_when_everything_queued_is_sent() {
+    let (t, sealer_idle, _) = counting_server().await;
+    let (mut c, data) = t.login("user:a").await;
+    let id = id_of(&data);
+    eventually("the writer went idle after connected", || load(&sealer_idle) >= 1).await;
+    let before = load(&sealer_idle);
+    t.server.send_to_client(&id, "m", &json!(1)).unwrap();
+    assert_eq!(c.expect_event("m").await, json!(1));
+    eventually("the writer went idle again", || load(&sealer_idle) > before).await;
+}
+
+#[tokio::test]
+async fn the_opener_hears_when_no_frame_is_waiting() {
+    let (t, _, opener_idle) = counting_server().await;
+    let (mut c, _) = t.login("user:a").await;
+    eventually("the reader went idle after authenticating", || load(&opener_idle) >= 1).await;
+    let before = load(&opener_idle);
+    c.send(json!({"event": "heartbeat"})).await;
+    eventually("the reader went idle again", || load(&opener_idle) > before).await;
+}
+
+#[tokio::test]
+async fn a_wsenc1_session_keeps_working_across_idle_spells() {
+    let t = enc_server().await;
+    let mut c = RawEnc::login(&t, "user:a", &[test_key().pinned()]).await;
+    for round in 0..3 {
+        // Each direction's schedule is released whenever it idles, and rebuilt by the next record.
+        let room = format!("r{round}");
+        c.send(json!({"event": "join", "data": {"rooms": [room]}})).await;
+        eventually("joined", || t.server.clients_by_room(&room).len() == 1).await;
+        t.server.send_to_client(&c.id(), "m", &json!(round)).unwrap();
+        assert_eq!(c.expect_event("m").await, json!(round));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
