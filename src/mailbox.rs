@@ -44,6 +44,17 @@ pub(crate) enum Outbound {
     Close(CloseCode),
 }
 
+impl Outbound {
+    /// The length of the message text this item carries, if any.
+    pub(crate) fn text_len(&self) -> usize {
+        match self {
+            Self::Text(frame) => frame.text().len(),
+            Self::System(text) => text.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// The queue proper, behind the mailbox's lock.
 struct Queue {
     items: VecDeque<Outbound>,
