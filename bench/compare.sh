@@ -156,6 +156,12 @@ fi
 if [ "${HOLD:-0}" = 1 ]; then
   run hold_encrypted sealcast encrypted --mode encrypted --concurrency 64 idle --connections 19900 \
     --steps 5000,10000,15000 --hold 60 --heartbeat 25 --timeout 400
+  # (5) in the steady state: measured after 65 s held with heartbeats, once each allocator (mimalloc, Bun's
+  # GC) has had time to return what the setup's bursts freed.
+  for mode in plain encrypted; do
+    REPEAT=$REPEAT_SWEEP pair "idleheld_$mode" "$mode" --mode "$mode" --concurrency 64 idle --connections "$MEMN" \
+      --steps "$MEMSTEPS" --hold 65 --heartbeat 25 --timeout 400
+  done
 fi
 
 python3 bench/report.py "$OUT/results.jsonl" | tee "$OUT/summary.md"

@@ -145,7 +145,7 @@ impl Sealer for RecordSealer {
     }
 
     fn idle(&mut self) {
-        self.release_schedule();
+        self.release_idle_memory();
     }
 }
 
@@ -155,7 +155,7 @@ impl Opener for RecordOpener {
     }
 
     fn idle(&mut self) {
-        self.release_schedule();
+        self.release_idle_memory();
     }
 }
 
