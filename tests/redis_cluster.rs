@@ -137,7 +137,12 @@ async fn delivery_resumes_after_a_master_fails_over() {
     let victim = tokio::task::block_in_place(|| cluster.master_of("ws:user:bob"));
     cluster.nodes[victim].kill();
     let killed = Instant::now();
-    eventually("subscription reported down", || !s2.bus.is_ready()).await;
+    // Noticing a dead shard master depends on when redis-rs's cluster client drops that node's connection; on a
+    // loaded 2-core runner that has taken more than WAIT. What must hold within bounds is the resumed delivery.
+    eventually_within(Duration::from_secs(20), "subscription reported down", || {
+        !s2.bus.is_ready()
+    })
+    .await;
 
     let resumed = probe_until_delivered(&s1.t.server, "bob", &mut b, killed, Duration::from_secs(30)).await;
     println!("sharded delivery resumed {resumed:?} after killing the master of ws:user:bob");

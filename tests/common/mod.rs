@@ -286,10 +286,15 @@ pub fn code_of(c: WsCloseCode) -> u16 {
 }
 
 /// Polls `cond` until true or panics after [`WAIT`].
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(WAIT, what, cond).await;
+}
+
+/// Polls `cond` until true or panics after `limit`.
+pub async fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
-        if start.elapsed() > WAIT {
+        if start.elapsed() > limit {
             panic!("timed out waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
