@@ -654,7 +654,7 @@ async fn a_burst_through_the_transformer_across_key_updates_arrives_whole_and_in
 struct Counting(Arc<AtomicUsize>);
 
 impl Counting {
-    fn idle(&self) {
+    fn count(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -666,7 +666,7 @@ impl Sealer for Counting {
     }
 
     fn idle(&mut self) {
-        Counting::idle(self);
+        self.count();
     }
 }
 
@@ -676,7 +676,7 @@ impl Opener for Counting {
     }
 
     fn idle(&mut self) {
-        Counting::idle(self);
+        self.count();
     }
 }
 
