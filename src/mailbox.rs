@@ -31,9 +31,8 @@ pub(crate) enum Outbound {
     Text(TextFrame),
     /// A protocol frame (`connected`, `error`): never transformed, still sealed on encrypted sessions.
     System(Box<str>),
-    /// Complete frames written by the reader's WebSocket state machine (pongs, close replies): sent as they are,
-    /// in queue order with everything else.
-    Raw(Box<[u8]>),
+    /// A pong answering a client's ping, carrying the ping's payload; sent in queue order with everything else.
+    Pong(Box<[u8]>),
     /// From here on, seal every frame with this sealer.
     Encrypt(Box<dyn Sealer>),
     /// A WebSocket ping.
@@ -196,6 +195,14 @@ impl Mailbox {
             self.trip();
         }
         true
+    }
+
+    /// Answers the client's close frame after the frames already queued, without a close code of ours (the
+    /// client ended the connection).
+    pub(crate) fn answer_close(&self) {
+        if self.try_push(Outbound::Close(CloseCode::Normal)).is_err() {
+            self.trip();
+        }
     }
 
     /// Closes now, dropping whatever is queued. Returns false if a close was already under way.

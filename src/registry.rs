@@ -80,8 +80,6 @@ struct EntryState {
     metadata: Metadata,
     rooms: HashSet<Arc<str>>,
     encrypted: bool,
-    /// The identity's room patterns; `None`: no limit beyond the validator and membership.
-    room_patterns: Option<Arc<[String]>>,
 }
 
 /// A connection's metadata (for JWTs, all the claims), kept as compact JSON text: a parsed `Value` tree costs
@@ -119,7 +117,6 @@ impl Entry {
                 metadata: Metadata::default(),
                 rooms: HashSet::new(),
                 encrypted: false,
-                room_patterns: None,
             }),
         })
     }
@@ -134,17 +131,6 @@ impl Entry {
 
     pub(crate) fn metadata(&self) -> Value {
         self.state.lock().metadata.to_value()
-    }
-
-    /// Sets (or, on a refresh, replaces) the room patterns of the connection's identity.
-    pub(crate) fn set_room_patterns(&self, patterns: Option<Vec<String>>) {
-        self.state.lock().room_patterns = patterns.map(Into::into);
-    }
-
-    /// Whether the identity's room patterns allow `room` (always, without patterns).
-    pub(crate) fn room_permitted(&self, room: &str) -> bool {
-        let patterns = self.state.lock().room_patterns.clone();
-        patterns.is_none_or(|p| crate::auth::room_allowed(&p, room))
     }
 
     pub(crate) fn is_in(&self, room: &str) -> bool {
@@ -381,10 +367,6 @@ impl Registry {
 
     pub(crate) fn all(&self) -> Vec<Arc<Entry>> {
         self.idx.read().clients.values().cloned().collect()
-    }
-
-    pub(crate) fn authenticated(&self) -> Vec<Arc<Entry>> {
-        self.idx.read().authenticated.values().cloned().collect()
     }
 
     pub(crate) fn by_user(&self, user: &str) -> Vec<Arc<Entry>> {

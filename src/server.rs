@@ -23,7 +23,6 @@ use crate::hooks::{
     Authenticator, Hook, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator,
 };
 use crate::limits::{ConnectionLimits, Refusal};
-use crate::mailbox::Outbound;
 use crate::metrics::Metrics;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::{event, outbound, room, Action, CloseCode, Envelope, Target};
@@ -258,10 +257,6 @@ impl Shared {
     pub(crate) fn count_dropped_envelope(&self) {
         Stats::bump(&self.stats.envelopes_dropped);
         self.metrics.bus_dropped.increment(1);
-    }
-
-    pub(crate) fn room_validator(&self) -> Option<&dyn Hook<crate::hooks::RoomRequest, Vec<String>>> {
-        self.hooks.room_validator.as_deref()
     }
 }
 
@@ -808,7 +803,7 @@ impl ServerBuilder {
         if self.config.require_encryption && handshake.is_none() {
             return Err(ConfigError::EncryptionWithoutHandshake);
         }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let bus = self.bus.unwrap_or_else(|| Arc::new(LocalBus::new()));
         let server_id: Arc<str> = Uuid::new_v4().to_string().into();
         let shared = Arc::new(Shared {
@@ -834,31 +829,6 @@ impl ServerBuilder {
             clock: Instant::now(),
         });
         bus.attach(Inbox::new(server_id, Arc::downgrade(&shared)));
-        runtime.spawn(heartbeat_sweep(Arc::downgrade(&shared), shared.shutdown.clone()));
         Ok(Server { shared })
-    }
-}
-
-/// Closes authenticated clients silent past `heartbeat_timeout` (4002) and pings the others.
-async fn heartbeat_sweep(shared: std::sync::Weak<Shared>, stop: CancellationToken) {
-    let Some(period) = shared.upgrade().map(|s| s.config.heartbeat_interval) else {
-        return;
-    };
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(s) = shared.upgrade() else { return };
-        for e in s.registry.authenticated() {
-            if e.mailbox.idle_for() > s.config.heartbeat_timeout {
-                tracing::info!(client = %e.id_str, code = 4002, "heartbeat timeout");
-                e.mailbox.close_after_pending(CloseCode::HeartbeatTimeout);
-            } else if s.config.send_pings {
-                e.mailbox.push(Outbound::Ping);
-            }
-        }
     }
 }

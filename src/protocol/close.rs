@@ -8,6 +8,10 @@ pub enum CloseCode {
     Normal,
     /// 1001: graceful shutdown.
     ShuttingDown,
+    /// 1002: the client broke the WebSocket framing rules (unmasked or malformed frames).
+    ProtocolError,
+    /// 1007: a text message that is not UTF-8.
+    InvalidPayload,
     /// 1008: policy violation (e.g. an expired token).
     PolicyViolation,
     /// 1009: a frame or message over the size limit.
@@ -40,6 +44,8 @@ impl CloseCode {
         match self {
             Self::Normal => 1000,
             Self::ShuttingDown => 1001,
+            Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
             Self::PolicyViolation => 1008,
             Self::TooLarge => 1009,
             Self::InternalError => 1011,
@@ -60,6 +66,8 @@ impl CloseCode {
         match self {
             Self::Normal => "Normal closure",
             Self::ShuttingDown => "Server shutting down",
+            Self::ProtocolError => "Protocol error",
+            Self::InvalidPayload => "Invalid payload",
             Self::PolicyViolation => "Policy violation",
             Self::TooLarge => "Message too large",
             Self::InternalError => "Internal error",
@@ -81,9 +89,11 @@ impl CloseCode {
     }
 }
 
-const ALL: [CloseCode; 14] = [
+const ALL: [CloseCode; 16] = [
     CloseCode::Normal,
     CloseCode::ShuttingDown,
+    CloseCode::ProtocolError,
+    CloseCode::InvalidPayload,
     CloseCode::PolicyViolation,
     CloseCode::TooLarge,
     CloseCode::InternalError,

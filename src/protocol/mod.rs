@@ -4,6 +4,7 @@
 pub mod close;
 pub mod envelope;
 pub mod event;
+pub mod frame;
 pub mod inbound;
 pub mod json;
 pub mod outbound;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::event;
 use crate::redact::debug_redacted;
@@ -50,6 +51,26 @@ pub fn error(message: &str) -> String {
     out
 }
 
+/// `{"event":"connected","data":{"id":..,"userId":..,"time":..}}` plus the handshake's `fields` (wsenc/1: the
+/// server's key share, salt and confirmation), the last plaintext frame of an encrypted session.
+pub fn connected(id: &str, user_id: Option<&str>, time: &str, fields: Map<String, Value>) -> String {
+    let mut data = Map::new();
+    data.insert("id".into(), Value::String(id.to_owned()));
+    if let Some(user) = user_id {
+        data.insert("userId".into(), Value::String(user.to_owned()));
+    }
+    data.insert("time".into(), Value::String(time.to_owned()));
+    data.extend(fields);
+    let data = Value::Object(data).to_string();
+    let mut out = String::with_capacity(data.len() + 30);
+    out.push_str("{\"event\":\"");
+    out.push_str(event::CONNECTED);
+    out.push_str("\",\"data\":");
+    out.push_str(&data);
+    out.push('}');
+    out
+}
+
 /// A server → client application message after parsing: what an outbound transformer sees.
 #[derive(Clone, PartialEq, serde::Deserialize)]
 pub struct Message {
@@ -71,6 +92,8 @@ impl Message {
 pub(crate) const OP_TEXT: u8 = 0x1;
 /// WebSocket opcode of a close frame.
 pub(crate) const OP_CLOSE: u8 = 0x8;
+/// WebSocket opcode of a pong frame.
+pub(crate) const OP_PONG: u8 = 0xA;
 /// A complete, empty ping frame (FIN, opcode 0x9, length 0).
 pub(crate) const PING_FRAME: &[u8] = &[0x89, 0x00];
 

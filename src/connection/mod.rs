@@ -1,0 +1,592 @@
+//! One WebSocket connection, served by one task: the thin async shell around the protocol state machine.
+//!
+//! [`core::Core`] decides everything (pure code, unit-tested without sockets); this module carries its
+//! decisions out. The task drives two halves as one future: the reader (socket → [`Decoder`] → `Core` →
+//! actions: replies, hooks, joins, publishes) and the [`writer`] (the connection's [`Mailbox`] queue → seal →
+//! vectored writes). Everything bound for the client goes through the queue, so it arrives in the order it was
+//! queued, whoever queued it.
+//!
+//! Idle connections stay small: the socket is read into a stack buffer and the decoder keeps only an incomplete
+//! frame, so nothing is held between messages; the rare hook-awaiting paths are boxed so that their state is
+//! allocated only while they run.
+
+mod core;
+mod writer;
+
+use std::mem::MaybeUninit;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
+
+use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, Membership};
+use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest};
+use crate::limits::Slot;
+use crate::mailbox::{Mailbox, Outbound, Task};
+use crate::metrics::Metrics;
+use crate::protocol::frame::{Decoder, Inbound};
+use crate::protocol::{outbound, CloseCode};
+use crate::registry::{ClientState, Entry};
+use crate::server::{PublishBatch, Shared};
+use crate::session::HandshakeRequest;
+use crate::stats::Stats;
+
+/// How long a closing connection may take to get its last frames and the close frame out.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Most bytes read from the socket per call: the stack buffer reads land in (nothing is held between reads).
+const MAX_READ: usize = 64 * 1024;
+
+type Flow = ControlFlow<()>;
+
+/// The upgraded connection, as hyper hands it over (plain TCP or whatever the app serves, e.g. TLS).
+pub(crate) type Io = TokioIo<Upgraded>;
+
+/// Runs a connection from the upgrade to cleanup. One function, not a chain of async calls: every level of an
+/// async call chain keeps its own copy of the arguments in the connection's task, for as long as it lives.
+pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: uuid::Uuid, slot: Slot) {
+    // Resolves once the 101 has been sent; an error means the client went away before that.
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let _live = Live::new(shared.metrics.connections.clone(), slot);
+    let (mailbox, rx) = Mailbox::new(
+        shared.config.outbound_queue,
+        shared.clock,
+        shared.stats.clone(),
+        shared.metrics.queue_drops.clone(),
+    );
+    let entry = Entry::new(id, mailbox);
+    let (mut read_half, mut write_half) = tokio::io::split(TokioIo::new(upgraded));
+    if !shared.registry.insert(entry.clone()) {
+        // A duplicate id must never shadow the existing connection.
+        writer::refuse(&mut write_half, CloseCode::InternalError).await;
+        return;
+    }
+    tracing::debug!(client = %entry.id_str, "connected");
+    let reading = async {
+        let mut reader = Reader {
+            core: Core::new(&shared.config, &entry.id_str, Instant::now()),
+            decoder: Decoder::new(),
+            shared: &shared,
+            entry: &entry,
+            pending: None,
+        };
+        reader.read_loop(&mut read_half).await;
+        // Publishes accepted before the connection ended are still delivered.
+        reader.flush_publishes();
+        // The writer gets the rest of the queue and the close frame out, within a grace period.
+        if tokio::time::timeout(CLOSE_GRACE, entry.mailbox.killed(Task::Reader))
+            .await
+            .is_err()
+        {
+            entry.mailbox.finish();
+        }
+    };
+    futures_util::future::join(reading, writer::write_loop(write_half, rx, &entry, &shared)).await;
+    let info = entry.info();
+    shared.registry.remove(&entry);
+    if info.state == ClientState::Authenticated {
+        match info.encrypted {
+            true => shared.metrics.sessions_encrypted.decrement(1),
+            false => shared.metrics.sessions_plain.decrement(1),
+        }
+    }
+    let code = entry.mailbox.close_code();
+    if let Some(code) = code {
+        Metrics::closed(code);
+    }
+    tracing::info!(client = %entry.id_str, code = code.map(CloseCode::code), "disconnected");
+    if let Some(hook) = &shared.hooks.on_disconnected {
+        let ev = Disconnected {
+            client_id: entry.id_str.to_string(),
+            user_id: info.user_id,
+            code: code.map(CloseCode::code),
+        };
+        if let Err(e) = Box::pin(invoke(hook.as_ref(), ev)).await {
+            Stats::bump(&shared.stats.hook_failures);
+            tracing::warn!(client = %entry.id_str, error = %e, "on_disconnected hook failed");
+        }
+    }
+}
+
+/// A connection being served: counted in the `connections` gauge and holding its limiter slot until dropped.
+struct Live {
+    gauge: metrics::Gauge,
+    _slot: Slot,
+}
+
+impl Live {
+    fn new(gauge: metrics::Gauge, slot: Slot) -> Self {
+        gauge.increment(1);
+        Self { gauge, _slot: slot }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.gauge.decrement(1);
+    }
+}
+
+impl Membership for Entry {
+    fn is_member(&self, room: &str) -> bool {
+        self.is_in(room)
+    }
+}
+
+/// Reads what the socket has into `decoder`, through a stack buffer; resolves with the count (0: end of stream).
+async fn read_some(io: &mut ReadHalf<Io>, decoder: &mut Decoder, max: usize) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_some(Pin::new(&mut *io), cx, decoder, max)).await
+}
+
+fn poll_read_some(
+    io: Pin<&mut ReadHalf<Io>>,
+    cx: &mut Context<'_>,
+    decoder: &mut Decoder,
+    max: usize,
+) -> Poll<std::io::Result<usize>> {
+    // Lives on the stack of this poll only, never in the connection's future.
+    let mut stack = [MaybeUninit::<u8>::uninit(); MAX_READ];
+    let mut buf = ReadBuf::uninit(stack.get_mut(..max.clamp(1, MAX_READ)).unwrap_or_default());
+    ready!(io.poll_read(cx, &mut buf))?;
+    decoder.feed(buf.filled());
+    Poll::Ready(Ok(buf.filled().len()))
+}
+
+/// The reading half: decodes, asks the core, carries out its actions.
+struct Reader<'a> {
+    core: Core<'a>,
+    decoder: Decoder,
+    shared: &'a Shared,
+    entry: &'a Arc<Entry>,
+    /// Publishes read but not yet delivered locally: delivered before anything else this reader does, and as
+    /// soon as no further frame is already waiting.
+    pending: Option<Box<PublishBatch>>,
+}
+
+impl Reader<'_> {
+    fn mailbox(&self) -> &Mailbox {
+        &self.entry.mailbox
+    }
+
+    fn flush_publishes(&mut self) {
+        self.shared.flush_publishes(&mut self.pending);
+    }
+
+    async fn read_loop(&mut self, io: &mut ReadHalf<Io>) {
+        let read_size = self.shared.config.read_buffer_size;
+        loop {
+            // Everything already received first.
+            loop {
+                let item = match self.decoder.next(self.core.max_message_len()) {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = self.close(e.close_code());
+                        return;
+                    }
+                };
+                if self.on_item(item).await.is_break() {
+                    return;
+                }
+            }
+            // While publishes are held back, more of them join the batch only if they are already here.
+            if self.pending.is_some() {
+                if let Some(read) = read_some(io, &mut self.decoder, read_size).now_or_never() {
+                    if self.after_read(read).is_break() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            self.flush_publishes();
+            // Nothing is waiting: what can be rebuilt need not stay in memory meanwhile.
+            self.core.on_idle();
+            self.decoder.idle();
+            let timer = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            let read = tokio::select! {
+                biased;
+                _ = self.entry.mailbox.killed(Task::Reader) => return,
+                _ = sleep_until(timer) => None,
+                read = read_some(io, &mut self.decoder, read_size) => Some(read),
+            };
+            let flow = match read {
+                Some(read) => self.after_read(read),
+                None => {
+                    let action = self.core.on_timeout(Instant::now());
+                    self.act(action)
+                }
+            };
+            if flow.is_break() {
+                return;
+            }
+        }
+    }
+
+    /// The end of the stream or a read error ends the connection.
+    fn after_read(&self, read: std::io::Result<usize>) -> Flow {
+        match read {
+            Ok(n) if n > 0 => ControlFlow::Continue(()),
+            _ => {
+                self.mailbox().finish();
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// One decoded frame: the core decides, this carries it out.
+    async fn on_item(&mut self, item: Inbound) -> Flow {
+        let now = Instant::now();
+        let entry = self.entry;
+        let record = self.core.is_encrypted() && matches!(item, Inbound::Text(_));
+        let mut scratch = Vec::new();
+        let action = self.core.on_inbound(now, &item, &mut scratch, &**entry);
+        if record && !matches!(action, Action::Close(_)) {
+            self.shared.metrics.records_in.increment(1);
+        }
+        if !matches!(action, Action::Publish { .. }) {
+            // Anything else may reach this client or change who receives what: held-back publishes go first.
+            self.flush_publishes();
+        }
+        if self.core.idle(now).is_zero() {
+            self.mailbox().touch();
+        }
+        match action {
+            // The hook-awaiting paths are boxed: their state would otherwise sit in every idle connection.
+            Action::Authenticate(data) => Box::pin(guarded(entry, self.authenticate(data))).await,
+            Action::Refresh(data) => Box::pin(guarded(entry, self.refresh(data))).await,
+            Action::ValidateRooms(rooms) => Box::pin(guarded(entry, self.validate_rooms(rooms))).await,
+            Action::Custom { event, data, id } => {
+                let msg = self.incoming(&event, data, id);
+                Box::pin(guarded(entry, self.custom(msg))).await
+            }
+            action => self.act(action),
+        }
+    }
+
+    /// Carries out an action that needs no hook.
+    fn act(&mut self, action: Action<'_>) -> Flow {
+        match action {
+            Action::None => {}
+            Action::Reply(message) => self.reply_error(message),
+            Action::Close(code) => return self.close(code),
+            Action::Fail(message, code) => {
+                self.reply_error(message);
+                return self.close(code);
+            }
+            Action::Pong(payload) => {
+                self.mailbox().push(Outbound::Pong(payload.to_vec().into_boxed_slice()));
+            }
+            Action::ClientClosed => {
+                self.mailbox().answer_close();
+                return ControlFlow::Break(());
+            }
+            Action::Ping => {
+                self.mailbox().push(Outbound::Ping);
+            }
+            Action::KeyUpdate => self.shared.metrics.key_updates.increment(1),
+            Action::Rekey => {
+                self.mailbox().push(Outbound::Rekey);
+                tracing::info!(client = %self.entry.id_str, "credentials refreshed");
+            }
+            Action::Join(rooms) => {
+                for room in &rooms {
+                    self.shared.registry.join(&self.entry.id, room);
+                }
+            }
+            Action::Leave(rooms) => {
+                for room in &rooms {
+                    self.shared.registry.leave(&self.entry.id, room);
+                }
+            }
+            Action::Publish {
+                room,
+                event,
+                data,
+                to_self,
+            } => self.publish(&room, &event, data, to_self),
+            Action::Established(established) => self.establish(*established),
+            // Answered inside the hook-awaiting paths.
+            Action::Authenticate(_)
+            | Action::Handshake(_)
+            | Action::Refresh(_)
+            | Action::ValidateRooms(_)
+            | Action::Custom { .. } => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn reply_error(&self, message: &str) {
+        self.mailbox().push_system(outbound::error(message));
+    }
+
+    fn close(&self, code: CloseCode) -> Flow {
+        tracing::info!(client = %self.entry.id_str, code = code.code(), "closing");
+        self.mailbox().close_after_pending(code);
+        ControlFlow::Break(())
+    }
+
+    /// Authenticator, then handshake, within one authentication slot and the core's extended window.
+    /// Credentials are checked before any handshake work happens.
+    async fn authenticate(&mut self, data: Map<String, Value>) -> Flow {
+        self.shared.registry.set_authenticating(self.entry);
+        let shared = self.shared;
+        let started = Instant::now();
+        let Ok(Ok(permit)) =
+            tokio::time::timeout(shared.config.handshake_wait, shared.handshake_permits.acquire()).await
+        else {
+            shared.metrics.hs_busy.increment(1);
+            let action = self.core.on_busy();
+            return self.act(action);
+        };
+        let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+        let action = match sleep_or(deadline, self.establishing(data)).await {
+            Some(action) => action,
+            None => {
+                shared.metrics.auth_timeout.increment(1);
+                self.core.on_timeout(Instant::now())
+            }
+        };
+        drop(permit);
+        if let Action::Established(_) = &action {
+            shared.metrics.handshake_seconds.record(started.elapsed().as_secs_f64());
+        }
+        let flow = self.act(action);
+        if flow.is_continue() {
+            if let Some(hook) = &shared.hooks.on_connected {
+                let ev = Connected {
+                    client_id: self.entry.id_str.to_string(),
+                    user_id: self.entry.user_id().map(|u| u.to_string()),
+                    metadata: self.entry.metadata(),
+                };
+                // A failing hook is logged; it never turns an established session into an auth failure.
+                if let Err(e) = invoke(hook.as_ref(), ev).await {
+                    Stats::bump(&shared.stats.hook_failures);
+                    tracing::warn!(client = %self.entry.id_str, error = %e, "on_connected hook failed");
+                }
+            }
+        }
+        flow
+    }
+
+    /// The authenticator's and the handshake's answers, fed to the core.
+    async fn establishing(&mut self, data: Map<String, Value>) -> Action<'static> {
+        let shared = self.shared;
+        let answer = self.run_authenticator(data.clone()).await;
+        let user_sessions = match &answer {
+            AuthAnswer::Accepted(Identity {
+                user_id: Some(user), ..
+            }) => shared.registry.by_user(user).len(),
+            _ => 0,
+        };
+        let user_id = match self.core.on_identity(answer, user_sessions) {
+            Action::Handshake(user_id) => user_id,
+            other => return other,
+        };
+        let answer = match &shared.handshake {
+            None => HandshakeAnswer::None,
+            Some(hs) => {
+                let req = HandshakeRequest {
+                    client_id: self.entry.id_str.to_string(),
+                    user_id: user_id.as_deref().map(str::to_owned),
+                    data,
+                };
+                match invoke(hs.as_ref(), req).await {
+                    Ok(outcome) => HandshakeAnswer::Outcome(outcome),
+                    Err(e) => {
+                        Stats::bump(&shared.stats.hook_failures);
+                        tracing::warn!(client = %self.entry.id_str, error = %e, "handshake failed");
+                        HandshakeAnswer::Failed
+                    }
+                }
+            }
+        };
+        let action = self.core.on_handshake(Instant::now(), answer);
+        if matches!(action, Action::Fail(..)) {
+            shared.metrics.hs_rejected.increment(1);
+        }
+        action
+    }
+
+    /// Runs the authenticator and counts its answer.
+    async fn run_authenticator(&self, data: Map<String, Value>) -> AuthAnswer {
+        let shared = self.shared;
+        let req = AuthRequest {
+            client_id: self.entry.id_str.to_string(),
+            data,
+        };
+        match invoke(shared.authenticator.as_ref(), req).await {
+            Ok(Some(identity)) => {
+                shared.metrics.auth_accepted.increment(1);
+                AuthAnswer::Accepted(Identity {
+                    user_id: identity.user_id,
+                    metadata: identity.metadata,
+                    expires: identity.expires_at.map(instant_of),
+                    rooms: identity.rooms,
+                })
+            }
+            Ok(None) => {
+                Stats::bump(&shared.stats.auth_rejected);
+                shared.metrics.auth_rejected.increment(1);
+                AuthAnswer::Rejected
+            }
+            Err(e) => {
+                Stats::bump(&shared.stats.hook_failures);
+                shared.metrics.auth_error.increment(1);
+                tracing::warn!(client = %self.entry.id_str, error = %e, "authenticator failed");
+                AuthAnswer::Failed
+            }
+        }
+    }
+
+    /// `connected`, then the sealer for everything after it, then the routing table.
+    fn establish(&mut self, e: core::Established) {
+        let shared = self.shared;
+        let encrypted = e.encrypted();
+        if encrypted {
+            shared.metrics.hs_encrypted.increment(1);
+            shared.metrics.sessions_encrypted.increment(1);
+        } else {
+            shared.metrics.hs_plaintext.increment(1);
+            shared.metrics.sessions_plain.increment(1);
+        }
+        let connected = outbound::connected(
+            &self.entry.id_str,
+            e.user_id.as_deref(),
+            &now_iso8601(),
+            e.connected_fields,
+        );
+        // `connected` is the last plaintext frame; the sealer takes over right behind it in the same queue.
+        self.mailbox().push_system(connected);
+        if let Some(sealer) = e.sealer {
+            self.mailbox().push(Outbound::Encrypt(sealer));
+        }
+        shared
+            .registry
+            .authenticate(self.entry, e.user_id, e.metadata, encrypted, &e.rooms);
+        tracing::info!(client = %self.entry.id_str, encrypted, "authenticated");
+    }
+
+    /// Fresh credentials for the same user: extend the session and rotate the outbound keys.
+    async fn refresh(&mut self, data: Map<String, Value>) -> Flow {
+        let answer = self.run_authenticator(data).await;
+        let action = self.core.on_refresh(answer);
+        self.act(action)
+    }
+
+    async fn validate_rooms(&mut self, rooms: Vec<String>) -> Flow {
+        let shared = self.shared;
+        let allowed = match &shared.hooks.room_validator {
+            None => {
+                tracing::debug!(client = %self.entry.id_str, "join refused: no room validator configured");
+                None
+            }
+            Some(validator) => {
+                let req = RoomRequest {
+                    client_id: self.entry.id_str.to_string(),
+                    user_id: self.entry.user_id().map(|u| u.to_string()),
+                    metadata: self.entry.metadata(),
+                    rooms: rooms.clone(),
+                };
+                match invoke(validator.as_ref(), req).await {
+                    Ok(allowed) => Some(allowed),
+                    Err(e) => {
+                        Stats::bump(&shared.stats.hook_failures);
+                        tracing::warn!(client = %self.entry.id_str, error = %e, "room validator failed");
+                        None
+                    }
+                }
+            }
+        };
+        let action = self.core.on_rooms_validated(&rooms, allowed);
+        self.act(action)
+    }
+
+    fn publish(&mut self, room: &str, event: &str, data: Option<&RawValue>, to_self: bool) {
+        let data = data.map_or_else(|| RawValue::from_string("null".to_owned()), |d| Ok(d.to_owned()));
+        let Ok(data) = data else {
+            return;
+        };
+        let exclude = if to_self {
+            Vec::new()
+        } else {
+            vec![self.entry.id_str.to_string()]
+        };
+        let shared = self.shared;
+        if shared
+            .publish_batched(&mut self.pending, room, event, data, exclude)
+            .is_err()
+        {
+            self.flush_publishes();
+            self.reply_error(crate::protocol::event::errors::RESERVED_EVENT);
+        }
+    }
+
+    fn incoming(&self, event: &str, data: Option<&RawValue>, id: Option<&RawValue>) -> IncomingMessage {
+        let parse = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        IncomingMessage {
+            client_id: self.entry.id_str.to_string(),
+            user_id: self.entry.user_id().map(|u| u.to_string()),
+            event: event.to_owned(),
+            data: parse(data).unwrap_or(Value::Null),
+            id: parse(id),
+        }
+    }
+
+    async fn custom(&mut self, msg: IncomingMessage) -> Flow {
+        let Some(handler) = &self.shared.hooks.message_handler else {
+            tracing::debug!(client = %self.entry.id_str, "no message handler for custom event");
+            return ControlFlow::Continue(());
+        };
+        if let Err(e) = invoke(handler.as_ref(), msg).await {
+            Stats::bump(&self.shared.stats.hook_failures);
+            tracing::warn!(client = %self.entry.id_str, error = %e, "message handler failed");
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Runs a hook-awaiting step, abandoning it if the connection is killed meanwhile (a hook may be slow).
+async fn guarded(entry: &Entry, step: impl std::future::Future<Output = Flow>) -> Flow {
+    tokio::select! {
+        biased;
+        _ = entry.mailbox.killed(Task::Reader) => ControlFlow::Break(()),
+        flow = step => flow,
+    }
+}
+
+/// A wall-clock time as a monotonic deadline (times in the past are due now).
+fn instant_of(at: std::time::SystemTime) -> Instant {
+    let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    Instant::now() + left
+}
+
+fn now_iso8601() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    now.format(&format).unwrap_or_default()
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `fut`'s output, or `None` once `deadline` passed first.
+async fn sleep_or<T>(deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        out = fut => Some(out),
+        () = sleep_until(deadline) => None,
+    }
+}

@@ -1,0 +1,337 @@
+//! The connection's outbound half: drains the [`Mailbox`] queue into the socket.
+//!
+//! Everything bound for the client — fan-out, replies, pongs, the close frame — goes through the queue, so the
+//! client sees it in exactly the order it was queued, and encrypted sessions get every frame after `connected`
+//! sealed here, in order, by the one place that owns the outbound sequence numbers. Frames are pre-framed bytes:
+//! a fan-out's frame is encoded once and shared by every plaintext recipient, and a drained batch goes out with
+//! vectored writes, without copying it into a write buffer first.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+
+use super::{Io, CLOSE_GRACE};
+use crate::hooks::{invoke, Outgoing, Transformed};
+use crate::mailbox::{Outbound, Receiver, Task};
+use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_PONG, OP_TEXT, PING_FRAME};
+use crate::protocol::{event, outbound, CloseCode, Message as AppMessage};
+use crate::registry::Entry;
+use crate::server::Shared;
+use crate::session::{Frames, Sealer};
+use crate::stats::Stats;
+
+/// Most buffers handed to one vectored write (Linux accepts 1,024). A writer takes everything queued at once
+/// (at most the queue's capacity), so a fan-out burst usually leaves in one or two calls.
+const MAX_IOV: usize = 256;
+
+pub(super) type WriteIo = WriteHalf<Io>;
+
+enum WriteEnd {
+    /// Send this close frame.
+    Close(CloseCode),
+    /// The socket failed; nothing more can be sent.
+    Broken,
+}
+
+/// Drains the mailbox into the socket until a close, a kill, or a socket error.
+pub(super) async fn write_loop(mut io: WriteIo, mut rx: Receiver, entry: &Entry, shared: &Shared) {
+    let mut writer = Writer {
+        sealer: None,
+        buf: BytesMut::new(),
+        chunks: VecDeque::new(),
+        entry,
+        shared,
+    };
+    let end = tokio::select! {
+        biased;
+        _ = entry.mailbox.killed(Task::Writer) => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
+        end = writer.pump(&mut io, &mut rx) => end,
+    };
+    // Refuse further pushes and free what is queued while the close frame goes out.
+    drop(rx);
+    if let WriteEnd::Close(code) = end {
+        // A kill may have cut a write short: what is left of that batch goes first, so that the close frame never
+        // lands inside a partly written frame. Boxed: a timer and a write future would otherwise enlarge every
+        // idle writer's task.
+        let rest = std::mem::take(&mut writer.chunks);
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, send_close(&mut io, rest, code))).await;
+    }
+    // The writer is gone: the reader must stop too.
+    entry.mailbox.finish();
+}
+
+/// Sends the close frame for `code` on a connection that never got going.
+pub(super) async fn refuse(io: &mut WriteIo, code: CloseCode) {
+    let _ = send_close(io, VecDeque::new(), code).await;
+}
+
+/// Writes `chunks`, then the close frame for `code`, then shuts the sending direction down.
+async fn send_close(io: &mut WriteIo, mut chunks: VecDeque<Chunk>, code: CloseCode) -> std::io::Result<()> {
+    let reason = code.reason().as_bytes();
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.code().to_be_bytes());
+    payload.extend_from_slice(reason);
+    let mut frame = BytesMut::new();
+    put_frame(&mut frame, OP_CLOSE, &payload);
+    chunks.push_back(Chunk::Own(frame.freeze()));
+    write_all(io, &mut chunks).await?;
+    io.shutdown().await
+}
+
+/// Writes every chunk, oldest first, with vectored writes of up to [`MAX_IOV`] buffers, then flushes (a TLS
+/// stream may buffer). A partial write advances the first unwritten chunk in place; nothing is copied. Written
+/// chunks leave the queue as they go, so a cancelled call leaves exactly the unwritten bytes behind.
+async fn write_all(io: &mut WriteIo, chunks: &mut VecDeque<Chunk>) -> std::io::Result<()> {
+    // The slices live on the stack of each poll, never in the future: every writer task stays small.
+    std::future::poll_fn(|cx| poll_write_all(Pin::new(&mut *io), cx, chunks)).await?;
+    io.flush().await
+}
+
+fn poll_write_all(
+    mut io: Pin<&mut WriteIo>,
+    cx: &mut Context<'_>,
+    chunks: &mut VecDeque<Chunk>,
+) -> Poll<std::io::Result<()>> {
+    while !chunks.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(chunk.bytes());
+            n += 1;
+        }
+        let written = ready!(io.as_mut().poll_write_vectored(cx, slices.get(..n).unwrap_or_default()))?;
+        if written == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        consume(chunks, written);
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Drops the first `n` bytes of `chunks`.
+fn consume(chunks: &mut VecDeque<Chunk>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = chunks.front_mut() else {
+            return;
+        };
+        let len = front.bytes().len();
+        if n < len {
+            front.advance(n);
+            return;
+        }
+        n -= len;
+        chunks.pop_front();
+    }
+}
+
+/// An outbound message's text before sealing: shared with the other recipients, or this connection's own.
+enum Payload {
+    Shared(TextFrame),
+    Own(Box<str>),
+}
+
+/// A piece of the byte stream waiting to be written: a fan-out's frame, shared with the other recipients, or
+/// bytes of this connection's own.
+enum Chunk {
+    Shared(TextFrame),
+    Own(Bytes),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Shared(frame) => frame.wire(),
+            Self::Own(bytes) => bytes,
+        }
+    }
+
+    /// Drops the first `n` bytes (fewer than the chunk holds): only after a partial write, so the copy a shared
+    /// frame needs here is rare.
+    fn advance(&mut self, n: usize) {
+        match self {
+            Self::Shared(frame) => {
+                *self = Self::Own(Bytes::copy_from_slice(frame.wire().get(n..).unwrap_or_default()));
+            }
+            Self::Own(bytes) => bytes.advance(n),
+        }
+    }
+}
+
+/// Bytes a sealed record adds to its text besides the base64 growth (wsenc/1: the envelope, the nonce and the
+/// frame header come to about 90); used only to size the write buffer up front.
+const SEALED_OVERHEAD: usize = 96;
+
+struct Writer<'a> {
+    sealer: Option<Box<dyn Sealer>>,
+    /// Where frames of this connection's own are built (sealed records, protocol frames). Consecutive ones are
+    /// split off as one chunk, and the buffer's storage is reused once the chunks written from it are freed.
+    buf: BytesMut,
+    /// Complete frames, or what is left of them, waiting to be written.
+    chunks: VecDeque<Chunk>,
+    entry: &'a Entry,
+    shared: &'a Shared,
+}
+
+impl Writer<'_> {
+    /// Drains the queue in batches: everything a batch needs sealed is sealed under one permit, then the
+    /// batch's frames are written with vectored writes.
+    async fn pump(&mut self, io: &mut WriteIo, rx: &mut Receiver) -> WriteEnd {
+        let mut batch = VecDeque::new();
+        loop {
+            rx.recv_all(&mut batch).await;
+            let end = self.encode_batch(&mut batch).await;
+            if write_all(io, &mut self.chunks).await.is_err() {
+                return WriteEnd::Broken;
+            }
+            if let Some(end) = end {
+                return end;
+            }
+            if rx.is_empty() {
+                // Idle: hand the batch buffers and whatever the sealer can rebuild back; most connections are idle
+                // most of the time. Under load the queue is rarely empty here, so this costs one rebuild per
+                // burst, not per message.
+                batch = VecDeque::new();
+                self.chunks = VecDeque::new();
+                self.buf = BytesMut::new();
+                if let Some(sealer) = self.sealer.as_mut() {
+                    sealer.idle();
+                }
+            }
+        }
+    }
+
+    /// Turns queued items into chunks, in order, up to a close (returned; later items are dropped). The
+    /// sealing permit is taken at most once per batch and released before anything is written to the socket.
+    async fn encode_batch(&mut self, batch: &mut VecDeque<Outbound>) -> Option<WriteEnd> {
+        // The permit borrows the semaphore, not `self`.
+        let shared = self.shared;
+        let mut permit = None;
+        if self.sealer.is_some() {
+            // A sealed record is about 4/3 of its text plus an envelope: one reservation for the batch instead of a
+            // chain of reallocations (each copying what was sealed so far) after every idle spell.
+            let text: usize = batch.iter().map(Outbound::text_len).sum();
+            self.buf.reserve(text + text / 2 + batch.len() * SEALED_OVERHEAD);
+        }
+        for item in batch.drain(..) {
+            let payload = match item {
+                Outbound::Text(frame) if self.shared.hooks.outbound_transformer.is_some() => {
+                    // A hook may be slow: never hold the permit across it. Boxed, so that the hook's state does
+                    // not enlarge every writer's task.
+                    permit = None;
+                    match Box::pin(transform(self.shared, self.entry, frame.text())).await {
+                        Some(None) => Payload::Shared(frame),
+                        Some(Some(text)) => Payload::Own(text.into_boxed_str()),
+                        None => continue,
+                    }
+                }
+                Outbound::Text(frame) => Payload::Shared(frame),
+                Outbound::System(text) => Payload::Own(text),
+                Outbound::Pong(payload) => {
+                    put_frame(&mut self.buf, OP_PONG, &payload);
+                    continue;
+                }
+                Outbound::Encrypt(sealer) => {
+                    self.sealer = Some(sealer);
+                    continue;
+                }
+                Outbound::Ping => {
+                    self.push_chunk(Chunk::Own(Bytes::from_static(PING_FRAME)));
+                    continue;
+                }
+                Outbound::Rekey => {
+                    if let Some(sealer) = self.sealer.as_mut() {
+                        let mark = self.buf.len();
+                        let mut frames = Frames::new(&mut self.buf);
+                        if let Err(code) = sealer.rekey(&mut frames) {
+                            self.buf.truncate(mark);
+                            self.flush_own();
+                            return Some(WriteEnd::Close(code));
+                        }
+                        self.shared.metrics.records_out.increment(frames.count());
+                    }
+                    continue;
+                }
+                Outbound::Close(code) => {
+                    self.flush_own();
+                    return Some(WriteEnd::Close(code));
+                }
+            };
+            let Some(sealer) = self.sealer.as_mut() else {
+                match payload {
+                    // The common case: the fan-out's frame as it is, no copy.
+                    Payload::Shared(frame) => self.push_chunk(Chunk::Shared(frame)),
+                    Payload::Own(text) => put_frame(&mut self.buf, OP_TEXT, text.as_bytes()),
+                }
+                continue;
+            };
+            if permit.is_none() {
+                // Bounds sealing work in flight across connections; never held across a socket write. Waiting is
+                // rare (the limit is reached) and boxed, so that its state does not enlarge every writer's task.
+                permit = Some(match shared.seal_permits.try_acquire() {
+                    Ok(p) => Some(p),
+                    Err(_) => Box::pin(shared.seal_permits.acquire()).await.ok(),
+                });
+            }
+            let inner = match &payload {
+                Payload::Shared(frame) => frame.text(),
+                Payload::Own(text) => text,
+            };
+            let mark = self.buf.len();
+            let mut frames = Frames::new(&mut self.buf);
+            if let Err(code) = sealer.seal(inner, &mut frames) {
+                // What the failed call left in the buffer is never sent; the frames before it are.
+                self.buf.truncate(mark);
+                self.flush_own();
+                return Some(WriteEnd::Close(code));
+            }
+            self.shared.metrics.records_out.increment(frames.count());
+        }
+        self.flush_own();
+        None
+    }
+
+    /// Queues `chunk` behind the frames built so far.
+    fn push_chunk(&mut self, chunk: Chunk) {
+        self.flush_own();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Moves the frames built in the buffer so far into the queue as one chunk: a run of sealed records is one
+    /// buffer for the vectored write, however many records it holds.
+    fn flush_own(&mut self) {
+        if !self.buf.is_empty() {
+            self.chunks.push_back(Chunk::Own(self.buf.split().freeze()));
+        }
+    }
+}
+
+/// Runs the outbound transformer, if any: `None` drops the message for this recipient, `Some(None)` sends it
+/// unchanged, `Some(Some(text))` sends `text` instead.
+async fn transform(shared: &Shared, entry: &Entry, text: &str) -> Option<Option<String>> {
+    let Some(hook) = &shared.hooks.outbound_transformer else {
+        return Some(None);
+    };
+    let msg = AppMessage::parse(text)?;
+    let req = Outgoing {
+        client: entry.info(),
+        event: msg.event,
+        data: msg.data,
+    };
+    match invoke(hook.as_ref(), req).await {
+        Ok(Transformed::Unchanged) => Some(None),
+        Ok(Transformed::Replace { event: name, data }) if event::is_valid_application_event(&name) => {
+            let raw = serde_json::value::to_raw_value(&data).ok()?;
+            Some(Some(outbound::message(&name, Some(&raw))))
+        }
+        Ok(Transformed::Replace { .. } | Transformed::Drop) => None,
+        Err(e) => {
+            Stats::bump(&shared.stats.hook_failures);
+            tracing::warn!(client = %entry.id_str, error = %e, "outbound transformer failed; message dropped");
+            None
+        }
+    }
+}
