@@ -7,6 +7,12 @@
 # redis floats. sealcast gets a one-worker runtime automatically (tokio sizes its pool from the affinity mask).
 # Every scenario runs against both servers back to back, REPEAT times, alternating which goes first.
 # Loopback only; every run is bounded (counts + timeouts).
+#
+# The reference peer is the Ignis WebSocket helper (the server sealcast re-implements) running on Bun, with its
+# run.sh/server.ts harness. It is not part of this repository: the script takes it from PEER_SRC, by default
+# ../shared/peers/ignis-bun next to the repository, then /work/shared/peers/ignis-bun. Without it only the
+# sealcast runs happen (the reference columns of the summary stay empty); a PEER_SRC that is set but holds no
+# run.sh is an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,8 +20,33 @@ PROFILE=${1:-full}
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 REPEAT=${REPEAT:-3}
-PEER_SRC=${PEER_SRC:-$ROOT/../shared/peers/ignis-bun}
-[ -d "$PEER_SRC" ] || PEER_SRC=/work/shared/peers/ignis-bun
+PEER_DEFAULTS=("$(cd "$ROOT/.." && pwd)/shared/peers/ignis-bun" /work/shared/peers/ignis-bun)
+
+log() { echo "[compare] $*" >&2; }
+
+# Where the reference peer is: PEER_SRC if set (it must exist), else the first default that does.
+HAVE_PEER=1
+if [ -n "${PEER_SRC:-}" ]; then
+  if [ ! -f "$PEER_SRC/run.sh" ]; then
+    log "PEER_SRC=$PEER_SRC is not the reference peer (no run.sh there)."
+    log "Point PEER_SRC at a copy of the Ignis WebSocket helper's Bun peer (the directory holding run.sh and server.ts),"
+    log "or unset it to run only the sealcast parts."
+    exit 2
+  fi
+else
+  PEER_SRC=
+  for d in "${PEER_DEFAULTS[@]}"; do [ -f "$d/run.sh" ] && { PEER_SRC=$d; break; }; done
+  if [ -z "$PEER_SRC" ]; then
+    HAVE_PEER=0
+    log "The reference peer was not found, so only sealcast is measured."
+    log "  What it is: the Ignis WebSocket helper (the server sealcast re-implements) running on Bun with Redis,"
+    log "  with the run.sh/server.ts harness the scenarios drive. It is not part of this repository."
+    log "  Looked in: ${PEER_DEFAULTS[*]}"
+    log "  To use a copy elsewhere: PEER_SRC=/path/to/ignis-bun bash bench/compare.sh ${PROFILE}"
+    log "  The sealcast runs go ahead; the reference columns of the summary stay empty."
+  fi
+fi
+
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$ROOT/bench/results/$STAMP}
 mkdir -p "$OUT"
@@ -25,17 +56,18 @@ PEER_PORT=18090
 REDIS_PORT=${REDIS_PORT:-16379}
 export SEALCAST_JWT_SECRET="bench-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
-log() { echo "[compare] $*" >&2; }
-
 cargo build --release --locked --bin sealcast --bin sealcast-bench >&2
 BIN=$ROOT/target/release
 BENCH=(timeout 900 taskset -c "$LOADGEN_CPU" "$BIN/sealcast-bench")
 "$BIN/sealcast" keygen --out "$WORK/key.pem" >/dev/null
 
 # The peer runs from a writable copy; its first run installs node_modules (npm ci).
-cp -r "$PEER_SRC" "$WORK/peer"
-chmod -R u+w "$WORK/peer"
-(cd "$WORK/peer" && npm ci --no-audit --no-fund >&2)
+if [ "$HAVE_PEER" = 1 ]; then
+  log "reference peer: $PEER_SRC"
+  cp -r "$PEER_SRC" "$WORK/peer"
+  chmod -R u+w "$WORK/peer"
+  (cd "$WORK/peer" && npm ci --no-audit --no-fund >&2)
+fi
 
 PIDS=()
 cleanup() {
@@ -89,6 +121,7 @@ want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 run() {
   local name=$1 which=$2 pmode=$3; shift 3
   want "$name" || return 0
+  [ "$which" = ignis ] && [ "$HAVE_PEER" = 0 ] && return 0
   if [ "$which" = sealcast ]; then start_sealcast; else start_peer "$pmode"; fi
   local target=("${SC[@]}"); [ "$which" = ignis ] && target=("${PEER[@]}")
   log "$name $which $*"
@@ -139,10 +172,12 @@ REPEAT=$REPEAT_SWEEP pair idle_encrypted encrypted --mode encrypted --concurrenc
 REPEAT=$REPEAT_SWEEP pair latency_single plain latency --rate 1000 --seconds 10 --subscribers 10
 if [ "$PROFILE" = full ] && want latency_cross; then
   for r in $(seq "$REPEAT_SWEEP"); do
-    start_peer plain $PEER_PORT; A=$SERVER_PID; start_peer plain $((PEER_PORT + 1)); B=$SERVER_PID
-    line=$("${BENCH[@]}" "${PEER[@]}" latency --pub-url ws://127.0.0.1:$((PEER_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)
-    echo "{\"name\":\"latency_cross\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
-    SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
+    if [ "$HAVE_PEER" = 1 ]; then
+      start_peer plain $PEER_PORT; A=$SERVER_PID; start_peer plain $((PEER_PORT + 1)); B=$SERVER_PID
+      line=$("${BENCH[@]}" "${PEER[@]}" latency --pub-url ws://127.0.0.1:$((PEER_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)
+      echo "{\"name\":\"latency_cross\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
+      SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
+    fi
     start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT; A=$SERVER_PID
     start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT SEALCAST_BIND=127.0.0.1:$((SC_PORT + 1)); B=$SERVER_PID
     line=$("${BENCH[@]}" "${SC[@]}" latency --pub-url ws://127.0.0.1:$((SC_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)

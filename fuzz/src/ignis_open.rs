@@ -1,5 +1,5 @@
 //! `ignis_open`: frames of the reference-compatible suite (wsenc/1 §10) through `IgnisKey::open`, keyed with the
-//! interop vector of `ignis-behaviour.md` §2.6.
+//! interop vector of Appendix C of `docs/spec/wsenc1.md`.
 //!
 //! Input: a raw frame, or `!seal TEXT` to seal TEXT (fixed IV) and open the result. Oracles: a sealed frame opens
 //! to its plaintext; an accepted frame is an exact `encrypted` envelope whose `ct` is what sealing the returned

@@ -161,7 +161,7 @@ mod tests {
             .collect()
     }
 
-    /// `ignis-behaviour.md` §2.6: the vector produced with the reference's own ECDH class.
+    /// Appendix C of `docs/spec/wsenc1.md`: the vector produced with the reference's own ECDH class.
     #[test]
     fn reproduces_the_reference_interop_vector() {
         let server = EcSecretKey::from_scalar_bytes(&hex32(

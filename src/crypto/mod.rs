@@ -1,4 +1,4 @@
-//! wsenc/1: the encrypted session protocol (`../shared/spec/wsenc1.md`, the normative spec), as pure code.
+//! wsenc/1: the encrypted session protocol (specified in `docs/spec/wsenc1.md`, the normative spec), as pure code.
 //!
 //! No I/O: bytes in, values out. The server calls [`HandshakeRequest::from_auth_data`] and
 //! [`server_handshake`] after the authenticator accepted the credentials, sends the

@@ -2,8 +2,9 @@
 //!
 //! Client ids are UUIDs and every client sits in a room named after its own id, so that `send(destination)` can
 //! reach a client on any instance. To make it impossible to eavesdrop on another client's direct messages by
-//! joining a room named after its id (reference defect W22), UUID-shaped names are reserved for those own-id rooms:
-//! nobody can join one except the client it names.
+//! joining a room named after its id (which the reference allows; see docs/differences-from-ignis.md, "Room names
+//! shaped like client ids are reserved"), UUID-shaped names are reserved for those own-id rooms: nobody can join
+//! one except the client it names.
 
 /// Longest room name, in bytes (the reference's `MAX_ROOM_NAME_LENGTH`, counted in bytes here).
 pub const MAX_ROOM_LEN: usize = 256;

@@ -1,6 +1,7 @@
 /**
  * wsenc/1 — handshake key schedule and record layer on WebCrypto only
- * (`globalThis.crypto.subtle`). Implements /work/shared/spec/wsenc1.md §1–§8.
+ * (`globalThis.crypto.subtle`). Implements docs/spec/wsenc1.md (in the sealcast
+ * repository) §1–§8.
  *
  * Secrets (private keys, ikm, traffic secrets, AES keys, plaintext) are never
  * put into error messages or logs. Raw secret byte arrays are zeroed once they

@@ -1,4 +1,5 @@
-//! Optional bus authentication (fixes the reference's W26): with a shared secret every envelope carries
+//! Optional bus authentication (see docs/differences-from-ignis.md, "Bus envelopes can be signed and are
+//! validated like client input"): with a shared secret every envelope carries
 //! `"sig"`, an HMAC-SHA256 tag (base64url, no padding) over a canonical form, and envelopes without a valid tag
 //! are refused.
 //!

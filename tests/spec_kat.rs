@@ -1,0 +1,841 @@
+//! The known-answer tests of the normative spec, read from `docs/spec/wsenc1.md` itself.
+//!
+//! Every vector of Appendix A (wsenc/1) and Appendix C (the reference-compatible suite of §10) is parsed out of
+//! the Markdown and recomputed with the implementation: the scalars from their labels, the public keys, `kid`,
+//! the DH outputs, the transcript hash, every traffic secret / key / IV the appendix lists (any direction, any
+//! epoch), the `confirm` tag, every example record (through the primitives and through `RecordSealer` /
+//! `RecordOpener`), the wire-form JSON lines byte for byte, and the JWK coordinates. A value the test does not
+//! know, a line it cannot parse, or a vector that is missing fails it, so the spec and the code cannot drift
+//! apart silently. `include_str!` makes Cargo rebuild this test whenever the spec changes.
+//!
+//! (`tests/crypto_kat.rs` checks the same Appendix A values from its own hard-coded copies; this test is the one
+//! tied to the document.)
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use sealcast::crypto::backend::{hkdf_sha256, sha256, AeadKey, EcSecretKey};
+use sealcast::crypto::handshake::server_handshake_with_ephemeral_for_tests;
+use sealcast::crypto::record::{aad, nonce};
+use sealcast::crypto::schedule::{ikm, initial_secrets, kid_of, transcript_hash, TrafficSecret, TranscriptInput};
+use sealcast::crypto::{
+    b64, ignis, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer, ServerHello, StaticKey,
+    StaticKeySet, PROTO,
+};
+use serde_json::Value;
+
+const SPEC_PATH: &str = "docs/spec/wsenc1.md";
+const SPEC: &str = include_str!("../docs/spec/wsenc1.md");
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading the Markdown
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The text of the level-2 section whose heading starts with `heading`, up to the next level-2 heading.
+fn section(heading: &str) -> &'static str {
+    let mut start = None;
+    let mut offset = 0;
+    for line in SPEC.split_inclusive('\n') {
+        if let Some(s) = start {
+            if line.starts_with("## ") {
+                return &SPEC[s..offset];
+            }
+        } else if line.starts_with(heading) {
+            start = Some(offset + line.len());
+        }
+        offset += line.len();
+    }
+    match start {
+        Some(s) => &SPEC[s..],
+        None => panic!("{SPEC_PATH}: no section starting with {heading:?}"),
+    }
+}
+
+/// A fenced code block: its info string (e.g. `text`, `json`) and its lines.
+struct Block {
+    lang: String,
+    lines: Vec<&'static str>,
+}
+
+/// The fenced code blocks of `text`, and the lines outside them.
+fn split_blocks(text: &'static str) -> (Vec<Block>, Vec<&'static str>) {
+    let mut blocks = Vec::new();
+    let mut prose = Vec::new();
+    let mut current: Option<Block> = None;
+    for line in text.lines() {
+        let fence = line.trim_start().starts_with("```");
+        match (&mut current, fence) {
+            (None, true) => {
+                current = Some(Block {
+                    lang: line.trim_start().trim_start_matches('`').trim().to_owned(),
+                    lines: Vec::new(),
+                })
+            }
+            (Some(_), true) => blocks.extend(current.take()),
+            (Some(b), false) => b.lines.push(line),
+            (None, false) => prose.push(line),
+        }
+    }
+    assert!(current.is_none(), "{SPEC_PATH}: unterminated code block");
+    (blocks, prose)
+}
+
+/// Splits off one JSON value at the start of `s` and returns its exact text and what follows.
+fn take_json(s: &str) -> Option<(&str, &str)> {
+    let mut it = serde_json::Deserializer::from_str(s).into_iter::<Value>();
+    match it.next() {
+        Some(Ok(_)) => {
+            let end = it.byte_offset();
+            Some((&s[..end], &s[end..]))
+        }
+        _ => None,
+    }
+}
+
+/// Parses `name = value [name = value …] [trailing comment]`. A value is a `"quoted string"` (without the
+/// quotes), a JSON object (its exact text), or a run of non-blank characters. `None` if the line does not start
+/// with an assignment.
+fn parse_assignments(line: &str) -> Option<Vec<(String, String)>> {
+    let mut rest = line.trim();
+    let mut out = Vec::new();
+    loop {
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if name_len == 0 {
+            break;
+        }
+        let name = &rest[..name_len];
+        let Some(after) = rest[name_len..].trim_start().strip_prefix('=') else {
+            break;
+        };
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else if after.starts_with('{') {
+            take_json(after)?
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        if value.is_empty() {
+            return None;
+        }
+        out.push((name.to_owned(), value.to_owned()));
+        rest = remaining.trim_start();
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The first unsigned integer after `key` in `s`.
+fn number_after(s: &str, key: &str) -> Option<usize> {
+    let at = s.find(key)? + key.len();
+    let digits: String = s[at..].trim_start().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn hex(s: &str, what: &str) -> Vec<u8> {
+    hex::decode(s).unwrap_or_else(|e| panic!("{SPEC_PATH}: {what} is not hex ({e}): {s}"))
+}
+
+fn arr<const N: usize>(v: &[u8], what: &str) -> [u8; N] {
+    v.try_into()
+        .unwrap_or_else(|_| panic!("{SPEC_PATH}: {what} is {} bytes, expected {N}", v.len()))
+}
+
+fn std_b64(s: &str, what: &str) -> Vec<u8> {
+    STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("{SPEC_PATH}: {what} is not standard base64 ({e}): {s}"))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Appendix A
+// ---------------------------------------------------------------------------------------------------------------
+
+/// An example record of Appendix A.
+#[derive(Debug)]
+struct Record {
+    direction: Direction,
+    epoch: u32,
+    seq: u64,
+    plaintext: String,
+    /// The length the plaintext is padded to with zero bytes, if any.
+    padded_to: Option<usize>,
+    ct: Vec<u8>,
+}
+
+/// Everything Appendix A states.
+struct AppendixA {
+    /// `s`, `e_c`, `e_s` → (label, scalar).
+    scalars: BTreeMap<String, (String, Vec<u8>)>,
+    /// `name = value` lines.
+    values: BTreeMap<String, String>,
+    records: Vec<Record>,
+    /// The wire-form JSON lines, exactly as written.
+    wire: Vec<&'static str>,
+    /// JWK lines: key label → (d, x, y).
+    jwks: BTreeMap<String, (String, String, String)>,
+}
+
+fn direction(s: &str) -> Direction {
+    match s {
+        "c2s" => Direction::C2s,
+        "s2c" => Direction::S2c,
+        other => panic!("{SPEC_PATH}: unknown direction {other:?}"),
+    }
+}
+
+fn dir_name(d: Direction) -> &'static str {
+    match d {
+        Direction::C2s => "c2s",
+        Direction::S2c => "s2c",
+    }
+}
+
+/// `s2c epoch 0 seq 1: plaintext = {..} (40 B) + 24 × 0x00 (padded to 64 B)` or `... (no padding)`.
+fn parse_record_header(line: &str) -> Record {
+    let (head, tail) = line
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{SPEC_PATH}: record line without ':': {line}"));
+    let words: Vec<&str> = head.split_whitespace().collect();
+    let [dir, "epoch", epoch, "seq", seq] = words.as_slice() else {
+        panic!("{SPEC_PATH}: record line must start `DIR epoch N seq M:`: {line}");
+    };
+    let tail = tail.trim_start();
+    let json = tail
+        .strip_prefix("plaintext")
+        .map(str::trim_start)
+        .and_then(|t| t.strip_prefix('='))
+        .map(str::trim_start)
+        .and_then(take_json);
+    let Some((plaintext, note)) = json else {
+        panic!("{SPEC_PATH}: record line without `plaintext = {{json}}`: {line}");
+    };
+    let stated_len = note
+        .trim_start()
+        .strip_prefix('(')
+        .and_then(|n| n.split_once(')'))
+        .and_then(|(inside, _)| inside.trim().strip_suffix('B'))
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    if let Some(n) = stated_len {
+        assert_eq!(n, plaintext.len(), "{SPEC_PATH}: stated plaintext length in: {line}");
+    }
+    let padded_to = if note.contains("no padding") {
+        None
+    } else if let Some(p) = number_after(note, "padded to") {
+        if let Some(zeros) = number_after(note, "+") {
+            assert_eq!(plaintext.len() + zeros, p, "{SPEC_PATH}: padding arithmetic in: {line}");
+        }
+        assert!(
+            p >= plaintext.len(),
+            "{SPEC_PATH}: padded below the plaintext length: {line}"
+        );
+        Some(p)
+    } else {
+        panic!("{SPEC_PATH}: a record line must say `padded to N B` or `no padding`: {line}");
+    };
+    Record {
+        direction: direction(dir),
+        epoch: epoch
+            .parse()
+            .unwrap_or_else(|_| panic!("{SPEC_PATH}: epoch in: {line}")),
+        seq: seq.parse().unwrap_or_else(|_| panic!("{SPEC_PATH}: seq in: {line}")),
+        plaintext: plaintext.to_owned(),
+        padded_to,
+        ct: Vec::new(),
+    }
+}
+
+const JWK_LABELS: [(&str, &str); 3] = [
+    ("server static", "s"),
+    ("client ephemeral", "e_c"),
+    ("server ephemeral", "e_s"),
+];
+
+fn appendix_a() -> AppendixA {
+    let (blocks, prose) = split_blocks(section("## Appendix A"));
+    let mut a = AppendixA {
+        scalars: BTreeMap::new(),
+        values: BTreeMap::new(),
+        records: Vec::new(),
+        wire: Vec::new(),
+        jwks: BTreeMap::new(),
+    };
+    // The scalar table: | key `name` | `label` | `hex` |
+    for line in prose.iter().map(|l| l.trim()).filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let ticked = |cell: &str| cell.split('`').nth(1).map(str::to_owned);
+        let [key, label, scalar] = cells.as_slice() else {
+            panic!("{SPEC_PATH}: scalar table row without three cells: {line}");
+        };
+        if scalar.starts_with("---") || *scalar == "Scalar (hex)" {
+            continue;
+        }
+        let (Some(name), Some(label), Some(scalar)) = (ticked(key), ticked(label), ticked(scalar)) else {
+            panic!("{SPEC_PATH}: scalar table row needs `name`, `label` and `hex` in backticks: {line}");
+        };
+        let scalar = hex(&scalar, &format!("scalar {name}"));
+        assert!(
+            a.scalars.insert(name.clone(), (label, scalar)).is_none(),
+            "duplicate scalar {name}"
+        );
+    }
+    for block in blocks {
+        match block.lang.as_str() {
+            "json" => a.wire.extend(block.lines.into_iter().filter(|l| !l.trim().is_empty())),
+            "text" => {
+                for line in block.lines {
+                    let t = line.trim();
+                    if t.is_empty() {
+                        continue;
+                    }
+                    if t.starts_with("c2s ") || t.starts_with("s2c ") {
+                        a.records.push(parse_record_header(t));
+                        continue;
+                    }
+                    if let Some((label, rest)) = t.split_once(':') {
+                        if let Some((_, name)) = JWK_LABELS.iter().find(|(l, _)| *l == label.trim()) {
+                            let mut d = BTreeMap::new();
+                            for kv in rest.split_whitespace() {
+                                let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{SPEC_PATH}: JWK {t}"));
+                                d.insert(k, v.to_owned());
+                            }
+                            let get =
+                                |k: &str| d.get(k).cloned().unwrap_or_else(|| panic!("{SPEC_PATH}: JWK {k}: {t}"));
+                            let jwk = (get("d"), get("x"), get("y"));
+                            assert!(a.jwks.insert((*name).to_owned(), jwk).is_none(), "duplicate JWK {name}");
+                            continue;
+                        }
+                    }
+                    let Some(pairs) = parse_assignments(t) else {
+                        panic!("{SPEC_PATH}: Appendix A line not understood by tests/spec_kat.rs: {t}");
+                    };
+                    for (name, value) in pairs {
+                        if name == "ct" {
+                            let Some(rec) = a.records.last_mut().filter(|r| r.ct.is_empty()) else {
+                                panic!("{SPEC_PATH}: `ct =` without a record line before it: {t}");
+                            };
+                            rec.ct = hex(&value, "record ct");
+                        } else {
+                            assert!(a.values.insert(name.clone(), value).is_none(), "duplicate value {name}");
+                        }
+                    }
+                }
+            }
+            other => panic!("{SPEC_PATH}: unexpected code block `{other}` in Appendix A"),
+        }
+    }
+    for r in &a.records {
+        assert!(!r.ct.is_empty(), "{SPEC_PATH}: record {r:?} has no `ct =` line");
+    }
+    a
+}
+
+/// The Appendix A session, computed from the inputs the appendix gives (scalars, salt, ids).
+struct Session {
+    s: EcSecretKey,
+    e_c: EcSecretKey,
+    e_s: EcSecretKey,
+    s_pub: [u8; 65],
+    e_c_pub: [u8; 65],
+    e_s_pub: [u8; 65],
+    salt: [u8; 32],
+    kid: [u8; 8],
+    conn_id: String,
+    user_id: String,
+    th: [u8; 32],
+}
+
+impl AppendixA {
+    fn value(&self, name: &str) -> &str {
+        self.values
+            .get(name)
+            .unwrap_or_else(|| panic!("{SPEC_PATH}: Appendix A does not give `{name}`"))
+    }
+
+    fn scalar(&self, name: &str) -> &[u8] {
+        &self
+            .scalars
+            .get(name)
+            .unwrap_or_else(|| panic!("{SPEC_PATH}: the scalar table has no `{name}`"))
+            .1
+    }
+
+    fn session(&self) -> Session {
+        let key = |n: &str| {
+            EcSecretKey::from_scalar_bytes(self.scalar(n)).unwrap_or_else(|_| panic!("scalar {n} is not valid"))
+        };
+        let (s, e_c, e_s) = (key("s"), key("e_c"), key("e_s"));
+        let (s_pub, e_c_pub, e_s_pub) = (
+            s.public_key().to_sec1(),
+            e_c.public_key().to_sec1(),
+            e_s.public_key().to_sec1(),
+        );
+        let salt = arr(&hex(self.value("salt"), "salt"), "salt");
+        let kid = kid_of(&s_pub);
+        let conn_id = self.value("connId").to_owned();
+        let user_id = self.value("userId").to_owned();
+        let th = transcript_hash(&TranscriptInput {
+            kid: &kid,
+            server_static: &s_pub,
+            client_ephemeral: &e_c_pub,
+            server_ephemeral: &e_s_pub,
+            salt: &salt,
+            conn_id: &conn_id,
+            user_id: &user_id,
+        })
+        .expect("transcript fields fit");
+        Session {
+            s,
+            e_c,
+            e_s,
+            s_pub,
+            e_c_pub,
+            e_s_pub,
+            salt,
+            kid,
+            conn_id,
+            user_id,
+            th,
+        }
+    }
+}
+
+impl Session {
+    /// `ts_d_n`, by the implementation's schedule.
+    fn traffic_secret(&self, d: Direction, epoch: u32) -> TrafficSecret {
+        let ee = self.e_s.diffie_hellman(&self.e_c.public_key());
+        let es = self.s.diffie_hellman(&self.e_c.public_key());
+        let (c2s, s2c) = initial_secrets(&self.salt, &ikm(&ee, &es), &self.th);
+        let mut ts = match d {
+            Direction::C2s => c2s,
+            Direction::S2c => s2c,
+        };
+        for _ in 0..epoch {
+            ts = ts.next();
+        }
+        ts
+    }
+
+    /// A sealer whose next record is `(epoch, seq)`, reached through the implementation's key updates.
+    fn sealer_at(&self, d: Direction, epoch: u32, seq: u64) -> RecordSealer {
+        if epoch == 0 {
+            return RecordSealer::new(d, self.traffic_secret(d, 0), self.th, seq);
+        }
+        assert!(
+            seq < 4096,
+            "{SPEC_PATH}: example records beyond epoch 0 need a small seq"
+        );
+        let first = if d == Direction::S2c { 1 } else { 0 };
+        let mut sealer = RecordSealer::new(d, self.traffic_secret(d, 0), self.th, first);
+        let mut sink = Vec::new();
+        for _ in 0..epoch {
+            sealer.request_key_update(&mut sink).expect("key update");
+        }
+        for _ in 0..seq {
+            sealer
+                .seal(br#"{"event":"filler","data":{}}"#, &mut sink)
+                .expect("seal");
+        }
+        assert_eq!((sealer.epoch(), sealer.next_seq()), (epoch, seq));
+        sealer
+    }
+}
+
+fn seal_one(sealer: &mut RecordSealer, inner: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    sealer.seal(inner, &mut out).expect("seal");
+    assert_eq!(out.len(), 1, "one record per message");
+    out.remove(0)
+}
+
+/// Checks every `name = value` of Appendix A against the implementation; fails on names it does not know.
+#[test]
+fn appendix_a_values_match_the_implementation() {
+    let a = appendix_a();
+    let k = a.session();
+    let mut checked = Vec::new();
+    for (name, value) in &a.values {
+        let expect_hex = |bytes: &[u8]| assert_eq!(value, &hex::encode(bytes), "{SPEC_PATH}: `{name}`");
+        match name.as_str() {
+            "PROTO" => assert_eq!(value.as_bytes(), PROTO, "{SPEC_PATH}: PROTO"),
+            "S" => expect_hex(&k.s_pub),
+            "e_c" => expect_hex(&k.e_c_pub),
+            "e_s" => expect_hex(&k.e_s_pub),
+            // An input, but a labelled hash like the scalars.
+            "salt" => expect_hex(&sha256(&[b"wsenc/1 test salt"])),
+            // Inputs: used by every other value.
+            "connId" | "userId" => {}
+            "kid" => {
+                expect_hex(&k.kid);
+                let key = StaticKey::from_scalar_bytes_for_tests(a.scalar("s")).expect("static key");
+                expect_hex(&key.kid());
+            }
+            "ee" => {
+                expect_hex(k.e_s.diffie_hellman(&k.e_c.public_key()).as_ref());
+                expect_hex(k.e_c.diffie_hellman(&k.e_s.public_key()).as_ref());
+            }
+            "es" => {
+                expect_hex(k.s.diffie_hellman(&k.e_c.public_key()).as_ref());
+                expect_hex(k.e_c.diffie_hellman(&k.s.public_key()).as_ref());
+            }
+            "th" => expect_hex(&k.th),
+            "confirm" => {
+                let ts = k.traffic_secret(Direction::S2c, 0);
+                let tag = AeadKey::new(&ts.key())
+                    .seal_in_place(&nonce(&ts.iv(), 0), &aad(Direction::S2c, &k.th, 0, 0), &mut [])
+                    .expect("seal");
+                expect_hex(&tag);
+            }
+            other => {
+                // ts_/key_/iv_ DIR _ EPOCH, for any direction and epoch the appendix lists.
+                let parts: Vec<&str> = other.split('_').collect();
+                let [what @ ("ts" | "key" | "iv"), dir, epoch] = parts.as_slice() else {
+                    panic!("{SPEC_PATH}: Appendix A value `{other}` is not checked by tests/spec_kat.rs: add it");
+                };
+                let epoch: u32 = epoch
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{SPEC_PATH}: epoch of `{other}`"));
+                let ts = k.traffic_secret(direction(dir), epoch);
+                match *what {
+                    "ts" => expect_hex(ts.expose_secret_for_tests()),
+                    "key" => expect_hex(ts.key().as_ref()),
+                    _ => expect_hex(ts.iv().as_ref()),
+                }
+            }
+        }
+        checked.push(name.as_str());
+    }
+    // What the appendix has always given; losing one of these is a regression of the document.
+    for required in [
+        "PROTO",
+        "S",
+        "e_c",
+        "e_s",
+        "salt",
+        "connId",
+        "userId",
+        "kid",
+        "ee",
+        "es",
+        "th",
+        "ts_c2s_0",
+        "ts_s2c_0",
+        "key_c2s_0",
+        "iv_c2s_0",
+        "key_s2c_0",
+        "iv_s2c_0",
+        "ts_c2s_1",
+        "key_c2s_1",
+        "iv_c2s_1",
+        "confirm",
+    ] {
+        assert!(checked.contains(&required), "{SPEC_PATH}: Appendix A lost `{required}`");
+    }
+}
+
+#[test]
+fn appendix_a_scalars_are_the_labelled_hashes() {
+    let a = appendix_a();
+    let names: Vec<&str> = a.scalars.keys().map(String::as_str).collect();
+    assert_eq!(names, ["e_c", "e_s", "s"], "{SPEC_PATH}: the scalar table");
+    for (name, (label, scalar)) in &a.scalars {
+        assert_eq!(
+            sha256(&[label.as_bytes()]).to_vec(),
+            *scalar,
+            "{SPEC_PATH}: scalar {name} = SHA-256({label:?})"
+        );
+    }
+}
+
+#[test]
+fn appendix_a_records_match_the_implementation() {
+    let a = appendix_a();
+    let k = a.session();
+    assert!(
+        a.records.iter().any(|r| r.direction == Direction::C2s)
+            && a.records.iter().any(|r| r.direction == Direction::S2c),
+        "{SPEC_PATH}: Appendix A should give an example record in each direction"
+    );
+    for r in &a.records {
+        let what = format!("{} epoch {} seq {}", dir_name(r.direction), r.epoch, r.seq);
+        let ts = k.traffic_secret(r.direction, r.epoch);
+        let (key, iv) = (AeadKey::new(&ts.key()), ts.iv());
+        let (n, ad) = (nonce(&iv, r.seq), aad(r.direction, &k.th, r.epoch, r.seq));
+
+        // The formulas of §6 with the primitives.
+        let mut body = r.plaintext.as_bytes().to_vec();
+        if let Some(p) = r.padded_to {
+            body.resize(p, 0);
+        }
+        let mut sealed = body.clone();
+        let tag = key.seal_in_place(&n, &ad, &mut sealed).expect("seal");
+        sealed.extend_from_slice(&tag);
+        assert_eq!(hex::encode(&sealed), hex::encode(&r.ct), "{SPEC_PATH}: ct of {what}");
+
+        // The record layer: same ciphertext, and the opener returns the message without its padding.
+        let mut sealer = k.sealer_at(r.direction, r.epoch, r.seq);
+        sealer.set_padding(r.padded_to.and_then(NonZeroUsize::new));
+        let frame = seal_one(&mut sealer, r.plaintext.as_bytes());
+        let v: Value = serde_json::from_slice(&frame).expect("record is JSON");
+        assert_eq!(v["data"]["seq"], r.seq, "{what}");
+        let wire_iv = b64::decode(v["data"]["iv"].as_str().expect("iv")).expect("iv b64u");
+        assert_eq!(wire_iv, n.to_vec(), "{SPEC_PATH}: iv of {what} is the nonce");
+        let wire_ct = b64::decode(v["data"]["ct"].as_str().expect("ct")).expect("ct b64u");
+        assert_eq!(
+            hex::encode(wire_ct),
+            hex::encode(&r.ct),
+            "{SPEC_PATH}: RecordSealer ct of {what}"
+        );
+        if r.epoch == 0 {
+            let mut opener = RecordOpener::new(r.direction, k.traffic_secret(r.direction, 0), k.th, r.seq);
+            let opened = opener.open(&frame).expect("open").expect("a message, not a key update");
+            assert_eq!(opened, r.plaintext.as_bytes(), "{what}");
+        }
+
+        // The negative checks the appendix requires.
+        let (ct_body, ct_tag) = r.ct.split_at(r.ct.len() - 16);
+        let open = |n: [u8; 12], ad: [u8; 56], body: &[u8], tag: &[u8]| {
+            let mut b = body.to_vec();
+            key.open_in_place(&n, &ad, &mut b, &arr(tag, "tag")).map(|()| b)
+        };
+        assert_eq!(open(n, ad, ct_body, ct_tag).expect("control"), body, "{what}");
+        let other_dir = match r.direction {
+            Direction::C2s => Direction::S2c,
+            Direction::S2c => Direction::C2s,
+        };
+        assert!(
+            open(n, aad(r.direction, &k.th, r.epoch, r.seq + 1), ct_body, ct_tag).is_err(),
+            "wrong seq in AAD"
+        );
+        assert!(
+            open(n, aad(other_dir, &k.th, r.epoch, r.seq), ct_body, ct_tag).is_err(),
+            "wrong direction byte"
+        );
+        assert!(
+            open(n, aad(r.direction, &k.th, r.epoch + 1, r.seq), ct_body, ct_tag).is_err(),
+            "wrong epoch"
+        );
+        assert!(
+            open(nonce(&iv, r.seq + 1), ad, ct_body, ct_tag).is_err(),
+            "nonce of another seq"
+        );
+        for bit in 0..128 {
+            let mut bad = ct_tag.to_vec();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(open(n, ad, ct_body, &bad).is_err(), "flipped tag bit {bit} of {what}");
+        }
+    }
+}
+
+#[test]
+fn appendix_a_wire_form_is_what_the_implementation_sends() {
+    let a = appendix_a();
+    let k = a.session();
+    let keys = StaticKeySet::new(StaticKey::from_scalar_bytes_for_tests(a.scalar("s")).expect("static key"));
+    let client = ClientHandshake::with_ephemeral_for_tests(a.scalar("e_c")).expect("client");
+    let mut auth = serde_json::Map::new();
+    auth.insert("token".into(), "opaque".into());
+    client.insert_auth_fields(&mut auth, None);
+    let req = HandshakeRequest::from_auth_data(&Value::Object(auth))
+        .expect("valid authenticate")
+        .expect("an encrypted client");
+    let (hello, _sealer, _opener) =
+        server_handshake_with_ephemeral_for_tests(&keys, &req, &k.conn_id, &k.user_id, a.scalar("e_s"), k.salt)
+            .expect("server handshake");
+
+    let (mut connected, mut encrypted) = (0, 0);
+    for line in &a.wire {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{SPEC_PATH}: wire line is not JSON ({e}): {line}"));
+        match v["event"].as_str() {
+            Some("connected") => {
+                connected += 1;
+                let d = &v["data"];
+                assert_eq!(d["id"], k.conn_id.as_str(), "{SPEC_PATH}: connected.id");
+                assert_eq!(d["userId"], k.user_id.as_str(), "{SPEC_PATH}: connected.userId");
+                assert_eq!(d["v"], 1, "{SPEC_PATH}: connected.v");
+                assert_eq!(
+                    d["serverPublicKey"],
+                    b64::encode(&k.e_s_pub),
+                    "{SPEC_PATH}: serverPublicKey"
+                );
+                assert_eq!(d["salt"], b64::encode(&k.salt), "{SPEC_PATH}: salt");
+                assert_eq!(d["kid"], b64::encode(&k.kid), "{SPEC_PATH}: kid");
+                assert_eq!(d["confirm"], hello.confirm_b64u(), "{SPEC_PATH}: confirm");
+                let parsed = ServerHello::from_connected_data(d).expect("the client accepts it");
+                assert_eq!(parsed, hello, "{SPEC_PATH}: the connected line is the server's hello");
+                // and the client finishes the handshake against it
+                let pin = keys.current().pinned();
+                let finish = ClientHandshake::with_ephemeral_for_tests(a.scalar("e_c"))
+                    .expect("client")
+                    .finish(&[pin], &parsed, &k.conn_id, &k.user_id);
+                assert!(finish.is_ok(), "{SPEC_PATH}: the client rejects the connected line");
+            }
+            Some("encrypted") => {
+                encrypted += 1;
+                let d = &v["data"];
+                let seq = d["seq"].as_u64().expect("seq");
+                let ct = b64::decode(d["ct"].as_str().expect("ct")).expect("ct b64u");
+                let Some(r) = a.records.iter().find(|r| r.seq == seq && r.ct == ct) else {
+                    panic!("{SPEC_PATH}: wire record is none of the example records: {line}");
+                };
+                let mut sealer = k.sealer_at(r.direction, r.epoch, r.seq);
+                sealer.set_padding(r.padded_to.and_then(NonZeroUsize::new));
+                let frame = seal_one(&mut sealer, r.plaintext.as_bytes());
+                assert_eq!(
+                    std::str::from_utf8(&frame).expect("utf-8"),
+                    *line,
+                    "{SPEC_PATH}: wire form"
+                );
+            }
+            _ => panic!("{SPEC_PATH}: unexpected wire line: {line}"),
+        }
+    }
+    assert!(
+        connected >= 1 && encrypted >= 1,
+        "{SPEC_PATH}: Appendix A lost its wire form"
+    );
+}
+
+#[test]
+fn appendix_a_jwks_match_the_keys() {
+    let a = appendix_a();
+    assert_eq!(a.jwks.len(), JWK_LABELS.len(), "{SPEC_PATH}: one JWK per test key");
+    for (name, (d, x, y)) in &a.jwks {
+        let scalar = a.scalar(name);
+        let public = EcSecretKey::from_scalar_bytes(scalar)
+            .expect("scalar")
+            .public_key()
+            .to_sec1();
+        assert_eq!(*d, b64::encode(scalar), "{SPEC_PATH}: JWK d of {name}");
+        assert_eq!(*x, b64::encode(&public[1..33]), "{SPEC_PATH}: JWK x of {name}");
+        assert_eq!(*y, b64::encode(&public[33..65]), "{SPEC_PATH}: JWK y of {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Appendix C: the reference-compatible suite
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn appendix_c_reference_suite_vector_matches_the_implementation() {
+    let (blocks, _) = split_blocks(section("## Appendix C"));
+    let mut values = BTreeMap::new();
+    let mut wire = Vec::new();
+    for block in blocks {
+        for line in block.lines.into_iter().filter(|l| !l.trim().is_empty()) {
+            match block.lang.as_str() {
+                "json" => wire.push(line),
+                "text" => {
+                    let Some(pairs) = parse_assignments(line) else {
+                        panic!("{SPEC_PATH}: Appendix C line not understood by tests/spec_kat.rs: {line}");
+                    };
+                    for (name, value) in pairs {
+                        assert!(values.insert(name.clone(), value).is_none(), "duplicate value {name}");
+                    }
+                }
+                other => panic!("{SPEC_PATH}: unexpected code block `{other}` in Appendix C"),
+            }
+        }
+    }
+    const NAMES: [&str; 11] = [
+        "aesKey",
+        "clientPrivScalar",
+        "clientPublicKey",
+        "ct",
+        "hkdfInfo",
+        "iv",
+        "plaintext",
+        "salt",
+        "serverPrivScalar",
+        "serverPublicKey",
+        "sharedSecret",
+    ];
+    let names: Vec<&str> = values.keys().map(String::as_str).collect();
+    assert_eq!(
+        names, NAMES,
+        "{SPEC_PATH}: Appendix C values (tests/spec_kat.rs checks exactly these)"
+    );
+    let v = |n: &str| -> String { values[n].clone() };
+
+    let server = EcSecretKey::from_scalar_bytes(&hex(&v("serverPrivScalar"), "serverPrivScalar")).expect("scalar");
+    let client = EcSecretKey::from_scalar_bytes(&hex(&v("clientPrivScalar"), "clientPrivScalar")).expect("scalar");
+    assert_eq!(STANDARD.encode(server.public_key().as_sec1()), v("serverPublicKey"));
+    assert_eq!(STANDARD.encode(client.public_key().as_sec1()), v("clientPublicKey"));
+    // The server parses the client's key in the suite's encoding.
+    let client_pub = ignis::parse_public_key(&v("clientPublicKey")).expect("client key parses");
+    let shared = server.diffie_hellman(&client_pub);
+    assert_eq!(hex::encode(shared.as_ref()), v("sharedSecret"));
+    assert_eq!(
+        hex::encode(client.diffie_hellman(&server.public_key()).as_ref()),
+        v("sharedSecret")
+    );
+    assert_eq!(v("hkdfInfo").as_bytes(), ignis::HKDF_INFO);
+    let salt = std_b64(&v("salt"), "salt");
+    let mut aes_key = [0u8; 32];
+    hkdf_sha256(&salt, shared.as_ref(), &[ignis::HKDF_INFO], &mut aes_key).expect("hkdf");
+    assert_eq!(hex::encode(aes_key), v("aesKey"));
+
+    let key = ignis::derive(&server, &client_pub, &salt);
+    let iv: [u8; 12] = arr(&std_b64(&v("iv"), "iv"), "iv");
+    let frame = key.seal_with_iv(&iv, v("plaintext").as_bytes()).expect("seal");
+    let sent: Value = serde_json::from_str(&frame).expect("JSON");
+    assert_eq!(sent["data"]["ct"], v("ct"), "{SPEC_PATH}: Appendix C ct");
+    assert_eq!(sent["data"]["iv"], v("iv"));
+    assert_eq!(key.open(frame.as_bytes()).expect("open"), v("plaintext").as_bytes());
+    assert_eq!(wire.len(), 1, "{SPEC_PATH}: Appendix C gives one wire record");
+    assert_eq!(wire[0], frame, "{SPEC_PATH}: Appendix C wire form");
+    // the client derives the same key
+    let client_key = ignis::derive(&client, &server.public_key(), &salt);
+    assert_eq!(
+        client_key.open(wire[0].as_bytes()).expect("open"),
+        v("plaintext").as_bytes()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The parser itself: it must notice edits, not skip them.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn the_parser_reads_assignments_strictly() {
+    assert_eq!(
+        parse_assignments(r#"connId    = "c-0001"      userId = "u-42""#),
+        Some(vec![
+            ("connId".into(), "c-0001".into()),
+            ("userId".into(), "u-42".into())
+        ])
+    );
+    assert_eq!(
+        parse_assignments("salt      = 6c0e   (= SHA-256(\"wsenc/1 test salt\"))"),
+        Some(vec![("salt".into(), "6c0e".into())])
+    );
+    assert_eq!(
+        parse_assignments(r#"plaintext = {"event":"a b","data":{}} trailing"#),
+        Some(vec![("plaintext".into(), r#"{"event":"a b","data":{}}"#.into())])
+    );
+    assert_eq!(parse_assignments("(note) x = 1"), None);
+    assert_eq!(parse_assignments("x ="), None);
+    let r = parse_record_header(
+        r#"s2c epoch 2 seq 7: plaintext = {"event":"m","data":{}} (23 B) + 9 × 0x00 (padded to 32 B)"#,
+    );
+    assert_eq!(
+        (dir_name(r.direction), r.epoch, r.seq, r.padded_to),
+        ("s2c", 2, 7, Some(32))
+    );
+    let r = parse_record_header(r#"c2s epoch 0 seq 0: plaintext = {"event":"ping","data":{}} (no padding)"#);
+    assert_eq!(r.padded_to, None);
+    assert!(
+        std::panic::catch_unwind(|| parse_record_header(r#"c2s epoch 0 seq 0: plaintext = {"event":"x"}"#)).is_err()
+    );
+    assert!(std::panic::catch_unwind(|| parse_record_header(
+        r#"c2s epoch 0 seq 0: plaintext = {"event":"x"} (99 B) (no padding)"#
+    ))
+    .is_err());
+}
