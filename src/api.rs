@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::protocol::envelope::{MAX_EXCLUDE, MAX_TARGET_LEN};
 use crate::protocol::Target;
-use crate::server::{SendError, Shared};
+use crate::shared::{SendError, Shared};
 use crate::Server;
 
 /// Largest request body, in bytes (a published message stays well under the bus's envelope limit).

@@ -303,13 +303,7 @@ pub fn random_secret() -> Zeroizing<String> {
     Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// True when `room` matches one of `patterns` (exact, or `prefix*`).
-pub fn room_allowed(patterns: &[String], room: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => room.starts_with(prefix),
-        None => p == room,
-    })
-}
+pub use crate::protocol::room::allowed as room_allowed;
 
 /// A room validator driven by a `rooms` list in the connection's metadata (where [`JwtAuthenticator`] keeps
 /// every claim): without it every requested room is allowed, with it only matching ones. The server applies

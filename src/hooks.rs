@@ -13,8 +13,8 @@ use std::pin::Pin;
 use futures_util::FutureExt;
 use serde_json::Value;
 
+use crate::client_info::ClientInfo;
 use crate::redact::debug_redacted;
-use crate::registry::ClientInfo;
 
 /// What a hook returns on failure.
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;

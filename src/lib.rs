@@ -25,6 +25,7 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod client;
+mod client_info;
 mod config;
 mod connection;
 pub mod crypto;
@@ -34,16 +35,20 @@ mod ignis_compat;
 mod limits;
 mod mailbox;
 pub mod metrics;
+#[cfg(test)]
+mod module_graph;
 pub mod protocol;
 mod redact;
 mod registry;
 mod server;
 pub mod session;
 pub mod settings;
+mod shared;
 mod stats;
 pub mod wsenc;
 
 pub use bus::{Bus, Inbox, LocalBus};
+pub use client_info::{ClientInfo, ClientState};
 pub use config::{Config, ConfigError};
 pub use emitter::{Emitter, EmitterError};
 pub use hooks::{
@@ -53,10 +58,10 @@ pub use hooks::{
 pub use ignis_compat::IgnisCompat;
 pub use limits::Rate;
 pub use protocol::CloseCode;
-pub use registry::{ClientInfo, ClientState};
-pub use server::{ReloadError, RoomError, SendError, Server, ServerBuilder};
+pub use server::{ReloadError, RoomError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
 pub use settings::{Settings, SettingsError};
+pub use shared::SendError;
 pub use stats::StatsSnapshot;
 pub use wsenc::WsEnc1;
 

@@ -1,6 +1,6 @@
 //! The server: builder, shared state, the public handle and the axum router.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -16,35 +16,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::bus::{Bus, Inbox, LocalBus};
+use crate::bus::{Bus, Deliver, Inbox, LocalBus};
+use crate::client_info::ClientInfo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
-use crate::hooks::{
-    Authenticator, Hook, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator,
-};
+use crate::hooks::{Authenticator, Hook};
 use crate::limits::{ConnectionLimits, Refusal};
 use crate::metrics::Metrics;
-use crate::protocol::outbound::TextFrame;
-use crate::protocol::{event, outbound, room, Action, CloseCode, Envelope, Target};
-use crate::registry::{ClientInfo, Exclude, JoinResult, Registry};
+use crate::protocol::{room, CloseCode, Target};
+use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
+use crate::shared::{Hooks, SendError, Shared};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::wsenc::{SharedKeys, WsEnc1};
 
-/// Why a message could not be sent.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The event name is reserved for the protocol (`connected`, `error`, `encrypted`, ...): delivering it would
-    /// confuse or kill encrypted sessions. Pick another name.
-    #[error("event name {0:?} is reserved by the protocol; use another name")]
-    ReservedEvent(String),
-    /// The event name is empty or longer than 256 bytes.
-    #[error("event name must be 1 to 256 bytes long")]
-    InvalidEvent,
-    /// The payload could not be serialised to JSON.
-    #[error("payload is not serialisable to JSON: {0}")]
-    Serialize(#[from] serde_json::Error),
+fn raw_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, SendError> {
+    Ok(serde_json::value::to_raw_value(data)?)
 }
 
 /// Why a key reload was refused.
@@ -72,192 +59,6 @@ pub enum RoomError {
     /// The client is already in `max_rooms_per_client` rooms.
     #[error("client is in too many rooms")]
     RoomLimit,
-}
-
-#[derive(Default)]
-pub(crate) struct Hooks {
-    pub(crate) room_validator: Option<Arc<RoomValidator>>,
-    pub(crate) on_connected: Option<Arc<OnConnected>>,
-    pub(crate) on_disconnected: Option<Arc<OnDisconnected>>,
-    pub(crate) message_handler: Option<Arc<MessageHandler>>,
-    pub(crate) outbound_transformer: Option<Arc<OutboundTransformer>>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) server_id: Arc<str>,
-    pub(crate) registry: Registry,
-    pub(crate) bus: Arc<dyn Bus>,
-    pub(crate) hooks: Hooks,
-    pub(crate) authenticator: Arc<Authenticator>,
-    pub(crate) handshake: Option<Arc<Handshake>>,
-    pub(crate) static_keys: Option<SharedKeys>,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) tracker: TaskTracker,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) seal_permits: Semaphore,
-    pub(crate) handshake_permits: Semaphore,
-    pub(crate) limits: Arc<ConnectionLimits>,
-    pub(crate) metrics: Metrics,
-    pub(crate) clock: Instant,
-}
-
-fn raw_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, SendError> {
-    Ok(serde_json::value::to_raw_value(data)?)
-}
-
-/// Consecutive publishes of one client to one room, not yet delivered locally. Delivering them together visits
-/// each member's queue once per batch instead of once per message: with 10,000 members those queues are cold in
-/// the cache, and that miss was most of a delivery's cost.
-pub(crate) struct PublishBatch {
-    room: String,
-    exclude: Vec<String>,
-    frames: Vec<TextFrame>,
-}
-
-impl PublishBatch {
-    /// Most messages held back before they are delivered anyway.
-    const MAX: usize = 64;
-}
-
-fn check_event(name: &str) -> Result<(), SendError> {
-    if event::is_reserved(name) {
-        return Err(SendError::ReservedEvent(name.to_owned()));
-    }
-    if !event::is_valid_application_event(name) {
-        return Err(SendError::InvalidEvent);
-    }
-    Ok(())
-}
-
-impl Shared {
-    /// Delivers to local recipients and, when `publish`, hands the envelope to the bus. Returns the local count.
-    pub(crate) fn emit(
-        &self,
-        target: Target,
-        event_name: &str,
-        data: Box<RawValue>,
-        exclude: Vec<String>,
-        publish: bool,
-    ) -> Result<usize, SendError> {
-        check_event(event_name)?;
-        let started = Instant::now();
-        let text = TextFrame::new(&outbound::message(event_name, Some(&data)));
-        let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
-        self.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
-        if publish {
-            self.publish_delivery(target, event_name, data, exclude);
-        }
-        Ok(local)
-    }
-
-    /// A client's publish to `room`, delivered locally in a batch with the client's next publishes to the same
-    /// room (see [`PublishBatch`]); the envelope goes to the bus at once. The caller delivers the batch with
-    /// [`Self::flush_publishes`] before anything else it does, and whenever no further frame is waiting.
-    pub(crate) fn publish_batched(
-        &self,
-        batch: &mut Option<Box<PublishBatch>>,
-        room: &str,
-        event_name: &str,
-        data: Box<RawValue>,
-        exclude: Vec<String>,
-    ) -> Result<(), SendError> {
-        check_event(event_name)?;
-        let text = TextFrame::new(&outbound::message(event_name, Some(&data)));
-        if batch.as_ref().is_some_and(|b| b.room != room || b.exclude != exclude) {
-            self.flush_publishes(batch);
-        }
-        let b = batch.get_or_insert_with(|| {
-            Box::new(PublishBatch {
-                room: room.to_owned(),
-                exclude: exclude.clone(),
-                frames: Vec::new(),
-            })
-        });
-        b.frames.push(text);
-        let full = b.frames.len() >= PublishBatch::MAX;
-        self.publish_delivery(Target::Room(room.to_owned()), event_name, data, exclude);
-        if full {
-            self.flush_publishes(batch);
-        }
-        Ok(())
-    }
-
-    /// Hands a message to the bus for the other instances to deliver.
-    fn publish_delivery(&self, target: Target, event_name: &str, data: Box<RawValue>, exclude: Vec<String>) {
-        self.metrics.bus_published.increment(1);
-        self.bus.publish(Envelope {
-            server_id: self.server_id.to_string(),
-            target,
-            event: event_name.to_owned(),
-            data,
-            exclude,
-            action: Action::Deliver,
-        });
-    }
-
-    /// Delivers a pending [`PublishBatch`] to this instance's members of its room.
-    pub(crate) fn flush_publishes(&self, batch: &mut Option<Box<PublishBatch>>) {
-        let Some(b) = batch.take() else {
-            return;
-        };
-        let started = Instant::now();
-        let target = Target::Room(b.room);
-        self.registry
-            .deliver_all(&target, &b.frames, &Exclude::from_ids(&b.exclude));
-        self.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
-    }
-
-    /// Closes the local connections of a client or user target with 1008 and, when `publish`, asks the other
-    /// instances to do the same. Returns the local count (rooms and broadcast are not disconnect targets: 0).
-    pub(crate) fn disconnect_target(&self, target: &Target, publish: bool) -> usize {
-        let entries = match target {
-            Target::Client(id) => self.registry.get(id).into_iter().collect(),
-            Target::User(id) => self.registry.by_user(id),
-            Target::Room(_) | Target::Broadcast => return 0,
-        };
-        let mut closed = 0;
-        for e in entries {
-            if e.mailbox.close_after_pending(CloseCode::PolicyViolation) {
-                tracing::info!(client = %e.id_str, code = CloseCode::PolicyViolation.code(), "disconnect requested");
-                closed += 1;
-            }
-        }
-        if publish {
-            if let Some(env) = Envelope::disconnect(self.server_id.to_string(), target.clone()) {
-                self.metrics.bus_published.increment(1);
-                self.bus.publish(env);
-            }
-        }
-        closed
-    }
-
-    pub(crate) fn deliver_from_bus(&self, env: &Envelope) {
-        if env.action == Action::Disconnect {
-            self.disconnect_target(&env.target, false);
-            Stats::bump(&self.stats.envelopes_delivered);
-            self.metrics.bus_delivered.increment(1);
-            return;
-        }
-        // Envelope::parse already refused reserved names; envelopes built in-process are checked here.
-        if !event::is_valid_application_event(&env.event) {
-            self.count_dropped_envelope();
-            return;
-        }
-        let text = TextFrame::new(&outbound::message(&env.event, Some(&env.data)));
-        let exclude = match env.target {
-            Target::Room(_) | Target::Broadcast | Target::User(_) => Exclude::from_ids(&env.exclude),
-            Target::Client(_) => Exclude::none(),
-        };
-        self.registry.deliver(&env.target, &text, &exclude);
-        Stats::bump(&self.stats.envelopes_delivered);
-        self.metrics.bus_delivered.increment(1);
-    }
-
-    pub(crate) fn count_dropped_envelope(&self) {
-        Stats::bump(&self.stats.envelopes_dropped);
-        self.metrics.bus_dropped.increment(1);
-    }
 }
 
 /// A running sealcast server: the routing handle and the source of the axum [`Router`]. Cheap to clone.
@@ -329,7 +130,10 @@ impl Server {
 
     /// The server's bus entry point, for feeding envelopes from a custom transport or a test.
     pub fn inbox(&self) -> Inbox {
-        Inbox::new(self.shared.server_id.clone(), Arc::downgrade(&self.shared))
+        Inbox::new(
+            self.shared.server_id.clone(),
+            Arc::downgrade(&self.shared) as Weak<dyn Deliver>,
+        )
     }
 
     /// Replaces the wsenc/1 static key set at runtime (e.g. on SIGHUP): handshakes that start afterwards use
@@ -828,7 +632,7 @@ impl ServerBuilder {
             shutdown: CancellationToken::new(),
             clock: Instant::now(),
         });
-        bus.attach(Inbox::new(server_id, Arc::downgrade(&shared)));
+        bus.attach(Inbox::new(server_id, Arc::downgrade(&shared) as Weak<dyn Deliver>));
         Ok(Server { shared })
     }
 }

@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use crate::protocol::{Envelope, EnvelopeError, Target};
-use crate::server::Shared;
 
 /// A future returned by [`Bus::shutdown`].
 pub type BusFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -49,15 +48,23 @@ pub trait Bus: Send + Sync + 'static {
     fn shutdown(&self, server_id: &str) -> BusFuture;
 }
 
+/// What an [`Inbox`] hands envelopes to: the server's delivery paths. The bus knows no more of the server.
+pub(crate) trait Deliver: Send + Sync {
+    /// Delivers a parsed envelope to the local clients it addresses.
+    fn deliver(&self, envelope: &Envelope);
+    /// Counts an envelope refused before it could be delivered.
+    fn count_dropped(&self);
+}
+
 /// The entry point of envelopes arriving from the bus into one server.
 #[derive(Clone)]
 pub struct Inbox {
     server_id: Arc<str>,
-    shared: Weak<Shared>,
+    shared: Weak<dyn Deliver>,
 }
 
 impl Inbox {
-    pub(crate) fn new(server_id: Arc<str>, shared: Weak<Shared>) -> Self {
+    pub(crate) fn new(server_id: Arc<str>, shared: Weak<dyn Deliver>) -> Self {
         Self { server_id, shared }
     }
 
@@ -77,14 +84,14 @@ impl Inbox {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {
-            shared.deliver_from_bus(envelope);
+            shared.deliver(envelope);
         }
     }
 
     /// Counts an envelope the transport refused before parsing (unsigned, forged, wrong channel) as dropped.
     pub fn count_dropped(&self) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.count_dropped_envelope();
+            shared.count_dropped();
         }
     }
 
@@ -97,7 +104,7 @@ impl Inbox {
             }
             Err(e) => {
                 if let Some(shared) = self.shared.upgrade() {
-                    shared.count_dropped_envelope();
+                    shared.count_dropped();
                 }
                 Err(e)
             }

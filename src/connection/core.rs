@@ -167,9 +167,7 @@ struct Session {
 
 impl Session {
     fn room_permitted(&self, room: &str) -> bool {
-        self.room_patterns
-            .as_deref()
-            .is_none_or(|p| crate::auth::room_allowed(p, room))
+        self.room_patterns.as_deref().is_none_or(|p| room::allowed(p, room))
     }
 }
 

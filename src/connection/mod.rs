@@ -11,6 +11,7 @@
 //! allocated only while they run.
 
 mod core;
+mod publish;
 mod writer;
 
 use std::mem::MaybeUninit;
@@ -28,15 +29,16 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
 
 use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, Membership};
+use crate::client_info::ClientState;
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
 use crate::metrics::Metrics;
 use crate::protocol::frame::{Decoder, Inbound};
 use crate::protocol::{outbound, CloseCode};
-use crate::registry::{ClientState, Entry};
-use crate::server::{PublishBatch, Shared};
+use crate::registry::Entry;
 use crate::session::HandshakeRequest;
+use crate::shared::Shared;
 use crate::stats::Stats;
 
 /// How long a closing connection may take to get its last frames and the close frame out.
@@ -77,7 +79,7 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: uuid::Uu
             decoder: Decoder::new(),
             shared: &shared,
             entry: &entry,
-            pending: None,
+            pending: publish::Pending::default(),
         };
         reader.read_loop(&mut read_half).await;
         // Publishes accepted before the connection ended are still delivered.
@@ -167,9 +169,8 @@ struct Reader<'a> {
     decoder: Decoder,
     shared: &'a Shared,
     entry: &'a Arc<Entry>,
-    /// Publishes read but not yet delivered locally: delivered before anything else this reader does, and as
-    /// soon as no further frame is already waiting.
-    pending: Option<Box<PublishBatch>>,
+    /// Publishes read but not yet delivered locally.
+    pending: publish::Pending,
 }
 
 impl Reader<'_> {
@@ -178,7 +179,7 @@ impl Reader<'_> {
     }
 
     fn flush_publishes(&mut self) {
-        self.shared.flush_publishes(&mut self.pending);
+        self.pending.flush(self.shared);
     }
 
     async fn read_loop(&mut self, io: &mut ReadHalf<Io>) {
@@ -521,10 +522,7 @@ impl Reader<'_> {
             vec![self.entry.id_str.to_string()]
         };
         let shared = self.shared;
-        if shared
-            .publish_batched(&mut self.pending, room, event, data, exclude)
-            .is_err()
-        {
+        if self.pending.push(shared, room, event, data, exclude).is_err() {
             self.flush_publishes();
             self.reply_error(crate::protocol::event::errors::RESERVED_EVENT);
         }

@@ -20,8 +20,8 @@ use crate::mailbox::{Outbound, Receiver, Task};
 use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_PONG, OP_TEXT, PING_FRAME};
 use crate::protocol::{event, outbound, CloseCode, Message as AppMessage};
 use crate::registry::Entry;
-use crate::server::Shared;
 use crate::session::{Frames, Sealer};
+use crate::shared::Shared;
 use crate::stats::Stats;
 
 /// Most buffers handed to one vectored write (Linux accepts 1,024). A writer takes everything queued at once

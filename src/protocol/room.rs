@@ -43,6 +43,14 @@ where
     out
 }
 
+/// True when `room` matches one of `patterns` (exact, or `prefix*`).
+pub fn allowed(patterns: &[String], room: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => p == room,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

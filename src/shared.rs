@@ -1,0 +1,170 @@
+//! The state every part of a server shares — configuration, routing table, bus, hooks, limits, counters — and
+//! the delivery paths that use it: local fan-out plus hand-off to the bus, and what arrives from the bus.
+//!
+//! `connection` and `server` depend on this module; it depends on neither. The bus reaches it only through the
+//! [`Deliver`] trait of an [`crate::Inbox`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, Deliver};
+use crate::config::Config;
+use crate::hooks::{Authenticator, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator};
+use crate::limits::ConnectionLimits;
+use crate::metrics::Metrics;
+use crate::protocol::outbound::TextFrame;
+use crate::protocol::{event, outbound, Action, CloseCode, Envelope, Target};
+use crate::registry::{Exclude, Registry};
+use crate::session::Handshake;
+use crate::stats::Stats;
+use crate::wsenc::SharedKeys;
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The event name is reserved for the protocol (`connected`, `error`, `encrypted`, ...): delivering it would
+    /// confuse or kill encrypted sessions. Pick another name.
+    #[error("event name {0:?} is reserved by the protocol; use another name")]
+    ReservedEvent(String),
+    /// The event name is empty or longer than 256 bytes.
+    #[error("event name must be 1 to 256 bytes long")]
+    InvalidEvent,
+    /// The payload could not be serialised to JSON.
+    #[error("payload is not serialisable to JSON: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// The application's optional hooks.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) room_validator: Option<Arc<RoomValidator>>,
+    pub(crate) on_connected: Option<Arc<OnConnected>>,
+    pub(crate) on_disconnected: Option<Arc<OnDisconnected>>,
+    pub(crate) message_handler: Option<Arc<MessageHandler>>,
+    pub(crate) outbound_transformer: Option<Arc<OutboundTransformer>>,
+}
+
+/// One server's shared state; see the module docs.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) server_id: Arc<str>,
+    pub(crate) registry: Registry,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) hooks: Hooks,
+    pub(crate) authenticator: Arc<Authenticator>,
+    pub(crate) handshake: Option<Arc<Handshake>>,
+    pub(crate) static_keys: Option<SharedKeys>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) seal_permits: Semaphore,
+    pub(crate) handshake_permits: Semaphore,
+    pub(crate) limits: Arc<ConnectionLimits>,
+    pub(crate) metrics: Metrics,
+    pub(crate) clock: Instant,
+}
+
+/// Refuses reserved and malformed application event names.
+pub(crate) fn check_event(name: &str) -> Result<(), SendError> {
+    if event::is_reserved(name) {
+        return Err(SendError::ReservedEvent(name.to_owned()));
+    }
+    if !event::is_valid_application_event(name) {
+        return Err(SendError::InvalidEvent);
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Delivers to local recipients and, when `publish`, hands the envelope to the bus. Returns the local count.
+    pub(crate) fn emit(
+        &self,
+        target: Target,
+        event_name: &str,
+        data: Box<RawValue>,
+        exclude: Vec<String>,
+        publish: bool,
+    ) -> Result<usize, SendError> {
+        check_event(event_name)?;
+        let started = Instant::now();
+        let text = TextFrame::new(&outbound::message(event_name, Some(&data)));
+        let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
+        self.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
+        if publish {
+            self.publish_delivery(target, event_name, data, exclude);
+        }
+        Ok(local)
+    }
+
+    /// Hands a message to the bus for the other instances to deliver.
+    pub(crate) fn publish_delivery(&self, target: Target, event_name: &str, data: Box<RawValue>, exclude: Vec<String>) {
+        self.metrics.bus_published.increment(1);
+        self.bus.publish(Envelope {
+            server_id: self.server_id.to_string(),
+            target,
+            event: event_name.to_owned(),
+            data,
+            exclude,
+            action: Action::Deliver,
+        });
+    }
+
+    /// Closes the local connections of a client or user target with 1008 and, when `publish`, asks the other
+    /// instances to do the same. Returns the local count (rooms and broadcast are not disconnect targets: 0).
+    pub(crate) fn disconnect_target(&self, target: &Target, publish: bool) -> usize {
+        let entries = match target {
+            Target::Client(id) => self.registry.get(id).into_iter().collect(),
+            Target::User(id) => self.registry.by_user(id),
+            Target::Room(_) | Target::Broadcast => return 0,
+        };
+        let mut closed = 0;
+        for e in entries {
+            if e.mailbox.close_after_pending(CloseCode::PolicyViolation) {
+                tracing::info!(client = %e.id_str, code = CloseCode::PolicyViolation.code(), "disconnect requested");
+                closed += 1;
+            }
+        }
+        if publish {
+            if let Some(env) = Envelope::disconnect(self.server_id.to_string(), target.clone()) {
+                self.metrics.bus_published.increment(1);
+                self.bus.publish(env);
+            }
+        }
+        closed
+    }
+}
+
+impl Deliver for Shared {
+    fn deliver(&self, env: &Envelope) {
+        if env.action == Action::Disconnect {
+            self.disconnect_target(&env.target, false);
+            Stats::bump(&self.stats.envelopes_delivered);
+            self.metrics.bus_delivered.increment(1);
+            return;
+        }
+        // Envelope::parse already refused reserved names; envelopes built in-process are checked here.
+        if !event::is_valid_application_event(&env.event) {
+            self.count_dropped();
+            return;
+        }
+        let text = TextFrame::new(&outbound::message(&env.event, Some(&env.data)));
+        let exclude = match env.target {
+            Target::Room(_) | Target::Broadcast | Target::User(_) => Exclude::from_ids(&env.exclude),
+            Target::Client(_) => Exclude::none(),
+        };
+        self.registry.deliver(&env.target, &text, &exclude);
+        Stats::bump(&self.stats.envelopes_delivered);
+        self.metrics.bus_delivered.increment(1);
+    }
+
+    fn count_dropped(&self) {
+        Stats::bump(&self.stats.envelopes_dropped);
+        self.metrics.bus_dropped.increment(1);
+    }
+}
