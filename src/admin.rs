@@ -9,8 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::bus::RedisBusStats;
-use crate::metrics::names;
 use crate::Server;
 
 /// The Prometheus text format's content type.
@@ -54,16 +52,4 @@ impl Server {
 
 async fn live() -> Response {
     (StatusCode::OK, "ok\n").into_response()
-}
-
-/// Copies a [`crate::bus::RedisBus`]'s counters into the metrics recorder (call it just before rendering):
-/// `sealcast_redis_published_total`, `..._publish_dropped_total`, `..._received_total`, `..._rejected_total`,
-/// `..._reconnects_total` and the gauge `sealcast_redis_subscriptions`.
-pub fn record_redis_stats(stats: &RedisBusStats) {
-    metrics::counter!(names::REDIS_PUBLISHED).absolute(stats.published);
-    metrics::counter!(names::REDIS_PUBLISH_DROPPED).absolute(stats.publish_dropped);
-    metrics::counter!(names::REDIS_RECEIVED).absolute(stats.received);
-    metrics::counter!(names::REDIS_REJECTED).absolute(stats.rejected);
-    metrics::counter!(names::REDIS_RECONNECTS).absolute(stats.reconnects);
-    metrics::gauge!(names::REDIS_SUBSCRIPTIONS).set(stats.subscriptions as f64);
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::bus::redis::{check_endpoint, publish_cmd, Conn, Signer};
+use crate::bus::redis::{check_endpoint, publish_cmd, Codec, Conn};
 use crate::bus::{BusMode, RedisBusError, RedisEndpoint};
 use crate::protocol::envelope::EMITTER_SERVER_ID;
 use crate::protocol::{event, Envelope, Target};
@@ -41,14 +41,14 @@ pub enum EmitterError {
 pub struct Emitter {
     conn: Conn,
     mode: BusMode,
-    signer: Option<Signer>,
+    codec: Codec,
 }
 
 impl std::fmt::Debug for Emitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Emitter")
             .field("mode", &self.mode)
-            .field("signed", &self.signer.is_some())
+            .field("signed", &self.codec.is_signed())
             .finish()
     }
 }
@@ -67,12 +67,9 @@ impl Emitter {
         secret: Option<&[u8]>,
     ) -> Result<Self, EmitterError> {
         check_endpoint(&endpoint)?;
-        let signer = match secret {
-            Some(s) => Some(Signer::new(s).ok_or(RedisBusError::EmptySecret)?),
-            None => None,
-        };
+        let codec = Codec::new(secret)?;
         let conn = Conn::open(&endpoint, None::<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>).await?;
-        Ok(Self { conn, mode, signer })
+        Ok(Self { conn, mode, codec })
     }
 
     /// The pub/sub flavour used.
@@ -140,10 +137,7 @@ impl Emitter {
             exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
             action: crate::protocol::Action::Deliver,
         };
-        let payload = match &self.signer {
-            Some(s) => s.sign(&envelope),
-            None => envelope.to_json(),
-        };
+        let payload = self.codec.encode(&envelope);
         let channel = envelope.target.channel();
         let mut conn = self.conn.clone();
         let receivers: i64 = conn.run(&publish_cmd(self.mode, &channel, &payload)).await?;

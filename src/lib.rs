@@ -44,7 +44,7 @@ mod server;
 pub mod session;
 pub mod settings;
 mod shared;
-mod stats;
+mod telemetry;
 pub mod wsenc;
 
 pub use bus::{Bus, Inbox, LocalBus};
@@ -62,7 +62,7 @@ pub use server::{ReloadError, RoomError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
 pub use settings::{Settings, SettingsError};
 pub use shared::SendError;
-pub use stats::StatsSnapshot;
+pub use telemetry::StatsSnapshot;
 pub use wsenc::WsEnc1;
 
 /// The README's code blocks, compiled as doc-tests so the documented example keeps building.

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::CloseCode;
 use crate::session::Sealer;
-use crate::stats::Stats;
+use crate::telemetry::Telemetry;
 
 /// One item of a connection's outbound queue. Kept small (see the size test): a fan-out writes one of these into
 /// every recipient's queue, so its size is most of the fan-out's memory traffic.
@@ -94,17 +94,11 @@ pub(crate) struct Mailbox {
     close_code: AtomicU16,
     last_activity_ms: AtomicU64,
     clock: Instant,
-    stats: Arc<Stats>,
-    drops: metrics::Counter,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Mailbox {
-    pub(crate) fn new(
-        capacity: usize,
-        clock: Instant,
-        stats: Arc<Stats>,
-        drops: metrics::Counter,
-    ) -> (Arc<Self>, Receiver) {
+    pub(crate) fn new(capacity: usize, clock: Instant, telemetry: Arc<Telemetry>) -> (Arc<Self>, Receiver) {
         let mb = Arc::new(Self {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
@@ -117,8 +111,7 @@ impl Mailbox {
             close_code: AtomicU16::new(0),
             last_activity_ms: AtomicU64::new(0),
             clock,
-            stats,
-            drops,
+            telemetry,
         });
         mb.touch();
         let rx = Receiver(mb.clone());
@@ -167,14 +160,14 @@ impl Mailbox {
         match pushed {
             Ok(()) => true,
             Err(Refused::Full) => {
-                self.drops.increment(n as u64);
+                self.telemetry.queue_drops(n as u64);
                 if self.kill_with(CloseCode::SlowConsumer) {
-                    self.stats.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+                    self.telemetry.slow_consumer_closed();
                 }
                 false
             }
             Err(Refused::Closed) => {
-                self.drops.increment(n as u64);
+                self.telemetry.queue_drops(n as u64);
                 false
             }
         }
@@ -333,8 +326,7 @@ mod tests {
     use super::*;
 
     fn mailbox() -> Arc<Mailbox> {
-        let stats = Arc::new(Stats::default());
-        Mailbox::new(4, Instant::now(), stats, metrics::Counter::noop()).0
+        Mailbox::new(4, Instant::now(), Arc::new(Telemetry::new())).0
     }
 
     #[tokio::test]

@@ -22,12 +22,11 @@ use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
 use crate::hooks::{Authenticator, Hook};
 use crate::limits::{ConnectionLimits, Refusal};
-use crate::metrics::Metrics;
 use crate::protocol::{room, CloseCode, Target};
 use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
 use crate::shared::{Hooks, SendError, Shared};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::telemetry::{StatsSnapshot, Telemetry};
 use crate::wsenc::{SharedKeys, WsEnc1};
 
 fn raw_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, SendError> {
@@ -171,7 +170,7 @@ impl Server {
 
     /// Current counters.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        self.shared.telemetry.snapshot()
     }
 
     /// True while the server accepts connections and its bus is delivering.
@@ -418,26 +417,26 @@ async fn upgrade(
             .into_response();
     };
     if shared.shutdown.is_cancelled() {
-        Metrics::refused("shutdown");
+        shared.telemetry.refused("shutdown");
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let c = &shared.config;
     if !origin_allowed(c, req.headers().get(header::ORIGIN)) {
-        Metrics::refused("origin");
+        shared.telemetry.refused("origin");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let slot = match shared.limits.acquire(peer.map(|p| p.ip()), Instant::now()) {
         Ok(slot) => slot,
         Err(Refusal::Global) => {
-            Metrics::refused("global");
+            shared.telemetry.refused("global");
             return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
         }
         Err(Refusal::PerIp) => {
-            Metrics::refused("per_ip");
+            shared.telemetry.refused("per_ip");
             return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
         }
         Err(Refusal::Rate) => {
-            Metrics::refused("rate");
+            shared.telemetry.refused("rate");
             return (StatusCode::TOO_MANY_REQUESTS, "connecting too fast").into_response();
         }
     };
@@ -595,12 +594,12 @@ impl ServerBuilder {
     pub fn build(self) -> Result<Server, ConfigError> {
         self.config.validate()?;
         let authenticator = self.authenticator.ok_or(ConfigError::NoAuthenticator)?;
-        let stats = Arc::new(Stats::default());
+        let telemetry = Arc::new(Telemetry::new());
         let handshake = self.handshake.or_else(|| {
             self.static_keys.as_ref().map(|keys| {
                 let wsenc = WsEnc1::with_shared_keys(keys.clone())
                     .max_records_per_epoch(self.config.max_records_per_epoch)
-                    .with_stats(stats.clone());
+                    .with_telemetry(telemetry.clone());
                 Arc::new(wsenc) as Arc<Handshake>
             })
         });
@@ -619,7 +618,6 @@ impl ServerBuilder {
                 self.config.max_connections_per_ip,
                 self.config.connection_rate_per_ip,
             )),
-            metrics: Metrics::new(),
             config: self.config,
             server_id: server_id.clone(),
             bus: bus.clone(),
@@ -627,7 +625,7 @@ impl ServerBuilder {
             authenticator,
             handshake,
             static_keys: self.static_keys,
-            stats,
+            telemetry,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             clock: Instant::now(),

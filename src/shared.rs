@@ -16,12 +16,11 @@ use crate::bus::{Bus, Deliver};
 use crate::config::Config;
 use crate::hooks::{Authenticator, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator};
 use crate::limits::ConnectionLimits;
-use crate::metrics::Metrics;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::{event, outbound, Action, CloseCode, Envelope, Target};
 use crate::registry::{Exclude, Registry};
 use crate::session::Handshake;
-use crate::stats::Stats;
+use crate::telemetry::Telemetry;
 use crate::wsenc::SharedKeys;
 
 /// Why a message could not be sent.
@@ -60,13 +59,12 @@ pub(crate) struct Shared {
     pub(crate) authenticator: Arc<Authenticator>,
     pub(crate) handshake: Option<Arc<Handshake>>,
     pub(crate) static_keys: Option<SharedKeys>,
-    pub(crate) stats: Arc<Stats>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) seal_permits: Semaphore,
     pub(crate) handshake_permits: Semaphore,
     pub(crate) limits: Arc<ConnectionLimits>,
-    pub(crate) metrics: Metrics,
+    pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) clock: Instant,
 }
 
@@ -95,7 +93,7 @@ impl Shared {
         let started = Instant::now();
         let text = TextFrame::new(&outbound::message(event_name, Some(&data)));
         let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
-        self.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
+        self.telemetry.fanout(started.elapsed());
         if publish {
             self.publish_delivery(target, event_name, data, exclude);
         }
@@ -104,7 +102,7 @@ impl Shared {
 
     /// Hands a message to the bus for the other instances to deliver.
     pub(crate) fn publish_delivery(&self, target: Target, event_name: &str, data: Box<RawValue>, exclude: Vec<String>) {
-        self.metrics.bus_published.increment(1);
+        self.telemetry.bus_published();
         self.bus.publish(Envelope {
             server_id: self.server_id.to_string(),
             target,
@@ -132,7 +130,7 @@ impl Shared {
         }
         if publish {
             if let Some(env) = Envelope::disconnect(self.server_id.to_string(), target.clone()) {
-                self.metrics.bus_published.increment(1);
+                self.telemetry.bus_published();
                 self.bus.publish(env);
             }
         }
@@ -144,8 +142,7 @@ impl Deliver for Shared {
     fn deliver(&self, env: &Envelope) {
         if env.action == Action::Disconnect {
             self.disconnect_target(&env.target, false);
-            Stats::bump(&self.stats.envelopes_delivered);
-            self.metrics.bus_delivered.increment(1);
+            self.telemetry.bus_delivered();
             return;
         }
         // Envelope::parse already refused reserved names; envelopes built in-process are checked here.
@@ -159,12 +156,10 @@ impl Deliver for Shared {
             Target::Client(_) => Exclude::none(),
         };
         self.registry.deliver(&env.target, &text, &exclude);
-        Stats::bump(&self.stats.envelopes_delivered);
-        self.metrics.bus_delivered.increment(1);
+        self.telemetry.bus_delivered();
     }
 
     fn count_dropped(&self) {
-        Stats::bump(&self.stats.envelopes_dropped);
-        self.metrics.bus_dropped.increment(1);
+        self.telemetry.bus_dropped();
     }
 }

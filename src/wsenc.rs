@@ -14,7 +14,7 @@ use crate::crypto::{self, RecordOpener, RecordSealer, StaticKeySet};
 use crate::hooks::{Hook, HookFuture};
 use crate::protocol::CloseCode;
 use crate::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
-use crate::stats::Stats;
+use crate::telemetry::Telemetry;
 
 /// The server's static key set, replaceable at runtime ([`crate::Server::reload_static_keys`]). Clones share
 /// it; a handshake takes the current set once, so a reload never changes a handshake already running.
@@ -42,7 +42,7 @@ pub struct WsEnc1 {
     keys: SharedKeys,
     max_records_per_epoch: u64,
     padding: Option<NonZeroUsize>,
-    stats: Option<Arc<Stats>>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl std::fmt::Debug for WsEnc1 {
@@ -66,7 +66,7 @@ impl WsEnc1 {
             keys,
             max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
             padding: None,
-            stats: None,
+            telemetry: None,
         }
     }
 
@@ -82,8 +82,8 @@ impl WsEnc1 {
         self
     }
 
-    pub(crate) fn with_stats(mut self, stats: Arc<Stats>) -> Self {
-        self.stats = Some(stats);
+    pub(crate) fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
         self
     }
 
@@ -99,8 +99,8 @@ impl WsEnc1 {
             Ok(None) => return HandshakeOutcome::Plaintext,
             Err(_) => return HandshakeOutcome::Reject,
         };
-        if let Some(stats) = &self.stats {
-            Stats::bump(&stats.handshakes);
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.wsenc_handshake();
         }
         let Ok((hello, mut sealer, mut opener)) =
             crypto::server_handshake(&self.keys.current(), &request, client_id, user_id.unwrap_or(""))

@@ -33,13 +33,12 @@ use crate::client_info::ClientState;
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
-use crate::metrics::Metrics;
 use crate::protocol::frame::{Decoder, Inbound};
 use crate::protocol::{outbound, CloseCode};
 use crate::registry::Entry;
 use crate::session::HandshakeRequest;
 use crate::shared::Shared;
-use crate::stats::Stats;
+use crate::telemetry::{AuthOutcome, HookKind};
 
 /// How long a closing connection may take to get its last frames and the close frame out.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -58,13 +57,7 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: uuid::Uu
     let Ok(upgraded) = on_upgrade.await else {
         return;
     };
-    let _live = Live::new(shared.metrics.connections.clone(), slot);
-    let (mailbox, rx) = Mailbox::new(
-        shared.config.outbound_queue,
-        shared.clock,
-        shared.stats.clone(),
-        shared.metrics.queue_drops.clone(),
-    );
+    let (mailbox, rx) = Mailbox::new(shared.config.outbound_queue, shared.clock, shared.telemetry.clone());
     let entry = Entry::new(id, mailbox);
     let (mut read_half, mut write_half) = tokio::io::split(TokioIo::new(upgraded));
     if !shared.registry.insert(entry.clone()) {
@@ -72,6 +65,7 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: uuid::Uu
         writer::refuse(&mut write_half, CloseCode::InternalError).await;
         return;
     }
+    shared.telemetry.connection_opened();
     tracing::debug!(client = %entry.id_str, "connected");
     let reading = async {
         let mut reader = Reader {
@@ -95,16 +89,11 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: uuid::Uu
     futures_util::future::join(reading, writer::write_loop(write_half, rx, &entry, &shared)).await;
     let info = entry.info();
     shared.registry.remove(&entry);
-    if info.state == ClientState::Authenticated {
-        match info.encrypted {
-            true => shared.metrics.sessions_encrypted.decrement(1),
-            false => shared.metrics.sessions_plain.decrement(1),
-        }
-    }
     let code = entry.mailbox.close_code();
-    if let Some(code) = code {
-        Metrics::closed(code);
-    }
+    let session = (info.state == ClientState::Authenticated).then_some(info.encrypted);
+    shared.telemetry.connection_closed(session, code);
+    // The connection's limiter slot is released only now, once it has left every index.
+    drop(slot);
     tracing::info!(client = %entry.id_str, code = code.map(CloseCode::code), "disconnected");
     if let Some(hook) = &shared.hooks.on_disconnected {
         let ev = Disconnected {
@@ -113,28 +102,9 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: uuid::Uu
             code: code.map(CloseCode::code),
         };
         if let Err(e) = Box::pin(invoke(hook.as_ref(), ev)).await {
-            Stats::bump(&shared.stats.hook_failures);
+            shared.telemetry.hook_failed(HookKind::OnDisconnected);
             tracing::warn!(client = %entry.id_str, error = %e, "on_disconnected hook failed");
         }
-    }
-}
-
-/// A connection being served: counted in the `connections` gauge and holding its limiter slot until dropped.
-struct Live {
-    gauge: metrics::Gauge,
-    _slot: Slot,
-}
-
-impl Live {
-    fn new(gauge: metrics::Gauge, slot: Slot) -> Self {
-        gauge.increment(1);
-        Self { gauge, _slot: slot }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.gauge.decrement(1);
     }
 }
 
@@ -251,7 +221,7 @@ impl Reader<'_> {
         let mut scratch = Vec::new();
         let action = self.core.on_inbound(now, &item, &mut scratch, &**entry);
         if record && !matches!(action, Action::Close(_)) {
-            self.shared.metrics.records_in.increment(1);
+            self.shared.telemetry.records_in(1);
         }
         if !matches!(action, Action::Publish { .. }) {
             // Anything else may reach this client or change who receives what: held-back publishes go first.
@@ -293,7 +263,7 @@ impl Reader<'_> {
             Action::Ping => {
                 self.mailbox().push(Outbound::Ping);
             }
-            Action::KeyUpdate => self.shared.metrics.key_updates.increment(1),
+            Action::KeyUpdate => self.shared.telemetry.key_update(),
             Action::Rekey => {
                 self.mailbox().push(Outbound::Rekey);
                 tracing::info!(client = %self.entry.id_str, "credentials refreshed");
@@ -344,7 +314,7 @@ impl Reader<'_> {
         let Ok(Ok(permit)) =
             tokio::time::timeout(shared.config.handshake_wait, shared.handshake_permits.acquire()).await
         else {
-            shared.metrics.hs_busy.increment(1);
+            shared.telemetry.handshake_busy();
             let action = self.core.on_busy();
             return self.act(action);
         };
@@ -352,13 +322,13 @@ impl Reader<'_> {
         let action = match sleep_or(deadline, self.establishing(data)).await {
             Some(action) => action,
             None => {
-                shared.metrics.auth_timeout.increment(1);
+                shared.telemetry.authentication(AuthOutcome::Timeout);
                 self.core.on_timeout(Instant::now())
             }
         };
         drop(permit);
-        if let Action::Established(_) = &action {
-            shared.metrics.handshake_seconds.record(started.elapsed().as_secs_f64());
+        if let Action::Established(e) = &action {
+            shared.telemetry.session_established(e.encrypted(), started.elapsed());
         }
         let flow = self.act(action);
         if flow.is_continue() {
@@ -370,7 +340,7 @@ impl Reader<'_> {
                 };
                 // A failing hook is logged; it never turns an established session into an auth failure.
                 if let Err(e) = invoke(hook.as_ref(), ev).await {
-                    Stats::bump(&shared.stats.hook_failures);
+                    shared.telemetry.hook_failed(HookKind::OnConnected);
                     tracing::warn!(client = %self.entry.id_str, error = %e, "on_connected hook failed");
                 }
             }
@@ -403,7 +373,7 @@ impl Reader<'_> {
                 match invoke(hs.as_ref(), req).await {
                     Ok(outcome) => HandshakeAnswer::Outcome(outcome),
                     Err(e) => {
-                        Stats::bump(&shared.stats.hook_failures);
+                        shared.telemetry.hook_failed(HookKind::Handshake);
                         tracing::warn!(client = %self.entry.id_str, error = %e, "handshake failed");
                         HandshakeAnswer::Failed
                     }
@@ -412,7 +382,7 @@ impl Reader<'_> {
         };
         let action = self.core.on_handshake(Instant::now(), answer);
         if matches!(action, Action::Fail(..)) {
-            shared.metrics.hs_rejected.increment(1);
+            shared.telemetry.handshake_rejected();
         }
         action
     }
@@ -426,7 +396,7 @@ impl Reader<'_> {
         };
         match invoke(shared.authenticator.as_ref(), req).await {
             Ok(Some(identity)) => {
-                shared.metrics.auth_accepted.increment(1);
+                shared.telemetry.authentication(AuthOutcome::Accepted);
                 AuthAnswer::Accepted(Identity {
                     user_id: identity.user_id,
                     metadata: identity.metadata,
@@ -435,13 +405,11 @@ impl Reader<'_> {
                 })
             }
             Ok(None) => {
-                Stats::bump(&shared.stats.auth_rejected);
-                shared.metrics.auth_rejected.increment(1);
+                shared.telemetry.authentication(AuthOutcome::Rejected);
                 AuthAnswer::Rejected
             }
             Err(e) => {
-                Stats::bump(&shared.stats.hook_failures);
-                shared.metrics.auth_error.increment(1);
+                shared.telemetry.authentication(AuthOutcome::Error);
                 tracing::warn!(client = %self.entry.id_str, error = %e, "authenticator failed");
                 AuthAnswer::Failed
             }
@@ -452,13 +420,6 @@ impl Reader<'_> {
     fn establish(&mut self, e: core::Established) {
         let shared = self.shared;
         let encrypted = e.encrypted();
-        if encrypted {
-            shared.metrics.hs_encrypted.increment(1);
-            shared.metrics.sessions_encrypted.increment(1);
-        } else {
-            shared.metrics.hs_plaintext.increment(1);
-            shared.metrics.sessions_plain.increment(1);
-        }
         let connected = outbound::connected(
             &self.entry.id_str,
             e.user_id.as_deref(),
@@ -500,7 +461,7 @@ impl Reader<'_> {
                 match invoke(validator.as_ref(), req).await {
                     Ok(allowed) => Some(allowed),
                     Err(e) => {
-                        Stats::bump(&shared.stats.hook_failures);
+                        shared.telemetry.hook_failed(HookKind::RoomValidator);
                         tracing::warn!(client = %self.entry.id_str, error = %e, "room validator failed");
                         None
                     }
@@ -545,7 +506,7 @@ impl Reader<'_> {
             return ControlFlow::Continue(());
         };
         if let Err(e) = invoke(handler.as_ref(), msg).await {
-            Stats::bump(&self.shared.stats.hook_failures);
+            self.shared.telemetry.hook_failed(HookKind::MessageHandler);
             tracing::warn!(client = %self.entry.id_str, error = %e, "message handler failed");
         }
         ControlFlow::Continue(())

@@ -75,6 +75,6 @@ impl Pending {
         shared
             .registry
             .deliver_all(&target, &b.frames, &Exclude::from_ids(&b.exclude));
-        shared.metrics.fanout_seconds.record(started.elapsed().as_secs_f64());
+        shared.telemetry.fanout(started.elapsed());
     }
 }

@@ -22,7 +22,7 @@ use crate::protocol::{event, outbound, CloseCode, Message as AppMessage};
 use crate::registry::Entry;
 use crate::session::{Frames, Sealer};
 use crate::shared::Shared;
-use crate::stats::Stats;
+use crate::telemetry::HookKind;
 
 /// Most buffers handed to one vectored write (Linux accepts 1,024). A writer takes everything queued at once
 /// (at most the queue's capacity), so a fan-out burst usually leaves in one or two calls.
@@ -251,7 +251,7 @@ impl Writer<'_> {
                             self.flush_own();
                             return Some(WriteEnd::Close(code));
                         }
-                        self.shared.metrics.records_out.increment(frames.count());
+                        self.shared.telemetry.records_out(frames.count());
                     }
                     continue;
                 }
@@ -288,7 +288,7 @@ impl Writer<'_> {
                 self.flush_own();
                 return Some(WriteEnd::Close(code));
             }
-            self.shared.metrics.records_out.increment(frames.count());
+            self.shared.telemetry.records_out(frames.count());
         }
         self.flush_own();
         None
@@ -329,7 +329,7 @@ async fn transform(shared: &Shared, entry: &Entry, text: &str) -> Option<Option<
         }
         Ok(Transformed::Replace { .. } | Transformed::Drop) => None,
         Err(e) => {
-            Stats::bump(&shared.stats.hook_failures);
+            shared.telemetry.hook_failed(HookKind::OutboundTransformer);
             tracing::warn!(client = %entry.id_str, error = %e, "outbound transformer failed; message dropped");
             None
         }

@@ -339,13 +339,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         let admin = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot bind the admin listener (SEALCAST_ADMIN_BIND) {addr}: {e}"))?;
-        let redis = redis.clone();
-        let router = server.admin_router(move || {
-            if let Some(bus) = &redis {
-                sealcast::admin::record_redis_stats(&bus.stats());
-            }
-            prometheus.render()
-        });
+        let router = server.admin_router(move || prometheus.render());
         println!("sealcast: admin on http://{}", admin.local_addr()?);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(admin, router).await {

@@ -32,7 +32,7 @@ pub use conn::{BusMode, RedisEndpoint};
 pub use sign::SIG_FIELD;
 
 pub(crate) use conn::{publish_cmd, Conn};
-pub(crate) use sign::Signer;
+pub(crate) use sign::Codec;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Bus, BusFuture, Inbox};
 use crate::protocol::envelope::{BROADCAST_CHANNEL, CLIENT_PREFIX, MAX_ENVELOPE_LEN, ROOM_PREFIX, USER_PREFIX};
 use crate::protocol::Envelope;
+use crate::telemetry::Counted;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -105,18 +106,35 @@ pub struct RedisBusStats {
     pub subscriptions: u64,
 }
 
-#[derive(Default)]
+/// The bus's events, each counted once for both [`RedisBusStats`] and the metrics facade.
 struct Counters {
-    published: AtomicU64,
-    publish_dropped: AtomicU64,
-    received: AtomicU64,
-    rejected: AtomicU64,
-    reconnects: AtomicU64,
+    published: Counted,
+    publish_dropped: Counted,
+    received: Counted,
+    rejected: Counted,
+    reconnects: Counted,
     subscriptions: AtomicU64,
+    subscriptions_gauge: metrics::Gauge,
 }
 
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+impl Counters {
+    fn new() -> Self {
+        use crate::metrics::names::*;
+        Self {
+            published: Counted::new(metrics::counter!(REDIS_PUBLISHED)),
+            publish_dropped: Counted::new(metrics::counter!(REDIS_PUBLISH_DROPPED)),
+            received: Counted::new(metrics::counter!(REDIS_RECEIVED)),
+            rejected: Counted::new(metrics::counter!(REDIS_REJECTED)),
+            reconnects: Counted::new(metrics::counter!(REDIS_RECONNECTS)),
+            subscriptions: AtomicU64::new(0),
+            subscriptions_gauge: metrics::gauge!(REDIS_SUBSCRIPTIONS),
+        }
+    }
+
+    fn subscribed(&self, channels: usize) {
+        self.subscriptions.store(channels as u64, Ordering::Relaxed);
+        self.subscriptions_gauge.set(channels as f64);
+    }
 }
 
 /// Configures a [`RedisBus`].
@@ -164,17 +182,14 @@ impl RedisBusBuilder {
             return Err(RedisBusError::PatternsNeedClassic);
         }
         check_endpoint(&self.endpoint)?;
-        let signer = match self.secret {
-            Some(s) => Some(Signer::new(&s).ok_or(RedisBusError::EmptySecret)?),
-            None => None,
-        };
+        let codec = Codec::new(self.secret.as_deref())?;
         let (publish_tx, publish_rx) = mpsc::channel(self.publish_queue);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             endpoint: self.endpoint,
             mode,
             subscriptions: self.subscriptions,
-            signer,
+            codec,
             inboxes: RwLock::new(Vec::new()),
             interest: Mutex::new(Interest::default()),
             wake: Notify::new(),
@@ -182,7 +197,7 @@ impl RedisBusBuilder {
             generation: AtomicU64::new(0),
             events: events_tx,
             publish_tx,
-            counters: Counters::default(),
+            counters: Counters::new(),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -248,7 +263,7 @@ impl std::fmt::Debug for RedisBus {
             .field("endpoint", &self.inner.endpoint)
             .field("mode", &self.inner.mode)
             .field("subscriptions", &self.inner.subscriptions)
-            .field("signed", &self.inner.signer.is_some())
+            .field("signed", &self.inner.codec.is_signed())
             .field("ready", &self.is_ready())
             .finish()
     }
@@ -274,14 +289,13 @@ impl RedisBus {
     /// Current counters.
     pub fn stats(&self) -> RedisBusStats {
         let c = &self.inner.counters;
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         RedisBusStats {
-            published: r(&c.published),
-            publish_dropped: r(&c.publish_dropped),
-            received: r(&c.received),
-            rejected: r(&c.rejected),
-            reconnects: r(&c.reconnects),
-            subscriptions: r(&c.subscriptions),
+            published: c.published.get(),
+            publish_dropped: c.publish_dropped.get(),
+            received: c.received.get(),
+            rejected: c.rejected.get(),
+            reconnects: c.reconnects.get(),
+            subscriptions: c.subscriptions.load(Ordering::Relaxed),
         }
     }
 
@@ -325,17 +339,14 @@ impl Bus for RedisBus {
     fn publish(&self, envelope: Envelope) {
         let inner = &self.inner;
         if inner.stop.is_cancelled() {
-            bump(&inner.counters.publish_dropped, 1);
+            inner.counters.publish_dropped.add(1);
             return;
         }
-        let payload = match &inner.signer {
-            Some(s) => s.sign(&envelope),
-            None => envelope.to_json(),
-        };
+        let payload = inner.codec.encode(&envelope);
         // Receivers would refuse it; do not spend Redis bandwidth on it.
         if payload.len() > MAX_ENVELOPE_LEN || inner.publish_tx.try_send((envelope.target.channel(), payload)).is_err()
         {
-            bump(&inner.counters.publish_dropped, 1);
+            inner.counters.publish_dropped.add(1);
         }
     }
 
@@ -409,7 +420,7 @@ struct Inner {
     endpoint: RedisEndpoint,
     mode: BusMode,
     subscriptions: Subscriptions,
-    signer: Option<Signer>,
+    codec: Codec,
     inboxes: RwLock<Vec<Inbox>>,
     interest: Mutex<Interest>,
     wake: Notify,
@@ -454,12 +465,10 @@ impl Inner {
     }
 
     fn on_message(&self, channel: &[u8], payload: &[u8]) {
-        bump(&self.counters.received, 1);
+        self.counters.received.add(1);
         let accepted = std::str::from_utf8(channel).ok().and_then(|channel| {
-            if let Some(signer) = &self.signer {
-                if !signer.verify(channel, payload) {
-                    return None;
-                }
+            if !self.codec.accepts(channel, payload) {
+                return None;
             }
             Envelope::parse(payload)
                 .ok()
@@ -469,7 +478,7 @@ impl Inner {
         match accepted {
             Some(env) => inboxes.iter().for_each(|i| i.deliver(&env)),
             None => {
-                bump(&self.counters.rejected, 1);
+                self.counters.rejected.add(1);
                 inboxes.iter().for_each(Inbox::count_dropped);
             }
         }
@@ -599,7 +608,7 @@ async fn subscriber(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<Event
             }
         };
         if !first {
-            bump(&inner.counters.reconnects, 1);
+            inner.counters.reconnects.add(1);
             tracing::info!("redis bus: subscriber reconnected and resubscribed");
         }
         first = false;
@@ -633,7 +642,7 @@ async fn subscriber(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<Event
                     if let Err(e) = inner.reconcile(&mut conn, &mut subscribed).await {
                         break format!("subscribe failed: {e}");
                     }
-                    inner.counters.subscriptions.store(subscribed.len() as u64, Ordering::Relaxed);
+                    inner.counters.subscribed(subscribed.len());
                 }
                 _ = ping.tick() => {
                     if let Err(e) = conn.run::<Value>(&redis::cmd("PING")).await {
@@ -693,9 +702,9 @@ impl PublishLink {
         let outcome = self.publish(inner, batch).await;
         batch.clear();
         match outcome {
-            Ok(()) => bump(&inner.counters.published, n),
+            Ok(()) => inner.counters.published.add(n),
             Err(e) => {
-                bump(&inner.counters.publish_dropped, n);
+                inner.counters.publish_dropped.add(n);
                 if let Some(e) = e {
                     tracing::warn!(error = %e, dropped = n, "redis bus: publish failed");
                 }

@@ -26,9 +26,46 @@ type HmacSha256 = Hmac<Sha256>;
 /// The JSON field carrying the tag.
 pub const SIG_FIELD: &str = "sig";
 
+/// The bus's wire format, both ways: an envelope out as its JSON (signed when the fleet shares a secret), and
+/// the signature check of what comes in. The one encoder of [`super::RedisBus`] and [`crate::Emitter`].
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Codec {
+    signer: Option<Signer>,
+}
+
+impl Codec {
+    /// Signs and checks with `secret`, or neither without one. An empty secret is refused.
+    pub(crate) fn new(secret: Option<&[u8]>) -> Result<Self, super::RedisBusError> {
+        let signer = match secret {
+            Some(s) => Some(Signer::new(s).ok_or(super::RedisBusError::EmptySecret)?),
+            None => None,
+        };
+        Ok(Self { signer })
+    }
+
+    /// Whether envelopes are signed (and unsigned ones refused).
+    pub(crate) fn is_signed(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// What goes on the wire for `envelope`.
+    pub(crate) fn encode(&self, envelope: &Envelope) -> String {
+        match &self.signer {
+            Some(s) => s.sign(envelope),
+            None => envelope.to_json(),
+        }
+    }
+
+    /// Whether a payload received on `channel` may be parsed: always without a secret, else only when its
+    /// signature checks out.
+    pub(crate) fn accepts(&self, channel: &str, payload: &[u8]) -> bool {
+        self.signer.as_ref().is_none_or(|s| s.verify(channel, payload))
+    }
+}
+
 /// Signs and verifies envelopes with a shared secret.
 #[derive(Clone)]
-pub(crate) struct Signer {
+struct Signer {
     /// Keyed once; cloned per envelope.
     keyed: HmacSha256,
 }
@@ -69,7 +106,7 @@ struct View<'a> {
 
 impl Signer {
     /// `None` for an empty secret (HMAC itself accepts keys of any length).
-    pub(crate) fn new(secret: &[u8]) -> Option<Self> {
+    fn new(secret: &[u8]) -> Option<Self> {
         if secret.is_empty() {
             return None;
         }
@@ -97,7 +134,7 @@ impl Signer {
     }
 
     /// The envelope's JSON with a `sig` field.
-    pub(crate) fn sign(&self, envelope: &Envelope) -> String {
+    fn sign(&self, envelope: &Envelope) -> String {
         let json = envelope.to_json();
         let channel = envelope.target.channel();
         let (kind, target) = envelope.wire_kind_target();
@@ -119,7 +156,7 @@ impl Signer {
     }
 
     /// Whether `payload`, received on `channel`, carries a valid tag (constant-time comparison).
-    pub(crate) fn verify(&self, channel: &str, payload: &[u8]) -> bool {
+    fn verify(&self, channel: &str, payload: &[u8]) -> bool {
         let Ok(view) = serde_json::from_slice::<View<'_>>(payload) else {
             return false;
         };
