@@ -7,7 +7,7 @@
 # seeds, one process at a time. A crash or failed check fails the run.
 # Install + build must fit in FUZZ_SMOKE_BUILD_BUDGET seconds (default 600); past it the smoke is skipped with a
 # notice rather than failing CI: the corpora and crash inputs are still replayed by `cargo test`
-# (tests/fuzz_corpus.rs). FUZZ_SMOKE=0 skips it entirely (e.g. for a quick local run of test.sh).
+# (tests/properties/fuzz_corpus.rs). FUZZ_SMOKE=0 skips it entirely (e.g. for a quick local run of test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${FUZZ_SMOKE:-1}" = 0 ]; then

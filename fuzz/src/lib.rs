@@ -3,8 +3,8 @@
 //! Each module has a `check(&[u8])` that feeds one input to a parser and **asserts** what must hold for it (an
 //! oracle, not only "no panic"): round trips, reserved names never accepted, and for the record layer that nothing
 //! but the exact valid next record is ever accepted. The fuzz targets in `fuzz_targets/` call these; the main
-//! crate's `tests/fuzz_corpus.rs` includes this file with `#[path]` and replays every committed corpus and crash
-//! input through the same checks, so a crash found once stays fixed.
+//! crate's `tests/properties/` test binary includes this file with `#[path]`; its `fuzz_corpus.rs` replays every
+//! committed corpus and crash input through the same checks, so a crash found once stays fixed.
 
 pub mod auth_token;
 pub mod authenticate;

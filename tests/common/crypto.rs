@@ -1,5 +1,5 @@
-//! Shared helpers for the `crypto_*` integration tests.
-//! Include with `#[path = "common/crypto.rs"] mod common_crypto;`.
+//! Shared helpers for the crypto integration tests (`tests/crypto/`).
+//! Included by `tests/crypto/main.rs` as `#[path = "../common/crypto.rs"] mod common_crypto;`.
 #![allow(dead_code)]
 
 use sealcast::crypto::{

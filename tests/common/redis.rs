@@ -2,18 +2,31 @@
 //! Every process dies with its handle, and a watchdog kills it if the test process itself dies first.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A port that is free now, with its cluster-bus port (+10000) free too.
+/// A port that is free now, with its cluster-bus port (+10000) free too, neither of them handed out before in
+/// this process: the suites of one test binary run in parallel, and the kernel may offer a port again as soon as
+/// the probe closes it, before the `redis-server` it was picked for has bound it.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
+        if port >= 55_000 {
+            continue;
+        }
+        let bus = port + 10_000;
+        if TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+            if !handed_out.contains(&port) && !handed_out.contains(&bus) {
+                handed_out.extend([port, bus]);
+                return port;
+            }
         }
     }
 }

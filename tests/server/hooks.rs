@@ -1,10 +1,8 @@
 //! Application hooks: message handler and outbound transformer, including failing ones.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use parking_lot::Mutex;
 use sealcast::{HookError, IncomingMessage, Outgoing, Transformed};
 use serde_json::{json, Value};

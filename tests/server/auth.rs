@@ -1,10 +1,8 @@
 //! Bundled authentication through real sockets: JWT kinds (HS256, RS256, ES256) with a pinned algorithm, key
 //! reload, and identity room patterns limiting joins and client publishes.
 
-mod common;
-
-use common::jwt::{claims, fixture, hmac_signed, sign, unsigned};
-use common::*;
+use crate::common::jwt::{claims, fixture, hmac_signed, sign, unsigned};
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use sealcast::auth::{self, JwtAlgorithm, JwtAuthenticator, JwtKey};
 use sealcast::protocol::event::errors;

@@ -1,10 +1,8 @@
 //! Hot reload of the wsenc/1 static keys: new handshakes use the new set, the well-known document lists it,
 //! established sessions continue.
 
-mod common;
-
-use common::enc::*;
-use common::*;
+use crate::common::enc::*;
+use crate::common::*;
 use sealcast::crypto::StaticKeySet;
 use sealcast::ReloadError;
 use serde_json::{json, Value};

@@ -1,12 +1,9 @@
 //! Property tests for the wire protocol's pure code: client frame parsing, outbound encoding, room names and the
 //! bus envelope. The fuzz targets' oracles (`fuzz/src/`) run here too, on generated inputs.
 
-#[path = "../fuzz/src/lib.rs"]
-#[allow(dead_code)]
-mod fuzz_checks;
-
 use std::borrow::Cow;
 
+use crate::fuzz_checks;
 use proptest::prelude::*;
 use sealcast::protocol::envelope::MAX_TARGET_LEN;
 use sealcast::protocol::event::{self, RESERVED};

@@ -1,8 +1,6 @@
 //! Several server instances in one process sharing a LocalBus: cross-instance addressing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sealcast::LocalBus;
 use serde_json::json;
 

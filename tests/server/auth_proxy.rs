@@ -1,16 +1,14 @@
 //! The connect-proxy authenticator against a real HTTP backend on a loopback port.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::*;
 use sealcast::auth::proxy::ConnectProxy;
 use sealcast::protocol::event::errors;
 use sealcast::{HookError, RoomRequest, Server};

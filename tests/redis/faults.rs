@@ -2,14 +2,10 @@
 //! during the outage are dropped and counted, and cross-instance delivery resumes after a restart without
 //! restarting sealcast.
 
-mod common;
-#[path = "common/redis.rs"]
-mod redis_harness;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use redis_harness::{free_port, probe_until_delivered, try_event, Redis};
+use crate::common::*;
+use crate::redis_harness::{free_port, probe_until_delivered, try_event, Redis};
 use sealcast::bus::{RedisBus, RedisEndpoint};
 use sealcast::Bus;
 use serde_json::json;

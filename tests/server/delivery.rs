@@ -1,10 +1,8 @@
 //! Delivery: addressing, exclusion, the reference `send` routing table, ordering, slow consumers, client publish.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sealcast::SendError;
 use serde_json::json;
 

@@ -1,13 +1,10 @@
 //! Property tests for wsenc/1's parsers and the record layer: strict base64url, handshake field validation,
 //! sealer → opener round trips and tampering. The fuzz targets' oracles (`fuzz/src/`) run here too.
 
-#[path = "../fuzz/src/lib.rs"]
-#[allow(dead_code)]
-mod fuzz_checks;
-
 use std::num::NonZeroUsize;
 
-use fuzz_checks::record_open::{hex32, TH, TS_C2S_0, TS_S2C_0};
+use crate::fuzz_checks;
+use crate::fuzz_checks::record_open::{hex32, TH, TS_C2S_0, TS_S2C_0};
 use proptest::prelude::*;
 use sealcast::crypto::schedule::TrafficSecret;
 use sealcast::crypto::{b64, Direction, OpenError, RecordOpener, RecordSealer};

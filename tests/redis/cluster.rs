@@ -2,14 +2,12 @@
 //! the Emitter, interest-based subscriptions (an instance without members of a room hears none of it), and
 //! delivery resuming after a master fails over to its replica.
 
-mod common;
-#[path = "common/redis.rs"]
-mod redis_harness;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use redis_harness::{cross_instance_matrix, probe_until_delivered, settle, try_event, Cluster, Instance, Matrix};
+use crate::common::*;
+use crate::redis_harness::{
+    cross_instance_matrix, probe_until_delivered, settle, try_event, Cluster, Instance, Matrix,
+};
 use sealcast::bus::{BusMode, RedisBus, RedisEndpoint};
 use sealcast::{Bus, Emitter};
 use serde_json::json;

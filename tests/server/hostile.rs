@@ -1,8 +1,6 @@
 //! Hostile input: every malformed frame gets its documented answer and everyone else keeps being served.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

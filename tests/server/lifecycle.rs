@@ -1,12 +1,10 @@
 //! Connection lifecycle: authentication, the `connected` event, timeouts, heartbeats, shutdown.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sealcast::{ClientState, HookError};
 use serde_json::json;
 

@@ -1,11 +1,9 @@
 //! Abuse limits: connection caps and rates (HTTP refusals before the upgrade), message and join rates (4008),
 //! handshake capacity (1013), sessions per user (1008), Origin allow-list (403).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use sealcast::Rate;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -1,12 +1,8 @@
 //! Several instances on one real Redis server: cross-instance addressing, the Emitter, reference-format
 //! envelopes, hostile envelopes, bus authentication, and how many messages each subscription style receives.
 
-mod common;
-#[path = "common/redis.rs"]
-mod redis_harness;
-
-use common::*;
-use redis_harness::{cross_instance_matrix, received_for_room_on_one_of_four, settle, Instance, Redis};
+use crate::common::*;
+use crate::redis_harness::{cross_instance_matrix, received_for_room_on_one_of_four, settle, Instance, Redis};
 use sealcast::bus::{BusMode, RedisBus, RedisEndpoint, Subscriptions};
 use sealcast::{Bus, Emitter};
 use serde_json::json;

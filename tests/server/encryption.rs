@@ -1,14 +1,12 @@
 //! wsenc/1 through real sockets: handshake, records, key update, downgrade, encrypted fan-out.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::enc::*;
+use crate::common::*;
 use base64::Engine;
-use common::enc::*;
-use common::*;
 use parking_lot::Mutex;
 use sealcast::client::{Client as EncClient, ClientConfig, ClientError};
 use sealcast::crypto::{ClientHandshake, HandshakeError, StaticKeySet};

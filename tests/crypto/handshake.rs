@@ -1,9 +1,6 @@
 //! wsenc/1 handshake: round trips, strict request parsing, kid selection, client-side abort.
 
-#[path = "common/crypto.rs"]
-mod common_crypto;
-
-use common_crypto::{auth_data, connected_data, seal1, session, session_with, CONN_ID, USER_ID};
+use crate::common_crypto::{auth_data, connected_data, seal1, session, session_with, CONN_ID, USER_ID};
 use sealcast::crypto::backend::EcSecretKey;
 use sealcast::crypto::{
     b64, server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, OpenError, ServerHello, StaticKey,

@@ -2,11 +2,10 @@
 //! `fuzz/regressions/<target>/` and every seed under `fuzz/corpus/<target>/`. The checks are the same code the
 //! cargo-fuzz targets run (`fuzz/src/`), so a crash the fuzzers found once is tested on every `cargo test`.
 
-#[path = "../fuzz/src/lib.rs"]
-mod fuzz_checks;
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+
+use crate::fuzz_checks;
 
 fn inputs(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {

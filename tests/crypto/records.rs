@@ -1,11 +1,8 @@
 //! wsenc/1 record layer: ordering, envelope strictness, inner validation, padding, key update.
 
-#[path = "common/crypto.rs"]
-mod common_crypto;
-
 use std::num::NonZeroUsize;
 
-use common_crypto::{seal1, session};
+use crate::common_crypto::{seal1, session};
 use sealcast::crypto::schedule::TrafficSecret;
 use sealcast::crypto::{b64, Direction, OpenError, RecordOpener, RecordSealer, SealError};
 use serde_json::{json, Value};

@@ -1,10 +1,7 @@
 //! No panics on hostile input: mutated frames through the opener, random JSON through the
 //! handshake parsers. Every failure maps to a spec close code.
 
-#[path = "common/crypto.rs"]
-mod common_crypto;
-
-use common_crypto::seal1;
+use crate::common_crypto::seal1;
 use sealcast::crypto::schedule::TrafficSecret;
 use sealcast::crypto::{Direction, HandshakeRequest, RecordOpener, RecordSealer, ServerHello};
 use serde_json::{json, Map, Value};

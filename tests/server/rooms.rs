@@ -1,8 +1,6 @@
 //! Rooms: own-id and default rooms, join sanitising and validation, leave rules.
 
-mod common;
-
-use common::*;
+use crate::common::{self, *};
 use sealcast::{HookError, RoomError, RoomRequest, Server};
 use serde_json::{json, Value};
 

@@ -1,11 +1,8 @@
 //! wsenc/1 Appendix A known-answer test, value by value.
 
-#[path = "common/crypto.rs"]
-mod common_crypto;
-
 use std::num::NonZeroUsize;
 
-use common_crypto::{h, h32, seal1};
+use crate::common_crypto::{self, h, h32, seal1};
 use sealcast::crypto::backend::{AeadKey, EcSecretKey};
 use sealcast::crypto::handshake::server_handshake_with_ephemeral_for_tests;
 use sealcast::crypto::record::{aad, nonce};

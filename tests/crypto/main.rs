@@ -1,0 +1,12 @@
+//! wsenc/1's crypto without sockets: known answers, public vectors, the record layer, the handshake, hostile input.
+//! One test binary; `scripts/test.sh` also runs `kat::`, `vectors::` and `handshake::` on the pure-Rust backend
+//! (`--no-default-features`).
+
+#[path = "../common/crypto.rs"]
+mod common_crypto;
+
+mod handshake;
+mod kat;
+mod records;
+mod robustness;
+mod vectors;

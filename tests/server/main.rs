@@ -1,0 +1,19 @@
+//! The server in one process through real sockets: one test binary for every in-process server suite (linking one
+//! binary instead of one per suite). Each module is one suite; the harness is `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod auth;
+mod auth_proxy;
+mod delivery;
+mod encryption;
+mod hooks;
+mod hostile;
+mod key_reload;
+mod lifecycle;
+mod limits;
+mod local_bus;
+mod rooms;
+mod wire;
