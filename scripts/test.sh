@@ -9,9 +9,9 @@ cargo test --locked --all-targets
 cargo test --locked --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
 # The portable (pure-Rust) P-256 path that `--no-default-features` builds: the crypto unit tests and vectors
-# (the known answers, the public vectors and the handshake suites of the `crypto` test binary).
+# (the known answers, the spec's own vectors, the public vectors and the handshake suites of the `crypto` test binary).
 cargo test --locked --no-default-features --lib crypto::
-cargo test --locked --no-default-features --test crypto -- kat:: vectors:: handshake::
+cargo test --locked --no-default-features --test crypto -- kat:: spec:: vectors:: handshake::
 # The JS client's unit tests, its live tests against this binary, and the browser test of the demo page.
 cargo build --locked --bin sealcast --example chat_peer
 export SEALCAST_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/sealcast" SEALCAST_LIVE_REQUIRED=1

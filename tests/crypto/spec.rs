@@ -8,7 +8,7 @@
 //! know, a line it cannot parse, or a vector that is missing fails it, so the spec and the code cannot drift
 //! apart silently. `include_str!` makes Cargo rebuild this test whenever the spec changes.
 //!
-//! (`tests/crypto_kat.rs` checks the same Appendix A values from its own hard-coded copies; this test is the one
+//! (`kat` checks the same Appendix A values from its own hard-coded copies; this test is the one
 //! tied to the document.)
 
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ use sealcast::crypto::{
 use serde_json::Value;
 
 const SPEC_PATH: &str = "docs/spec/wsenc1.md";
-const SPEC: &str = include_str!("../docs/spec/wsenc1.md");
+const SPEC: &str = include_str!("../../docs/spec/wsenc1.md");
 
 // ---------------------------------------------------------------------------------------------------------------
 // Reading the Markdown
@@ -313,7 +313,7 @@ fn appendix_a() -> AppendixA {
                         }
                     }
                     let Some(pairs) = parse_assignments(t) else {
-                        panic!("{SPEC_PATH}: Appendix A line not understood by tests/spec_kat.rs: {t}");
+                        panic!("{SPEC_PATH}: Appendix A line not understood by tests/crypto/spec.rs: {t}");
                     };
                     for (name, value) in pairs {
                         if name == "ct" {
@@ -496,7 +496,7 @@ fn appendix_a_values_match_the_implementation() {
                 // ts_/key_/iv_ DIR _ EPOCH, for any direction and epoch the appendix lists.
                 let parts: Vec<&str> = other.split('_').collect();
                 let [what @ ("ts" | "key" | "iv"), dir, epoch] = parts.as_slice() else {
-                    panic!("{SPEC_PATH}: Appendix A value `{other}` is not checked by tests/spec_kat.rs: add it");
+                    panic!("{SPEC_PATH}: Appendix A value `{other}` is not checked by tests/crypto/spec.rs: add it");
                 };
                 let epoch: u32 = epoch
                     .parse()
@@ -734,7 +734,7 @@ fn appendix_c_reference_suite_vector_matches_the_implementation() {
                 "json" => wire.push(line),
                 "text" => {
                     let Some(pairs) = parse_assignments(line) else {
-                        panic!("{SPEC_PATH}: Appendix C line not understood by tests/spec_kat.rs: {line}");
+                        panic!("{SPEC_PATH}: Appendix C line not understood by tests/crypto/spec.rs: {line}");
                     };
                     for (name, value) in pairs {
                         assert!(values.insert(name.clone(), value).is_none(), "duplicate value {name}");
@@ -760,7 +760,7 @@ fn appendix_c_reference_suite_vector_matches_the_implementation() {
     let names: Vec<&str> = values.keys().map(String::as_str).collect();
     assert_eq!(
         names, NAMES,
-        "{SPEC_PATH}: Appendix C values (tests/spec_kat.rs checks exactly these)"
+        "{SPEC_PATH}: Appendix C values (tests/crypto/spec.rs checks exactly these)"
     );
     let v = |n: &str| -> String { values[n].clone() };
 
