@@ -16,7 +16,8 @@ pub struct Config {
     /// Time allowed to send `authenticate` after connecting; while authentication (and the handshake) runs, the
     /// window is three times this. Default 5 s.
     pub auth_timeout: Duration,
-    /// How often the heartbeat sweep runs. Default 30 s.
+    /// How often each authenticated client is pinged (with `send_pings`); every connection keeps its own timer.
+    /// Default 30 s.
     pub heartbeat_interval: Duration,
     /// An authenticated client silent for longer than this is closed 4002. Default 90 s.
     pub heartbeat_timeout: Duration,
@@ -34,7 +35,7 @@ pub struct Config {
     pub max_preauth_payload_length: usize,
     /// Messages queued per connection before it is closed 4007 as a slow consumer. Default 1024.
     pub outbound_queue: usize,
-    /// Send WebSocket pings to authenticated clients on every heartbeat sweep. Default `true`.
+    /// Send a WebSocket ping to each authenticated client every `heartbeat_interval`. Default `true`.
     pub send_pings: bool,
     /// Let authenticated clients `publish` to rooms they joined. Default `false`.
     pub allow_client_publish: bool,

@@ -476,7 +476,7 @@ impl ServerBuilder {
         default_rooms: Vec<String>,
         /// Authentication window (default 5 s; ×3 while authenticating and handshaking).
         auth_timeout: Duration,
-        /// Heartbeat sweep period (default 30 s).
+        /// How often each authenticated client is pinged (default 30 s).
         heartbeat_interval: Duration,
         /// Silence after which an authenticated client is closed 4002 (default 90 s).
         heartbeat_timeout: Duration,
@@ -492,7 +492,7 @@ impl ServerBuilder {
         max_preauth_payload_length: usize,
         /// Outbound queue length per connection before a 4007 close (default 1024).
         outbound_queue: usize,
-        /// WebSocket pings on each heartbeat sweep (default on).
+        /// A WebSocket ping every `heartbeat_interval` (default on).
         send_pings: bool,
         /// Allow clients to `publish` to joined rooms (default off).
         allow_client_publish: bool,
