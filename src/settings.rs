@@ -99,11 +99,11 @@ settings! {
         publish_to_self: bool = lib().publish_to_self, "SEALCAST_PUBLISH_TO_SELF";
         /// Time to send `authenticate` after connecting, in milliseconds (x3 while authenticating); later closes 4001.
         auth_timeout_ms: u64 = millis(lib().auth_timeout), "SEALCAST_AUTH_TIMEOUT_MS";
-        /// Heartbeat sweep period, in milliseconds.
+        /// How often each authenticated client is pinged, in milliseconds (each connection keeps its own timer).
         heartbeat_interval_ms: u64 = millis(lib().heartbeat_interval), "SEALCAST_HEARTBEAT_INTERVAL_MS";
         /// Silence after which an authenticated client is closed 4002, in milliseconds.
         heartbeat_timeout_ms: u64 = millis(lib().heartbeat_timeout), "SEALCAST_HEARTBEAT_TIMEOUT_MS";
-        /// Send WebSocket pings to authenticated clients on every heartbeat sweep.
+        /// Send a WebSocket ping to each authenticated client every `heartbeat_interval_ms`.
         send_pings: bool = lib().send_pings, "SEALCAST_SEND_PINGS";
         /// Messages queued per connection before it is closed 4007 as a slow consumer.
         outbound_queue: usize = lib().outbound_queue, "SEALCAST_OUTBOUND_QUEUE";
@@ -164,11 +164,9 @@ settings! {
         handshake_wait_ms: u64 = millis(lib().handshake_wait), "SEALCAST_HANDSHAKE_WAIT_MS";
         /// Sessions one user may have on this instance; more are closed 1008.
         max_sessions_per_user: usize = lib().max_sessions_per_user, "SEALCAST_MAX_SESSIONS_PER_USER";
-        /// Socket read buffer per connection, in bytes (it grows for larger frames).
+        /// Most bytes read from a socket per call, at most 65536 (a stack buffer: nothing is held between reads).
         read_buffer_size: usize = lib().read_buffer_size, "SEALCAST_READ_BUFFER_SIZE";
-        /// Bytes buffered before a write is flushed.
-        write_buffer_size: usize = lib().write_buffer_size, "SEALCAST_WRITE_BUFFER_SIZE";
-        /// Cap on buffered outbound bytes per connection (greater than `write_buffer_size`).
+        /// Most message bytes queued for one client and not yet written; beyond it the client is closed 4007.
         max_write_buffer_size: usize = lib().max_write_buffer_size, "SEALCAST_MAX_WRITE_BUFFER_SIZE";
     }
     /// The bus between instances. With neither `url` nor `cluster_nodes` the embedded bus is used (one instance).
@@ -592,7 +590,6 @@ impl Settings {
             max_sessions_per_user: l.max_sessions_per_user,
             allowed_origins: s.allowed_origins.clone(),
             read_buffer_size: l.read_buffer_size,
-            write_buffer_size: l.write_buffer_size,
             max_write_buffer_size: l.max_write_buffer_size,
         }
     }
@@ -688,10 +685,6 @@ fn config_problem(e: ConfigError) -> (&'static str, String) {
                 format!("and `{k}_burst` must be finite numbers >= 0 (a rate of 0 disables the limit)"),
             )
         }
-        ConfigError::WriteBuffer => (
-            "limits.max_write_buffer_size",
-            "must be greater than `limits.write_buffer_size`".to_owned(),
-        ),
         // Not produced by `Config::validate` (they concern the builder's hooks and runtime).
         e @ (ConfigError::EncryptionWithoutHandshake | ConfigError::NoAuthenticator | ConfigError::NoRuntime) => {
             ("server", e.to_string())
@@ -1161,7 +1154,7 @@ mod tests {
     fn cross_field_limits_are_checked() {
         assert!(err("[limits]\nmax_preauth_payload_length = 999999999\n")
             .starts_with("`limits.max_preauth_payload_length` must not exceed"));
-        assert!(err("[limits]\nmax_write_buffer_size = 16\n").starts_with("`limits.max_write_buffer_size` must be"));
+        assert!(err("[limits]\nmax_write_buffer_size = 0\n").starts_with("`limits.max_write_buffer_size` must be"));
         assert!(err("[encryption]\nmax_records_per_epoch = 1\n").starts_with("`encryption.max_records_per_epoch`"));
         assert!(err("[server]\npath = \"ws\"\n").starts_with("`server.path` must start with '/'"));
     }
