@@ -27,7 +27,8 @@ export SEALCAST_JWT_SECRET="bench-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d
 
 log() { echo "[compare] $*" >&2; }
 
-cargo build --release --locked --bin sealcast --bin sealcast-bench >&2
+# The binaries are crates of the workspace (crates/): --workspace lets --bin find them.
+cargo build --release --locked --workspace --bin sealcast --bin sealcast-bench >&2
 BIN=$ROOT/target/release
 BENCH=(timeout 900 taskset -c "$LOADGEN_CPU" "$BIN/sealcast-bench")
 "$BIN/sealcast" keygen --out "$WORK/key.pem" >/dev/null
