@@ -37,9 +37,9 @@ pub mod metrics;
 pub mod protocol;
 mod redact;
 mod registry;
+mod serde_str;
 mod server;
 pub mod session;
-pub mod settings;
 mod stats;
 pub mod wsenc;
 
@@ -56,7 +56,6 @@ pub use protocol::CloseCode;
 pub use registry::{ClientInfo, ClientState};
 pub use server::{ReloadError, RoomError, SendError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
-pub use settings::{Settings, SettingsError};
 pub use stats::StatsSnapshot;
 pub use wsenc::WsEnc1;
 
