@@ -140,7 +140,12 @@ pub enum ConfigError {
 }
 
 impl Config {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks ranges and combinations (paths, zero limits and durations, the epoch and payload limits, rates,
+    /// buffer sizes): the check [`crate::ServerBuilder::build`] makes, for code that validates settings before
+    /// building a server (`sealcast-server`'s config file). Never returns the variants that concern the builder
+    /// itself ([`ConfigError::EncryptionWithoutHandshake`], [`ConfigError::NoAuthenticator`],
+    /// [`ConfigError::NoRuntime`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.path.starts_with('/') {
             return Err(ConfigError::BadPath(self.path.clone()));
         }
