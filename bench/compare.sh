@@ -8,6 +8,10 @@
 # Every scenario runs against both servers back to back, REPEAT times, alternating which goes first.
 # Loopback only; every run is bounded (counts + timeouts).
 #
+# A/B against an earlier build of sealcast: BASE_BIN=/path/to/old/target/release (holding its sealcast-bench) runs
+# every sealcast scenario against that build's server too, right after the current one; the summary then has a
+# baseline column and the ratio current/baseline. NO_PEER=1 skips the reference (an A/B run of sealcast alone).
+#
 # The reference peer is the Ignis WebSocket helper (the server sealcast re-implements) running on Bun, with its
 # run.sh/server.ts harness. It is not part of this repository: the script takes it from PEER_SRC, by default
 # ../shared/peers/ignis-bun next to the repository, then /work/shared/peers/ignis-bun. Without it only the
@@ -45,6 +49,13 @@ else
     log "  To use a copy elsewhere: PEER_SRC=/path/to/ignis-bun bash bench/compare.sh ${PROFILE}"
     log "  The sealcast runs go ahead; the reference columns of the summary stay empty."
   fi
+fi
+
+if [ "${NO_PEER:-0}" = 1 ]; then HAVE_PEER=0; log "NO_PEER=1: the reference is not measured"; fi
+BASE_BIN=${BASE_BIN:-}
+if [ -n "$BASE_BIN" ] && [ ! -x "$BASE_BIN/sealcast-bench" ]; then
+  log "BASE_BIN=$BASE_BIN holds no sealcast-bench (build the baseline with: cargo build --release --bin sealcast-bench)"
+  exit 2
 fi
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -86,11 +97,12 @@ SERVER_PID=
 # start_sealcast [ENV=VAL ...]: `sealcast-bench serve` is the server `sealcast serve` builds, with the shipped
 # defaults, plaintext allowed alongside wsenc/1, client publish on, and the per-connection message rate and
 # sessions-per-user caps lifted (the reference has neither; one publisher sends whole bursts).
+# SERVE_BIN (default: this build) picks the build whose server runs.
 start_sealcast() {
   rm -f "$WORK/sealcast.log"
   env SEALCAST_BIND=127.0.0.1:$SC_PORT SEALCAST_SERVER_KEY_FILE="$WORK/key.pem" SEALCAST_REQUIRE_ENCRYPTION=false \
     SEALCAST_LOG=warn "$@" \
-    taskset -c "$SERVER_CPU" "$BIN/sealcast-bench" serve >"$WORK/sealcast.log" 2>&1 &
+    taskset -c "$SERVER_CPU" "${SERVE_BIN:-$BIN}/sealcast-bench" serve >"$WORK/sealcast.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do grep -q "listening on" "$WORK/sealcast.log" && return 0; sleep 0.1; done
   log "sealcast did not start"; cat "$WORK/sealcast.log" >&2; return 1
@@ -130,6 +142,13 @@ run() {
   line=$("${BENCH[@]}" "${target[@]}" --server-pid "$SERVER_PID" "$@" || true)
   stop_server
   echo "{\"name\":\"$name\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
+  if [ "$which" = sealcast ] && [ -n "$BASE_BIN" ]; then
+    SERVE_BIN=$BASE_BIN start_sealcast
+    log "$name sealcast-baseline $*"
+    line=$("${BENCH[@]}" "${target[@]}" --server-pid "$SERVER_PID" "$@" || true)
+    stop_server
+    echo "{\"name\":\"$name\",\"baseline\":true,\"result\":${line:-null}}" >>"$OUT/results.jsonl"
+  fi
 }
 
 # pair NAME PEER_MODE ARGS... : both servers, order alternating per repetition.

@@ -23,6 +23,8 @@ def load(path):
             if runs and cpu > 0:
                 res["per_server_cpu_second"] = sum(r.get("deliveries", 0) for r in runs) / cpu
             server = res.get("server", "sealcast") if rec["name"] != "crypto_limit" else "bare"
+            if rec.get("baseline"):
+                server = "baseline"
             rows[rec["name"]][server].append(res)
     return rows
 
@@ -61,14 +63,16 @@ def stats(vals):
 
 def main():
     rows = load(sys.argv[1])
-    print("| scenario | metric | sealcast median (min–max, n) | reference median (min–max, n) | ratio |")
-    print("|---|---|---|---|---|")
+    ab = any("baseline" in by for by in rows.values())
+    head = "| scenario | metric | sealcast median (min–max, n) | reference median (min–max, n) | ratio |"
+    print(head + (" baseline median (min–max, n) | current / baseline |" if ab else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if ab else ""))
     for name in rows:
         for prefix, key, label, higher in METRICS:
             if not name.startswith(prefix):
                 continue
             cells = {}
-            for server in ("sealcast", "ignis", "bare"):
+            for server in ("sealcast", "ignis", "bare", "baseline"):
                 s = stats([r.get(key) for r in rows[name].get(server, [])])
                 cells[server] = s
             a = cells["sealcast"] or cells["bare"]
@@ -79,7 +83,12 @@ def main():
             if a and b and b[0]:
                 ratio = f"{a[0] / b[0]:.2f}×"
             cell = lambda s: "–" if s is None else f"{fmt(s[0])} ({fmt(s[1])}–{fmt(s[2])}, {s[3]})"
-            print(f"| {name} | {label} | {cell(a)} | {cell(b)} | {ratio} |")
+            line = f"| {name} | {label} | {cell(a)} | {cell(b)} | {ratio} |"
+            if ab:
+                base = cells["baseline"]
+                vs = f"{a[0] / base[0]:.2f}×" if a and base and base[0] else ""
+                line += f" {cell(base)} | {vs} |"
+            print(line)
     # Sanity: exactness and closes.
     bad = []
     for name, by in rows.items():
