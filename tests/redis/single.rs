@@ -4,7 +4,7 @@
 use crate::common::*;
 use crate::redis_harness::{cross_instance_matrix, received_for_room_on_one_of_four, settle, Instance, Redis};
 use sealcast::bus::{BusMode, RedisBus, RedisEndpoint, Subscriptions};
-use sealcast::{Bus, Emitter};
+use sealcast::{Bus, ClientId, Emitter, UserId};
 use serde_json::json;
 
 async fn instance_with(bus: sealcast::bus::RedisBusBuilder) -> Instance {
@@ -287,11 +287,11 @@ async fn signed_disconnects_cross_instances_and_unsigned_ones_are_dropped() {
     .await;
     assert_eq!(
         s1.t.server
-            .disconnect_everywhere(&sealcast::protocol::Target::User("bob".into())),
+            .disconnect_everywhere(&sealcast::protocol::Target::User(UserId::parse("bob").unwrap())),
         0
     );
     assert_eq!(bob.expect_close().await.0, 1008);
-    let carol_target = sealcast::protocol::Target::Client(id_of(&dc));
+    let carol_target = sealcast::protocol::Target::Client(ClientId::parse(&id_of(&dc)).unwrap());
     assert_eq!(s1.t.server.disconnect_everywhere(&carol_target), 0);
     assert_eq!(carol.expect_close().await.0, 1008);
     dave.expect_silence().await;
