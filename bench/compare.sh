@@ -56,7 +56,8 @@ PEER_PORT=18090
 REDIS_PORT=${REDIS_PORT:-16379}
 export SEALCAST_JWT_SECRET="bench-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
-cargo build --release --locked --bin sealcast --bin sealcast-bench >&2
+# The binaries are crates of the workspace (crates/): --workspace lets --bin find them.
+cargo build --release --locked --workspace --bin sealcast --bin sealcast-bench >&2
 BIN=$ROOT/target/release
 BENCH=(timeout 900 taskset -c "$LOADGEN_CPU" "$BIN/sealcast-bench")
 "$BIN/sealcast" keygen --out "$WORK/key.pem" >/dev/null

@@ -3,15 +3,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# The whole workspace: the library (root), crates/sealcast-server (the `sealcast` binary), crates/sealcast-bench.
 cargo fmt --all -- --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets
-cargo test --locked --doc
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
-# The portable (pure-Rust) P-256 path that `--no-default-features` builds: the crypto unit tests and vectors
-# (the known answers, the spec's own vectors, the public vectors and the handshake suites of the `crypto` test binary).
-cargo test --locked --no-default-features --lib crypto::
-cargo test --locked --no-default-features --test crypto -- kat:: spec:: vectors:: handshake::
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --doc
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib -p sealcast -p sealcast-server
+# The library carries none of the binaries' dependencies (ARCHITECTURE.md, "Crates").
+binary_only=' (clap|toml|tracing-subscriber|metrics-exporter-prometheus|mimalloc) v'
+if cargo tree --locked -p sealcast -e normal | grep -E "$binary_only"; then
+  echo "test.sh: the library depends on a crate only the binaries need (above)" >&2
+  exit 1
+fi
+# The portable (pure-Rust) P-256 path that `--no-default-features` builds: the library's crypto unit tests and
+# vectors (the known answers, the spec's own vectors, the public vectors and the handshake suites of the `crypto`
+# test binary).
+cargo test --locked -p sealcast --no-default-features --lib crypto::
+cargo test --locked -p sealcast --no-default-features --test crypto -- kat:: spec:: vectors:: handshake::
 # The JS client's unit tests, its live tests against this binary, and the browser test of the demo page.
 cargo build --locked --bin sealcast --example chat_peer
 export SEALCAST_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/sealcast" SEALCAST_LIVE_REQUIRED=1

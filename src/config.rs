@@ -26,14 +26,14 @@ pub struct Config {
     /// Refuse sessions that do not complete an encryption handshake (close 4004). Default `true`: give the
     /// builder static keys (wsenc/1) or a custom handshake, or turn this off explicitly for plaintext sessions.
     pub require_encryption: bool,
-    /// wsenc/1 records per direction and epoch before a key update; past it the peer is closed 4006. Default and
-    /// maximum 2^20 (lower it only for tests).
+    /// wsenc/1 records per direction and epoch before a key update; past it the peer is closed 4006. Default 2^20,
+    /// which is also the maximum (lower it only for tests).
     pub max_records_per_epoch: u64,
     /// Largest inbound message after authentication, in bytes; larger closes 1009. Default 128 KiB.
     pub max_payload_length: usize,
     /// Largest inbound message before authentication, in bytes; larger closes 1009. Default 8 KiB.
     pub max_preauth_payload_length: usize,
-    /// Messages queued per connection before it is closed 4007 as a slow consumer. Default 1024.
+    /// Messages queued per connection before it is closed 4007 as a slow consumer. Default 1,024.
     pub outbound_queue: usize,
     /// Send a WebSocket ping to each authenticated client every `heartbeat_interval`. Default `true`.
     pub send_pings: bool,
@@ -67,12 +67,11 @@ pub struct Config {
     /// upgrade. Empty (the default) allows every origin, and requests without `Origin` (non-browser clients)
     /// are always allowed.
     pub allowed_origins: Vec<String>,
-    /// Socket read buffer per connection, in bytes; it grows for larger frames. Default 1 KiB (axum's 128 KiB
-    /// costs ~137 KiB per idle connection; 4 KiB measured ~3 KiB more per idle connection than 1 KiB).
+    /// Most bytes read from a socket per call, at most 64 KiB. Reads land in a buffer on the stack and only an
+    /// incomplete frame is kept between reads, so this costs no memory per connection. Default 16 KiB.
     pub read_buffer_size: usize,
-    /// Bytes buffered before a write is flushed. Default 16 KiB.
-    pub write_buffer_size: usize,
-    /// Hard cap on buffered outbound bytes per connection. Default 1 MiB.
+    /// Most message bytes queued for one client and not yet taken by its writer; beyond it the client is closed
+    /// 4007 as a slow consumer, like a full `outbound_queue`. Default 1 MiB.
     pub max_write_buffer_size: usize,
 }
 
@@ -104,8 +103,7 @@ impl Default for Config {
             handshake_wait: Duration::from_secs(2),
             max_sessions_per_user: 100,
             allowed_origins: Vec::new(),
-            read_buffer_size: 1024,
-            write_buffer_size: 16 * 1024,
+            read_buffer_size: 16 * 1024,
             max_write_buffer_size: 1024 * 1024,
         }
     }
@@ -136,16 +134,18 @@ pub enum ConfigError {
     /// A rate or its burst is negative, NaN or infinite.
     #[error("{0}: the rate and its burst must be finite numbers >= 0 (a rate of 0 disables the limit)")]
     BadRate(&'static str),
-    /// `max_write_buffer_size` does not exceed `write_buffer_size` (the WebSocket layer would panic).
-    #[error("max_write_buffer_size must be greater than write_buffer_size")]
-    WriteBuffer,
     /// `build` was called outside a Tokio runtime.
     #[error("ServerBuilder::build must be called inside a Tokio runtime")]
     NoRuntime,
 }
 
 impl Config {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks ranges and combinations (paths, zero limits and durations, the epoch and payload limits, rates,
+    /// buffer sizes): the check [`crate::ServerBuilder::build`] makes, for code that validates settings before
+    /// building a server (`sealcast-server`'s config file). Never returns the variants that concern the builder
+    /// itself ([`ConfigError::EncryptionWithoutHandshake`], [`ConfigError::NoAuthenticator`],
+    /// [`ConfigError::NoRuntime`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.path.starts_with('/') {
             return Err(ConfigError::BadPath(self.path.clone()));
         }
@@ -156,6 +156,7 @@ impl Config {
             ("outbound_queue", self.outbound_queue),
             ("max_rooms_per_client", self.max_rooms_per_client),
             ("read_buffer_size", self.read_buffer_size),
+            ("max_write_buffer_size", self.max_write_buffer_size),
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("max_concurrent_handshakes", self.max_concurrent_handshakes),
@@ -191,9 +192,174 @@ impl Config {
                 return Err(ConfigError::BadRate(name));
             }
         }
-        if self.max_write_buffer_size <= self.write_buffer_size {
-            return Err(ConfigError::WriteBuffer);
-        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Each field's doc comment, from this file's source.
+    fn field_docs() -> Vec<(String, String)> {
+        let src = include_str!("config.rs");
+        let body = src
+            .split("pub struct Config {")
+            .nth(1)
+            .unwrap()
+            .split("\n}\n")
+            .next()
+            .unwrap();
+        let mut out = Vec::new();
+        let mut doc = String::new();
+        for line in body.lines().map(str::trim) {
+            if let Some(text) = line.strip_prefix("///") {
+                doc.push_str(text);
+                doc.push(' ');
+            } else if let Some(field) = line.strip_prefix("pub ") {
+                let name = field.split(':').next().unwrap().to_owned();
+                out.push((name, std::mem::take(&mut doc)));
+            }
+        }
+        out
+    }
+
+    fn thousands(n: u64) -> String {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    fn bytes(n: usize) -> String {
+        match n {
+            n if n % (1024 * 1024) == 0 => format!("{} MiB", n / (1024 * 1024)),
+            n if n % 1024 == 0 => format!("{} KiB", n / 1024),
+            n => thousands(n as u64),
+        }
+    }
+
+    fn secs(d: Duration) -> String {
+        format!("{} s", d.as_secs())
+    }
+
+    fn rate(r: Rate) -> String {
+        format!(
+            "{}/s, bursts of {}",
+            thousands(r.per_second as u64),
+            thousands(r.burst as u64)
+        )
+    }
+
+    fn flag(b: bool) -> String {
+        format!("`{b}`")
+    }
+
+    fn list(v: &[String]) -> String {
+        if v.is_empty() {
+            return "Empty (the default)".to_owned();
+        }
+        let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        format!("Default `[{}]`", items.join(", "))
+    }
+
+    /// The builder's setters repeat each default in short: `(default X)`, booleans as on/off.
+    fn check_builder_docs(expected: &[(&str, String)]) {
+        let src = include_str!("server.rs");
+        let setters = src
+            .split("    setters! {")
+            .nth(1)
+            .unwrap()
+            .split("\n    }\n")
+            .next()
+            .unwrap();
+        let mut doc = String::new();
+        let mut checked = 0;
+        for line in setters.lines().map(str::trim) {
+            if let Some(text) = line.strip_prefix("///") {
+                doc.push_str(text);
+            } else if let Some((name, _)) = line.split_once(':') {
+                let (_, value) = expected.iter().find(|(n, _)| *n == name).unwrap();
+                let short = match value.as_str() {
+                    "`true`" => "on".to_owned(),
+                    "`false`" => "off".to_owned(),
+                    "Empty (the default)" => ": any".to_owned(),
+                    v => v
+                        .trim_start_matches("Default ")
+                        .replace("`[", "")
+                        .replace("]`", "")
+                        .replace('"', "`"),
+                };
+                let wanted = format!("default {}", short.trim_start_matches(' '));
+                let wanted = wanted.replace("default : any", "default: any");
+                assert!(
+                    doc.contains(&wanted),
+                    "ServerBuilder::{name}: its doc should say {wanted:?}: {doc}"
+                );
+                doc.clear();
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, expected.len(), "every setter is checked");
+    }
+
+    #[test]
+    fn every_documented_default_is_the_real_one() {
+        let d = Config::default();
+        let count = |n: usize| thousands(n as u64);
+        let expected: Vec<(&str, String)> = vec![
+            ("path", format!("`{}`", d.path)),
+            ("default_rooms", list(&d.default_rooms)),
+            ("auth_timeout", secs(d.auth_timeout)),
+            ("heartbeat_interval", secs(d.heartbeat_interval)),
+            ("heartbeat_timeout", secs(d.heartbeat_timeout)),
+            ("encrypted_batch_limit", count(d.encrypted_batch_limit)),
+            ("require_encryption", flag(d.require_encryption)),
+            (
+                "max_records_per_epoch",
+                format!("2^{}", d.max_records_per_epoch.ilog2()),
+            ),
+            ("max_payload_length", bytes(d.max_payload_length)),
+            ("max_preauth_payload_length", bytes(d.max_preauth_payload_length)),
+            ("outbound_queue", count(d.outbound_queue)),
+            ("send_pings", flag(d.send_pings)),
+            ("allow_client_publish", flag(d.allow_client_publish)),
+            ("publish_to_self", flag(d.publish_to_self)),
+            ("max_rooms_per_client", count(d.max_rooms_per_client)),
+            ("shutdown_timeout", secs(d.shutdown_timeout)),
+            ("max_connections", count(d.max_connections)),
+            ("max_connections_per_ip", count(d.max_connections_per_ip)),
+            ("connection_rate_per_ip", rate(d.connection_rate_per_ip)),
+            ("message_rate", rate(d.message_rate)),
+            ("join_rate", rate(d.join_rate)),
+            ("max_concurrent_handshakes", count(d.max_concurrent_handshakes)),
+            ("handshake_wait", secs(d.handshake_wait)),
+            ("max_sessions_per_user", count(d.max_sessions_per_user)),
+            ("allowed_origins", list(&d.allowed_origins)),
+            ("read_buffer_size", bytes(d.read_buffer_size)),
+            ("max_write_buffer_size", bytes(d.max_write_buffer_size)),
+        ];
+        check_builder_docs(&expected);
+        let docs = field_docs();
+        assert_eq!(
+            docs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            expected.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "every field is checked"
+        );
+        for ((name, doc), (_, value)) in docs.iter().zip(&expected) {
+            let wanted = if value.starts_with("Default") || value.starts_with("Empty") {
+                value.clone()
+            } else {
+                format!("Default {value}")
+            };
+            assert!(doc.contains(&wanted), "{name}: its doc should say {wanted:?}: {doc}");
+        }
     }
 }

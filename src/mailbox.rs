@@ -57,6 +57,8 @@ impl Outbound {
 /// The queue proper, behind the mailbox's lock.
 struct Queue {
     items: VecDeque<Outbound>,
+    /// Message bytes in `items` (what the writer has not taken yet).
+    bytes: usize,
     /// The writer, when it is parked on an empty queue; taken by the push that wakes it.
     waker: Option<Waker>,
     /// The writer is gone: pushes are dropped.
@@ -86,6 +88,8 @@ enum Refused {
 pub(crate) struct Mailbox {
     queue: Mutex<Queue>,
     capacity: usize,
+    /// Most message bytes queued at once.
+    max_bytes: usize,
     /// The kill switch: once set, both tasks stop at once.
     killed: AtomicBool,
     /// The tasks parked on the kill switch (a `CancellationToken` would be an allocation of its own per
@@ -98,14 +102,21 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new(capacity: usize, clock: Instant, telemetry: Arc<Telemetry>) -> (Arc<Self>, Receiver) {
+    pub(crate) fn new(
+        capacity: usize,
+        max_bytes: usize,
+        clock: Instant,
+        telemetry: Arc<Telemetry>,
+    ) -> (Arc<Self>, Receiver) {
         let mb = Arc::new(Self {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
+                bytes: 0,
                 waker: None,
                 closed: false,
             }),
             capacity,
+            max_bytes,
             killed: AtomicBool::new(false),
             kill_wakers: Mutex::new(KillWakers::default()),
             close_code: AtomicU16::new(0),
@@ -118,17 +129,19 @@ impl Mailbox {
         (mb, rx)
     }
 
-    /// Appends `n` items with `fill` unless they do not all fit or the queue is closed; wakes the writer if it
-    /// is parked. A refused item is dropped after the lock is released.
-    fn try_push_with(&self, n: usize, fill: impl FnOnce(&mut VecDeque<Outbound>)) -> Result<(), Refused> {
+    /// Appends `n` items of `bytes` message bytes with `fill` unless they do not all fit or the queue is closed;
+    /// wakes the writer if it is parked. A refused item is dropped after the lock is released.
+    fn try_push_with(&self, n: usize, bytes: usize, fill: impl FnOnce(&mut VecDeque<Outbound>)) -> Result<(), Refused> {
         let waker = {
             let mut q = self.queue.lock();
             if q.closed {
                 return Err(Refused::Closed);
             }
-            if q.items.len().saturating_add(n) > self.capacity {
+            let queued = q.bytes.saturating_add(bytes);
+            if q.items.len().saturating_add(n) > self.capacity || queued > self.max_bytes {
                 return Err(Refused::Full);
             }
+            q.bytes = queued;
             fill(&mut q.items);
             q.waker.take()
         };
@@ -139,7 +152,7 @@ impl Mailbox {
     }
 
     fn try_push(&self, item: Outbound) -> Result<(), Refused> {
-        self.try_push_with(1, |q| q.push_back(item))
+        self.try_push_with(1, item.text_len(), |q| q.push_back(item))
     }
 
     /// Queues a frame. A full queue closes the connection as a slow consumer; a closed one drops the frame.
@@ -151,7 +164,10 @@ impl Mailbox {
     /// Queues a fan-out's frames in order, under one lock and with at most one wake-up; all or none, as
     /// [`Self::push`].
     pub(crate) fn push_frames(&self, frames: &[TextFrame]) -> bool {
-        let pushed = self.try_push_with(frames.len(), |q| q.extend(frames.iter().cloned().map(Outbound::Text)));
+        let bytes = frames.iter().map(|f| f.text().len()).sum();
+        let pushed = self.try_push_with(frames.len(), bytes, |q| {
+            q.extend(frames.iter().cloned().map(Outbound::Text))
+        });
         self.settle(pushed, frames.len())
     }
 
@@ -299,6 +315,7 @@ impl Receiver {
         } else {
             out.append(&mut q.items);
         }
+        q.bytes = 0;
         Poll::Ready(())
     }
 
@@ -326,7 +343,7 @@ mod tests {
     use super::*;
 
     fn mailbox() -> Arc<Mailbox> {
-        Mailbox::new(4, Instant::now(), Arc::new(Telemetry::new())).0
+        Mailbox::new(4, 1000, Instant::now(), Arc::new(Telemetry::new())).0
     }
 
     #[tokio::test]
@@ -345,6 +362,32 @@ mod tests {
         tokio::time::timeout(within, writer).await.unwrap().unwrap();
         tokio::time::timeout(within, mb.killed(Task::Reader)).await.unwrap();
         assert!(!mb.kill_with(CloseCode::InternalError), "the first close code stays");
+        assert_eq!(mb.close_code(), Some(CloseCode::SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn queued_bytes_past_the_bound_close_4007_and_taking_the_queue_frees_them() {
+        let (mb, mut rx) = Mailbox::new(4, 1000, Instant::now(), Arc::new(Telemetry::new()));
+        let text = |n: usize| TextFrame::new(&"x".repeat(n));
+        assert!(mb.push_frames(&[text(600)]));
+        let mut batch = VecDeque::new();
+        rx.recv_all(&mut batch).await;
+        assert_eq!(batch.len(), 1);
+        assert!(mb.push_frames(&[text(600)]), "the writer took the first 600 bytes");
+        assert!(
+            !mb.push_frames(&[text(401)]),
+            "1,001 bytes queued is over the bound of 1,000"
+        );
+        assert_eq!(mb.close_code(), Some(CloseCode::SlowConsumer));
+    }
+
+    #[test]
+    fn the_queue_length_bound_closes_4007_too() {
+        let (mb, _rx) = Mailbox::new(4, 1000, Instant::now(), Arc::new(Telemetry::new()));
+        for _ in 0..4 {
+            assert!(mb.push(Outbound::Ping));
+        }
+        assert!(!mb.push(Outbound::Ping));
         assert_eq!(mb.close_code(), Some(CloseCode::SlowConsumer));
     }
 

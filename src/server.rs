@@ -519,7 +519,7 @@ impl ServerBuilder {
         heartbeat_timeout: Duration,
         /// Concurrent sealing operations across connections (default 10).
         encrypted_batch_limit: usize,
-        /// Require an encrypted session (close 4004 otherwise). Default on.
+        /// Require an encrypted session, closing 4004 otherwise (default on).
         require_encryption: bool,
         /// wsenc/1 records per epoch before a key update (default 2^20).
         max_records_per_epoch: u64,
@@ -527,7 +527,7 @@ impl ServerBuilder {
         max_payload_length: usize,
         /// Largest inbound message before authentication (default 8 KiB).
         max_preauth_payload_length: usize,
-        /// Outbound queue length per connection before a 4007 close (default 1024).
+        /// Outbound queue length per connection before a 4007 close (default 1,024).
         outbound_queue: usize,
         /// A WebSocket ping every `heartbeat_interval` (default on).
         send_pings: bool,
@@ -557,11 +557,9 @@ impl ServerBuilder {
         allowed_origins: Vec<String>,
         /// Bound on graceful shutdown (default 10 s).
         shutdown_timeout: Duration,
-        /// Per-connection read buffer (default 4 KiB).
+        /// Most bytes read from a socket per call (default 16 KiB; a stack buffer, nothing held between reads).
         read_buffer_size: usize,
-        /// Per-connection write buffer (default 16 KiB).
-        write_buffer_size: usize,
-        /// Per-connection cap on buffered outbound bytes (default 1 MiB).
+        /// Most message bytes queued for one client before it is closed 4007 (default 1 MiB).
         max_write_buffer_size: usize,
     }
 

@@ -1,10 +1,10 @@
-//! `config`: the config-file parser (`sealcast::Settings::from_toml_str`, what `sealcast serve --config` reads).
+//! `config`: the config-file parser (`sealcast_server::Settings::load`, what `sealcast serve --config` reads).
 //!
 //! Oracles: nothing panics; an accepted file passes `Settings::validate`, and the effective settings printed as
 //! TOML (what `sealcast config check` writes, secrets redacted) parse back to the same settings; a refused file
 //! is a TOML syntax error or an error naming a key or section that really is not allowed there.
 
-use sealcast::settings::{Key, Settings, SettingsError, KEYS, SECTIONS};
+use sealcast_server::settings::{Key, Settings, SettingsError, KEYS, SECTIONS};
 
 /// The fuzz target.
 pub fn check(data: &[u8]) {

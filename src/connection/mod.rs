@@ -58,7 +58,13 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId
     let Ok(upgraded) = on_upgrade.await else {
         return;
     };
-    let (mailbox, rx) = Mailbox::new(shared.config.outbound_queue, shared.clock, shared.telemetry.clone());
+    let c = &shared.config;
+    let (mailbox, rx) = Mailbox::new(
+        c.outbound_queue,
+        c.max_write_buffer_size,
+        shared.clock,
+        shared.telemetry.clone(),
+    );
     let entry = Entry::new(id, mailbox);
     let (mut read_half, mut write_half) = tokio::io::split(TokioIo::new(upgraded));
     if !shared.registry.insert(entry.clone()) {

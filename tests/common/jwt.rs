@@ -5,9 +5,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-/// A fixture file's text (`rs256-a.key.pem`, `rs256-a.pub.pem`, `rs256-b.*`, `es256-a.*`).
+/// A fixture file's text (`rs256-a.key.pem`, `rs256-a.pub.pem`, `rs256-b.*`, `es256-a.*`). Found from the
+/// crate's directory upwards: crates/sealcast-server's tests use this harness too.
 pub fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .ancestors()
+        .find(|dir| dir.join("tests/fixtures/jwt").is_dir())
+        .unwrap_or(manifest);
+    let path = format!("{}/tests/fixtures/jwt/{name}", root.display());
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

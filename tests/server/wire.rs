@@ -64,8 +64,9 @@ async fn frames_of_every_length_encoding_arrive_intact_and_in_order() {
 
 #[tokio::test]
 async fn a_client_that_reads_late_gets_everything_once_in_order() {
-    // Enough queued bytes to fill the socket buffers, so writes are partial and resume mid-frame.
-    let t = TestServer::start(builder().outbound_queue(4096)).await;
+    // Enough queued bytes to fill the socket buffers, so writes are partial and resume mid-frame (9 MB: both
+    // queue bounds raised well past it).
+    let t = TestServer::start(builder().outbound_queue(4096).max_write_buffer_size(64 << 20)).await;
     let (mut c, data) = t.login("user:a").await;
     let id = data["id"].as_str().unwrap().to_owned();
     let filler = "y".repeat(3000);

@@ -1,5 +1,7 @@
 //! The `sealcast` binary, spawned as a process.
 
+// The harness the library's integration tests use (repository root `tests/common/`).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -544,7 +546,7 @@ fn config_check_reads_the_key_files() {
 
 #[test]
 fn the_committed_sample_config_is_what_config_sample_prints_and_passes_config_check() {
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sealcast.toml");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sealcast.toml");
     let printed = Command::new(BIN).args(["config", "sample"]).output().unwrap();
     assert!(printed.status.success());
     assert_eq!(
@@ -603,7 +605,10 @@ fn keygen_into(path: &std::path::Path) -> (String, String) {
 
 #[tokio::test]
 async fn rs256_public_key_file_verifies_client_tokens() {
-    let key_file = format!("{}/tests/fixtures/jwt/rs256-a.pub.pem", env!("CARGO_MANIFEST_DIR"));
+    let key_file = format!(
+        "{}/../../tests/fixtures/jwt/rs256-a.pub.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let (_p, lines, port) = serve(&[
         ("SEALCAST_JWT_ALGORITHM", "RS256"),
         ("SEALCAST_JWT_PUBLIC_KEY_FILE", &key_file),

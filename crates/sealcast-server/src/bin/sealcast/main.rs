@@ -26,8 +26,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sealcast::auth::{self, JwtAuthenticator};
 use sealcast::crypto::{StaticKey, StaticKeySet};
-use sealcast::settings::{AdminBind, Effective, LogFormat, Secret};
-use sealcast::{Server, Settings, SettingsError};
+use sealcast::Server;
+use sealcast_server::settings::{AdminBind, Effective, LogFormat, Secret};
+use sealcast_server::{Settings, SettingsError};
 
 /// Exit status of `config check` for settings that cannot be used (as for a usage error; 1 stays "failed").
 const BAD_SETTINGS: u8 = 2;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use sealcast::auth::proxy::ConnectProxy;
 use sealcast::auth::{JwtAlgorithm, JwtAuthenticator, JwtKey};
-use sealcast::settings::AuthSettings;
 use sealcast::Server;
+use sealcast_server::settings::AuthSettings;
 
 /// How clients authenticate.
 pub enum AuthMode {
@@ -25,7 +25,7 @@ pub enum AuthMode {
 }
 
 impl AuthMode {
-    /// The mode of validated settings ([`sealcast::Settings::validate`] refused every ambiguous combination);
+    /// The mode of validated settings ([`sealcast_server::Settings::validate`] refused every ambiguous combination);
     /// reads the public key file.
     pub fn from_settings(auth: &AuthSettings) -> Result<Self, String> {
         if let Some(url) = &auth.proxy_url {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 use sealcast::bus::{BusMode, RedisBus};
-use sealcast::settings::{RedisSettings, Secret};
 use sealcast::{Emitter, ServerBuilder};
+use sealcast_server::settings::{RedisSettings, Secret};
 use serde_json::value::RawValue;
 
 /// Where `emit` publishes (`serve` takes the same settings from its `[redis]` section).

@@ -1,9 +1,10 @@
-//! The settings flags of `serve` and `config check`, generated from the library's settings table
-//! ([`sealcast::settings::KEYS`]) so that a new setting gets its flag and environment variable without code here.
+//! The settings flags of `serve` and `config check`, generated from the settings table
+//! ([`sealcast_server::settings::KEYS`]) so that a new setting gets its flag and environment variable without code
+//! here.
 
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
-use sealcast::settings::{Key, Override, Source, KEYS};
+use sealcast_server::settings::{Key, Override, Source, KEYS};
 
 /// Every setting given as a flag or an environment variable (clap already ranks a flag over its variable).
 #[derive(Debug, Clone)]

@@ -1,7 +1,9 @@
 //! The binary with Redis: two `sealcast serve` processes on one Redis, and `sealcast emit`.
 
+// The harness the library's integration tests use (repository root `tests/common/`).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
-#[path = "common/redis.rs"]
+#[path = "../../../tests/common/redis.rs"]
 mod redis_harness;
 
 use std::io::{BufRead, BufReader};

@@ -5,7 +5,7 @@
 //! only as trustworthy as the origin serving it. Real applications issue tokens from their own login and pin
 //! the server key (`serverKeys`). Demo tokens are confined: the user id is `demo:<name>` (never a real user's
 //! id) and the `rooms` claim allows only `demo:*` rooms. Beyond loopback it needs `demo.public`
-//! (`sealcast::settings` refuses it otherwise).
+//! (`sealcast_server::settings` refuses it otherwise).
 
 use std::time::Duration;
 
@@ -29,27 +29,27 @@ const ASSETS: [(&str, &str, &str); 5] = [
     (
         "/demo/",
         "text/html; charset=utf-8",
-        include_str!("../../../clients/js/demo/index.html"),
+        include_str!("../../../../../clients/js/demo/index.html"),
     ),
     (
         "/demo/app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../../clients/js/demo/app.js"),
+        include_str!("../../../../../clients/js/demo/app.js"),
     ),
     (
         "/demo/style.css",
         "text/css; charset=utf-8",
-        include_str!("../../../clients/js/demo/style.css"),
+        include_str!("../../../../../clients/js/demo/style.css"),
     ),
     (
         "/demo/favicon.svg",
         "image/svg+xml",
-        include_str!("../../../clients/js/demo/favicon.svg"),
+        include_str!("../../../../../clients/js/demo/favicon.svg"),
     ),
     (
         "/demo/sealcast-client.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../../clients/js/demo/sealcast-client.js"),
+        include_str!("../../../../../clients/js/demo/sealcast-client.js"),
     ),
 ];
 

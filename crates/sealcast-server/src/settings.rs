@@ -9,8 +9,8 @@
 //!
 //! Precedence is flags > environment > file > defaults: [`Settings::load`] takes the file text and the values
 //! that the command line resolved (clap already ranks a flag over its variable). Server defaults come from
-//! [`Config::default`]; ranges are checked by `Config::validate` (the same check a programmatic
-//! [`crate::ServerBuilder`] gets) plus the checks that only concern the binary (exposure beyond loopback, Redis,
+//! [`Config::default`]; ranges are checked by [`Config::validate`] (the same check a programmatic
+//! [`sealcast::ServerBuilder`] gets) plus the checks that only concern the binary (exposure beyond loopback, Redis,
 //! logging), all in [`Settings::validate`].
 
 use std::net::SocketAddr;
@@ -20,9 +20,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::JwtAlgorithm;
-use crate::bus::{BusMode, RedisEndpoint};
-use crate::{Config, ConfigError, Rate};
+use sealcast::auth::JwtAlgorithm;
+use sealcast::bus::{BusMode, RedisEndpoint};
+use sealcast::{Config, ConfigError, Rate};
 
 /// The library defaults, the one source of the server settings' defaults.
 fn lib() -> Config {
@@ -99,11 +99,11 @@ settings! {
         publish_to_self: bool = lib().publish_to_self, "SEALCAST_PUBLISH_TO_SELF";
         /// Time to send `authenticate` after connecting, in milliseconds (x3 while authenticating); later closes 4001.
         auth_timeout_ms: u64 = millis(lib().auth_timeout), "SEALCAST_AUTH_TIMEOUT_MS";
-        /// Heartbeat sweep period, in milliseconds.
+        /// How often each authenticated client is pinged, in milliseconds (each connection keeps its own timer).
         heartbeat_interval_ms: u64 = millis(lib().heartbeat_interval), "SEALCAST_HEARTBEAT_INTERVAL_MS";
         /// Silence after which an authenticated client is closed 4002, in milliseconds.
         heartbeat_timeout_ms: u64 = millis(lib().heartbeat_timeout), "SEALCAST_HEARTBEAT_TIMEOUT_MS";
-        /// Send WebSocket pings to authenticated clients on every heartbeat sweep.
+        /// Send a WebSocket ping to each authenticated client every `heartbeat_interval_ms`.
         send_pings: bool = lib().send_pings, "SEALCAST_SEND_PINGS";
         /// Messages queued per connection before it is closed 4007 as a slow consumer.
         outbound_queue: usize = lib().outbound_queue, "SEALCAST_OUTBOUND_QUEUE";
@@ -164,11 +164,9 @@ settings! {
         handshake_wait_ms: u64 = millis(lib().handshake_wait), "SEALCAST_HANDSHAKE_WAIT_MS";
         /// Sessions one user may have on this instance; more are closed 1008.
         max_sessions_per_user: usize = lib().max_sessions_per_user, "SEALCAST_MAX_SESSIONS_PER_USER";
-        /// Socket read buffer per connection, in bytes (it grows for larger frames).
+        /// Most bytes read from a socket per call, at most 65536 (a stack buffer: nothing is held between reads).
         read_buffer_size: usize = lib().read_buffer_size, "SEALCAST_READ_BUFFER_SIZE";
-        /// Bytes buffered before a write is flushed.
-        write_buffer_size: usize = lib().write_buffer_size, "SEALCAST_WRITE_BUFFER_SIZE";
-        /// Cap on buffered outbound bytes per connection (greater than `write_buffer_size`).
+        /// Most message bytes queued for one client and not yet written; beyond it the client is closed 4007.
         max_write_buffer_size: usize = lib().max_write_buffer_size, "SEALCAST_MAX_WRITE_BUFFER_SIZE";
     }
     /// The bus between instances. With neither `url` nor `cluster_nodes` the embedded bus is used (one instance).
@@ -495,7 +493,7 @@ impl Settings {
                     "is set together with `auth.jwt_secret` or `auth.jwt_public_key_file`: choose one authentication mode",
                 );
             }
-            crate::auth::proxy::ConnectProxy::new(url, Duration::from_millis(a.proxy_timeout_ms))
+            sealcast::auth::proxy::ConnectProxy::new(url, Duration::from_millis(a.proxy_timeout_ms))
                 .map_err(|e| ("auth.proxy_url", format!("is not usable: {e}")))?;
             return Ok(());
         }
@@ -562,39 +560,40 @@ impl Settings {
         Ok(())
     }
 
-    /// The server's part of the settings, for [`crate::ServerBuilder::config`].
+    /// The server's part of the settings, for [`sealcast::ServerBuilder::config`].
     pub fn config(&self) -> Config {
         let (s, e, l) = (&self.server, &self.encryption, &self.limits);
-        Config {
-            path: s.path.clone(),
-            default_rooms: s.default_rooms.clone(),
-            auth_timeout: Duration::from_millis(s.auth_timeout_ms),
-            heartbeat_interval: Duration::from_millis(s.heartbeat_interval_ms),
-            heartbeat_timeout: Duration::from_millis(s.heartbeat_timeout_ms),
-            encrypted_batch_limit: e.encrypted_batch_limit,
-            require_encryption: e.require_encryption,
-            max_records_per_epoch: e.max_records_per_epoch,
-            max_payload_length: l.max_payload_length,
-            max_preauth_payload_length: l.max_preauth_payload_length,
-            outbound_queue: s.outbound_queue,
-            send_pings: s.send_pings,
-            allow_client_publish: s.allow_client_publish,
-            publish_to_self: s.publish_to_self,
-            max_rooms_per_client: l.max_rooms_per_client,
-            shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
-            max_connections: l.max_connections,
-            max_connections_per_ip: l.max_connections_per_ip,
-            connection_rate_per_ip: Rate::new(l.connection_rate_per_ip, l.connection_rate_per_ip_burst),
-            message_rate: Rate::new(l.message_rate, l.message_rate_burst),
-            join_rate: Rate::new(l.join_rate, l.join_rate_burst),
-            max_concurrent_handshakes: l.max_concurrent_handshakes,
-            handshake_wait: Duration::from_millis(l.handshake_wait_ms),
-            max_sessions_per_user: l.max_sessions_per_user,
-            allowed_origins: s.allowed_origins.clone(),
-            read_buffer_size: l.read_buffer_size,
-            write_buffer_size: l.write_buffer_size,
-            max_write_buffer_size: l.max_write_buffer_size,
-        }
+        // `Config` is `#[non_exhaustive]`, so no struct literal here: every field is set on the defaults, and the
+        // test `every_config_field_is_a_setting` catches a field added to `Config` but not to the settings.
+        let mut c = Config::default();
+        c.path = s.path.clone();
+        c.default_rooms = s.default_rooms.clone();
+        c.auth_timeout = Duration::from_millis(s.auth_timeout_ms);
+        c.heartbeat_interval = Duration::from_millis(s.heartbeat_interval_ms);
+        c.heartbeat_timeout = Duration::from_millis(s.heartbeat_timeout_ms);
+        c.encrypted_batch_limit = e.encrypted_batch_limit;
+        c.require_encryption = e.require_encryption;
+        c.max_records_per_epoch = e.max_records_per_epoch;
+        c.max_payload_length = l.max_payload_length;
+        c.max_preauth_payload_length = l.max_preauth_payload_length;
+        c.outbound_queue = s.outbound_queue;
+        c.send_pings = s.send_pings;
+        c.allow_client_publish = s.allow_client_publish;
+        c.publish_to_self = s.publish_to_self;
+        c.max_rooms_per_client = l.max_rooms_per_client;
+        c.shutdown_timeout = Duration::from_millis(s.shutdown_timeout_ms);
+        c.max_connections = l.max_connections;
+        c.max_connections_per_ip = l.max_connections_per_ip;
+        c.connection_rate_per_ip = Rate::new(l.connection_rate_per_ip, l.connection_rate_per_ip_burst);
+        c.message_rate = Rate::new(l.message_rate, l.message_rate_burst);
+        c.join_rate = Rate::new(l.join_rate, l.join_rate_burst);
+        c.max_concurrent_handshakes = l.max_concurrent_handshakes;
+        c.handshake_wait = Duration::from_millis(l.handshake_wait_ms);
+        c.max_sessions_per_user = l.max_sessions_per_user;
+        c.allowed_origins = s.allowed_origins.clone();
+        c.read_buffer_size = l.read_buffer_size;
+        c.max_write_buffer_size = l.max_write_buffer_size;
+        c
     }
 
     /// Every setting in file order with its value as TOML (`None` when unset; secrets `"<redacted>"`).
@@ -688,14 +687,9 @@ fn config_problem(e: ConfigError) -> (&'static str, String) {
                 format!("and `{k}_burst` must be finite numbers >= 0 (a rate of 0 disables the limit)"),
             )
         }
-        ConfigError::WriteBuffer => (
-            "limits.max_write_buffer_size",
-            "must be greater than `limits.write_buffer_size`".to_owned(),
-        ),
-        // Not produced by `Config::validate` (they concern the builder's hooks and runtime).
-        e @ (ConfigError::EncryptionWithoutHandshake | ConfigError::NoAuthenticator | ConfigError::NoRuntime) => {
-            ("server", e.to_string())
-        }
+        // `EncryptionWithoutHandshake`, `NoAuthenticator`, `NoRuntime`: not produced by `Config::validate` (they
+        // concern the builder's hooks and runtime). `ConfigError` is non-exhaustive: the same for later variants.
+        e => ("server", e.to_string()),
     }
 }
 
@@ -1005,7 +999,9 @@ impl std::fmt::Display for LogFormat {
     }
 }
 
-/// Settings types written as a string in the file: serde through `FromStr` and `Display`.
+/// Settings types written as a string in the file: serde through `FromStr` and `Display`. The library's own
+/// such types (`BusMode`, `JwtAlgorithm`) have the same serde impls in the library (the orphan rule puts them
+/// there), so they only get their description here.
 macro_rules! string_setting {
     ($($ty:ty => $expected:literal),* $(,)?) => {$(
         impl Serialize for $ty {
@@ -1029,8 +1025,14 @@ macro_rules! string_setting {
 string_setting! {
     AdminBind => "an address like \"127.0.0.1:9090\", or \"off\"",
     LogFormat => "\"text\" or \"json\"",
-    BusMode => "\"classic\" or \"sharded\"",
-    JwtAlgorithm => "\"HS256\", \"RS256\" or \"ES256\"",
+}
+
+impl SettingValue for BusMode {
+    const EXPECTED: &'static str = "\"classic\" or \"sharded\"";
+}
+
+impl SettingValue for JwtAlgorithm {
+    const EXPECTED: &'static str = "\"HS256\", \"RS256\" or \"ES256\"";
 }
 
 #[cfg(test)]
@@ -1161,7 +1163,7 @@ mod tests {
     fn cross_field_limits_are_checked() {
         assert!(err("[limits]\nmax_preauth_payload_length = 999999999\n")
             .starts_with("`limits.max_preauth_payload_length` must not exceed"));
-        assert!(err("[limits]\nmax_write_buffer_size = 16\n").starts_with("`limits.max_write_buffer_size` must be"));
+        assert!(err("[limits]\nmax_write_buffer_size = 0\n").starts_with("`limits.max_write_buffer_size` must be"));
         assert!(err("[encryption]\nmax_records_per_epoch = 1\n").starts_with("`encryption.max_records_per_epoch`"));
         assert!(err("[server]\npath = \"ws\"\n").starts_with("`server.path` must start with '/'"));
     }
@@ -1381,7 +1383,7 @@ mod tests {
 
     #[test]
     fn readme_table_lists_every_setting() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../../README.md");
         let rows: Vec<String> = Settings::default()
             .values()
             .iter()
@@ -1398,7 +1400,7 @@ mod tests {
     #[test]
     fn committed_sample_is_current() {
         assert!(
-            include_str!("../sealcast.toml") == Settings::sample_toml(),
+            include_str!("../../../sealcast.toml") == Settings::sample_toml(),
             "sealcast.toml is stale: regenerate it with `cargo run -- config sample > sealcast.toml`"
         );
     }
@@ -1410,6 +1412,44 @@ mod tests {
         assert!(Settings::from_toml_str("[demo]\nenabled = true\n").is_ok());
         assert!(err(&format!("{public}[demo]\nenabled = true\n")).starts_with("`demo.enabled` is on"));
         assert!(Settings::from_toml_str(&format!("{public}[demo]\nenabled = true\npublic = true\n")).is_ok());
+    }
+
+    /// What the struct literal `Settings::config` had before `Config` moved to another crate checked at compile
+    /// time: every field of `Config` is a setting (key `field`, or `field_ms` for a duration).
+    #[test]
+    fn every_config_field_is_a_setting() {
+        let debug = format!("{:#?}", Config::default());
+        let fields: Vec<&str> = debug
+            .lines()
+            .filter_map(|l| l.strip_prefix("    "))
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+            .collect();
+        assert!(fields.len() >= 28, "{fields:?}");
+        let defaults = format!("{:?}", Settings::default().config());
+        for field in fields {
+            let key = KEYS
+                .iter()
+                .find(|k| k.section != "auth" && (k.name == field || k.name.strip_suffix("_ms") == Some(field)))
+                .unwrap_or_else(|| panic!("Config field {field} has no setting (add it to `settings!`)"));
+            // Another valid value for the key must reach `Settings::config`.
+            let other = match Settings::default().values().into_iter().find(|(k, _)| k.id == key.id) {
+                Some((_, Some(toml::Value::Integer(n)))) => toml::Value::Integer(n - 1),
+                Some((_, Some(toml::Value::Float(f)))) => toml::Value::Float(f + 1.0),
+                Some((_, Some(toml::Value::Boolean(b)))) => toml::Value::Boolean(!b),
+                Some((_, Some(toml::Value::String(s)))) => toml::Value::String(format!("{s}x")),
+                Some((_, Some(toml::Value::Array(a)))) if a.is_empty() => toml::Value::Array(vec!["x".into()]),
+                Some((_, Some(toml::Value::Array(_)))) => toml::Value::Array(Vec::new()),
+                other => panic!("{}: unexpected default {other:?}", key.id),
+            };
+            let changed = Settings::from_toml_str(&format!("[{}]\n{} = {other}\n", key.section, key.name)).unwrap();
+            assert_ne!(
+                format!("{:?}", changed.config()),
+                defaults,
+                "`{}` does not reach Config field {field} in `Settings::config`",
+                key.id
+            );
+        }
     }
 
     #[test]
