@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::protocol::envelope::{MAX_EXCLUDE, MAX_TARGET_LEN};
-use crate::protocol::Target;
+use crate::protocol::envelope::MAX_EXCLUDE;
+use crate::protocol::{ClientId, RoomName, Target, UserId};
 use crate::shared::{SendError, Shared};
 use crate::Server;
 
@@ -148,29 +148,35 @@ fn invalid(message: &str) -> ApiError {
     error(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
-/// Exactly one addressee, non-empty and within the bus's target limit.
+/// The addressee named in a request, before its id is checked.
+enum Named {
+    Client(String),
+    User(String),
+    Room(String),
+}
+
+/// Exactly one addressee, with a valid id: the edge where the request's text becomes a [`Target`]. A client must
+/// be a client id (a UUID); a user id or room name 1 to 1024 bytes (the bus's target limit).
 fn one_target(
     client: Option<String>,
     user: Option<String>,
     room: Option<String>,
     broadcast: bool,
 ) -> Result<Target, ApiError> {
-    let targets = [
-        client.map(Target::Client),
-        user.map(Target::User),
-        room.map(Target::Room),
-    ];
-    let mut given = targets.into_iter().flatten();
-    let target = match (given.next(), given.next(), broadcast) {
+    let named = [client.map(Named::Client), user.map(Named::User), room.map(Named::Room)];
+    let mut given = named.into_iter().flatten();
+    let named = match (given.next(), given.next(), broadcast) {
         (Some(t), None, false) => t,
         (None, None, true) => return Ok(Target::Broadcast),
         _ => return Err(invalid("give exactly one of client, user, room or \"broadcast\": true")),
     };
-    match target.id() {
-        Some(id) if id.is_empty() || id.len() > MAX_TARGET_LEN => {
-            Err(invalid("the target id must be 1 to 1024 bytes long"))
-        }
-        _ => Ok(target),
+    let too_long = || invalid("the target id must be 1 to 1024 bytes long");
+    match named {
+        Named::Client(id) => ClientId::parse(&id)
+            .map(Target::Client)
+            .ok_or_else(|| invalid("client must be a client id (the UUID the client received in `connected`)")),
+        Named::User(id) => UserId::parse(&id).map(Target::User).ok_or_else(too_long),
+        Named::Room(name) => RoomName::parse(&name).map(Target::Room).ok_or_else(too_long),
     }
 }
 
@@ -184,6 +190,8 @@ async fn publish(
     if req.exclude.len() > MAX_EXCLUDE {
         return Err(invalid("exclude lists at most 1024 client ids"));
     }
+    // Entries that are not client ids could never match a client: left out, as the bus does.
+    let exclude: Vec<ClientId> = req.exclude.iter().filter_map(|id| ClientId::parse(id)).collect();
     let data = match req.data {
         Some(d) => d,
         None => RawValue::from_string("null".to_owned()).map_err(|_| invalid("data"))?,
@@ -193,7 +201,7 @@ async fn publish(
         Target::Client(id) => api.shared.registry.get(id).is_none(),
         _ => true,
     };
-    match api.shared.emit(target, &req.event, data, req.exclude, publish) {
+    match api.shared.emit(target, &req.event, data, exclude, publish) {
         Ok(_) => Ok(accepted()),
         Err(SendError::ReservedEvent(name)) => Err(error(
             StatusCode::BAD_REQUEST,
@@ -210,8 +218,10 @@ async fn disconnect(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: DisconnectRequest = read(&api, &headers, body)?;
-    let target =
-        one_target(req.client, req.user, None, false).map_err(|_| invalid("give exactly one of client or user"))?;
+    if req.client.is_some() == req.user.is_some() {
+        return Err(invalid("give exactly one of client or user"));
+    }
+    let target = one_target(req.client, req.user, None, false)?;
     api.shared.disconnect_target(&target, true);
     Ok(accepted())
 }

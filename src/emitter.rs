@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use crate::bus::redis::{check_endpoint, publish_cmd, Codec, Conn};
 use crate::bus::{BusMode, RedisBusError, RedisEndpoint};
 use crate::protocol::envelope::EMITTER_SERVER_ID;
-use crate::protocol::{event, Envelope, Target};
+use crate::protocol::{event, ClientId, Envelope, RoomName, Target, UserId};
 
 /// Why an emit failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,14 @@ pub enum EmitterError {
     /// The payload could not be serialised to JSON.
     #[error("payload is not serialisable to JSON: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The addressee cannot exist: the named `client id` is not a UUID, or the `user id` or `room name` is empty
+    /// or longer than [`MAX_TARGET_LEN`](crate::protocol::envelope::MAX_TARGET_LEN) bytes. Every instance would
+    /// refuse such an envelope, so nothing was sent.
+    #[error(
+        "invalid {0}: pass a client id as the client received it in `connected` (a UUID), or a user id or room \
+         name of 1 to 1024 bytes"
+    )]
+    InvalidTarget(&'static str),
     /// The endpoint or secret is unusable.
     #[error(transparent)]
     Config(#[from] RedisBusError),
@@ -78,26 +86,30 @@ impl Emitter {
     }
 
     /// Sends to one connection. Returns how many subscribers (instances) Redis handed the message to.
+    /// [`EmitterError::InvalidTarget`] if `client_id` is not a client id (a UUID).
     pub async fn to_client<T: Serialize + ?Sized>(
         &self,
         client_id: &str,
         event: &str,
         data: &T,
     ) -> Result<usize, EmitterError> {
-        self.emit(Target::Client(client_id.to_owned()), event, data, &[]).await
+        let id = ClientId::parse(client_id).ok_or(EmitterError::InvalidTarget("client id"))?;
+        self.emit(Target::Client(id), event, data, &[]).await
     }
 
-    /// Sends to every session of a user.
+    /// Sends to every session of a user. [`EmitterError::InvalidTarget`] if `user_id` is empty or too long.
     pub async fn to_user<T: Serialize + ?Sized>(
         &self,
         user_id: &str,
         event: &str,
         data: &T,
     ) -> Result<usize, EmitterError> {
-        self.emit(Target::User(user_id.to_owned()), event, data, &[]).await
+        let user = UserId::parse(user_id).ok_or(EmitterError::InvalidTarget("user id"))?;
+        self.emit(Target::User(user), event, data, &[]).await
     }
 
-    /// Sends to every member of a room except the clients in `exclude`.
+    /// Sends to every member of a room except the clients in `exclude` (entries that are not client ids could
+    /// never match one and are left out). [`EmitterError::InvalidTarget`] if `room` is empty or too long.
     pub async fn to_room<T: Serialize + ?Sized>(
         &self,
         room: &str,
@@ -105,10 +117,12 @@ impl Emitter {
         data: &T,
         exclude: &[&str],
     ) -> Result<usize, EmitterError> {
-        self.emit(Target::Room(room.to_owned()), event, data, exclude).await
+        let room = RoomName::parse(room).ok_or(EmitterError::InvalidTarget("room name"))?;
+        self.emit(Target::Room(room), event, data, exclude).await
     }
 
-    /// Sends to every authenticated client except those in `exclude`.
+    /// Sends to every authenticated client except those in `exclude` (entries that are not client ids are left
+    /// out).
     pub async fn broadcast<T: Serialize + ?Sized>(
         &self,
         event: &str,
@@ -134,7 +148,7 @@ impl Emitter {
             target,
             event: event_name.to_owned(),
             data,
-            exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+            exclude: exclude.iter().filter_map(|id| ClientId::parse(id)).collect(),
             action: crate::protocol::Action::Deliver,
         };
         let payload = self.codec.encode(&envelope);

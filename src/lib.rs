@@ -57,7 +57,7 @@ pub use hooks::{
 };
 pub use ignis_compat::IgnisCompat;
 pub use limits::Rate;
-pub use protocol::CloseCode;
+pub use protocol::{ClientId, CloseCode, RoomName, UserId};
 pub use server::{ReloadError, RoomError, Server, ServerBuilder};
 pub use session::{HandshakeOutcome, HandshakeRequest, Session};
 pub use shared::SendError;

@@ -12,16 +12,18 @@ use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::bus::Bus;
 use crate::client_info::{ClientInfo, ClientState};
 use crate::mailbox::Mailbox;
 use crate::protocol::outbound::TextFrame;
-use crate::protocol::Target;
+use crate::protocol::{ClientId, RoomName, Target, UserId};
 
 pub(crate) struct Entry {
-    pub(crate) id: Uuid,
+    pub(crate) id: ClientId,
+    /// The id's canonical text, made once per connection: it is the name of the client's own-id room (that
+    /// [`RoomName`] shares this allocation), the connection's core compares every room a client names against it,
+    /// and logs, hooks and `connected` show it.
     pub(crate) id_str: Arc<str>,
     pub(crate) mailbox: Arc<Mailbox>,
     connected_at: SystemTime,
@@ -30,9 +32,9 @@ pub(crate) struct Entry {
 
 struct EntryState {
     phase: ClientState,
-    user_id: Option<Arc<str>>,
+    user_id: Option<UserId>,
     metadata: Metadata,
-    rooms: HashSet<Arc<str>>,
+    rooms: HashSet<RoomName>,
     encrypted: bool,
 }
 
@@ -59,7 +61,7 @@ impl Metadata {
 }
 
 impl Entry {
-    pub(crate) fn new(id: Uuid, mailbox: Arc<Mailbox>) -> Arc<Self> {
+    pub(crate) fn new(id: ClientId, mailbox: Arc<Mailbox>) -> Arc<Self> {
         Arc::new(Self {
             id,
             id_str: id.to_string().into(),
@@ -79,7 +81,7 @@ impl Entry {
         self.state.lock().phase
     }
 
-    pub(crate) fn user_id(&self) -> Option<Arc<str>> {
+    pub(crate) fn user_id(&self) -> Option<UserId> {
         self.state.lock().user_id.clone()
     }
 
@@ -93,11 +95,11 @@ impl Entry {
 
     pub(crate) fn info(&self) -> ClientInfo {
         let s = self.state.lock();
-        let mut rooms: Vec<String> = s.rooms.iter().map(|r| r.to_string()).collect();
+        let mut rooms: Vec<String> = s.rooms.iter().map(|r| r.as_str().to_owned()).collect();
         rooms.sort_unstable();
         ClientInfo {
             id: self.id_str.to_string(),
-            user_id: s.user_id.as_deref().map(str::to_owned),
+            user_id: s.user_id.as_ref().map(|u| u.as_str().to_owned()),
             state: s.phase,
             rooms,
             encrypted: s.encrypted,
@@ -106,36 +108,40 @@ impl Entry {
             metadata: s.metadata.to_value(),
         }
     }
+
+    /// The client's own-id room: named after its id, sharing [`Entry::id_str`].
+    fn own_room(&self) -> Option<RoomName> {
+        RoomName::from_shared(self.id_str.clone())
+    }
 }
 
 /// Client ids a fan-out must skip.
 ///
 /// Fan-out asks every member whether it is excluded, so the common lists (none, or the publisher alone) are
-/// compared linearly instead of SipHashing each member's id; only long lists pay for a hash set.
-pub(crate) enum Exclude {
-    Few(Vec<Uuid>),
-    Many(HashSet<Uuid>),
+/// compared linearly, borrowed as they are, instead of SipHashing each member's id; only long lists pay for a
+/// hash set.
+pub(crate) enum Exclude<'a> {
+    Few(&'a [ClientId]),
+    Many(HashSet<ClientId>),
 }
 
 /// Longest exclude list compared linearly (16-byte compares beat one SipHash up to about here).
 const LINEAR_EXCLUDE: usize = 8;
 
-impl Exclude {
+impl<'a> Exclude<'a> {
     pub(crate) fn none() -> Self {
-        Self::Few(Vec::new())
+        Self::Few(&[])
     }
 
-    /// Ids that are not UUIDs cannot name a client and are ignored.
-    pub(crate) fn from_ids<S: AsRef<str>>(ids: &[S]) -> Self {
-        let ids: Vec<Uuid> = ids.iter().filter_map(|s| Uuid::try_parse(s.as_ref()).ok()).collect();
+    pub(crate) fn from_ids(ids: &'a [ClientId]) -> Self {
         if ids.len() > LINEAR_EXCLUDE {
-            Self::Many(ids.into_iter().collect())
+            Self::Many(ids.iter().copied().collect())
         } else {
             Self::Few(ids)
         }
     }
 
-    fn skips(&self, id: &Uuid) -> bool {
+    fn skips(&self, id: &ClientId) -> bool {
         match self {
             Self::Few(ids) => ids.iter().any(|x| x == id),
             Self::Many(set) => set.contains(id),
@@ -153,14 +159,14 @@ pub(crate) enum JoinResult {
     UnknownClient,
 }
 
-type Members = HashMap<Uuid, Arc<Entry>>;
+type Members = HashMap<ClientId, Arc<Entry>>;
 
 #[derive(Default)]
 struct Indexes {
     clients: Members,
     authenticated: Members,
-    users: HashMap<Arc<str>, Members>,
-    rooms: HashMap<Arc<str>, Members>,
+    users: HashMap<UserId, Members>,
+    rooms: HashMap<RoomName, Members>,
 }
 
 pub(crate) struct Registry {
@@ -196,10 +202,10 @@ impl Registry {
     pub(crate) fn authenticate(
         &self,
         entry: &Arc<Entry>,
-        user_id: Option<Arc<str>>,
+        user_id: Option<UserId>,
         metadata: Value,
         encrypted: bool,
-        rooms: &[String],
+        rooms: &[RoomName],
     ) {
         let mut idx = self.idx.write();
         if !idx.clients.contains_key(&entry.id) {
@@ -213,23 +219,24 @@ impl Registry {
             s.encrypted = encrypted;
         }
         idx.authenticated.insert(entry.id, entry.clone());
-        self.bus.interest(&Target::Client(entry.id_str.to_string()), true);
+        self.bus.interest(&Target::Client(entry.id), true);
         if let Some(user) = user_id {
             let members = idx.users.entry(user.clone()).or_default();
             if members.is_empty() {
-                self.bus.interest(&Target::User(user.to_string()), true);
+                self.bus.interest(&Target::User(user), true);
             }
             members.insert(entry.id, entry.clone());
         }
-        let own: Arc<str> = entry.id_str.clone();
-        self.join_locked(&mut idx, entry, own);
+        if let Some(own) = entry.own_room() {
+            self.join_locked(&mut idx, entry, own);
+        }
         for room in rooms {
-            self.join_locked(&mut idx, entry, room.as_str().into());
+            self.join_locked(&mut idx, entry, room.clone());
         }
     }
 
     /// Adds an authenticated client to a room.
-    pub(crate) fn join(&self, id: &Uuid, room: &str) -> JoinResult {
+    pub(crate) fn join(&self, id: &ClientId, room: RoomName) -> JoinResult {
         let mut idx = self.idx.write();
         let Some(entry) = idx.clients.get(id).cloned() else {
             return JoinResult::UnknownClient;
@@ -237,10 +244,10 @@ impl Registry {
         if entry.phase() != ClientState::Authenticated {
             return JoinResult::NotAuthenticated;
         }
-        self.join_locked(&mut idx, &entry, room.into())
+        self.join_locked(&mut idx, &entry, room)
     }
 
-    fn join_locked(&self, idx: &mut Indexes, entry: &Arc<Entry>, room: Arc<str>) -> JoinResult {
+    fn join_locked(&self, idx: &mut Indexes, entry: &Arc<Entry>, room: RoomName) -> JoinResult {
         {
             let mut s = entry.state.lock();
             if s.rooms.contains(&room) {
@@ -253,31 +260,32 @@ impl Registry {
         }
         let members = idx.rooms.entry(room.clone()).or_default();
         if members.is_empty() {
-            self.bus.interest(&Target::Room(room.to_string()), true);
+            self.bus.interest(&Target::Room(room), true);
         }
         members.insert(entry.id, entry.clone());
         JoinResult::Joined
     }
 
-    /// Removes a client from a room; false if it was not in it.
-    pub(crate) fn leave(&self, id: &Uuid, room: &str) -> bool {
+    /// Removes a client from a room; false if it was not in it. Any text may be asked for: a name that is not
+    /// a room's is simply not found.
+    pub(crate) fn leave(&self, id: &ClientId, room: &str) -> bool {
         let mut idx = self.idx.write();
         let Some(entry) = idx.clients.get(id).cloned() else {
             return false;
         };
-        if !entry.state.lock().rooms.remove(room) {
+        let Some(room) = entry.state.lock().rooms.take(room) else {
             return false;
-        }
+        };
         self.drop_member(&mut idx, id, room);
         true
     }
 
-    fn drop_member(&self, idx: &mut Indexes, id: &Uuid, room: &str) {
-        if let Some(members) = idx.rooms.get_mut(room) {
+    fn drop_member(&self, idx: &mut Indexes, id: &ClientId, room: RoomName) {
+        if let Some(members) = idx.rooms.get_mut(&room) {
             members.remove(id);
             if members.is_empty() {
-                idx.rooms.remove(room);
-                self.bus.interest(&Target::Room(room.to_owned()), false);
+                idx.rooms.remove(&room);
+                self.bus.interest(&Target::Room(room), false);
             }
         }
     }
@@ -293,7 +301,7 @@ impl Registry {
             let mut s = entry.state.lock();
             (s.user_id.clone(), std::mem::take(&mut s.rooms))
         };
-        for room in &rooms {
+        for room in rooms {
             self.drop_member(&mut idx, &entry.id, room);
         }
         if let Some(user) = user {
@@ -301,18 +309,17 @@ impl Registry {
                 members.remove(&entry.id);
                 if members.is_empty() {
                     idx.users.remove(&user);
-                    self.bus.interest(&Target::User(user.to_string()), false);
+                    self.bus.interest(&Target::User(user), false);
                 }
             }
         }
         if was_member {
-            self.bus.interest(&Target::Client(entry.id_str.to_string()), false);
+            self.bus.interest(&Target::Client(entry.id), false);
         }
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        let id = Uuid::try_parse(id).ok()?;
-        self.idx.read().clients.get(&id).cloned()
+    pub(crate) fn get(&self, id: &ClientId) -> Option<Arc<Entry>> {
+        self.idx.read().clients.get(id).cloned()
     }
 
     pub(crate) fn has_room(&self, room: &str) -> bool {
@@ -353,10 +360,10 @@ impl Registry {
         let idx = self.idx.read();
         let members = match target {
             Target::Broadcast => Some(&idx.authenticated),
-            Target::Room(room) => idx.rooms.get(room.as_str()),
-            Target::User(user) => idx.users.get(user.as_str()),
+            Target::Room(room) => idx.rooms.get(room),
+            Target::User(user) => idx.users.get(user),
             Target::Client(id) => {
-                let entry = Uuid::try_parse(id).ok().and_then(|id| idx.authenticated.get(&id));
+                let entry = idx.authenticated.get(id);
                 return usize::from(entry.is_some_and(|e| e.mailbox.push_frames(frames)));
             }
         };
@@ -389,18 +396,17 @@ mod tests {
 
     #[test]
     fn exclude_matches_listed_ids_short_and_long() {
-        let ids: Vec<String> = (0..20).map(|_| Uuid::new_v4().to_string()).collect();
-        let other = Uuid::new_v4();
+        let ids: Vec<ClientId> = (0..20).map(|_| ClientId::random()).collect();
+        let other = ClientId::random();
         for n in [0, 1, 2, LINEAR_EXCLUDE, LINEAR_EXCLUDE + 1, 20] {
             let list = ids.get(..n).unwrap();
             let ex = Exclude::from_ids(list);
             assert_eq!(matches!(ex, Exclude::Many(_)), n > LINEAR_EXCLUDE);
             for id in list {
-                assert!(ex.skips(&Uuid::try_parse(id).unwrap()));
+                assert!(ex.skips(id));
             }
             assert!(!ex.skips(&other));
         }
-        assert!(!Exclude::from_ids(&["not-a-uuid"]).skips(&other));
         assert!(!Exclude::none().skips(&other));
     }
 }

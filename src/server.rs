@@ -22,15 +22,20 @@ use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
 use crate::hooks::{Authenticator, Hook};
 use crate::limits::{ConnectionLimits, Refusal};
-use crate::protocol::{room, CloseCode, Target};
+use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
-use crate::shared::{Hooks, SendError, Shared};
+use crate::shared::{check_event, Hooks, SendError, Shared};
 use crate::telemetry::{StatsSnapshot, Telemetry};
 use crate::wsenc::{SharedKeys, WsEnc1};
 
 fn raw_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, SendError> {
     Ok(serde_json::value::to_raw_value(data)?)
+}
+
+/// The client ids of an `exclude` list; text that is not a client id could never match one and is left out.
+fn exclude_ids(exclude: &[&str]) -> Vec<ClientId> {
+    exclude.iter().filter_map(|id| ClientId::parse(id)).collect()
 }
 
 /// Why a key reload was refused.
@@ -46,7 +51,7 @@ pub enum ReloadError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RoomError {
-    /// No such connection on this instance.
+    /// No such connection on this instance (also when the id is not a client id at all).
     #[error("no such client on this instance")]
     UnknownClient,
     /// The client has not finished authenticating.
@@ -64,6 +69,12 @@ pub enum RoomError {
 ///
 /// Every `send_*` method delivers to this instance's clients at once and publishes to the bus so other instances
 /// deliver to theirs (with the embedded bus and one instance, that is a no-op).
+///
+/// Ids are taken as text and checked here, once: a client id must be a [`ClientId`] (a UUID, as sent in
+/// `connected`), a user id a [`UserId`] and a room a [`RoomName`] (1 to
+/// [`MAX_TARGET_LEN`](crate::protocol::envelope::MAX_TARGET_LEN) bytes each). Sending to text that is none of
+/// these is not an error: like sending to a client that has gone, it reaches nobody (and nothing is published);
+/// the event name and the payload are still checked. `exclude` entries that are not client ids are ignored.
 ///
 /// ```no_run
 /// use sealcast::{Identity, Server};
@@ -179,34 +190,42 @@ impl Server {
     }
 
     /// Sends to one connection, wherever it is connected. A client on this instance is served directly, without
-    /// a bus round trip.
+    /// a bus round trip. Text that is not a client id reaches nobody (see the type's docs).
     pub fn send_to_client<T: Serialize + ?Sized>(
         &self,
         client_id: &str,
         event: &str,
         data: &T,
     ) -> Result<(), SendError> {
-        let target = Target::Client(client_id.to_owned());
-        let local = self.shared.registry.get(client_id).is_some();
+        let data = raw_json(data)?;
+        match ClientId::parse(client_id) {
+            Some(id) => self.emit_to_client(id, event, data),
+            None => check_event(event),
+        }
+    }
+
+    fn emit_to_client(&self, id: ClientId, event: &str, data: Box<RawValue>) -> Result<(), SendError> {
+        let local = self.shared.registry.get(&id).is_some();
         self.shared
-            .emit(target, event, raw_json(data)?, Vec::new(), !local)
+            .emit(Target::Client(id), event, data, Vec::new(), !local)
             .map(drop)
     }
 
-    /// Sends to every session of a user, on every instance.
+    /// Sends to every session of a user, on every instance. An empty or oversized user id reaches nobody (see the
+    /// type's docs).
     pub fn send_to_user<T: Serialize + ?Sized>(&self, user_id: &str, event: &str, data: &T) -> Result<(), SendError> {
-        self.shared
-            .emit(
-                Target::User(user_id.to_owned()),
-                event,
-                raw_json(data)?,
-                Vec::new(),
-                true,
-            )
-            .map(drop)
+        let data = raw_json(data)?;
+        match UserId::parse(user_id) {
+            Some(user) => self
+                .shared
+                .emit(Target::User(user), event, data, Vec::new(), true)
+                .map(drop),
+            None => check_event(event),
+        }
     }
 
-    /// Sends to every member of a room on every instance, except the clients in `exclude`.
+    /// Sends to every member of a room on every instance, except the clients in `exclude`. An empty or oversized
+    /// room name reaches nobody (see the type's docs).
     pub fn send_to_room<T: Serialize + ?Sized>(
         &self,
         room: &str,
@@ -214,17 +233,29 @@ impl Server {
         data: &T,
         exclude: &[&str],
     ) -> Result<(), SendError> {
-        let exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
+        let data = raw_json(data)?;
+        match RoomName::parse(room) {
+            Some(room) => self.emit_to_room(room, event, data, exclude_ids(exclude)),
+            None => check_event(event),
+        }
+    }
+
+    fn emit_to_room(
+        &self,
+        room: RoomName,
+        event: &str,
+        data: Box<RawValue>,
+        exclude: Vec<ClientId>,
+    ) -> Result<(), SendError> {
         self.shared
-            .emit(Target::Room(room.to_owned()), event, raw_json(data)?, exclude, true)
+            .emit(Target::Room(room), event, data, exclude, true)
             .map(drop)
     }
 
     /// Sends to every authenticated client on every instance, except the clients in `exclude`.
     pub fn broadcast<T: Serialize + ?Sized>(&self, event: &str, data: &T, exclude: &[&str]) -> Result<(), SendError> {
-        let exclude = exclude.iter().map(|s| (*s).to_owned()).collect();
         self.shared
-            .emit(Target::Broadcast, event, raw_json(data)?, exclude, true)
+            .emit(Target::Broadcast, event, raw_json(data)?, exclude_ids(exclude), true)
             .map(drop)
     }
 
@@ -240,21 +271,26 @@ impl Server {
         let Some(dest) = destination else {
             return self.broadcast(topic, data, &[]);
         };
-        let is_local_client = self.shared.registry.get(dest).is_some();
-        if is_local_client || (!self.shared.registry.has_room(dest) && room::is_client_id_shaped(dest)) {
-            self.send_to_client(dest, topic, data)
-        } else {
-            self.send_to_room(dest, topic, data, &[])
+        let data = raw_json(data)?;
+        let client = ClientId::parse(dest);
+        let is_local_client = client.is_some_and(|id| self.shared.registry.get(&id).is_some());
+        let client_shaped = !self.shared.registry.has_room(dest) && room::is_client_id_shaped(dest);
+        match (client, RoomName::parse(dest)) {
+            (Some(id), _) if is_local_client || client_shaped => self.emit_to_client(id, topic, data),
+            (_, Some(room)) => self.emit_to_room(room, topic, data, Vec::new()),
+            (_, None) => check_event(topic),
         }
     }
 
     /// Adds a local, authenticated client to a room (no validator involved: this is the server's decision).
+    /// A `client_id` that is not a client id is [`RoomError::UnknownClient`]; a room name that is not joinable
+    /// ([`room::is_joinable`]) is [`RoomError::InvalidName`].
     pub fn join_room(&self, client_id: &str, room_name: &str) -> Result<(), RoomError> {
-        if !room::is_joinable(room_name) {
-            return Err(RoomError::InvalidName);
-        }
-        let id = Uuid::try_parse(client_id).map_err(|_| RoomError::UnknownClient)?;
-        match self.shared.registry.join(&id, room_name) {
+        let room = RoomName::parse(room_name)
+            .filter(|_| room::is_joinable(room_name))
+            .ok_or(RoomError::InvalidName)?;
+        let id = ClientId::parse(client_id).ok_or(RoomError::UnknownClient)?;
+        match self.shared.registry.join(&id, room) {
             JoinResult::Joined | JoinResult::AlreadyMember => Ok(()),
             JoinResult::NotAuthenticated => Err(RoomError::NotAuthenticated),
             JoinResult::RoomLimit => Err(RoomError::RoomLimit),
@@ -263,10 +299,10 @@ impl Server {
     }
 
     /// Removes a local client from a room. A client cannot leave the room named after its own id. Returns
-    /// whether it was a member.
+    /// whether it was a member (false too when `client_id` is not a client id).
     pub fn leave_room(&self, client_id: &str, room_name: &str) -> bool {
-        match Uuid::try_parse(client_id) {
-            Ok(id) if client_id != room_name => self.shared.registry.leave(&id, room_name),
+        match ClientId::parse(client_id) {
+            Some(id) if id.to_string() != room_name => self.shared.registry.leave(&id, room_name),
             _ => false,
         }
     }
@@ -276,9 +312,10 @@ impl Server {
         self.shared.registry.all().iter().map(|e| e.info()).collect()
     }
 
-    /// One connection on this instance.
+    /// One connection on this instance (`None` too when `client_id` is not a client id).
     pub fn client(&self, client_id: &str) -> Option<ClientInfo> {
-        self.shared.registry.get(client_id).map(|e| e.info())
+        let id = ClientId::parse(client_id)?;
+        self.shared.registry.get(&id).map(|e| e.info())
     }
 
     /// The local sessions of a user.
@@ -296,11 +333,11 @@ impl Server {
             .collect()
     }
 
-    /// Closes a local connection with `code` after what is already queued for it. False if unknown.
+    /// Closes a local connection with `code` after what is already queued for it. False if unknown (or if
+    /// `client_id` is not a client id).
     pub fn disconnect(&self, client_id: &str, code: CloseCode) -> bool {
-        self.shared
-            .registry
-            .get(client_id)
+        ClientId::parse(client_id)
+            .and_then(|id| self.shared.registry.get(&id))
             .is_some_and(|e| e.mailbox.close_after_pending(code))
     }
 
@@ -440,7 +477,7 @@ async fn upgrade(
             return (StatusCode::TOO_MANY_REQUESTS, "connecting too fast").into_response();
         }
     };
-    let id = Uuid::new_v4();
+    let id = ClientId::random();
     let tracker = shared.tracker.clone();
     tracker.spawn(crate::connection::run(on_upgrade, shared, id, slot));
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();

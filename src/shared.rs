@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::hooks::{Authenticator, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator};
 use crate::limits::ConnectionLimits;
 use crate::protocol::outbound::TextFrame;
-use crate::protocol::{event, outbound, Action, CloseCode, Envelope, Target};
+use crate::protocol::{event, outbound, Action, ClientId, CloseCode, Envelope, Target};
 use crate::registry::{Exclude, Registry};
 use crate::session::Handshake;
 use crate::telemetry::Telemetry;
@@ -86,7 +86,7 @@ impl Shared {
         target: Target,
         event_name: &str,
         data: Box<RawValue>,
-        exclude: Vec<String>,
+        exclude: Vec<ClientId>,
         publish: bool,
     ) -> Result<usize, SendError> {
         check_event(event_name)?;
@@ -101,7 +101,13 @@ impl Shared {
     }
 
     /// Hands a message to the bus for the other instances to deliver.
-    pub(crate) fn publish_delivery(&self, target: Target, event_name: &str, data: Box<RawValue>, exclude: Vec<String>) {
+    pub(crate) fn publish_delivery(
+        &self,
+        target: Target,
+        event_name: &str,
+        data: Box<RawValue>,
+        exclude: Vec<ClientId>,
+    ) {
         self.telemetry.bus_published();
         self.bus.publish(Envelope {
             server_id: self.server_id.to_string(),
@@ -118,7 +124,7 @@ impl Shared {
     pub(crate) fn disconnect_target(&self, target: &Target, publish: bool) -> usize {
         let entries = match target {
             Target::Client(id) => self.registry.get(id).into_iter().collect(),
-            Target::User(id) => self.registry.by_user(id),
+            Target::User(id) => self.registry.by_user(id.as_str()),
             Target::Room(_) | Target::Broadcast => return 0,
         };
         let mut closed = 0;

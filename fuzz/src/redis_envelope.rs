@@ -3,11 +3,13 @@
 //!
 //! Oracles: an accepted envelope never carries a reserved or invalid event name and respects every limit;
 //! `to_json` → `parse` gives the same envelope and the same JSON again; an accepted envelope agrees with an
-//! independent `serde_json::Value` reading; a channel name maps to a target whose channel is that name.
+//! independent `serde_json::Value` reading (its client target and `exclude` entries being that reading's text
+//! parsed as client ids, the entries that are not ids left out); a channel name maps to a target whose channel is
+//! that name.
 
 use sealcast::protocol::envelope::{MAX_ENVELOPE_LEN, MAX_EXCLUDE, MAX_TARGET_LEN};
 use sealcast::protocol::event;
-use sealcast::protocol::{Envelope, EnvelopeError, Target};
+use sealcast::protocol::{ClientId, Envelope, EnvelopeError, Target};
 use serde_json::Value;
 
 /// The fuzz target.
@@ -28,8 +30,9 @@ pub fn check(data: &[u8]) {
     );
     assert!(env.exclude.len() <= MAX_EXCLUDE);
     match &env.target {
-        Target::Client(t) | Target::User(t) | Target::Room(t) => assert!(!t.is_empty() && t.len() <= MAX_TARGET_LEN),
-        Target::Broadcast => {}
+        Target::User(t) => assert!(!t.as_str().is_empty() && t.as_str().len() <= MAX_TARGET_LEN),
+        Target::Room(t) => assert!(!t.as_str().is_empty() && t.as_str().len() <= MAX_TARGET_LEN),
+        Target::Client(_) | Target::Broadcast => {}
     }
     check_against_value(data, &env);
 
@@ -63,14 +66,17 @@ fn check_against_value(data: &[u8], env: &Envelope) {
     let target = obj.get("target").and_then(Value::as_str);
     match &env.target {
         Target::Broadcast => assert_eq!(kind, Some("broadcast")),
-        Target::Client(t) => assert_eq!((kind, target), (Some("client"), Some(t.as_str()))),
+        Target::Client(t) => {
+            assert_eq!(kind, Some("client"));
+            assert_eq!(target.and_then(ClientId::parse), Some(*t));
+        }
         Target::User(t) => assert_eq!((kind, target), (Some("user"), Some(t.as_str()))),
         Target::Room(t) => assert_eq!((kind, target), (Some("room"), Some(t.as_str()))),
     }
     let want_data = obj.get("data").cloned().unwrap_or(Value::Null);
     let got_data: Value = serde_json::from_str(env.data.get()).unwrap_or_else(|e| panic!("data is not JSON: {e}"));
     assert_eq!(got_data, want_data);
-    let want_exclude: Vec<&str> = match obj.get("exclude") {
+    let raw_exclude: Vec<&str> = match obj.get("exclude") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
             .iter()
@@ -78,6 +84,8 @@ fn check_against_value(data: &[u8], env: &Envelope) {
             .collect(),
         Some(other) => panic!("exclude {other} accepted"),
     };
+    assert!(raw_exclude.len() <= MAX_EXCLUDE);
+    let want_exclude: Vec<ClientId> = raw_exclude.into_iter().filter_map(ClientId::parse).collect();
     assert_eq!(env.exclude, want_exclude);
 }
 

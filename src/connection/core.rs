@@ -13,7 +13,6 @@
 //! [`Core::on_message`] (the decision, usually a new [`Action`]), and its test.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
@@ -24,7 +23,7 @@ use crate::limits::Bucket;
 use crate::protocol::event::errors;
 use crate::protocol::frame::Inbound;
 use crate::protocol::inbound::{self, ClientMessage, InboundError};
-use crate::protocol::{room, CloseCode};
+use crate::protocol::{room, CloseCode, UserId};
 use crate::session::{HandshakeOutcome, Opener, Sealer};
 
 /// What the shell must do next.
@@ -51,7 +50,7 @@ pub(crate) enum Action<'m> {
     Authenticate(Map<String, Value>),
     /// Run the handshake (for this user, if any) on the `authenticate` payload, then answer with
     /// [`Core::on_handshake`].
-    Handshake(Option<Arc<str>>),
+    Handshake(Option<UserId>),
     /// The session is established: send `connected` (with these extra fields), seal everything after it with
     /// `sealer` if any, and enter the routing table.
     Established(Box<Established>),
@@ -90,7 +89,7 @@ pub(crate) enum Action<'m> {
 
 /// An established session, as [`Action::Established`] hands it to the shell.
 pub(crate) struct Established {
-    pub(crate) user_id: Option<Arc<str>>,
+    pub(crate) user_id: Option<UserId>,
     pub(crate) metadata: Value,
     /// Fields the handshake adds to `connected`.
     pub(crate) connected_fields: Map<String, Value>,
@@ -118,7 +117,7 @@ pub(crate) enum AuthAnswer {
 
 /// An accepted identity, with its expiry already turned into a deadline by the shell.
 pub(crate) struct Identity {
-    pub(crate) user_id: Option<String>,
+    pub(crate) user_id: Option<UserId>,
     pub(crate) metadata: Value,
     pub(crate) expires: Option<Instant>,
     pub(crate) rooms: Option<Vec<String>>,
@@ -152,7 +151,7 @@ enum Phase {
 
 /// What an established connection knows about itself.
 struct Session {
-    user_id: Option<Arc<str>>,
+    user_id: Option<UserId>,
     /// Opens every inbound frame of an encrypted session.
     opener: Option<Box<dyn Opener>>,
     /// When the credentials expire (close 1008 unless refreshed first).
@@ -440,7 +439,7 @@ impl<'c> Core<'c> {
         if id.user_id.is_some() && user_sessions >= self.config.max_sessions_per_user {
             return self.fail(errors::TOO_MANY_SESSIONS, CloseCode::PolicyViolation);
         }
-        let user_id = id.user_id.as_deref().map(Arc::from);
+        let user_id = id.user_id.clone();
         *identity = Some(Box::new(id));
         Action::Handshake(user_id)
     }
@@ -468,7 +467,6 @@ impl<'c> Core<'c> {
             expires,
             rooms,
         } = *id;
-        let user_id: Option<Arc<str>> = user_id.map(Into::into);
         let (connected_fields, sealer, opener) = match session {
             Some(s) => (s.connected_fields, Some(s.sealer), Some(s.opener)),
             None => (Map::new(), None, None),
@@ -497,7 +495,7 @@ impl<'c> Core<'c> {
             return Action::None;
         };
         match answer {
-            AuthAnswer::Accepted(id) if id.user_id.as_deref() == s.user_id.as_deref() => {
+            AuthAnswer::Accepted(id) if id.user_id == s.user_id => {
                 s.expiry = id.expires;
                 s.room_patterns = id.rooms.map(Vec::into_boxed_slice);
                 Action::Rekey
@@ -608,7 +606,7 @@ mod tests {
 
     fn identity(user: Option<&str>) -> Identity {
         Identity {
-            user_id: user.map(str::to_owned),
+            user_id: user.map(|u| UserId::parse(u).unwrap()),
             metadata: Value::Null,
             expires: None,
             rooms: None,

@@ -33,8 +33,9 @@ use crate::client_info::ClientState;
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
+use crate::protocol::envelope::MAX_TARGET_LEN;
 use crate::protocol::frame::{Decoder, Inbound};
-use crate::protocol::{outbound, CloseCode};
+use crate::protocol::{outbound, ClientId, CloseCode, RoomName, UserId};
 use crate::registry::Entry;
 use crate::session::HandshakeRequest;
 use crate::shared::Shared;
@@ -52,7 +53,7 @@ pub(crate) type Io = TokioIo<Upgraded>;
 
 /// Runs a connection from the upgrade to cleanup. One function, not a chain of async calls: every level of an
 /// async call chain keeps its own copy of the arguments in the connection's task, for as long as it lives.
-pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: uuid::Uuid, slot: Slot) {
+pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId, slot: Slot) {
     // Resolves once the 101 has been sent; an error means the client went away before that.
     let Ok(upgraded) = on_upgrade.await else {
         return;
@@ -275,11 +276,13 @@ impl Reader<'_> {
                 tracing::info!(client = %self.entry.id_str, "credentials refreshed");
             }
             Action::Join(rooms) => {
-                for room in &rooms {
+                // The core checked these names are joinable; each becomes a `RoomName` here, once.
+                for room in rooms.iter().filter_map(|r| RoomName::parse(r)) {
                     self.shared.registry.join(&self.entry.id, room);
                 }
             }
             Action::Leave(rooms) => {
+                // Looked up by text: a name the client is not in is simply not found.
                 for room in &rooms {
                     self.shared.registry.leave(&self.entry.id, room);
                 }
@@ -361,7 +364,7 @@ impl Reader<'_> {
         let user_sessions = match &answer {
             AuthAnswer::Accepted(Identity {
                 user_id: Some(user), ..
-            }) => shared.registry.by_user(user).len(),
+            }) => shared.registry.by_user(user.as_str()).len(),
             _ => 0,
         };
         let user_id = match self.core.on_identity(answer, user_sessions) {
@@ -373,7 +376,7 @@ impl Reader<'_> {
             Some(hs) => {
                 let req = HandshakeRequest {
                     client_id: self.entry.id_str.to_string(),
-                    user_id: user_id.as_deref().map(str::to_owned),
+                    user_id: user_id.as_ref().map(|u| u.as_str().to_owned()),
                     data,
                 };
                 match invoke(hs.as_ref(), req).await {
@@ -402,9 +405,23 @@ impl Reader<'_> {
         };
         match invoke(shared.authenticator.as_ref(), req).await {
             Ok(Some(identity)) => {
+                // The edge where the application's user id becomes a `UserId`: one that no instance could address
+                // (empty, or longer than the bus accepts) is the authenticator's failure, not an anonymous session.
+                let user_id = match identity.user_id.as_deref().map(UserId::parse) {
+                    None => None,
+                    Some(Some(user)) => Some(user),
+                    Some(None) => {
+                        shared.telemetry.authentication(AuthOutcome::Error);
+                        tracing::warn!(
+                            client = %self.entry.id_str,
+                            "authenticator answered with an unusable user id (empty or over {MAX_TARGET_LEN} bytes)"
+                        );
+                        return AuthAnswer::Failed;
+                    }
+                };
                 shared.telemetry.authentication(AuthOutcome::Accepted);
                 AuthAnswer::Accepted(Identity {
-                    user_id: identity.user_id,
+                    user_id,
                     metadata: identity.metadata,
                     expires: identity.expires_at.map(instant_of),
                     rooms: identity.rooms,
@@ -428,7 +445,7 @@ impl Reader<'_> {
         let encrypted = e.encrypted();
         let connected = outbound::connected(
             &self.entry.id_str,
-            e.user_id.as_deref(),
+            e.user_id.as_ref().map(UserId::as_str),
             &now_iso8601(),
             e.connected_fields,
         );
@@ -437,9 +454,10 @@ impl Reader<'_> {
         if let Some(sealer) = e.sealer {
             self.mailbox().push(Outbound::Encrypt(sealer));
         }
+        let rooms: Vec<RoomName> = e.rooms.iter().filter_map(|r| RoomName::parse(r)).collect();
         shared
             .registry
-            .authenticate(self.entry, e.user_id, e.metadata, encrypted, &e.rooms);
+            .authenticate(self.entry, e.user_id, e.metadata, encrypted, &rooms);
         tracing::info!(client = %self.entry.id_str, encrypted, "authenticated");
     }
 
@@ -479,15 +497,15 @@ impl Reader<'_> {
     }
 
     fn publish(&mut self, room: &str, event: &str, data: Option<&RawValue>, to_self: bool) {
+        // The client is a member (the core checked), so this is a room's name: made a `RoomName` once, here.
+        let Some(room) = RoomName::parse(room) else {
+            return;
+        };
         let data = data.map_or_else(|| RawValue::from_string("null".to_owned()), |d| Ok(d.to_owned()));
         let Ok(data) = data else {
             return;
         };
-        let exclude = if to_self {
-            Vec::new()
-        } else {
-            vec![self.entry.id_str.to_string()]
-        };
+        let exclude = if to_self { Vec::new() } else { vec![self.entry.id] };
         let shared = self.shared;
         if self.pending.push(shared, room, event, data, exclude).is_err() {
             self.flush_publishes();

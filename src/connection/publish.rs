@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 
 use crate::protocol::outbound::{self, TextFrame};
-use crate::protocol::Target;
+use crate::protocol::{ClientId, RoomName, Target};
 use crate::registry::Exclude;
 use crate::shared::{check_event, SendError, Shared};
 
@@ -19,8 +19,8 @@ use crate::shared::{check_event, SendError, Shared};
 const MAX: usize = 64;
 
 struct Batch {
-    room: String,
-    exclude: Vec<String>,
+    room: RoomName,
+    exclude: Vec<ClientId>,
     frames: Vec<TextFrame>,
 }
 
@@ -39,10 +39,10 @@ impl Pending {
     pub(super) fn push(
         &mut self,
         shared: &Shared,
-        room: &str,
+        room: RoomName,
         event_name: &str,
         data: Box<RawValue>,
-        exclude: Vec<String>,
+        exclude: Vec<ClientId>,
     ) -> Result<(), SendError> {
         check_event(event_name)?;
         let text = TextFrame::new(&outbound::message(event_name, Some(&data)));
@@ -51,14 +51,14 @@ impl Pending {
         }
         let b = self.0.get_or_insert_with(|| {
             Box::new(Batch {
-                room: room.to_owned(),
+                room: room.clone(),
                 exclude: exclude.clone(),
                 frames: Vec::new(),
             })
         });
         b.frames.push(text);
         let full = b.frames.len() >= MAX;
-        shared.publish_delivery(Target::Room(room.to_owned()), event_name, data, exclude);
+        shared.publish_delivery(Target::Room(room), event_name, data, exclude);
         if full {
             self.flush(shared);
         }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::id::{ClientId, RoomName, UserId};
 use super::{event, json};
 use crate::redact::debug_redacted;
 
@@ -27,15 +28,16 @@ pub const MAX_EXCLUDE: usize = 1024;
 /// Longest target (room, client or user id) accepted, in bytes.
 pub const MAX_TARGET_LEN: usize = 1024;
 
-/// Who an envelope is addressed to.
+/// Who an envelope is addressed to. The ids are already checked (see [`super::id`]): building a `Target` is
+/// where text from outside becomes an address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// One connection, by id.
-    Client(String),
+    Client(ClientId),
     /// Every session of a user.
-    User(String),
+    User(UserId),
     /// Every member of a room.
-    Room(String),
+    Room(RoomName),
     /// Every authenticated client.
     Broadcast,
 }
@@ -51,21 +53,25 @@ impl Target {
         }
     }
 
-    /// The target a channel name denotes, if it is one of ours.
+    /// The target a channel name denotes, if it is one of ours: exactly the name [`Target::channel`] gives it.
+    /// A client channel must carry the id's canonical text (the only form published or subscribed to); user and
+    /// room channels a name of 1 to [`MAX_TARGET_LEN`] bytes.
     pub fn from_channel(channel: &str) -> Option<Self> {
         if channel == BROADCAST_CHANNEL {
             return Some(Self::Broadcast);
         }
-        let pick = |prefix: &str| {
-            channel
-                .strip_prefix(prefix)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-        };
-        pick(CLIENT_PREFIX)
-            .map(Self::Client)
-            .or_else(|| pick(USER_PREFIX).map(Self::User))
-            .or_else(|| pick(ROOM_PREFIX).map(Self::Room))
+        if let Some(id) = channel.strip_prefix(CLIENT_PREFIX) {
+            return ClientId::parse(id)
+                .filter(|c| c.encode(&mut [0; ClientId::TEXT_LEN]) == id)
+                .map(Self::Client);
+        }
+        if let Some(user) = channel.strip_prefix(USER_PREFIX) {
+            return UserId::parse(user).map(Self::User);
+        }
+        channel
+            .strip_prefix(ROOM_PREFIX)
+            .and_then(RoomName::parse)
+            .map(Self::Room)
     }
 
     pub(crate) fn kind(&self) -> &'static str {
@@ -77,9 +83,12 @@ impl Target {
         }
     }
 
-    pub(crate) fn id(&self) -> Option<&str> {
+    /// The wire `target` text: the id's or the name's text (`None` for broadcast).
+    pub(crate) fn id_text(&self) -> Option<String> {
         match self {
-            Self::Client(t) | Self::User(t) | Self::Room(t) => Some(t),
+            Self::Client(id) => Some(id.to_string()),
+            Self::User(user) => Some(user.as_str().to_owned()),
+            Self::Room(room) => Some(room.as_str().to_owned()),
             Self::Broadcast => None,
         }
     }
@@ -112,8 +121,8 @@ pub struct Envelope {
     pub event: String,
     /// Payload, raw JSON.
     pub data: Box<RawValue>,
-    /// Client ids that must not receive it (room and broadcast only).
-    pub exclude: Vec<String>,
+    /// Client ids that must not receive it (room and broadcast only). On the wire: their canonical text.
+    pub exclude: Vec<ClientId>,
     /// Deliver (the default) or disconnect.
     pub action: Action,
 }
@@ -127,7 +136,8 @@ pub enum EnvelopeError {
     /// Not JSON, or a field has the wrong type.
     #[error("envelope is not valid JSON of the expected shape")]
     Malformed,
-    /// `type` is not client, user, room or broadcast, or a non-broadcast envelope lacks `target`.
+    /// `type` is not client, user, room or broadcast, a non-broadcast envelope lacks `target`, or a client
+    /// target is not a client id (a UUID).
     #[error("envelope has an unknown type or is missing its target")]
     BadTarget,
     /// The event name is reserved (`connected`, `encrypted`, ...) or empty/too long.
@@ -174,10 +184,10 @@ impl Envelope {
     /// The wire `type` and `target` fields (what the bus signature covers).
     pub(crate) fn wire_kind_target(&self) -> (&'static str, Option<String>) {
         match self.action {
-            Action::Deliver => (self.target.kind(), self.target.id().map(str::to_owned)),
+            Action::Deliver => (self.target.kind(), self.target.id_text()),
             Action::Disconnect => (
                 DISCONNECT_TYPE,
-                self.target.id().map(|id| format!("{}:{id}", self.target.kind())),
+                self.target.id_text().map(|id| format!("{}:{id}", self.target.kind())),
             ),
         }
     }
@@ -191,13 +201,15 @@ impl Envelope {
             target: target.map(Into::into),
             event: self.event.as_str().into(),
             data: Some(&self.data),
-            exclude: (!self.exclude.is_empty()).then(|| self.exclude.clone()),
+            exclude: (!self.exclude.is_empty()).then(|| self.exclude.iter().map(ClientId::to_string).collect()),
         };
         // Every field is a string, a list of strings or already-valid raw JSON, so this cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
     }
 
-    /// Parses and validates an envelope received from the bus.
+    /// Parses and validates an envelope received from the bus: the edge where its text becomes typed ids. A client
+    /// target must be a client id ([`EnvelopeError::BadTarget`] otherwise); `exclude` entries that are not client
+    /// ids are dropped, as they could never match a client (the [`MAX_EXCLUDE`] limit counts them all).
     pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         if bytes.len() > MAX_ENVELOPE_LEN {
             return Err(EnvelopeError::TooLarge);
@@ -223,15 +235,16 @@ impl Envelope {
             (_, None) => return Err(EnvelopeError::BadTarget),
             (_, Some(t)) if t.is_empty() => return Err(EnvelopeError::BadTarget),
             (_, Some(t)) if t.len() > MAX_TARGET_LEN => return Err(EnvelopeError::Limit),
-            ("client", Some(t)) => Target::Client(t.into_owned()),
-            ("user", Some(t)) => Target::User(t.into_owned()),
-            ("room", Some(t)) => Target::Room(t.into_owned()),
+            ("client", Some(t)) => Target::Client(ClientId::parse(&t).ok_or(EnvelopeError::BadTarget)?),
+            ("user", Some(t)) => Target::User(UserId::parse(&t).ok_or(EnvelopeError::BadTarget)?),
+            ("room", Some(t)) => Target::Room(RoomName::parse(&t).ok_or(EnvelopeError::BadTarget)?),
             _ => return Err(EnvelopeError::BadTarget),
         };
         let exclude = w.exclude.unwrap_or_default();
         if exclude.len() > MAX_EXCLUDE {
             return Err(EnvelopeError::Limit);
         }
+        let exclude = exclude.iter().filter_map(|id| ClientId::parse(id)).collect();
         let data = match w.data {
             Some(d) => d.to_owned(),
             None => RawValue::from_string("null".to_owned()).map_err(|_| EnvelopeError::Malformed)?,
@@ -259,10 +272,11 @@ impl Envelope {
             return Err(EnvelopeError::Limit);
         }
         let target = match raw.split_once(':') {
-            Some(("client", id)) if !id.is_empty() => Target::Client(id.to_owned()),
-            Some(("user", id)) if !id.is_empty() => Target::User(id.to_owned()),
-            _ => return Err(EnvelopeError::BadTarget),
+            Some(("client", id)) => ClientId::parse(id).map(Target::Client),
+            Some(("user", id)) => UserId::parse(id).map(Target::User),
+            _ => None,
         };
+        let target = target.ok_or(EnvelopeError::BadTarget)?;
         Self::disconnect(w.server_id.into_owned(), target).ok_or(EnvelopeError::BadTarget)
     }
 }
@@ -271,11 +285,25 @@ impl Envelope {
 mod tests {
     use super::*;
 
+    const C1: &str = "0b6d9c2e-8f0a-4c59-9a57-3f2f1f7d3c11";
+
+    fn room(name: &str) -> Target {
+        Target::Room(RoomName::parse(name).unwrap())
+    }
+
+    fn user(id: &str) -> Target {
+        Target::User(UserId::parse(id).unwrap())
+    }
+
+    fn client(id: &str) -> Target {
+        Target::Client(ClientId::parse(id).unwrap())
+    }
+
     #[test]
     fn reference_emitter_envelope_parses() {
         let e = Envelope::parse(br#"{"serverId":"emitter","type":"room","target":"r","event":"e","data":{}}"#).unwrap();
         assert_eq!(e.server_id, EMITTER_SERVER_ID);
-        assert_eq!(e.target, Target::Room("r".into()));
+        assert_eq!(e.target, room("r"));
         assert_eq!(e.target.channel(), "ws:room:r");
         assert_eq!(e.data.get(), "{}");
     }
@@ -287,15 +315,38 @@ mod tests {
             target: Target::Broadcast,
             event: "news".into(),
             data: RawValue::from_string("[1,\"x\"]".into()).unwrap(),
-            exclude: vec!["a".into()],
+            exclude: vec![ClientId::parse(C1).unwrap()],
             action: Action::Deliver,
         };
-        let back = Envelope::parse(e.to_json().as_bytes()).unwrap();
+        let json = e.to_json();
+        assert!(json.contains(&format!(r#""exclude":["{C1}"]"#)), "{json}");
+        let back = Envelope::parse(json.as_bytes()).unwrap();
         assert_eq!(
             (back.server_id, back.target, back.event),
             ("s1".into(), Target::Broadcast, "news".into())
         );
-        assert_eq!((back.data.get(), back.exclude), ("[1,\"x\"]", vec!["a".to_owned()]));
+        assert_eq!((back.data.get(), back.exclude), ("[1,\"x\"]", e.exclude));
+    }
+
+    #[test]
+    fn ids_are_parsed_once_on_the_way_in() {
+        let upper = C1.to_uppercase();
+        let text = format!(
+            r#"{{"serverId":"x","type":"client","target":"{upper}","event":"e","exclude":["a","{C1}","{upper}",""]}}"#
+        );
+        let e = Envelope::parse(text.as_bytes()).unwrap();
+        assert_eq!(e.target, client(C1));
+        // Entries that are not client ids could never match one: dropped.
+        assert_eq!(e.exclude, vec![ClientId::parse(C1).unwrap(); 2]);
+        let text = r#"{"serverId":"x","type":"client","target":"c1","event":"e"}"#;
+        assert_eq!(Envelope::parse(text.as_bytes()).err(), Some(EnvelopeError::BadTarget));
+        // The limit counts every entry, ids or not.
+        let many = vec!["a"; MAX_EXCLUDE + 1];
+        let text = serde_json::json!({"serverId": "x", "type": "broadcast", "event": "e", "exclude": many});
+        assert_eq!(
+            Envelope::parse(text.to_string().as_bytes()).err(),
+            Some(EnvelopeError::Limit)
+        );
     }
 
     fn assert_refused(cases: &[(&[u8], EnvelopeError)]) {
@@ -346,7 +397,7 @@ mod tests {
 
     #[test]
     fn disconnect_envelopes_round_trip_on_the_targets_channel() {
-        for target in [Target::Client("c1".into()), Target::User("u:1".into())] {
+        for target in [client(C1), user("u:1")] {
             let e = Envelope::disconnect("s1", target.clone()).unwrap();
             let json = e.to_json();
             assert!(json.contains("\"type\":\"disconnect\""), "{json}");
@@ -354,13 +405,17 @@ mod tests {
             assert_eq!((back.action, back.target.clone()), (Action::Disconnect, target.clone()));
             assert_eq!(back.target.channel(), target.channel());
         }
-        assert!(Envelope::disconnect("s1", Target::Room("r".into())).is_none());
+        assert!(Envelope::disconnect("s1", room("r")).is_none());
         assert!(Envelope::disconnect("s1", Target::Broadcast).is_none());
     }
 
     #[test]
     fn hostile_disconnect_envelopes_are_refused() {
-        let cases: [(&[u8], EnvelopeError); 6] = [
+        let cases: [(&[u8], EnvelopeError); 7] = [
+            (
+                br#"{"serverId":"x","type":"disconnect","target":"client:c1","event":"disconnect"}"#,
+                EnvelopeError::BadTarget,
+            ),
             (
                 br#"{"serverId":"x","type":"disconnect","event":"disconnect"}"#,
                 EnvelopeError::BadTarget,
@@ -396,15 +451,15 @@ mod tests {
 
     #[test]
     fn channels_map_back_to_targets() {
-        for t in [
-            Target::Broadcast,
-            Target::Room("a:b".into()),
-            Target::Client("c".into()),
-            Target::User("u".into()),
-        ] {
+        for t in [Target::Broadcast, room("a:b"), client(C1), user("u")] {
             assert_eq!(Target::from_channel(&t.channel()), Some(t));
         }
         assert_eq!(Target::from_channel("ws:room:"), None);
         assert_eq!(Target::from_channel("other"), None);
+        // A client channel names a client only in the id's canonical form, the only one ever used.
+        assert_eq!(Target::from_channel("ws:client:c"), None);
+        assert_eq!(Target::from_channel(&format!("ws:client:{}", C1.to_uppercase())), None);
+        let long = format!("ws:user:{}", "u".repeat(MAX_TARGET_LEN + 1));
+        assert_eq!(Target::from_channel(&long), None);
     }
 }

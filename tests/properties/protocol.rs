@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use sealcast::protocol::envelope::MAX_TARGET_LEN;
 use sealcast::protocol::event::{self, RESERVED};
 use sealcast::protocol::inbound::{self, ClientMessage, InboundError};
-use sealcast::protocol::{outbound, room, Envelope, Target};
+use sealcast::protocol::{outbound, room, ClientId, Envelope, RoomName, Target, UserId};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -50,6 +50,21 @@ fn room_name() -> impl Strategy<Value = String> {
         (250usize..262).prop_map(|n| "r".repeat(n)),
         (80usize..90).prop_map(|n| "é".repeat(n)),
     ]
+}
+
+/// Client ids, in every form `ClientId::parse` accepts (canonical, uppercase, simple, braced, URN).
+fn client_id() -> impl Strategy<Value = ClientId> {
+    let hex = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+    (hex, 0u8..5).prop_map(|(text, form)| {
+        let text = match form {
+            0 => text,
+            1 => text.to_uppercase(),
+            2 => text.replace('-', ""),
+            3 => format!("{{{text}}}"),
+            _ => format!("urn:uuid:{text}"),
+        };
+        ClientId::parse(&text).expect("a UUID")
+    })
 }
 
 /// JSON-shaped text: mostly the protocol's tokens, glued together by the fuzzer-like generator.
@@ -200,14 +215,15 @@ proptest! {
         server_id in any::<String>(),
         kind in 0u8..4,
         target in any::<String>().prop_filter("target length", |t| !t.is_empty() && t.len() <= MAX_TARGET_LEN),
+        client in client_id(),
         ev in app_event(),
         data in json_value(),
-        exclude in prop::collection::vec(any::<String>(), 0..5),
+        exclude in prop::collection::vec(client_id(), 0..5),
     ) {
         let target = match kind {
-            0 => Target::Client(target),
-            1 => Target::User(target),
-            2 => Target::Room(target),
+            0 => Target::Client(client),
+            1 => Target::User(UserId::parse(&target).expect("1 to MAX_TARGET_LEN bytes")),
+            2 => Target::Room(RoomName::parse(&target).expect("1 to MAX_TARGET_LEN bytes")),
             _ => Target::Broadcast,
         };
         let env = Envelope {

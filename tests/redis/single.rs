@@ -4,7 +4,7 @@
 use crate::common::*;
 use crate::redis_harness::{cross_instance_matrix, received_for_room_on_one_of_four, settle, Instance, Redis};
 use sealcast::bus::{BusMode, RedisBus, RedisEndpoint, Subscriptions};
-use sealcast::{Bus, Emitter};
+use sealcast::{Bus, ClientId, Emitter, UserId};
 use serde_json::json;
 
 async fn instance_with(bus: sealcast::bus::RedisBusBuilder) -> Instance {
@@ -82,6 +82,18 @@ async fn emitter_and_reference_envelopes_reach_clients() {
         emitter.to_room("ws-default", "connected", &0, &[]).await,
         Err(sealcast::EmitterError::Event(_))
     ));
+    // Addressees that cannot exist are refused before anything is sent.
+    let too_long = "x".repeat(sealcast::protocol::envelope::MAX_TARGET_LEN + 1);
+    for result in [
+        emitter.to_client("not-a-client-id", "e", &0).await,
+        emitter.to_user("", "e", &0).await,
+        emitter.to_room(&too_long, "e", &0, &[]).await,
+    ] {
+        assert!(
+            matches!(result, Err(sealcast::EmitterError::InvalidTarget(_))),
+            "{result:?}"
+        );
+    }
 
     // Exactly what the reference's emitter publishes.
     redis.cli(&[
@@ -174,6 +186,7 @@ async fn with_a_bus_secret_only_signed_envelopes_are_delivered() {
     let signed = || RedisBus::builder(RedisEndpoint::single(redis.url())).secret("s3cret");
     let (s1, s2) = (instance_with(signed()).await, instance_with(signed()).await);
     let (mut b, _) = s2.t.login("user:bob").await;
+    let (mut c, dc) = s2.t.login("user:carol").await;
     settle(&[&s1, &s2]).await;
 
     s1.t.server.send_to_user("bob", "signed", &1).unwrap();
@@ -185,6 +198,15 @@ async fn with_a_bus_secret_only_signed_envelopes_are_delivered() {
         .unwrap();
     good.to_user("bob", "emitted", &2).await.unwrap();
     assert_eq!(b.recv().await, json!({"event": "emitted", "data": 2}));
+    // The signature covers the exclude entries: it verifies, and they are honoured.
+    good.to_room("ws-default", "excluding", &5, &[&id_of(&dc)])
+        .await
+        .unwrap();
+    assert_eq!(b.recv().await, json!({"event": "excluding", "data": 5}));
+    s1.t.server
+        .send_to_room("ws-default", "excluding", &6, &[&id_of(&dc)])
+        .unwrap();
+    assert_eq!(b.recv().await, json!({"event": "excluding", "data": 6}));
 
     let forged = Emitter::connect_with(endpoint.clone(), BusMode::Classic, Some(b"guess"))
         .await
@@ -202,6 +224,7 @@ async fn with_a_bus_secret_only_signed_envelopes_are_delivered() {
     })
     .await;
     b.expect_silence().await;
+    c.expect_silence().await;
 }
 
 #[tokio::test]
@@ -287,11 +310,11 @@ async fn signed_disconnects_cross_instances_and_unsigned_ones_are_dropped() {
     .await;
     assert_eq!(
         s1.t.server
-            .disconnect_everywhere(&sealcast::protocol::Target::User("bob".into())),
+            .disconnect_everywhere(&sealcast::protocol::Target::User(UserId::parse("bob").unwrap())),
         0
     );
     assert_eq!(bob.expect_close().await.0, 1008);
-    let carol_target = sealcast::protocol::Target::Client(id_of(&dc));
+    let carol_target = sealcast::protocol::Target::Client(ClientId::parse(&id_of(&dc)).unwrap());
     assert_eq!(s1.t.server.disconnect_everywhere(&carol_target), 0);
     assert_eq!(carol.expect_close().await.0, 1008);
     dave.expect_silence().await;

@@ -51,6 +51,22 @@ async fn publish_reaches_clients_on_every_instance_by_client_user_room_and_broad
 }
 
 #[tokio::test]
+async fn client_ids_are_read_in_any_uuid_form_and_exclude_ignores_other_text() {
+    let (_s1, s2, api) = fleet().await;
+    let (mut a, da) = s2.login("user:alice").await;
+    let (mut b, db) = s2.login("user:bob").await;
+    let upper = id_of(&da).to_uppercase();
+    let req = json!({"client": upper, "event": "dm", "data": 1});
+    assert_eq!(call(api, "/api/publish", req).await.0, 202);
+    assert_eq!(a.expect_event("dm").await, json!(1));
+    let req = json!({"room": "ws-default", "event": "r", "exclude": ["junk", "", id_of(&db).to_uppercase()]});
+    assert_eq!(call(api, "/api/publish", req).await.0, 202);
+    assert_eq!(a.expect_event("r").await, Value::Null);
+    a.expect_silence().await;
+    b.expect_silence().await;
+}
+
+#[tokio::test]
 async fn disconnect_closes_a_client_or_every_session_of_a_user_on_every_instance_with_1008() {
     let (s1, s2, api) = fleet().await;
     let (mut a1, _) = s1.login("user:alice").await;
@@ -87,12 +103,20 @@ async fn bad_requests_get_stable_error_codes() {
         json!({"room": "", "event": "x"}),
         json!({"room": "r", "event": "x", "extra": 1}),
         json!({"room": "r", "event": ""}),
+        json!({"client": "not-a-client-id", "event": "x"}),
+        json!({"user": "u".repeat(1025), "event": "x"}),
+        json!({"room": "r".repeat(1025), "event": "x"}),
     ];
     let reserved = [
         json!({"room": "r", "event": "connected"}),
         json!({"broadcast": true, "event": "encrypted"}),
     ];
-    let bad_disconnects = [json!({"room": "r"}), json!({"user": "a", "client": "b"})];
+    let bad_disconnects = [
+        json!({"room": "r"}),
+        json!({"user": "a", "client": "b"}),
+        json!({"client": "b"}),
+        json!({"user": ""}),
+    ];
     let cases = (invalid.iter().map(|r| ("/api/publish", r, "invalid_request")))
         .chain(reserved.iter().map(|r| ("/api/publish", r, "reserved_event")))
         .chain(
@@ -105,6 +129,9 @@ async fn bad_requests_get_stable_error_codes() {
         assert_eq!((got, code(&v)), (400, want.to_owned()), "{req}");
         assert!(v["error"]["message"].is_string(), "{v}");
     }
+    let (_, v) = call(api, "/api/publish", json!({"client": "c1", "event": "x"})).await;
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("client id"), "{v}");
     let (status, v) = http_post(api, "/api/publish", Some(&format!("Bearer {KEY}")), "{not json").await;
     assert_eq!((status, code(&v)), (400, "invalid_request".into()));
     let big = json!({"broadcast": true, "event": "x", "data": "y".repeat(sealcast::api::API_BODY_LIMIT)});

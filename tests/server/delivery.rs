@@ -45,6 +45,41 @@ async fn room_and_broadcast_honour_exclude() {
 }
 
 #[tokio::test]
+async fn ids_that_can_name_nobody_reach_nobody_and_are_not_errors() {
+    let t = TestServer::start(builder()).await;
+    let (mut a, ad) = t.login("user:a").await;
+    let too_long = "x".repeat(sealcast::protocol::envelope::MAX_TARGET_LEN + 1);
+    for bad in ["", "nope", too_long.as_str()] {
+        t.server.send_to_client(bad, "x", &1).unwrap();
+        t.server.send_to_user(bad, "x", &1).unwrap();
+        t.server.send_to_room(bad, "x", &1, &[]).unwrap();
+        t.server.send(Some(bad), "x", &1).unwrap();
+        // The event name is checked all the same.
+        assert!(matches!(
+            t.server.send_to_client(bad, "connected", &1),
+            Err(SendError::ReservedEvent(_))
+        ));
+        assert!(matches!(
+            t.server.send_to_room(bad, "", &1, &[]),
+            Err(SendError::InvalidEvent)
+        ));
+        assert!(t.server.client(bad).is_none());
+        assert!(!t.server.disconnect(bad, sealcast::CloseCode::Normal));
+    }
+    a.expect_silence().await;
+    // Exclude entries that are not client ids are ignored; client ids are read in any UUID form.
+    let id = id_of(&ad);
+    t.server.broadcast("bc", &1, &["nope", ""]).unwrap();
+    assert_eq!(a.expect_event("bc").await, json!(1));
+    t.server.broadcast("bc", &2, &[&id.to_uppercase()]).unwrap();
+    a.expect_silence().await;
+    t.server.send_to_client(&id.to_uppercase(), "direct", &3).unwrap();
+    assert_eq!(a.expect_event("direct").await, json!(3));
+    assert!(!t.server.leave_room(&id.to_uppercase(), &id));
+    assert!(t.server.client(&id).unwrap().rooms.contains(&id));
+}
+
+#[tokio::test]
 async fn unauthenticated_clients_receive_nothing() {
     let t = TestServer::start(builder()).await;
     let mut pre = t.connect().await;

@@ -86,6 +86,24 @@ async fn failing_or_panicking_authenticator_gives_authentication_error() {
 }
 
 #[tokio::test]
+async fn a_user_id_no_instance_could_address_is_an_authentication_error() {
+    let t = TestServer::start(builder()).await;
+    let max = sealcast::protocol::envelope::MAX_TARGET_LEN;
+    for user in [String::new(), "u".repeat(max + 1)] {
+        let mut c = t.connect().await;
+        c.send(json!({"event": "authenticate", "data": {"token": format!("user:{user}")}}))
+            .await;
+        let (code, _, before) = c.expect_close().await;
+        assert_eq!(code, 4003, "{} bytes", user.len());
+        assert_eq!(before[0]["data"]["message"], "Authentication error");
+    }
+    let longest = "u".repeat(max);
+    let (_c, connected) = t.login(&format!("user:{longest}")).await;
+    assert_eq!(connected["userId"], longest.as_str());
+    assert_eq!(t.server.clients_by_user(&longest).len(), 1);
+}
+
+#[tokio::test]
 async fn silent_client_is_closed_4001() {
     let t = TestServer::start(builder().auth_timeout(Duration::from_millis(200))).await;
     let mut c = t.connect().await;

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::protocol::Envelope;
+use crate::protocol::{ClientId, Envelope};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -82,7 +82,16 @@ struct Fields<'a> {
     target: &'a str,
     event: &'a str,
     data: &'a str,
-    exclude: &'a [String],
+    exclude: ExcludeText<'a>,
+}
+
+/// The `exclude` entries as the signature covers them: their wire text.
+#[derive(Clone, Copy)]
+enum ExcludeText<'a> {
+    /// As received (verifying): exactly the strings in the payload, ids or not.
+    Raw(&'a [String]),
+    /// As sent (signing): each id's canonical text, which is what `Envelope::to_json` writes.
+    Ids(&'a [ClientId]),
 }
 
 #[derive(Deserialize)]
@@ -125,10 +134,22 @@ impl Signer {
         for part in [channel, f.server_id, f.kind, f.target, f.event, f.data] {
             field(part.as_bytes());
         }
-        mac.update(&(f.exclude.len() as u32).to_be_bytes());
-        for id in f.exclude {
-            mac.update(&(id.len() as u32).to_be_bytes());
-            mac.update(id.as_bytes());
+        let count = match f.exclude {
+            ExcludeText::Raw(list) => list.len(),
+            ExcludeText::Ids(list) => list.len(),
+        };
+        mac.update(&(count as u32).to_be_bytes());
+        let mut entry = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u32).to_be_bytes());
+            mac.update(bytes);
+        };
+        match f.exclude {
+            ExcludeText::Raw(list) => list.iter().for_each(|id| entry(id.as_bytes())),
+            ExcludeText::Ids(list) => {
+                for id in list {
+                    entry(id.encode(&mut [0; ClientId::TEXT_LEN]).as_bytes());
+                }
+            }
         }
         mac
     }
@@ -144,7 +165,7 @@ impl Signer {
             target: target.as_deref().unwrap_or(""),
             event: &envelope.event,
             data: envelope.data.get(),
-            exclude: &envelope.exclude,
+            exclude: ExcludeText::Ids(&envelope.exclude),
         };
         let tag = self.mac(&channel, &fields).finalize().into_bytes();
         let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag);
@@ -174,7 +195,7 @@ impl Signer {
             target: view.target.as_deref().unwrap_or(""),
             event: &view.event,
             data: view.data.map_or("null", RawValue::get),
-            exclude: &exclude,
+            exclude: ExcludeText::Raw(&exclude),
         };
         self.mac(channel, &fields).verify_slice(&tag).is_ok()
     }
@@ -183,7 +204,10 @@ impl Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Target;
+    use crate::protocol::{RoomName, Target, UserId};
+
+    const X: &str = "0b6d9c2e-8f0a-4c59-9a57-3f2f1f7d3c11";
+    const Y: &str = "7c1e3a52-0d4b-4f8e-b1a2-9e6f5d4c3b2a";
 
     fn env(target: Target) -> Envelope {
         Envelope {
@@ -191,15 +215,76 @@ mod tests {
             target,
             event: "e".into(),
             data: RawValue::from_string("{\"k\": [1, 2]}".into()).unwrap(),
-            exclude: vec!["x".into()],
+            exclude: vec![ClientId::parse(X).unwrap()],
             action: crate::protocol::envelope::Action::Deliver,
         }
+    }
+
+    fn room(name: &str) -> Target {
+        Target::Room(RoomName::parse(name).unwrap())
+    }
+
+    fn user(id: &str) -> Target {
+        Target::User(UserId::parse(id).unwrap())
+    }
+
+    /// The canonical form of the module docs, built by hand from the wire strings.
+    fn canonical(parts: [&str; 6], exclude: &[&str]) -> Vec<u8> {
+        let mut out = b"sealcast-bus-v1".to_vec();
+        let mut field = |s: &str| {
+            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        };
+        parts.iter().for_each(|p| field(p));
+        out.extend_from_slice(&(exclude.len() as u32).to_be_bytes());
+        for id in exclude {
+            out.extend_from_slice(&(id.len() as u32).to_be_bytes());
+            out.extend_from_slice(id.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn the_tag_covers_the_documented_canonical_form_with_exclude_entries() {
+        let s = Signer::new(b"secret").unwrap();
+        let mut e = env(room("r"));
+        e.exclude.push(ClientId::parse(Y).unwrap());
+        let json = s.sign(&e);
+        let wire = format!(
+            r#"{{"serverId":"s1","type":"room","target":"r","event":"e","data":{{"k": [1, 2]}},"exclude":["{X}","{Y}"]"#
+        );
+        let tag = json.strip_prefix(&wire).unwrap_or_else(|| panic!("{json}"));
+        let mut mac = HmacSha256::new_from_slice(b"secret").unwrap();
+        mac.update(&canonical(
+            ["ws:room:r", "s1", "room", "r", "e", "{\"k\": [1, 2]}"],
+            &[X, Y],
+        ));
+        let want = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(tag, format!(r#","sig":"{want}"}}"#));
+        assert!(s.verify("ws:room:r", json.as_bytes()));
+        // Verifying covers the entries as received, even those that are not client ids (parsing drops them).
+        let odd = json.replace(&format!(r#""{Y}""#), r#""not-an-id""#);
+        assert!(!s.verify("ws:room:r", odd.as_bytes()));
+        let odd_tag = {
+            let mut mac = HmacSha256::new_from_slice(b"secret").unwrap();
+            mac.update(&canonical(
+                ["ws:room:r", "s1", "room", "r", "e", "{\"k\": [1, 2]}"],
+                &[X, "not-an-id"],
+            ));
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        };
+        let odd = odd.replace(&want, &odd_tag);
+        assert!(s.verify("ws:room:r", odd.as_bytes()));
+        assert_eq!(
+            Envelope::parse(odd.as_bytes()).unwrap().exclude,
+            vec![ClientId::parse(X).unwrap()]
+        );
     }
 
     #[test]
     fn signed_envelopes_verify_and_still_parse() {
         let s = Signer::new(b"secret").unwrap();
-        let e = env(Target::Room("r".into()));
+        let e = env(room("r"));
         let json = s.sign(&e);
         assert!(s.verify("ws:room:r", json.as_bytes()));
         let back = Envelope::parse(json.as_bytes()).unwrap();
@@ -209,13 +294,13 @@ mod tests {
     #[test]
     fn disconnect_envelopes_are_signed_over_their_type_and_target() {
         let s = Signer::new(b"secret").unwrap();
-        let e = Envelope::disconnect("s1", Target::User("u".into())).unwrap();
+        let e = Envelope::disconnect("s1", user("u")).unwrap();
         let json = s.sign(&e);
         assert!(s.verify("ws:user:u", json.as_bytes()));
         assert!(!s.verify("ws:user:u", json.replace("user:u", "user:v").as_bytes()));
         assert!(!s.verify("ws:user:u", e.to_json().as_bytes()));
         // A signed message envelope cannot be turned into a disconnect.
-        let msg = s.sign(&env(Target::User("u".into())));
+        let msg = s.sign(&env(user("u")));
         let turned = msg.replace(
             "\"type\":\"user\",\"target\":\"u\"",
             "\"type\":\"disconnect\",\"target\":\"user:u\"",
@@ -227,7 +312,7 @@ mod tests {
     #[test]
     fn forged_unsigned_or_moved_envelopes_fail() {
         let s = Signer::new(b"secret").unwrap();
-        let e = env(Target::Room("r".into()));
+        let e = env(room("r"));
         let json = s.sign(&e);
         assert!(!Signer::new(b"other").unwrap().verify("ws:room:r", json.as_bytes()));
         assert!(!s.verify("ws:room:other", json.as_bytes()));
@@ -236,7 +321,8 @@ mod tests {
         assert!(!s.verify("ws:room:r", tampered.as_bytes()));
         let tampered = json.replace("[1, 2]", "[1,2]");
         assert!(!s.verify("ws:room:r", tampered.as_bytes()));
-        let no_exclude = json.replace(",\"exclude\":[\"x\"]", "");
+        let no_exclude = json.replace(&format!(",\"exclude\":[\"{X}\"]"), "");
+        assert_ne!(no_exclude, json);
         assert!(!s.verify("ws:room:r", no_exclude.as_bytes()));
         assert!(!s.verify("ws:room:r", b"not json"));
     }
