@@ -24,9 +24,8 @@ fn push_json_str(out: &mut String, s: &str) {
     }
 }
 
-/// `{"event":E,"data":D}` with `data` given as raw JSON (`None` encodes `null`).
-pub fn message(event_name: &str, data: Option<&RawValue>) -> String {
-    let data = data.map_or("null", RawValue::get);
+/// `{"event":E,"data":D}` with `data` given as raw JSON text: the one shape of every frame the server sends.
+fn frame(event_name: &str, data: &str) -> String {
     let mut out = String::with_capacity(event_name.len() + data.len() + 22);
     out.push_str("{\"event\":");
     push_json_str(&mut out, event_name);
@@ -36,19 +35,18 @@ pub fn message(event_name: &str, data: Option<&RawValue>) -> String {
     out
 }
 
+/// `{"event":E,"data":D}` with `data` given as raw JSON (`None` encodes `null`).
+pub fn message(event_name: &str, data: Option<&RawValue>) -> String {
+    frame(event_name, data.map_or("null", RawValue::get))
+}
+
 /// `{"event":"error","data":{"message":M}}`.
 pub fn error(message: &str) -> String {
     let mut data = String::with_capacity(message.len() + 14);
     data.push_str("{\"message\":");
     push_json_str(&mut data, message);
     data.push('}');
-    let mut out = String::with_capacity(data.len() + 28);
-    out.push_str("{\"event\":\"");
-    out.push_str(event::ERROR);
-    out.push_str("\",\"data\":");
-    out.push_str(&data);
-    out.push('}');
-    out
+    frame(event::ERROR, &data)
 }
 
 /// `{"event":"connected","data":{"id":..,"userId":..,"time":..}}` plus the handshake's `fields` (wsenc/1: the
@@ -61,14 +59,7 @@ pub fn connected(id: &str, user_id: Option<&str>, time: &str, fields: Map<String
     }
     data.insert("time".into(), Value::String(time.to_owned()));
     data.extend(fields);
-    let data = Value::Object(data).to_string();
-    let mut out = String::with_capacity(data.len() + 30);
-    out.push_str("{\"event\":\"");
-    out.push_str(event::CONNECTED);
-    out.push_str("\",\"data\":");
-    out.push_str(&data);
-    out.push('}');
-    out
+    frame(event::CONNECTED, &Value::Object(data).to_string())
 }
 
 /// A server → client application message after parsing: what an outbound transformer sees.
@@ -203,6 +194,21 @@ mod tests {
             error("Not authenticated"),
             r#"{"event":"error","data":{"message":"Not authenticated"}}"#
         );
+    }
+
+    #[test]
+    fn connected_carries_id_user_time_and_the_handshakes_fields() {
+        let mut fields = Map::new();
+        fields.insert("salt".into(), Value::String("s".into()));
+        let frame = connected("c1", Some("alice"), "2026-12-03T10:00:00.000Z", fields);
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["event"], "connected");
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"id": "c1", "userId": "alice", "time": "2026-12-03T10:00:00.000Z", "salt": "s"})
+        );
+        let anonymous: Value = serde_json::from_str(&connected("c2", None, "t", Map::new())).unwrap();
+        assert!(anonymous["data"].get("userId").is_none());
     }
 
     #[test]

@@ -1425,7 +1425,10 @@ mod tests {
             .filter(|l| !l.starts_with(' '))
             .filter_map(|l| l.split_once(':').map(|(name, _)| name))
             .collect();
-        assert!(fields.len() >= 27 && fields.contains(&"max_write_buffer_size"), "{fields:?}");
+        assert!(
+            fields.len() >= 27 && fields.contains(&"max_write_buffer_size"),
+            "{fields:?}"
+        );
         let defaults = format!("{:?}", Settings::default().config());
         for field in fields {
             let key = KEYS
