@@ -67,8 +67,9 @@ pub struct Config {
     /// upgrade. Empty (the default) allows every origin, and requests without `Origin` (non-browser clients)
     /// are always allowed.
     pub allowed_origins: Vec<String>,
-    /// Most bytes read from a socket per call, at most 64 KiB. Reads land in a buffer on the stack and only an
-    /// incomplete frame is kept between reads, so this costs no memory per connection. Default 16 KiB.
+    /// Most bytes read from a socket per call (larger values read 16 KiB at a time). Reads land in a buffer on the
+    /// stack and only an incomplete frame is kept between reads, so this costs no memory per connection.
+    /// Default 16 KiB.
     pub read_buffer_size: usize,
     /// Most message bytes queued for one client and not yet taken by its writer; beyond it the client is closed
     /// 4007 as a slow consumer, like a full `outbound_queue`. Default 1 MiB.

@@ -85,6 +85,16 @@ impl Entry {
         self.state.lock().user_id.clone()
     }
 
+    /// The user, and whether the connection is an established session (and encrypted): what its end reports,
+    /// without the cost of a full [`Self::info`] (rooms, metadata).
+    pub(crate) fn session(&self) -> (Option<UserId>, Option<bool>) {
+        let s = self.state.lock();
+        (
+            s.user_id.clone(),
+            (s.phase == ClientState::Authenticated).then_some(s.encrypted),
+        )
+    }
+
     pub(crate) fn metadata(&self) -> Value {
         self.state.lock().metadata.to_value()
     }

@@ -29,7 +29,6 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
 
 use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, Membership};
-use crate::client_info::ClientState;
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
@@ -44,7 +43,7 @@ use crate::telemetry::{AuthOutcome, HookKind};
 /// How long a closing connection may take to get its last frames and the close frame out.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Most bytes read from the socket per call: the stack buffer reads land in (nothing is held between reads).
-const MAX_READ: usize = 64 * 1024;
+const MAX_READ: usize = 16 * 1024;
 
 type Flow = ControlFlow<()>;
 
@@ -94,10 +93,9 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId
         }
     };
     futures_util::future::join(reading, writer::write_loop(write_half, rx, &entry, &shared)).await;
-    let info = entry.info();
+    let (user_id, session) = entry.session();
     shared.registry.remove(&entry);
     let code = entry.mailbox.close_code();
-    let session = (info.state == ClientState::Authenticated).then_some(info.encrypted);
     shared.telemetry.connection_closed(session, code);
     // The connection's limiter slot is released only now, once it has left every index.
     drop(slot);
@@ -105,7 +103,7 @@ pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId
     if let Some(hook) = &shared.hooks.on_disconnected {
         let ev = Disconnected {
             client_id: entry.id_str.to_string(),
-            user_id: info.user_id,
+            user_id: user_id.map(|u| u.as_str().to_owned()),
             code: code.map(CloseCode::code),
         };
         if let Err(e) = Box::pin(invoke(hook.as_ref(), ev)).await {

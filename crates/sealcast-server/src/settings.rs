@@ -164,7 +164,7 @@ settings! {
         handshake_wait_ms: u64 = millis(lib().handshake_wait), "SEALCAST_HANDSHAKE_WAIT_MS";
         /// Sessions one user may have on this instance; more are closed 1008.
         max_sessions_per_user: usize = lib().max_sessions_per_user, "SEALCAST_MAX_SESSIONS_PER_USER";
-        /// Most bytes read from a socket per call, at most 65536 (a stack buffer: nothing is held between reads).
+        /// Most bytes read from a socket per call, at most 16384 (a stack buffer: nothing is held between reads).
         read_buffer_size: usize = lib().read_buffer_size, "SEALCAST_READ_BUFFER_SIZE";
         /// Most message bytes queued for one client and not yet written; beyond it the client is closed 4007.
         max_write_buffer_size: usize = lib().max_write_buffer_size, "SEALCAST_MAX_WRITE_BUFFER_SIZE";
