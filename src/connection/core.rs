@@ -613,6 +613,14 @@ mod tests {
         }
     }
 
+    /// A core that received `authenticate` and waits for the authenticator.
+    fn authenticating(config: &Config) -> Core<'_> {
+        let mut core = Core::new(config, ID, Instant::now());
+        let step = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+        assert_eq!(step, "authenticate {}");
+        core
+    }
+
     /// A core established at `now` for `user`, plaintext.
     fn established<'c>(config: &'c Config, now: Instant, id: Identity) -> Core<'c> {
         let mut core = Core::new(config, ID, now);
@@ -730,8 +738,7 @@ mod tests {
             (AuthAnswer::Rejected, "fail Authentication failed 4003"),
             (AuthAnswer::Failed, "fail Authentication error 4003"),
         ] {
-            let mut core = Core::new(&c, ID, Instant::now());
-            let _ = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+            let mut core = authenticating(&c);
             assert_eq!(describe(core.on_identity(answer, 0)), want);
         }
     }
@@ -784,8 +791,7 @@ mod tests {
     #[test]
     fn no_authentication_slot_in_time_closes_1013() {
         let c = config();
-        let mut core = Core::new(&c, ID, Instant::now());
-        let _ = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+        let mut core = authenticating(&c);
         assert_eq!(describe(core.on_busy()), "close 1013");
     }
 
@@ -812,8 +818,7 @@ mod tests {
     #[test]
     fn without_a_handshake_required_encryption_fails_4004() {
         let c = Config::default();
-        let mut core = Core::new(&c, ID, Instant::now());
-        let _ = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+        let mut core = authenticating(&c);
         let _ = core.on_identity(AuthAnswer::Accepted(identity(None)), 0);
         let step = describe(core.on_handshake(Instant::now(), HandshakeAnswer::None));
         assert_eq!(step, "fail Encryption handshake failed 4004");
@@ -826,8 +831,7 @@ mod tests {
             HandshakeAnswer::Outcome(HandshakeOutcome::Reject),
             HandshakeAnswer::Failed,
         ] {
-            let mut core = Core::new(&c, ID, Instant::now());
-            let _ = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+            let mut core = authenticating(&c);
             let _ = core.on_identity(AuthAnswer::Accepted(identity(None)), 0);
             let step = describe(core.on_handshake(Instant::now(), answer));
             assert_eq!(step, "fail Encryption handshake failed 4004");
@@ -837,8 +841,7 @@ mod tests {
     #[test]
     fn a_user_at_the_session_cap_fails_1008_with_too_many_sessions() {
         let c = config();
-        let mut core = Core::new(&c, ID, Instant::now());
-        let _ = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+        let mut core = authenticating(&c);
         let step = core.on_identity(AuthAnswer::Accepted(identity(Some("u"))), c.max_sessions_per_user);
         assert_eq!(describe(step), "fail Too many sessions 1008");
     }
@@ -846,8 +849,7 @@ mod tests {
     #[test]
     fn anonymous_identities_are_not_counted_against_the_session_cap() {
         let c = config();
-        let mut core = Core::new(&c, ID, Instant::now());
-        let _ = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+        let mut core = authenticating(&c);
         let step = core.on_identity(AuthAnswer::Accepted(identity(None)), usize::MAX);
         assert_eq!(describe(step), "handshake None");
     }
@@ -855,8 +857,7 @@ mod tests {
     #[test]
     fn established_sessions_join_the_default_rooms() {
         let c = config();
-        let mut core = Core::new(&c, ID, Instant::now());
-        let _ = send(&mut core, Instant::now(), r#"{"event":"authenticate","data":{}}"#);
+        let mut core = authenticating(&c);
         let _ = core.on_identity(AuthAnswer::Accepted(identity(None)), 0);
         let Action::Established(e) = core.on_handshake(Instant::now(), HandshakeAnswer::None) else {
             panic!("not established");
