@@ -1,7 +1,7 @@
-//! The per-connection outbound side: a bounded queue of frames feeding the connection's writer task, plus the
-//! switch that closes the connection.
+//! The per-connection outbound side: a bounded queue of frames feeding the connection's writer, plus the switch
+//! that closes the connection.
 //!
-//! Producers (fan-out, the connection's own reader, the heartbeat sweep) never wait: a full queue means the
+//! Producers (fan-out, the connection's own reader, the server's disconnects) never wait: a full queue means the
 //! client is not keeping up, and it is closed 4007 instead of slowing everyone else down.
 //!
 //! The queue is a `VecDeque` under a `parking_lot` mutex rather than a tokio `mpsc`: a fan-out push is one
@@ -65,7 +65,7 @@ struct Queue {
     closed: bool,
 }
 
-/// The two tasks of a connection, as waiters on its kill switch.
+/// The two halves of a connection (one task drives both), as waiters on its kill switch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Task {
     Reader,
@@ -90,10 +90,10 @@ pub(crate) struct Mailbox {
     capacity: usize,
     /// Most message bytes queued at once.
     max_bytes: usize,
-    /// The kill switch: once set, both tasks stop at once.
+    /// The kill switch: once set, both halves stop at once.
     killed: AtomicBool,
-    /// The tasks parked on the kill switch (a `CancellationToken` would be an allocation of its own per
-    /// connection, and a larger future in each of the two tasks).
+    /// The halves parked on the kill switch (a `CancellationToken` would be an allocation of its own per
+    /// connection, and a larger future in each half).
     kill_wakers: Mutex<KillWakers>,
     close_code: AtomicU16,
     last_activity_ms: AtomicU64,
@@ -232,7 +232,7 @@ impl Mailbox {
         self.trip();
     }
 
-    /// Sets the kill switch and wakes whichever task waits on it.
+    /// Sets the kill switch and wakes whichever half waits on it.
     fn trip(&self) {
         // Set before taking the wakers: a task that registers after this sees the switch under the lock.
         self.killed.store(true, Ordering::Release);
@@ -247,7 +247,7 @@ impl Mailbox {
         CloseCode::from_code(self.close_code.load(Ordering::Acquire))
     }
 
-    /// Resolves once the connection must stop at once. `task` says which of the connection's two tasks waits.
+    /// Resolves once the connection must stop at once. `task` says which of the connection's two halves waits.
     pub(crate) fn killed(&self, task: Task) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| self.poll_killed(task, cx))
     }
