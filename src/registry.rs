@@ -6,7 +6,9 @@
 //! socket. Membership changes take the write lock; they also tell the bus which channels this instance now
 //! needs (interest), under the lock, so those notifications can never arrive out of order.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::{hash_map, HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -34,8 +36,39 @@ struct EntryState {
     phase: ClientState,
     user_id: Option<UserId>,
     metadata: Metadata,
-    rooms: HashSet<RoomName>,
+    rooms: RoomSet,
     encrypted: bool,
+}
+
+/// The rooms a client is in, sorted by name: a few rooms per client is the norm, and a sorted vector holds them
+/// in a third of a hash set's memory while still answering membership by binary search.
+#[derive(Default)]
+struct RoomSet(Vec<RoomName>);
+
+impl RoomSet {
+    fn find(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|r| r.as_str().cmp(room))
+    }
+
+    fn contains(&self, room: &str) -> bool {
+        self.find(room).is_ok()
+    }
+
+    /// False if the room was already in the set.
+    fn insert(&mut self, room: RoomName) -> bool {
+        match self.find(room.as_str()) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, room);
+                true
+            }
+        }
+    }
+
+    fn take(&mut self, room: &str) -> Option<RoomName> {
+        let at = self.find(room).ok()?;
+        Some(self.0.remove(at))
+    }
 }
 
 /// A connection's metadata (for JWTs, all the claims), kept as compact JSON text: a parsed `Value` tree costs
@@ -71,7 +104,7 @@ impl Entry {
                 phase: ClientState::Unauthorized,
                 user_id: None,
                 metadata: Metadata::default(),
-                rooms: HashSet::new(),
+                rooms: RoomSet::default(),
                 encrypted: false,
             }),
         })
@@ -105,8 +138,7 @@ impl Entry {
 
     pub(crate) fn info(&self) -> ClientInfo {
         let s = self.state.lock();
-        let mut rooms: Vec<String> = s.rooms.iter().map(|r| r.as_str().to_owned()).collect();
-        rooms.sort_unstable();
+        let rooms: Vec<String> = s.rooms.0.iter().map(|r| r.as_str().to_owned()).collect();
         ClientInfo {
             id: self.id_str.to_string(),
             user_id: s.user_id.as_ref().map(|u| u.as_str().to_owned()),
@@ -169,12 +201,105 @@ pub(crate) enum JoinResult {
     UnknownClient,
 }
 
-type Members = HashMap<ClientId, Arc<Entry>>;
+type Index = HashMap<ClientId, Arc<Entry>>;
+
+/// The members of one room, or one user's sessions. Most users have one session and every client has a room of
+/// its own, so a lone member is held inline: a hash table of its own would cost every idle connection two small
+/// allocations.
+enum Members {
+    One(Arc<Entry>),
+    Many(Box<Index>),
+}
+
+impl Members {
+    fn add(&mut self, entry: &Arc<Entry>) {
+        match self {
+            Self::One(first) if first.id == entry.id => *first = entry.clone(),
+            Self::One(first) => {
+                let map = [(first.id, first.clone()), (entry.id, entry.clone())]
+                    .into_iter()
+                    .collect();
+                *self = Self::Many(Box::new(map));
+            }
+            Self::Many(map) => {
+                map.insert(entry.id, entry.clone());
+            }
+        }
+    }
+
+    /// Removes `id`; true if no one is left.
+    fn remove(&mut self, id: &ClientId) -> bool {
+        match self {
+            Self::One(only) => only.id == *id,
+            Self::Many(map) => {
+                map.remove(id);
+                if let (1, Some(last)) = (map.len(), map.values().next()) {
+                    *self = Self::One(last.clone());
+                    return false;
+                }
+                map.is_empty()
+            }
+        }
+    }
+
+    fn entries(&self) -> Vec<Arc<Entry>> {
+        match self {
+            Self::One(only) => vec![only.clone()],
+            Self::Many(map) => map.values().cloned().collect(),
+        }
+    }
+
+    fn deliver(&self, frames: &[TextFrame], exclude: &Exclude) -> usize {
+        match self {
+            Self::One(only) => usize::from(!exclude.skips(&only.id) && only.mailbox.push_frames(frames)),
+            Self::Many(map) => deliver_each(map, frames, exclude),
+        }
+    }
+}
+
+/// Queues `frames` for every member of `index` not in `exclude`; how many were queued.
+fn deliver_each(index: &Index, frames: &[TextFrame], exclude: &Exclude) -> usize {
+    index
+        .iter()
+        .filter(|(id, _)| !exclude.skips(id))
+        .filter(|(_, e)| e.mailbox.push_frames(frames))
+        .count()
+}
+
+/// Adds `entry` to the group `key`; true if the group is new (the bus must start listening for it).
+fn add_to<K: Hash + Eq>(groups: &mut HashMap<K, Members>, key: K, entry: &Arc<Entry>) -> bool {
+    match groups.entry(key) {
+        hash_map::Entry::Vacant(slot) => {
+            slot.insert(Members::One(entry.clone()));
+            true
+        }
+        hash_map::Entry::Occupied(mut slot) => {
+            slot.get_mut().add(entry);
+            false
+        }
+    }
+}
+
+/// Removes `id` from the group `key`; true if that emptied the group (gone now; the bus may stop listening).
+fn remove_from<K, Q>(groups: &mut HashMap<K, Members>, key: &Q, id: &ClientId) -> bool
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ?Sized,
+{
+    let Some(members) = groups.get_mut(key) else {
+        return false;
+    };
+    if !members.remove(id) {
+        return false;
+    }
+    groups.remove(key);
+    true
+}
 
 #[derive(Default)]
 struct Indexes {
-    clients: Members,
-    authenticated: Members,
+    clients: Index,
+    authenticated: Index,
     users: HashMap<UserId, Members>,
     rooms: HashMap<RoomName, Members>,
 }
@@ -231,11 +356,9 @@ impl Registry {
         idx.authenticated.insert(entry.id, entry.clone());
         self.bus.interest(&Target::Client(entry.id), true);
         if let Some(user) = user_id {
-            let members = idx.users.entry(user.clone()).or_default();
-            if members.is_empty() {
+            if add_to(&mut idx.users, user.clone(), entry) {
                 self.bus.interest(&Target::User(user), true);
             }
-            members.insert(entry.id, entry.clone());
         }
         if let Some(own) = entry.own_room() {
             self.join_locked(&mut idx, entry, own);
@@ -260,19 +383,16 @@ impl Registry {
     fn join_locked(&self, idx: &mut Indexes, entry: &Arc<Entry>, room: RoomName) -> JoinResult {
         {
             let mut s = entry.state.lock();
-            if s.rooms.contains(&room) {
-                return JoinResult::AlreadyMember;
-            }
-            if s.rooms.len() >= self.max_rooms_per_client {
+            if s.rooms.0.len() >= self.max_rooms_per_client && !s.rooms.contains(room.as_str()) {
                 return JoinResult::RoomLimit;
             }
-            s.rooms.insert(room.clone());
+            if !s.rooms.insert(room.clone()) {
+                return JoinResult::AlreadyMember;
+            }
         }
-        let members = idx.rooms.entry(room.clone()).or_default();
-        if members.is_empty() {
+        if add_to(&mut idx.rooms, room.clone(), entry) {
             self.bus.interest(&Target::Room(room), true);
         }
-        members.insert(entry.id, entry.clone());
         JoinResult::Joined
     }
 
@@ -291,12 +411,8 @@ impl Registry {
     }
 
     fn drop_member(&self, idx: &mut Indexes, id: &ClientId, room: RoomName) {
-        if let Some(members) = idx.rooms.get_mut(&room) {
-            members.remove(id);
-            if members.is_empty() {
-                idx.rooms.remove(&room);
-                self.bus.interest(&Target::Room(room), false);
-            }
+        if remove_from(&mut idx.rooms, &room, id) {
+            self.bus.interest(&Target::Room(room), false);
         }
     }
 
@@ -311,16 +427,12 @@ impl Registry {
             let mut s = entry.state.lock();
             (s.user_id.clone(), std::mem::take(&mut s.rooms))
         };
-        for room in rooms {
+        for room in rooms.0 {
             self.drop_member(&mut idx, &entry.id, room);
         }
         if let Some(user) = user {
-            if let Some(members) = idx.users.get_mut(&user) {
-                members.remove(&entry.id);
-                if members.is_empty() {
-                    idx.users.remove(&user);
-                    self.bus.interest(&Target::User(user), false);
-                }
+            if remove_from(&mut idx.users, &user, &entry.id) {
+                self.bus.interest(&Target::User(user), false);
             }
         }
         if was_member {
@@ -345,7 +457,7 @@ impl Registry {
             .read()
             .users
             .get(user)
-            .map(|m| m.values().cloned().collect())
+            .map(Members::entries)
             .unwrap_or_default()
     }
 
@@ -354,7 +466,7 @@ impl Registry {
             .read()
             .rooms
             .get(room)
-            .map(|m| m.values().cloned().collect())
+            .map(Members::entries)
             .unwrap_or_default()
     }
 
@@ -369,28 +481,22 @@ impl Registry {
     pub(crate) fn deliver_all(&self, target: &Target, frames: &[TextFrame], exclude: &Exclude) -> usize {
         let idx = self.idx.read();
         let members = match target {
-            Target::Broadcast => Some(&idx.authenticated),
-            Target::Room(room) => idx.rooms.get(room),
-            Target::User(user) => idx.users.get(user),
+            Target::Broadcast => return deliver_each(&idx.authenticated, frames, exclude),
             Target::Client(id) => {
                 let entry = idx.authenticated.get(id);
                 return usize::from(entry.is_some_and(|e| e.mailbox.push_frames(frames)));
             }
+            Target::Room(room) => idx.rooms.get(room),
+            Target::User(user) => idx.users.get(user),
         };
-        let Some(members) = members else {
-            return 0;
-        };
-        members
-            .iter()
-            .filter(|(id, _)| !exclude.skips(id))
-            .filter(|(_, e)| e.mailbox.push_frames(frames))
-            .count()
+        members.map_or(0, |m| m.deliver(frames, exclude))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Telemetry;
 
     #[test]
     fn metadata_is_kept_as_text_and_read_back_unchanged() {
@@ -402,6 +508,62 @@ mod tests {
         let empty = Metadata::new(&Value::Null);
         assert!(empty.0.is_none());
         assert_eq!(empty.to_value(), Value::Null);
+    }
+
+    fn entry() -> Arc<Entry> {
+        let (mailbox, _rx) = Mailbox::new(8, 1 << 20, std::time::Instant::now(), Arc::new(Telemetry::new()));
+        Entry::new(ClientId::random(), mailbox)
+    }
+
+    fn ids(members: &Members) -> HashSet<ClientId> {
+        members.entries().iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn a_group_holds_one_member_inline_and_many_in_a_table() {
+        let (a, b, c) = (entry(), entry(), entry());
+        let mut m = Members::One(a.clone());
+        m.add(&a);
+        assert!(matches!(m, Members::One(_)), "re-adding the member keeps it inline");
+        m.add(&b);
+        m.add(&c);
+        assert!(matches!(&m, Members::Many(map) if map.len() == 3));
+        assert_eq!(ids(&m), HashSet::from([a.id, b.id, c.id]));
+        assert!(!m.remove(&a.id));
+        assert!(!m.remove(&ClientId::random()), "removing a stranger changes nothing");
+        assert!(!m.remove(&b.id));
+        assert!(
+            matches!(&m, Members::One(last) if last.id == c.id),
+            "back to one: inline again"
+        );
+        assert!(!m.remove(&a.id));
+        assert!(m.remove(&c.id), "the last member leaves: the group is empty");
+    }
+
+    #[test]
+    fn groups_report_when_they_appear_and_when_they_empty() {
+        let (a, b) = (entry(), entry());
+        let mut groups: HashMap<&str, Members> = HashMap::new();
+        assert!(add_to(&mut groups, "r", &a));
+        assert!(!add_to(&mut groups, "r", &b));
+        assert!(!remove_from(&mut groups, "r", &a.id));
+        assert!(!remove_from(&mut groups, "other", &b.id));
+        assert!(remove_from(&mut groups, "r", &b.id));
+        assert!(groups.is_empty());
+    }
+
+    #[test]
+    fn a_room_set_answers_membership_and_lists_rooms_sorted() {
+        let mut set = RoomSet::default();
+        for name in ["b", "a", "c", "a"] {
+            set.insert(RoomName::parse(name).unwrap());
+        }
+        let names: Vec<&str> = set.0.iter().map(RoomName::as_str).collect();
+        assert_eq!(names, ["a", "b", "c"], "sorted, each room once");
+        assert!(set.contains("b") && !set.contains("d"));
+        assert_eq!(set.take("b").map(|r| r.as_str().to_owned()).as_deref(), Some("b"));
+        assert!(set.take("b").is_none());
+        assert!(!set.contains("b"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod core;
 mod publish;
 mod writer;
 
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -51,64 +52,69 @@ type Flow = ControlFlow<()>;
 pub(crate) type Io = TokioIo<Upgraded>;
 
 /// Runs a connection from the upgrade to cleanup. One function, not a chain of async calls: every level of an
-/// async call chain keeps its own copy of the arguments in the connection's task, for as long as it lives.
-pub(crate) async fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId, slot: Slot) {
-    // Resolves once the 101 has been sent; an error means the client went away before that.
-    let Ok(upgraded) = on_upgrade.await else {
-        return;
-    };
-    let c = &shared.config;
-    let (mailbox, rx) = Mailbox::new(
-        c.outbound_queue,
-        c.max_write_buffer_size,
-        shared.clock,
-        shared.telemetry.clone(),
-    );
-    let entry = Entry::new(id, mailbox);
-    let (mut read_half, mut write_half) = tokio::io::split(TokioIo::new(upgraded));
-    if !shared.registry.insert(entry.clone()) {
-        // A duplicate id must never shadow the existing connection.
-        writer::refuse(&mut write_half, CloseCode::InternalError).await;
-        return;
-    }
-    shared.telemetry.connection_opened();
-    tracing::debug!(client = %entry.id_str, "connected");
-    let reading = async {
-        let mut reader = Reader {
-            core: Core::new(&shared.config, &entry.id_str, Instant::now()),
-            decoder: Decoder::new(),
-            shared: &shared,
-            entry: &entry,
-            pending: publish::Pending::default(),
+/// async call chain keeps its own copy of the arguments in the connection's task, for as long as it lives. For
+/// the same reason this is an `async move` block rather than an `async fn`, which would keep each argument twice
+/// (as captured, and moved into the body's locals).
+#[allow(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
+pub(crate) fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId, slot: Slot) -> impl Future<Output = ()> {
+    async move {
+        // Resolves once the 101 has been sent; an error means the client went away before that.
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
         };
-        reader.read_loop(&mut read_half).await;
-        // Publishes accepted before the connection ended are still delivered.
-        reader.flush_publishes();
-        // The writer gets the rest of the queue and the close frame out, within a grace period.
-        if tokio::time::timeout(CLOSE_GRACE, entry.mailbox.killed(Task::Reader))
-            .await
-            .is_err()
-        {
-            entry.mailbox.finish();
+        let c = &shared.config;
+        let (mailbox, rx) = Mailbox::new(
+            c.outbound_queue,
+            c.max_write_buffer_size,
+            shared.clock,
+            shared.telemetry.clone(),
+        );
+        let entry = Entry::new(id, mailbox);
+        let (mut read_half, mut write_half) = tokio::io::split(TokioIo::new(upgraded));
+        if !shared.registry.insert(entry.clone()) {
+            // A duplicate id must never shadow the existing connection.
+            writer::refuse(&mut write_half, CloseCode::InternalError).await;
+            return;
         }
-    };
-    futures_util::future::join(reading, writer::write_loop(write_half, rx, &entry, &shared)).await;
-    let (user_id, session) = entry.session();
-    shared.registry.remove(&entry);
-    let code = entry.mailbox.close_code();
-    shared.telemetry.connection_closed(session, code);
-    // The connection's limiter slot is released only now, once it has left every index.
-    drop(slot);
-    tracing::info!(client = %entry.id_str, code = code.map(CloseCode::code), "disconnected");
-    if let Some(hook) = &shared.hooks.on_disconnected {
-        let ev = Disconnected {
-            client_id: entry.id_str.to_string(),
-            user_id: user_id.map(|u| u.as_str().to_owned()),
-            code: code.map(CloseCode::code),
+        shared.telemetry.connection_opened();
+        tracing::debug!(client = %entry.id_str, "connected");
+        let reading = async {
+            let mut reader = Reader {
+                core: Core::new(&shared.config, &entry.id_str, Instant::now()),
+                decoder: Decoder::new(),
+                shared: &shared,
+                entry: &entry,
+                pending: publish::Pending::default(),
+            };
+            reader.read_loop(&mut read_half).await;
+            // Publishes accepted before the connection ended are still delivered.
+            reader.flush_publishes();
+            // The writer gets the rest of the queue and the close frame out, within a grace period.
+            if tokio::time::timeout(CLOSE_GRACE, entry.mailbox.killed(Task::Reader))
+                .await
+                .is_err()
+            {
+                entry.mailbox.finish();
+            }
         };
-        if let Err(e) = Box::pin(invoke(hook.as_ref(), ev)).await {
-            shared.telemetry.hook_failed(HookKind::OnDisconnected);
-            tracing::warn!(client = %entry.id_str, error = %e, "on_disconnected hook failed");
+        futures_util::future::join(reading, writer::write_loop(write_half, rx, &entry, &shared)).await;
+        let (user_id, session) = entry.session();
+        shared.registry.remove(&entry);
+        let code = entry.mailbox.close_code();
+        shared.telemetry.connection_closed(session, code);
+        // The connection's limiter slot is released only now, once it has left every index.
+        drop(slot);
+        tracing::info!(client = %entry.id_str, code = code.map(CloseCode::code), "disconnected");
+        if let Some(hook) = &shared.hooks.on_disconnected {
+            let ev = Disconnected {
+                client_id: entry.id_str.to_string(),
+                user_id: user_id.map(|u| u.as_str().to_owned()),
+                code: code.map(CloseCode::code),
+            };
+            if let Err(e) = Box::pin(invoke(hook.as_ref(), ev)).await {
+                shared.telemetry.hook_failed(HookKind::OnDisconnected);
+                tracing::warn!(client = %entry.id_str, error = %e, "on_disconnected hook failed");
+            }
         }
     }
 }

@@ -7,12 +7,14 @@
 //! vectored writes, without copying it into a write buffer first.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::sync::SemaphorePermit;
 
 use super::{Io, CLOSE_GRACE};
 use crate::hooks::{invoke, Outgoing, Transformed};
@@ -37,31 +39,40 @@ enum WriteEnd {
     Broken,
 }
 
-/// Drains the mailbox into the socket until a close, a kill, or a socket error.
-pub(super) async fn write_loop(mut io: WriteIo, mut rx: Receiver, entry: &Entry, shared: &Shared) {
-    let mut writer = Writer {
-        sealer: None,
-        buf: BytesMut::new(),
-        chunks: VecDeque::new(),
-        entry,
-        shared,
-    };
-    let end = tokio::select! {
-        biased;
-        _ = entry.mailbox.killed(Task::Writer) => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
-        end = writer.pump(&mut io, &mut rx) => end,
-    };
-    // Refuse further pushes and free what is queued while the close frame goes out.
-    drop(rx);
-    if let WriteEnd::Close(code) = end {
-        // A kill may have cut a write short: what is left of that batch goes first, so that the close frame never
-        // lands inside a partly written frame. Boxed: a timer and a write future would otherwise enlarge every
-        // idle writer's task.
-        let rest = std::mem::take(&mut writer.chunks);
-        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, send_close(&mut io, rest, code))).await;
+/// Drains the mailbox into the socket until a close, a kill, or a socket error. An `async move` block, not an
+/// `async fn`: the latter would keep the socket and the receiver twice in every connection's task.
+#[allow(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
+pub(super) fn write_loop<'a>(
+    mut io: WriteIo,
+    mut rx: Receiver,
+    entry: &'a Entry,
+    shared: &'a Shared,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let mut writer = Writer {
+            sealer: None,
+            buf: BytesMut::new(),
+            chunks: VecDeque::new(),
+            entry,
+            shared,
+        };
+        let end = tokio::select! {
+            biased;
+            _ = entry.mailbox.killed(Task::Writer) => entry.mailbox.close_code().map_or(WriteEnd::Broken, WriteEnd::Close),
+            end = writer.pump(&mut io, &mut rx) => end,
+        };
+        // Refuse further pushes and free what is queued while the close frame goes out.
+        drop(rx);
+        if let WriteEnd::Close(code) = end {
+            // A kill may have cut a write short: what is left of that batch goes first, so that the close frame never
+            // lands inside a partly written frame. Boxed: a timer and a write future would otherwise enlarge every
+            // idle writer's task.
+            let rest = std::mem::take(&mut writer.chunks);
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, send_close(&mut io, rest, code))).await;
+        }
+        // The writer is gone: the reader must stop too.
+        entry.mailbox.finish();
     }
-    // The writer is gone: the reader must stop too.
-    entry.mailbox.finish();
 }
 
 /// Sends the close frame for `code` on a connection that never got going.
@@ -176,14 +187,29 @@ struct Writer<'a> {
     shared: &'a Shared,
 }
 
-impl Writer<'_> {
+/// Where [`Writer::encode_ready`] stopped.
+enum Encoded {
+    /// The batch is done; a close, if it held one.
+    Done(Option<WriteEnd>),
+    /// The item at the front of the batch needs something awaited: the outbound transformer, or a sealing permit
+    /// while all are taken.
+    Blocked,
+}
+
+impl<'a> Writer<'a> {
     /// Drains the queue in batches: everything a batch needs sealed is sealed under one permit, then the
     /// batch's frames are written with vectored writes.
     async fn pump(&mut self, io: &mut WriteIo, rx: &mut Receiver) -> WriteEnd {
         let mut batch = VecDeque::new();
         loop {
             rx.recv_all(&mut batch).await;
-            let end = self.encode_batch(&mut batch).await;
+            // The permit taken here is released at the end of this statement, before any wait or write.
+            let ready = self.encode_ready(&mut batch, &mut None);
+            let end = match ready {
+                Encoded::Done(end) => end,
+                // Rare, and boxed: the waiting path's state would otherwise sit in every idle writer's task.
+                Encoded::Blocked => Box::pin(self.encode_waiting(&mut batch)).await,
+            };
             if write_all(io, &mut self.chunks).await.is_err() {
                 return WriteEnd::Broken;
             }
@@ -204,30 +230,28 @@ impl Writer<'_> {
         }
     }
 
-    /// Turns queued items into chunks, in order, up to a close (returned; later items are dropped). The
-    /// sealing permit is taken at most once per batch and released before anything is written to the socket.
-    async fn encode_batch(&mut self, batch: &mut VecDeque<Outbound>) -> Option<WriteEnd> {
-        // The permit borrows the semaphore, not `self`.
-        let shared = self.shared;
-        let mut permit = None;
-        if self.sealer.is_some() {
+    /// Turns queued items into chunks, in order, up to a close (returned; later items are dropped), as long as
+    /// nothing needs waiting for. Sealing happens under `permit`, taken at most once per batch (here by
+    /// `try_acquire`) and released before anything is written to the socket.
+    fn encode_ready(&mut self, batch: &mut VecDeque<Outbound>, permit: &mut Option<SemaphorePermit<'a>>) -> Encoded {
+        if self.sealer.is_some() && permit.is_none() {
             // A sealed record is about 4/3 of its text plus an envelope: one reservation for the batch instead of a
             // chain of reallocations (each copying what was sealed so far) after every idle spell.
             let text: usize = batch.iter().map(Outbound::text_len).sum();
             self.buf.reserve(text + text / 2 + batch.len() * SEALED_OVERHEAD);
         }
-        for item in batch.drain(..) {
+        while let Some(item) = batch.pop_front() {
+            let transform = matches!(item, Outbound::Text(_)) && self.shared.hooks.outbound_transformer.is_some();
+            let seal = matches!(item, Outbound::Text(_) | Outbound::System(_)) && self.sealer.is_some();
+            if seal && permit.is_none() {
+                // Bounds sealing work in flight across connections; never held across a socket write.
+                *permit = self.shared.seal_permits.try_acquire().ok();
+            }
+            if transform || (seal && permit.is_none()) {
+                batch.push_front(item);
+                return Encoded::Blocked;
+            }
             let payload = match item {
-                Outbound::Text(frame) if self.shared.hooks.outbound_transformer.is_some() => {
-                    // A hook may be slow: never hold the permit across it. Boxed, so that the hook's state does
-                    // not enlarge every writer's task.
-                    permit = None;
-                    match Box::pin(transform(self.shared, self.entry, frame.text())).await {
-                        Some(None) => Payload::Shared(frame),
-                        Some(Some(text)) => Payload::Own(text.into_boxed_str()),
-                        None => continue,
-                    }
-                }
                 Outbound::Text(frame) => Payload::Shared(frame),
                 Outbound::System(text) => Payload::Own(text),
                 Outbound::Pong(payload) => {
@@ -249,7 +273,7 @@ impl Writer<'_> {
                         if let Err(code) = sealer.rekey(&mut frames) {
                             self.buf.truncate(mark);
                             self.flush_own();
-                            return Some(WriteEnd::Close(code));
+                            return Encoded::Done(Some(WriteEnd::Close(code)));
                         }
                         self.shared.telemetry.records_out(frames.count());
                     }
@@ -257,41 +281,79 @@ impl Writer<'_> {
                 }
                 Outbound::Close(code) => {
                     self.flush_own();
-                    return Some(WriteEnd::Close(code));
+                    return Encoded::Done(Some(WriteEnd::Close(code)));
                 }
             };
-            let Some(sealer) = self.sealer.as_mut() else {
-                match payload {
-                    // The common case: the fan-out's frame as it is, no copy.
-                    Payload::Shared(frame) => self.push_chunk(Chunk::Shared(frame)),
-                    Payload::Own(text) => put_frame(&mut self.buf, OP_TEXT, text.as_bytes()),
-                }
-                continue;
-            };
-            if permit.is_none() {
-                // Bounds sealing work in flight across connections; never held across a socket write. Waiting is
-                // rare (the limit is reached) and boxed, so that its state does not enlarge every writer's task.
-                permit = Some(match shared.seal_permits.try_acquire() {
-                    Ok(p) => Some(p),
-                    Err(_) => Box::pin(shared.seal_permits.acquire()).await.ok(),
-                });
+            if let Err(code) = self.put_payload(payload) {
+                return Encoded::Done(Some(WriteEnd::Close(code)));
             }
-            let inner = match &payload {
-                Payload::Shared(frame) => frame.text(),
-                Payload::Own(text) => text,
-            };
-            let mark = self.buf.len();
-            let mut frames = Frames::new(&mut self.buf);
-            if let Err(code) = sealer.seal(inner, &mut frames) {
-                // What the failed call left in the buffer is never sent; the frames before it are.
-                self.buf.truncate(mark);
-                self.flush_own();
-                return Some(WriteEnd::Close(code));
-            }
-            self.shared.telemetry.records_out(frames.count());
         }
         self.flush_own();
-        None
+        Encoded::Done(None)
+    }
+
+    /// [`Self::encode_ready`] for a batch that needs waiting: runs the outbound transformer on each message
+    /// (a hook may be slow: never with the permit held) and waits for a sealing permit when all are taken.
+    async fn encode_waiting(&mut self, batch: &mut VecDeque<Outbound>) -> Option<WriteEnd> {
+        // The permit borrows the semaphore, not `self`.
+        let shared = self.shared;
+        let mut permit = None;
+        loop {
+            if let Encoded::Done(end) = self.encode_ready(batch, &mut permit) {
+                return end;
+            }
+            let item = batch.pop_front()?;
+            match item {
+                Outbound::Text(frame) if shared.hooks.outbound_transformer.is_some() => {
+                    permit = None;
+                    let payload = match transform(shared, self.entry, frame.text()).await {
+                        Some(None) => Payload::Shared(frame),
+                        Some(Some(text)) => Payload::Own(text.into_boxed_str()),
+                        None => continue,
+                    };
+                    if self.sealer.is_some() {
+                        permit = shared.seal_permits.acquire().await.ok();
+                    }
+                    if let Err(code) = self.put_payload(payload) {
+                        return Some(WriteEnd::Close(code));
+                    }
+                }
+                item => {
+                    batch.push_front(item);
+                    // Only a closed semaphore fails, and the server never closes it.
+                    let Ok(p) = shared.seal_permits.acquire().await else {
+                        return Some(WriteEnd::Close(CloseCode::InternalError));
+                    };
+                    permit = Some(p);
+                }
+            }
+        }
+    }
+
+    /// Frames one message: as it is (plaintext), or sealed into records. Fails with the close code when the
+    /// session's keys are spent; nothing of the failed message is sent, the frames before it are.
+    fn put_payload(&mut self, payload: Payload) -> Result<(), CloseCode> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            match payload {
+                // The common case: the fan-out's frame as it is, no copy.
+                Payload::Shared(frame) => self.push_chunk(Chunk::Shared(frame)),
+                Payload::Own(text) => put_frame(&mut self.buf, OP_TEXT, text.as_bytes()),
+            }
+            return Ok(());
+        };
+        let inner = match &payload {
+            Payload::Shared(frame) => frame.text(),
+            Payload::Own(text) => text,
+        };
+        let mark = self.buf.len();
+        let mut frames = Frames::new(&mut self.buf);
+        if let Err(code) = sealer.seal(inner, &mut frames) {
+            self.buf.truncate(mark);
+            self.flush_own();
+            return Err(code);
+        }
+        self.shared.telemetry.records_out(frames.count());
+        Ok(())
     }
 
     /// Queues `chunk` behind the frames built so far.
