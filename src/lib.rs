@@ -30,6 +30,12 @@ mod config;
 mod connection;
 pub mod crypto;
 mod emitter;
+/// Entry points of the fuzz targets in `fuzz/` (feature `fuzzing`); not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::connection::fuzz::check as connection_core;
+}
 pub mod hooks;
 mod ignis_compat;
 mod limits;

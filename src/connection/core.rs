@@ -286,6 +286,10 @@ impl<'c> Core<'c> {
         scratch: &'m mut Vec<u8>,
         rooms: &dyn Membership,
     ) -> Action<'m> {
+        // Once a close is decided nothing more is acted on, not even a ping.
+        if matches!(self.phase, Phase::Closed) {
+            return Action::None;
+        }
         let (payload, binary) = match item {
             Inbound::Text(p) => (p, false),
             Inbound::Binary(p) => (p, true),
@@ -296,9 +300,6 @@ impl<'c> Core<'c> {
                 return Action::ClientClosed;
             }
         };
-        if matches!(self.phase, Phase::Closed) {
-            return Action::None;
-        }
         if payload.len() > self.max_message_len() {
             return self.close(CloseCode::TooLarge);
         }

@@ -11,6 +11,8 @@
 //! allocated only while they run.
 
 mod core;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod publish;
 mod writer;
 
