@@ -6,10 +6,11 @@
 #   fuzz/run-all.sh 600                 # ten minutes per target, no sanitizer (stable toolchain)
 #   ASAN=1 fuzz/run-all.sh 600          # AddressSanitizer (RUSTC_BOOTSTRAP=1 on stable)
 #   TARGETS="record_open" fuzz/run-all.sh 60
+#   FEATURES= fuzz/run-all.sh 600       # the portable (pure-Rust) crypto path instead of aws-lc (skip backends_agree)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
-targets="${TARGETS:-client_message authenticate record_open redis_envelope ignis_open auth_token config connection_core}"
+targets="${TARGETS:-client_message authenticate record_open redis_envelope ignis_open auth_token config connection_core backends_agree}"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "run-all: installing cargo-fuzz" >&2
   cargo install cargo-fuzz --locked
@@ -20,6 +21,9 @@ if [ "${ASAN:-0}" = 1 ]; then
 else
   san=(--sanitizer none)
 fi
+# The production crypto backend by default; FEATURES= (empty) fuzzes the portable one.
+features="${FEATURES-aws-lc}"
+[ -n "$features" ] && san+=(--features "$features")
 for t in $targets; do
   mkdir -p "corpus-work/$t" "corpus/$t"
   dict=()

@@ -35,6 +35,9 @@ mod emitter;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::connection::fuzz::check as connection_core;
+    /// The two crypto backends agree (needs the `aws-lc` feature).
+    #[cfg(feature = "aws-lc")]
+    pub use crate::crypto::backend::check_backends_agree as backends_agree;
 }
 pub mod hooks;
 mod ignis_compat;

@@ -345,6 +345,72 @@ impl fmt::Debug for EcSecretKey {
     }
 }
 
+/// The fuzz target `backends_agree`: aws-lc and the portable RustCrypto path must agree on everything the
+/// protocol computes with them. `data` is read as key ‖ nonce ‖ aad length ‖ aad ‖ message for AES-256-GCM, and as
+/// a scalar and a peer point (the same bytes, whatever they hold) for P-256. Panics on any disagreement.
+#[cfg(all(any(test, feature = "fuzzing"), feature = "aws-lc"))]
+#[doc(hidden)]
+pub fn check_backends_agree(data: &[u8]) {
+    let mut key = [0u8; KEY_LEN];
+    let mut nonce = [0u8; NONCE_LEN];
+    key.iter_mut().zip(data).for_each(|(d, s)| *d = *s);
+    nonce
+        .iter_mut()
+        .zip(data.iter().skip(KEY_LEN))
+        .for_each(|(d, s)| *d = *s);
+    let rest = data.get(KEY_LEN + NONCE_LEN..).unwrap_or_default();
+    let aad_len = rest.first().map_or(0, |n| usize::from(*n));
+    let aad = rest.get(1..).unwrap_or_default();
+    let (aad, message) = aad.split_at(aad_len.min(aad.len()));
+
+    let fast = AeadKey::new(&key);
+    assert!(matches!(fast.cipher, Cipher::Fast(_)), "aws-lc refused a 32-byte key");
+    let portable = AeadKey::portable(&key);
+    let (mut a, mut b) = (message.to_vec(), message.to_vec());
+    let tag_a = fast.seal_in_place(&nonce, aad, &mut a);
+    let tag_b = portable.seal_in_place(&nonce, aad, &mut b);
+    assert_eq!(tag_a.is_ok(), tag_b.is_ok(), "one backend sealed, the other refused");
+    if let (Ok(tag_a), Ok(tag_b)) = (tag_a, tag_b) {
+        assert_eq!((&a, tag_a), (&b, tag_b), "the backends sealed differently");
+        // Each opens the other's record; an altered one is refused by both.
+        let (mut x, mut y) = (b.clone(), a.clone());
+        assert!(fast.open_in_place(&nonce, aad, &mut x, &tag_b).is_ok() && x == message);
+        assert!(portable.open_in_place(&nonce, aad, &mut y, &tag_a).is_ok() && y == message);
+        let mut bad_tag = tag_a;
+        bad_tag[0] ^= 1;
+        let (mut x, mut y) = (a.clone(), a);
+        assert!(fast.open_in_place(&nonce, aad, &mut x, &bad_tag).is_err());
+        assert!(portable.open_in_place(&nonce, aad, &mut y, &bad_tag).is_err());
+    }
+
+    // P-256: a scalar the strict parse accepts must give the same public key and the same shared secret with a
+    // peer the strict parse accepts, whichever path computes them.
+    let Ok(secret) = EcSecretKey::from_scalar_bytes(data.get(..SCALAR_LEN).unwrap_or_default()) else {
+        return;
+    };
+    let fast_public = secret.fast_public_key();
+    assert!(fast_public.is_some(), "aws-lc refused a valid scalar's public key");
+    assert_eq!(
+        fast_public.map(|p| p.to_sec1()),
+        Some(secret.portable_public_key().to_sec1()),
+        "the backends derived different public keys"
+    );
+    let peer = match EcPublicKey::from_sec1_uncompressed(
+        data.get(SCALAR_LEN..SCALAR_LEN + PUBLIC_KEY_LEN).unwrap_or_default(),
+    ) {
+        Ok(peer) => peer,
+        // Random bytes are rarely a point: the scalar's own public key is one.
+        Err(_) => secret.portable_public_key(),
+    };
+    let fast_shared = secret.fast_diffie_hellman(&peer);
+    assert!(fast_shared.is_some(), "aws-lc refused a validated peer key");
+    assert_eq!(
+        fast_shared.map(|s| *s),
+        Some(*secret.portable_diffie_hellman(&peer)),
+        "the backends computed different shared secrets"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +479,25 @@ mod tests {
                 *from_bytes.fast_diffie_hellman(&b_pub).unwrap(),
                 *a.portable_diffie_hellman(&b_pub)
             );
+        }
+    }
+
+    /// The fuzz target's differential check holds on generated inputs: random bytes, and valid scalars with a
+    /// peer that is a real point.
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn backends_agree_on_generated_inputs() {
+        let mut data = vec![0u8; 200];
+        for round in 0..64u8 {
+            random_bytes(&mut data).unwrap();
+            data[KEY_LEN + NONCE_LEN] = round;
+            check_backends_agree(&data);
+            let a = EcSecretKey::generate().unwrap();
+            let b = EcSecretKey::generate().unwrap();
+            let mut input = a.key.to_bytes().to_vec();
+            input.extend_from_slice(&b.public_key().to_sec1());
+            input.extend_from_slice(&data);
+            check_backends_agree(&input);
         }
     }
 
