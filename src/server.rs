@@ -645,7 +645,7 @@ impl ServerBuilder {
         let bus = self.bus.unwrap_or_else(|| Arc::new(LocalBus::new()));
         let server_id: Arc<str> = Uuid::new_v4().to_string().into();
         let shared = Arc::new(Shared {
-            registry: Registry::new(bus.clone(), self.config.max_rooms_per_client),
+            registry: Registry::new(bus.clone(), telemetry.clone(), self.config.max_rooms_per_client),
             seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
             handshake_permits: Semaphore::new(self.config.max_concurrent_handshakes),
             limits: Arc::new(ConnectionLimits::new(
