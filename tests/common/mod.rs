@@ -87,7 +87,7 @@ impl TestServer {
         let server = builder.build().expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = server.router();
+        let app: axum::Router = server.router();
         let listener = nodelay(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -100,7 +100,9 @@ impl TestServer {
         let server = builder.build().expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = server.router().into_make_service_with_connect_info::<SocketAddr>();
+        let app = server
+            .router::<()>()
+            .into_make_service_with_connect_info::<SocketAddr>();
         let listener = nodelay(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

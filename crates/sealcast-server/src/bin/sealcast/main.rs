@@ -315,7 +315,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let (builder, redis) = emit::apply(&settings.redis, builder)?;
     let server = builder.build()?;
     emit::announce(redis.as_ref()).await;
-    let mut app = server.router();
+    let mut app: axum::Router = server.router();
     if let Some(key) = settings.api.api_key.as_ref().map(Secret::expose) {
         app = app.merge(server.api_router(key));
     }
