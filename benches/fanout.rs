@@ -75,7 +75,7 @@ async fn setup() -> Bench {
         .expect("config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}/ws", listener.local_addr().expect("addr"));
-    let app = server.router();
+    let app: axum::Router = server.router();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -37,7 +37,7 @@ async fn latency(redis: &Redis, seconds: u64, rate: u64) {
         let _ = s.set_nodelay(true);
     });
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, b.t.server.router()).into_future());
+    tokio::spawn(axum::serve(listener, b.t.server.router::<()>()).into_future());
     let (ws, _) = tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/ws"), None, true)
         .await
         .unwrap();

@@ -145,7 +145,7 @@ async fn demo() -> Result<Value, Box<dyn std::error::Error>> {
     let _ = echo_server.set(server.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/ws", listener.local_addr()?);
-    let app = server.router();
+    let app: axum::Router = server.router();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -33,8 +33,11 @@ struct Api {
 
 impl Server {
     /// The HTTP API router (`/api/publish`, `/api/disconnect`) guarded by the bearer `api_key`. Merge it into
-    /// the public app; leave it out to disable the API.
-    pub fn api_router(&self, api_key: &str) -> Router {
+    /// the public app (of any state `S`: the router carries its own); leave it out to disable the API.
+    pub fn api_router<S>(&self, api_key: &str) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
         let api = Arc::new(Api {
             shared: self.shared().clone(),
             key_digest: Sha256::digest(api_key.as_bytes()).into(),

@@ -7,9 +7,12 @@
 //! server.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 
+use axum::http::{header, HeaderMap};
 use futures_util::FutureExt;
 use serde_json::Value;
 
@@ -62,13 +65,100 @@ pub(crate) async fn invoke<Req: 'static, Resp: 'static>(
     }
 }
 
-/// Input of the authenticator: the `data` object of the client's `authenticate` message.
+/// Input of the authenticator: the `data` object of the client's `authenticate` message and, for that first
+/// authentication, the HTTP request the connection was upgraded from.
 #[derive(Clone)]
 pub struct AuthRequest {
     /// Server-assigned connection id.
     pub client_id: String,
     /// The `data` object as sent (secrets included: never log it).
     pub data: serde_json::Map<String, Value>,
+    /// The upgrade request (headers, query string, peer address), so that an application can authenticate
+    /// from its own session cookie or `Authorization` header. Present for the `authenticate` message; `None`
+    /// for a `refresh`, whose credentials are in `data` (a connection lets go of its request once it is
+    /// authenticated, so that idle connections do not hold their headers).
+    pub upgrade: Option<Arc<UpgradeRequest>>,
+}
+
+/// What the client's HTTP upgrade request carried: its headers (cookies, `Authorization`, `Origin`, ...), its
+/// query string and the peer's address.
+///
+/// Header values and the query string often hold credentials: `Debug` shows the header names only.
+///
+/// ```
+/// use axum::http::{header, HeaderMap, HeaderValue};
+/// use sealcast::hooks::UpgradeRequest;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(header::COOKIE, HeaderValue::from_static("theme=dark; session=s3cr3t"));
+/// let req = UpgradeRequest::new(headers, Some("v=2".into()), Some("10.0.0.7:50000".parse().unwrap()));
+/// assert_eq!(req.cookie("session"), Some("s3cr3t"));
+/// assert_eq!(req.query(), Some("v=2"));
+/// assert!(!format!("{req:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone)]
+pub struct UpgradeRequest {
+    headers: HeaderMap,
+    query: Option<String>,
+    peer: Option<SocketAddr>,
+}
+
+impl UpgradeRequest {
+    /// A request with these headers, query string (without the `?`) and peer address (`None` when the server
+    /// is not served with connect info). The server makes these; this is for testing an authenticator.
+    pub fn new(headers: HeaderMap, query: Option<String>, peer: Option<SocketAddr>) -> Self {
+        Self { headers, query, peer }
+    }
+
+    /// Every header of the request.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The first value of header `name`, if it is there and is visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The value of cookie `name` from the `Cookie` headers, as sent (no percent-decoding).
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key == name).then_some(value)
+            })
+    }
+
+    /// The `Origin` header (browsers send it; other clients usually do not).
+    pub fn origin(&self) -> Option<&str> {
+        self.header(header::ORIGIN.as_str())
+    }
+
+    /// The query string of the request's URI, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// The client's address (the proxy's, behind a reverse proxy); `None` unless the server is served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+}
+
+impl std::fmt::Debug for UpgradeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.keys().map(|k| k.as_str()).collect();
+        f.debug_struct("UpgradeRequest")
+            .field("peer", &self.peer)
+            .field("headers", &names)
+            .field("query", &self.query.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// A successful authentication.
@@ -228,9 +318,31 @@ mod tests {
         assert!(matches!(invoke(&errs, 1).await, Err(HookFailure::Error(_))));
         assert_eq!(invoke(&ok, 1).await.unwrap(), 2);
     }
+
+    #[test]
+    fn upgrade_request_debug_shows_header_names_but_no_value_or_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "session=cookie-SECRET".parse().unwrap());
+        headers.insert(header::AUTHORIZATION, "Bearer bearer-SECRET".parse().unwrap());
+        let req = UpgradeRequest::new(headers, Some("token=query-SECRET".into()), None);
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("cookie") && shown.contains("authorization"), "{shown}");
+    }
+
+    #[test]
+    fn a_cookie_is_found_among_several_in_any_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, "a=1; sessionx=no".parse().unwrap());
+        headers.append(header::COOKIE, "b=2;session=yes".parse().unwrap());
+        let req = UpgradeRequest::new(headers, None, None);
+        assert_eq!(req.cookie("session"), Some("yes"));
+        assert_eq!(req.cookie("b"), Some("2"));
+        assert_eq!(req.cookie("missing"), None);
+    }
 }
 
-debug_redacted!(AuthRequest { client_id; data });
+debug_redacted!(AuthRequest { client_id, upgrade; data });
 debug_redacted!(Identity { user_id, expires_at, rooms; metadata });
 debug_redacted!(RoomRequest { client_id, user_id, rooms; metadata });
 debug_redacted!(Connected { client_id, user_id; metadata });

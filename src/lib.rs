@@ -62,7 +62,7 @@ pub use config::{Config, ConfigError};
 pub use emitter::{Emitter, EmitterError};
 pub use hooks::{
     AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing, RoomRequest,
-    Transformed,
+    Transformed, UpgradeRequest,
 };
 pub use ignis_compat::IgnisCompat;
 pub use limits::Rate;

@@ -26,9 +26,13 @@ mod tests {
         let secret = "tok-SECRET-123";
         let mut data = serde_json::Map::new();
         data.insert("token".into(), json!(secret));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::COOKIE, format!("session={secret}").parse().unwrap());
+        let upgrade = crate::hooks::UpgradeRequest::new(headers, Some(format!("token={secret}")), None);
         let auth = crate::AuthRequest {
             client_id: "c".into(),
             data: data.clone(),
+            upgrade: Some(std::sync::Arc::new(upgrade)),
         };
         let hs = crate::HandshakeRequest {
             client_id: "c".into(),

@@ -19,7 +19,8 @@ use crate::bus::Bus;
 use crate::client_info::{ClientInfo, ClientState};
 use crate::mailbox::Mailbox;
 use crate::protocol::outbound::TextFrame;
-use crate::protocol::{ClientId, RoomName, Target, UserId};
+use crate::protocol::{room, ClientId, RoomName, Target, UserId};
+use crate::telemetry::Telemetry;
 
 pub(crate) struct Entry {
     pub(crate) id: ClientId,
@@ -307,16 +308,33 @@ struct Indexes {
 pub(crate) struct Registry {
     idx: RwLock<Indexes>,
     bus: Arc<dyn Bus>,
+    telemetry: Arc<Telemetry>,
     max_rooms_per_client: usize,
 }
 
 impl Registry {
-    pub(crate) fn new(bus: Arc<dyn Bus>, max_rooms_per_client: usize) -> Self {
+    pub(crate) fn new(bus: Arc<dyn Bus>, telemetry: Arc<Telemetry>, max_rooms_per_client: usize) -> Self {
         Self {
             idx: RwLock::new(Indexes::default()),
             bus,
+            telemetry,
             max_rooms_per_client,
         }
+    }
+
+    /// A room appeared or emptied: the bus's interest, and the rooms gauge unless it is a client's own-id room
+    /// (UUID-shaped names are reserved for those).
+    fn room_changed(&self, room: RoomName, opened: bool) {
+        if !room::is_client_id_shaped(room.as_str()) {
+            self.telemetry.room(opened);
+        }
+        self.bus.interest(&Target::Room(room), opened);
+    }
+
+    /// A user's first session arrived or its last one left.
+    fn user_changed(&self, user: UserId, arrived: bool) {
+        self.telemetry.user(arrived);
+        self.bus.interest(&Target::User(user), arrived);
     }
 
     /// Adds a new, unauthorised connection. False if the id is taken (the caller must refuse the socket).
@@ -357,7 +375,7 @@ impl Registry {
         self.bus.interest(&Target::Client(entry.id), true);
         if let Some(user) = user_id {
             if add_to(&mut idx.users, user.clone(), entry) {
-                self.bus.interest(&Target::User(user), true);
+                self.user_changed(user, true);
             }
         }
         if let Some(own) = entry.own_room() {
@@ -391,7 +409,7 @@ impl Registry {
             }
         }
         if add_to(&mut idx.rooms, room.clone(), entry) {
-            self.bus.interest(&Target::Room(room), true);
+            self.room_changed(room, true);
         }
         JoinResult::Joined
     }
@@ -412,7 +430,7 @@ impl Registry {
 
     fn drop_member(&self, idx: &mut Indexes, id: &ClientId, room: RoomName) {
         if remove_from(&mut idx.rooms, &room, id) {
-            self.bus.interest(&Target::Room(room), false);
+            self.room_changed(room, false);
         }
     }
 
@@ -432,7 +450,7 @@ impl Registry {
         }
         if let Some(user) = user {
             if remove_from(&mut idx.users, &user, &entry.id) {
-                self.bus.interest(&Target::User(user), false);
+                self.user_changed(user, false);
             }
         }
         if was_member {

@@ -20,7 +20,7 @@ use crate::bus::{Bus, Deliver, Inbox, LocalBus};
 use crate::client_info::ClientInfo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
-use crate::hooks::{Authenticator, Hook};
+use crate::hooks::{Authenticator, Hook, UpgradeRequest};
 use crate::limits::{ConnectionLimits, Refusal};
 use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{JoinResult, Registry};
@@ -91,7 +91,9 @@ pub enum RoomError {
 /// let app = axum::Router::new().merge(server.router());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 /// let stopper = server.clone();
-/// axum::serve(listener, app)
+/// // Peer addresses feed the per-IP limits.
+/// let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+/// axum::serve(listener, service)
 ///     .with_graceful_shutdown(async move { stopper.shutdown().await })
 ///     .await?;
 /// # Ok(()) }
@@ -115,8 +117,16 @@ impl Server {
         ServerBuilder::default()
     }
 
-    /// The axum router serving the WebSocket endpoint at the configured path. Merge it into your app.
-    pub fn router(&self) -> Router {
+    /// The axum router serving the WebSocket endpoint at the configured path (and, with static keys,
+    /// `/.well-known/sealcast.json`). It carries its own state, so it merges into an app of any state `S`.
+    ///
+    /// Serve the app with `into_make_service_with_connect_info::<SocketAddr>()`: without peer addresses the
+    /// per-IP limits cannot apply (the server logs a warning at the first connection) and
+    /// [`UpgradeRequest::peer_addr`](crate::UpgradeRequest::peer_addr) is `None`.
+    pub fn router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
         let mut router = Router::new().route(&self.shared.config.path, get(upgrade));
         if self.shared.static_keys.is_some() {
             router = router.route("/.well-known/sealcast.json", get(well_known));
@@ -442,6 +452,14 @@ async fn upgrade(
     PeerAddr(peer): PeerAddr,
     mut req: axum::extract::Request,
 ) -> Response {
+    if peer.is_none() {
+        shared.peerless.call_once(|| {
+            tracing::warn!(
+                "per-IP connection limits are off: the server does not see peer addresses; serve the app with \
+                 `into_make_service_with_connect_info::<SocketAddr>()`"
+            );
+        });
+    }
     let accept = match check_handshake(req.headers()) {
         Ok(accept) => accept,
         Err(refusal) => return (StatusCode::BAD_REQUEST, refusal).into_response(),
@@ -478,8 +496,11 @@ async fn upgrade(
         }
     };
     let id = ClientId::random();
+    // The authenticator may use the request (a session cookie, say); the response needs none of its headers.
+    let query = req.uri().query().map(str::to_owned);
+    let request = Arc::new(UpgradeRequest::new(std::mem::take(req.headers_mut()), query, peer));
     let tracker = shared.tracker.clone();
-    tracker.spawn(crate::connection::run(on_upgrade, shared, id, slot));
+    tracker.spawn(crate::connection::run(on_upgrade, shared, id, slot, request));
     let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = res.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -645,7 +666,7 @@ impl ServerBuilder {
         let bus = self.bus.unwrap_or_else(|| Arc::new(LocalBus::new()));
         let server_id: Arc<str> = Uuid::new_v4().to_string().into();
         let shared = Arc::new(Shared {
-            registry: Registry::new(bus.clone(), self.config.max_rooms_per_client),
+            registry: Registry::new(bus.clone(), telemetry.clone(), self.config.max_rooms_per_client),
             seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
             handshake_permits: Semaphore::new(self.config.max_concurrent_handshakes),
             limits: Arc::new(ConnectionLimits::new(
@@ -664,6 +685,7 @@ impl ServerBuilder {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             clock: Instant::now(),
+            peerless: std::sync::Once::new(),
         });
         bus.attach(Inbox::new(server_id, Arc::downgrade(&shared) as Weak<dyn Deliver>));
         Ok(Server { shared })

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) clock: Instant,
+    /// Set off by the first upgrade without a peer address: per-IP limits cannot work, which is said once.
+    pub(crate) peerless: std::sync::Once,
 }
 
 /// Refuses reserved and malformed application event names.

@@ -60,6 +60,16 @@ pub(crate) enum HookKind {
 }
 
 impl HookKind {
+    const ALL: [Self; 7] = [
+        Self::Authenticator,
+        Self::Handshake,
+        Self::OnConnected,
+        Self::OnDisconnected,
+        Self::RoomValidator,
+        Self::MessageHandler,
+        Self::OutboundTransformer,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Self::Authenticator => "authenticator",
@@ -73,9 +83,15 @@ impl HookKind {
     }
 }
 
+/// Why connections are refused before the upgrade (the `reason` label of [`REFUSED`]), so that each series
+/// exists from the start.
+const REFUSAL_REASONS: [&str; 5] = ["origin", "global", "per_ip", "rate", "shutdown"];
+
 /// One server's counters and gauges.
 pub(crate) struct Telemetry {
     connections: Gauge,
+    rooms: Gauge,
+    users: Gauge,
     sessions_plain: Gauge,
     sessions_encrypted: Gauge,
     auth_accepted: Counter,
@@ -102,8 +118,23 @@ pub(crate) struct Telemetry {
 
 impl Telemetry {
     pub(crate) fn new() -> Self {
+        crate::metrics::describe();
+        gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // Series counted by a label known only at the event are registered (at zero) now, so that dashboards
+        // and `rate()` see them before the first event.
+        for reason in REFUSAL_REASONS {
+            counter!(REFUSED, "reason" => reason).increment(0);
+        }
+        for code in crate::protocol::close::ALL {
+            counter!(CLOSES, "code" => code.code().to_string()).increment(0);
+        }
+        for hook in HookKind::ALL {
+            counter!(HOOK_FAILURES, "hook" => hook.label()).increment(0);
+        }
         Self {
             connections: gauge!(CONNECTIONS),
+            rooms: gauge!(ROOMS),
+            users: gauge!(USERS),
             sessions_plain: gauge!(SESSIONS, "encrypted" => "false"),
             sessions_encrypted: gauge!(SESSIONS, "encrypted" => "true"),
             auth_accepted: counter!(AUTHENTICATIONS, "outcome" => "accepted"),
@@ -144,6 +175,24 @@ impl Telemetry {
         }
         if let Some(code) = code {
             counter!(CLOSES, "code" => code.code().to_string()).increment(1);
+        }
+    }
+
+    /// A room got its first local member (`opened`) or lost its last one; clients' own-id rooms are not counted.
+    pub(crate) fn room(&self, opened: bool) {
+        if opened {
+            self.rooms.increment(1);
+        } else {
+            self.rooms.decrement(1);
+        }
+    }
+
+    /// A user got its first local session (`arrived`) or lost its last one.
+    pub(crate) fn user(&self, arrived: bool) {
+        if arrived {
+            self.users.increment(1);
+        } else {
+            self.users.decrement(1);
         }
     }
 

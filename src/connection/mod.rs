@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
 
 use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, Membership};
-use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest};
+use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest, UpgradeRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
 use crate::protocol::envelope::MAX_TARGET_LEN;
@@ -58,7 +58,13 @@ pub(crate) type Io = TokioIo<Upgraded>;
 /// the same reason this is an `async move` block rather than an `async fn`, which would keep each argument twice
 /// (as captured, and moved into the body's locals).
 #[allow(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
-pub(crate) fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId, slot: Slot) -> impl Future<Output = ()> {
+pub(crate) fn run(
+    on_upgrade: OnUpgrade,
+    shared: Arc<Shared>,
+    id: ClientId,
+    slot: Slot,
+    upgrade: Arc<UpgradeRequest>,
+) -> impl Future<Output = ()> {
     async move {
         // Resolves once the 101 has been sent; an error means the client went away before that.
         let Ok(upgraded) = on_upgrade.await else {
@@ -87,6 +93,7 @@ pub(crate) fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId, slot
                 shared: &shared,
                 entry: &entry,
                 pending: publish::Pending::default(),
+                upgrade: Some(upgrade),
             };
             reader.read_loop(&mut read_half).await;
             // Publishes accepted before the connection ended are still delivered.
@@ -154,6 +161,8 @@ struct Reader<'a> {
     entry: &'a Arc<Entry>,
     /// Publishes read but not yet delivered locally.
     pending: publish::Pending,
+    /// The upgrade request, for the authenticator; given to it (or dropped) with the first `authenticate`.
+    upgrade: Option<Arc<UpgradeRequest>>,
 }
 
 impl Reader<'_> {
@@ -366,7 +375,8 @@ impl Reader<'_> {
     /// The authenticator's and the handshake's answers, fed to the core.
     async fn establishing(&mut self, data: Map<String, Value>) -> Action<'static> {
         let shared = self.shared;
-        let answer = self.run_authenticator(data.clone()).await;
+        let upgrade = self.upgrade.take();
+        let answer = self.run_authenticator(data.clone(), upgrade).await;
         let user_sessions = match &answer {
             AuthAnswer::Accepted(Identity {
                 user_id: Some(user), ..
@@ -403,11 +413,12 @@ impl Reader<'_> {
     }
 
     /// Runs the authenticator and counts its answer.
-    async fn run_authenticator(&self, data: Map<String, Value>) -> AuthAnswer {
+    async fn run_authenticator(&self, data: Map<String, Value>, upgrade: Option<Arc<UpgradeRequest>>) -> AuthAnswer {
         let shared = self.shared;
         let req = AuthRequest {
             client_id: self.entry.id_str.to_string(),
             data,
+            upgrade,
         };
         match invoke(shared.authenticator.as_ref(), req).await {
             Ok(Some(identity)) => {
@@ -469,7 +480,7 @@ impl Reader<'_> {
 
     /// Fresh credentials for the same user: extend the session and rotate the outbound keys.
     async fn refresh(&mut self, data: Map<String, Value>) -> Flow {
-        let answer = self.run_authenticator(data).await;
+        let answer = self.run_authenticator(data, None).await;
         let action = self.core.on_refresh(answer);
         self.act(action)
     }

@@ -89,7 +89,8 @@ impl CloseCode {
     }
 }
 
-const ALL: [CloseCode; 16] = [
+/// Every code the server sends.
+pub(crate) const ALL: [CloseCode; 16] = [
     CloseCode::Normal,
     CloseCode::ShuttingDown,
     CloseCode::ProtocolError,

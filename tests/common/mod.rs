@@ -87,7 +87,7 @@ impl TestServer {
         let server = builder.build().expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = server.router();
+        let app: axum::Router = server.router();
         let listener = nodelay(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -100,7 +100,9 @@ impl TestServer {
         let server = builder.build().expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = server.router().into_make_service_with_connect_info::<SocketAddr>();
+        let app = server
+            .router::<()>()
+            .into_make_service_with_connect_info::<SocketAddr>();
         let listener = nodelay(listener);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -299,4 +301,51 @@ pub async fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The shipped Grafana dashboard.
+pub const DASHBOARD: &str = include_str!("../../docs/grafana/sealcast.json");
+
+/// Every PromQL expression of the dashboard's panels.
+pub fn dashboard_expressions() -> Vec<String> {
+    fn collect(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("expr", Value::String(expr)) => out.push(expr.clone()),
+                        _ => collect(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let dashboard: Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let mut out = Vec::new();
+    collect(&dashboard, &mut out);
+    out
+}
+
+/// The `sealcast_*` series an expression names (e.g. `sealcast_handshake_seconds_bucket`).
+pub fn series_named_in(expr: &str) -> Vec<String> {
+    expr.match_indices("sealcast_")
+        .map(|(at, _)| {
+            expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The series names with at least one sample in a Prometheus text scrape.
+pub fn scraped_series(scrape: &str) -> std::collections::HashSet<String> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
 }

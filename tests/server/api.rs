@@ -14,7 +14,7 @@ async fn fleet() -> (TestServer, TestServer, std::net::SocketAddr) {
     let s2 = TestServer::start(builder().bus(bus)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
-    let app = s1.server.api_router(KEY);
+    let app: axum::Router = s1.server.api_router(KEY);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod auth_proxy;
 mod delivery;
+mod embedding;
 mod encryption;
 mod hooks;
 mod hostile;

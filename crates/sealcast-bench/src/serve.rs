@@ -66,7 +66,7 @@ pub async fn serve() -> Result<(), String> {
         }
     });
     println!("sealcast: listening on ws://{addr}{}", server.config().path);
-    let app = server.router();
+    let app: axum::Router = server.router();
     tokio::select! {
         r = axum::serve(listener, app) => r.map_err(|e| e.to_string()),
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -263,6 +263,122 @@ async fn the_admin_listener_serves_health_readiness_and_metrics_and_readiness_dr
     assert_eq!(http_get(admin_port, "/livez").await.0, 200);
 }
 
+/// `sealcast serve` (development mode) with the admin listener on: the process, its output up to "listening",
+/// the public port and the admin port.
+fn serve_with_admin() -> (Proc, Vec<String>, u16, u16) {
+    let admin_port = free_port();
+    let (p, lines, port) = serve(&[("SEALCAST_ADMIN_BIND", &format!("127.0.0.1:{admin_port}"))]);
+    (p, lines, port, admin_port)
+}
+
+/// What `/metrics` answers on the admin port.
+async fn scrape(admin_port: u16) -> String {
+    let (status, body) = http_get(admin_port, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn every_dashboard_query_names_a_series_a_fresh_server_exports() {
+    let (_p, _, _, admin_port) = serve_with_admin();
+    let exported = scraped_series(&scrape(admin_port).await);
+    let expressions = dashboard_expressions();
+    assert!(expressions.len() > 10, "the dashboard has its queries: {expressions:?}");
+    for expr in &expressions {
+        let named = series_named_in(expr);
+        assert!(!named.is_empty(), "a dashboard query names no sealcast metric: {expr}");
+        // The Redis bus's series exist only on servers with Redis (redis_binary.rs checks those).
+        for series in named.iter().filter(|s| !s.starts_with("sealcast_redis_")) {
+            assert!(
+                exported.contains(series),
+                "{series} (in `{expr}`) is not exported: {exported:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_exported_metric_has_help_text() {
+    let (_p, _, _, admin_port) = serve_with_admin();
+    let metrics = scrape(admin_port).await;
+    let typed: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(typed.len() > 10, "{metrics}");
+    for name in typed {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no # HELP for {name}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn latencies_are_histograms_with_buckets_before_any_observation() {
+    let (_p, _, _, admin_port) = serve_with_admin();
+    let metrics = scrape(admin_port).await;
+    assert!(!metrics.contains(" summary\n"), "no summaries: {metrics}");
+    for name in ["sealcast_handshake_seconds", "sealcast_fanout_seconds"] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} histogram\n")),
+            "{name}: {metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("{name}_bucket{{le=\"0.001\"}} 0\n")),
+            "{name}: {metrics}"
+        );
+        assert!(metrics.contains(&format!("{name}_count 0\n")), "{name}: {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn build_info_carries_the_version() {
+    let (_p, _, _, admin_port) = serve_with_admin();
+    // The library and the binary are versioned together.
+    let expected = format!("sealcast_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"));
+    let metrics = scrape(admin_port).await;
+    assert!(metrics.contains(&expected), "{metrics}");
+}
+
+#[tokio::test]
+async fn series_with_labels_exist_at_zero_before_their_first_event() {
+    let (_p, _, _, admin_port) = serve_with_admin();
+    let metrics = scrape(admin_port).await;
+    for series in [
+        "sealcast_closes_total{code=\"4007\"} 0",
+        "sealcast_closes_total{code=\"1001\"} 0",
+        "sealcast_connections_refused_total{reason=\"per_ip\"} 0",
+        "sealcast_hook_failures_total{hook=\"authenticator\"} 0",
+        "sealcast_authentications_total{outcome=\"timeout\"} 0",
+        "sealcast_rooms 0",
+        "sealcast_users 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series}: {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn rooms_and_users_gauges_count_this_instances_rooms_and_users() {
+    let (_p, lines, port, admin_port) = serve_with_admin();
+    let (client, _, _) = dev_session(&lines, port).await;
+    // dev-user's session is in the default rooms ws-default and ws-notification; its own-id room is not counted.
+    let metrics = scrape(admin_port).await;
+    assert!(metrics.lines().any(|l| l == "sealcast_users 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "sealcast_rooms 2"), "{metrics}");
+    drop(client);
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = scrape(admin_port).await;
+        if left.lines().any(|l| l == "sealcast_users 0") && left.lines().any(|l| l == "sealcast_rooms 0") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gauges did not drop back to 0 once the session ended: {left}");
+}
+
 /// A request still being sent: the graceful shutdown waits for it, so the process stays in its shutdown phase.
 async fn hold_a_request(port: u16) -> tokio::net::TcpStream {
     let mut stuck = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

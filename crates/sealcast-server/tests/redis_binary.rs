@@ -26,12 +26,17 @@ impl Drop for Serve {
 }
 
 fn serve(redis_url: &str) -> Serve {
+    serve_with_admin(redis_url, "off")
+}
+
+/// `serve` with the admin listener at `admin_bind`.
+fn serve_with_admin(redis_url: &str, admin_bind: &str) -> Serve {
     let port = redis_harness::free_port();
     let mut child = Command::new(BIN)
         .arg("serve")
         .env("SEALCAST_BIND", format!("127.0.0.1:{port}"))
         .env("SEALCAST_JWT_SECRET", SECRET)
-        .env("SEALCAST_ADMIN_BIND", "off")
+        .env("SEALCAST_ADMIN_BIND", admin_bind)
         .env("SEALCAST_REDIS_URL", redis_url)
         .env("SEALCAST_BUS_SECRET", "bus-secret")
         .env("SEALCAST_ALLOW_CLIENT_PUBLISH", "true")
@@ -121,4 +126,23 @@ async fn two_serve_processes_share_a_redis_and_emit_reaches_them() {
         .success());
     a.expect_silence().await;
     b.expect_silence().await;
+}
+
+#[tokio::test]
+async fn the_dashboards_redis_queries_name_series_a_redis_backed_server_exports() {
+    let redis = Redis::start();
+    let admin_port = redis_harness::free_port();
+    let _s = serve_with_admin(&redis.url(), &format!("127.0.0.1:{admin_port}"));
+    let (status, metrics) = http_get(admin_port, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let exported = scraped_series(&metrics);
+    let redis_series: Vec<String> = dashboard_expressions()
+        .iter()
+        .flat_map(|e| series_named_in(e))
+        .filter(|s| s.starts_with("sealcast_redis_"))
+        .collect();
+    assert!(!redis_series.is_empty(), "the dashboard has Redis panels");
+    for series in &redis_series {
+        assert!(exported.contains(series), "{series} is not exported: {exported:?}");
+    }
 }

@@ -292,11 +292,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     };
     // The recorder must exist before the server creates its metric handles.
     let prometheus = match admin_bind {
-        Some(_) => Some(
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
-                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?,
-        ),
+        Some(_) => Some(install_prometheus().map_err(|e| format!("cannot install the metrics recorder: {e}"))?),
         None => None,
     };
     let demo = settings.demo.enabled;
@@ -319,7 +315,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let (builder, redis) = emit::apply(&settings.redis, builder)?;
     let server = builder.build()?;
     emit::announce(redis.as_ref()).await;
-    let mut app = server.router();
+    let mut app: axum::Router = server.router();
     if let Some(key) = settings.api.api_key.as_ref().map(Secret::expose) {
         app = app.merge(server.api_router(key));
     }
@@ -381,6 +377,18 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     // Let the connection tasks finish their close handshakes.
     server.shutdown().await;
     Ok(())
+}
+
+/// The Prometheus recorder, with the library's buckets so that latencies are histograms (which add up across
+/// instances) rather than the exporter's default summaries (which do not).
+fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
+{
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in sealcast::metrics::HISTOGRAM_BUCKETS {
+        builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)?;
+    }
+    builder.install_recorder()
 }
 
 /// SIGTERM and SIGINT, registered before the listener is announced so an early signal is not lost.
