@@ -326,6 +326,25 @@ test("refresh before expiry keeps the session alive past the first token's exp",
   assertEncryptedAfterConnected(c);
 });
 
+test("with getToken, an expiry close after a refused refresh reconnects with a fresh token", { skip }, async () => {
+  const s = await server();
+  // The refresh brings another user's token (refused: the old expiry stands); the retry after 1008 a good one.
+  const issued = [];
+  const getToken = async () => {
+    const [sub, ttl] = [["kim", 3], ["mallory", 600]][issued.length] ?? ["kim", 600];
+    return issued[issued.push(signToken(s.secret, sub, ttl, { n: issued.length })) - 1];
+  };
+  const c = connect({ url: s.url, getToken, serverKeys: pinned(s), reconnect: { initialMs: 50, maxMs: 100 } });
+  const first = await c.ready();
+  await waitFor(() => c.closes.length === 1, "the close at the first token's exp");
+  const second = await c.ready();
+  assert.notEqual(second.id, first.id);
+  assert.equal(second.userId, "kim");
+  assert.deepEqual(closeCodes(c), [[1008, true]]);
+  assert.equal(c.errors.find((e) => e.code === "SERVER_ERROR")?.serverMessage, "Authentication failed");
+  assert.deepEqual(authTokens(c), [issued[0], issued[2]]);
+});
+
 test("with getToken, an operator disconnect (1008) reconnects once with a fresh token", { skip }, async () => {
   const s = await server({ env: { SEALCAST_API_KEY: API_KEY } });
   const src = tokenSource(s, "grace", 600);
