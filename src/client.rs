@@ -1,5 +1,7 @@
 //! A Rust client: connect, authenticate, run the wsenc/1 handshake against pinned server keys, verify `confirm`,
 //! then send and receive messages (sealed and opened transparently), with key updates in both directions.
+//! [`Client`] is one connection; [`ReconnectingClient`] stays connected: it reconnects with backoff, re-joins its
+//! rooms, refreshes its token before expiry and follows the [reconnect policy](reconnect_policy) per close code.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,6 +16,15 @@
 //! println!("{} {}", msg.event, msg.data);
 //! # Ok(()) }
 //! ```
+
+mod reconnect;
+
+pub use reconnect::{reconnect_policy, Event, Reconnect, ReconnectingClient};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -31,6 +42,9 @@ use crate::redact::debug_redacted;
 
 debug_redacted!(Message { event; data });
 
+type TokenFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+type TokenProvider = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
+
 /// How to connect.
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -40,6 +54,10 @@ pub struct ClientConfig {
     kid: Option<[u8; 8]>,
     require_encryption: bool,
     max_records_per_epoch: u64,
+    token_provider: Option<TokenProvider>,
+    refresh_margin: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -48,6 +66,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("url", &self.url)
             .field("pinned", &self.pinned.len())
             .field("require_encryption", &self.require_encryption)
+            .field("token_provider", &self.token_provider.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -64,7 +83,43 @@ impl ClientConfig {
             kid: None,
             require_encryption: true,
             max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
+            token_provider: None,
+            refresh_margin: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
         }
+    }
+
+    /// Where fresh tokens come from (your login service), for [`ReconnectingClient`]: called when the token given
+    /// to [`ClientConfig::new`] is empty, before a reconnect when the token's `exp` is within the refresh margin,
+    /// to refresh the session before `exp` (the `refresh` event), and once after a credentials close (1008,
+    /// 4003). An `Err` ends the client with [`ClientError::TokenUnavailable`] (during a refresh the session lasts
+    /// until it expires); the error itself is dropped, as it may describe the credentials.
+    pub fn token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+    {
+        self.token_provider = Some(Arc::new(move || {
+            let fut = provider();
+            Box::pin(async move { fut.await.ok() })
+        }));
+        self
+    }
+
+    /// With a token provider and a JWT-shaped token: refresh this long before its `exp`, at most half its
+    /// remaining life (default 60 s). The `exp` is read without verification, on the local clock.
+    pub fn refresh_margin(mut self, margin: Duration) -> Self {
+        self.refresh_margin = margin;
+        self
+    }
+
+    /// [`ReconnectingClient`]'s backoff: the first delay (default 500 ms) doubles per failed attempt up to `max`
+    /// (default 30 s); each delay is drawn from [base/2, base].
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max;
+        self
     }
 
     /// Trusts this server static key (several may be pinned, e.g. current and next).
@@ -130,6 +185,12 @@ pub enum ClientError {
     /// The server broke the protocol (e.g. plaintext after an encrypted handshake).
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    /// The token provider failed or gave an empty token.
+    #[error("the token provider gave no token")]
+    TokenUnavailable,
+    /// A [`ReconnectingClient`] already stopped on an earlier error (which it returned then).
+    #[error("the client has stopped")]
+    Stopped,
 }
 
 /// An application message received from the server.

@@ -7,6 +7,7 @@ mod common;
 mod api;
 mod auth;
 mod auth_proxy;
+mod client_reconnect;
 mod delivery;
 mod embedding;
 mod encryption;

@@ -102,16 +102,22 @@ function addMessage(kind, who, text) {
   list.scrollTop = list.scrollHeight;
 }
 
-async function join(name, roomName) {
+async function grantFor(name) {
   const res = await fetch(`/demo/token?name=${encodeURIComponent(name)}`, { cache: "no-store" });
   if (!res.ok) throw new Error(await res.text());
-  const grant = await res.json();
+  return res.json();
+}
+
+async function join(name, roomName) {
+  const grant = await grantFor(name);
   me = name;
   room = grant.roomPrefix + roomName;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   client = connect({
     url: `${scheme}//${location.host}${grant.wsPath}`,
     token: grant.token,
+    // Demo tokens last 15 minutes: the client refreshes the session with a new one before they expire.
+    getToken: async () => (await grantFor(name)).token,
     // Demo trust model: the key comes from this origin. Pin `serverKeys` in real applications.
     wellKnownUrl: "/.well-known/sealcast.json",
     WebSocket: TappedWebSocket,

@@ -1,10 +1,12 @@
 /**
  * The sealcast protocol client: authenticate, wsenc/1 handshake, encrypted
  * records, heartbeat, key update, reconnect with backoff (always a fresh
- * handshake), no plaintext fallback when encryption is required.
+ * handshake), no plaintext fallback when encryption is required; tokens from `getToken` refresh the
+ * session before expiry, and credential closes are retried once with a fresh token, never blindly.
  */
 
-import { CloseCode, FATAL_CLOSE_CODES, SealcastError, closeReason } from "./errors.js";
+import { decode as b64uDecode } from "./b64u.js";
+import { CloseCode, SealcastError, closeReason, reconnectPolicy } from "./errors.js";
 import {
   authenticateCrypto,
   clientHandshake,
@@ -43,6 +45,18 @@ export interface ConnectOptions {
   url: string;
   /** Credential for the server's authenticator (sent as `data.token`). */
   token?: string;
+  /**
+   * Supplies a token, or a Promise of one. Called before connecting when there is no token yet, before a
+   * reconnect when the token's `exp` is within `refreshMarginMs`, to refresh the session before `exp` (the
+   * `refresh` event), and once after a credentials close (1008, 4003). A throw or a non-string ends the client
+   * with a `TOKEN_UNAVAILABLE` error (during a refresh: an `error` event, the session runs until it expires).
+   */
+  getToken?: () => string | Promise<string>;
+  /**
+   * With `getToken` and a JWT-shaped token: refresh this long before its `exp`, at most half of its remaining
+   * life (default 60000 ms). Measured on the local clock.
+   */
+  refreshMarginMs?: number;
   /** Extra fields for the authenticate `data` (custom authenticators). */
   auth?: Record<string, unknown>;
   /** Pinned server static keys (strongest option). */
@@ -137,6 +151,11 @@ export class SealcastClient {
   private failures = 0;
   private reconnectTimer?: ReturnType<typeof setTimeout>;
   private readyWaiters: { resolve: (i: ConnectedInfo) => void; reject: (e: unknown) => void }[] = [];
+  private token?: string;
+  /** A credentials close asked for a fresh token before the next attempt. */
+  private needFreshToken = false;
+  /** The one fresh-token retry is spent until a session is established again. */
+  private retriedWithFreshToken = false;
 
   constructor(options: ConnectOptions) {
     if (!options || typeof options.url !== "string") {
@@ -145,7 +164,11 @@ export class SealcastClient {
     if (options.token !== undefined && typeof options.token !== "string") {
       throw new SealcastError("CONFIG", "token must be a string", { fatal: true });
     }
+    if (options.getToken !== undefined && typeof options.getToken !== "function") {
+      throw new SealcastError("CONFIG", "getToken must be a function", { fatal: true });
+    }
     this.opts = { ...options };
+    this.token = options.token;
     const requireEnc = options.requireEncryption ?? true;
     const hasKeys = (options.serverKeys && options.serverKeys.length > 0) || typeof options.wellKnownUrl === "string";
     if (requireEnc && !hasKeys) {
@@ -338,6 +361,10 @@ export class SealcastClient {
         keys = await this.keysForAttempt();
         ephemeral = await generateEphemeral();
       }
+      if (this.opts.getToken && (this.needFreshToken || this.token === undefined || this.expiresSoon(this.token))) {
+        this.token = await this.fetchToken();
+        this.needFreshToken = false;
+      }
     } catch (e) {
       const err = e instanceof SealcastError ? e : new SealcastError("PROTOCOL", "connection setup failed");
       this.emit("error", err);
@@ -373,7 +400,7 @@ export class SealcastClient {
       if (a.phase !== "opening") return;
       a.phase = "handshake";
       const data: Record<string, unknown> = { ...(this.opts.auth ?? {}) };
-      if (this.opts.token !== undefined) data["token"] = this.opts.token;
+      if (this.token !== undefined) data["token"] = this.token;
       if (ephemeral && keys) Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
       try {
         ws.send(JSON.stringify({ event: "authenticate", data }));
@@ -465,7 +492,10 @@ export class SealcastClient {
     a.phase = "open";
     this._state = "open";
     this._info = info;
-    this.failures = 0;
+    // After a fresh-token retry the backoff keeps growing: a getToken that keeps handing out a token about to
+    // expire (the server accepts it within its leeway, then closes 1008 at exp) must not reconnect at full speed.
+    if (!this.retriedWithFreshToken) this.failures = 0;
+    this.retriedWithFreshToken = false;
     // Re-join remembered rooms (except those a queued join asks for anyway), then flush the queue, in order.
     const queuedJoins = new Set(this.queue.flatMap((q) => (q.msg.event === "join" ? (q.msg.data as { rooms: string[] }).rooms : [])));
     const rejoin = [...this.rooms].filter((r) => !queuedJoins.has(r));
@@ -478,8 +508,58 @@ export class SealcastClient {
         if (a.phase === "open") void this.sendNow(a, { event: "heartbeat" }).catch(() => undefined);
       }, hb);
     }
+    this.scheduleRefresh(a);
     this.emit("connected", info);
     for (const w of this.readyWaiters.splice(0)) w.resolve(info);
+  }
+
+  /** Whether a token with a readable `exp` is within the refresh margin of it (so a reconnect fetches anew). */
+  private expiresSoon(token: string): boolean {
+    const exp = tokenExpiry(token);
+    return exp !== undefined && exp - Date.now() <= (this.opts.refreshMarginMs ?? 60000);
+  }
+
+  private async fetchToken(): Promise<string> {
+    let t: unknown;
+    try {
+      t = await this.opts.getToken!();
+    } catch {
+      t = undefined;
+    }
+    if (typeof t !== "string" || t.length === 0) {
+      throw new SealcastError("TOKEN_UNAVAILABLE", "getToken did not provide a token", { fatal: true });
+    }
+    return t;
+  }
+
+  /** Sends `refresh` with a fresh token before the current one's `exp`, so the server does not close 1008. */
+  private scheduleRefresh(a: Attempt): void {
+    if (!this.opts.getToken || this.token === undefined) return;
+    const exp = tokenExpiry(this.token);
+    if (exp === undefined) return;
+    const remaining = exp - Date.now();
+    if (remaining <= 0) return;
+    const lead = Math.min(this.opts.refreshMarginMs ?? 60000, remaining / 2);
+    // setTimeout fires at once beyond 2^31-1 ms; a token that far from expiry is simply refreshed early.
+    a.timers.push(setTimeout(() => void this.refresh(a), Math.min(remaining - lead, 2 ** 31 - 1)));
+  }
+
+  private async refresh(a: Attempt): Promise<void> {
+    if (a.phase !== "open") return;
+    let token: string;
+    try {
+      token = await this.fetchToken();
+    } catch (e) {
+      // Not fatal here: the session runs until its expiry, whose 1008 then gets the one fresh-token retry.
+      this.emit("error", e);
+      return;
+    }
+    this.token = token;
+    if (a.phase !== "open") return;
+    // A refused refresh comes back as an `error` event and the old expiry stands; success is silent (the server
+    // answers with a key update only).
+    await this.sendNow(a, { event: "refresh", data: { ...(this.opts.auth ?? {}), token } }).catch(() => undefined);
+    this.scheduleRefresh(a);
   }
 
   private dispatch(msg: InnerMessage): void {
@@ -522,7 +602,12 @@ export class SealcastClient {
       /* ignore */
     }
     if (this.cur === a) this.cur = undefined;
-    const fatal = !mayReconnect || FATAL_CLOSE_CODES.has(code) || (err?.fatal ?? false);
+    const decision = reconnectPolicy(code, this.opts.getToken !== undefined, this.retriedWithFreshToken);
+    const fatal = !mayReconnect || decision === "stop" || (err?.fatal ?? false);
+    if (!fatal && decision === "fresh-token") {
+      this.needFreshToken = true;
+      this.retriedWithFreshToken = true;
+    }
     const info: CloseInfo = { code, reason: closeReason(code), willReconnect: false };
     if (err) info.error = err;
     this.afterClose(info, fatal);
@@ -559,6 +644,19 @@ export class SealcastClient {
     const err = new SealcastError("NOT_CONNECTED", "client is closed");
     for (const q of this.queue.splice(0)) q.reject(err);
     for (const w of this.readyWaiters.splice(0)) w.reject(info.error ?? err);
+  }
+}
+
+/** The `exp` of a JWT-shaped token in milliseconds, read without verification (only to schedule the refresh). */
+export function tokenExpiry(token: string): number | undefined {
+  const parts = token.split(".");
+  if (parts.length !== 3) return undefined;
+  try {
+    const claims: unknown = JSON.parse(new TextDecoder().decode(b64uDecode(parts[1]!)));
+    const exp = claims && typeof claims === "object" ? (claims as { exp?: unknown }).exp : undefined;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -11,6 +11,7 @@ export const CloseCode = {
   GoingAway: 1001,
   ProtocolError: 1002,
   Abnormal: 1006,
+  PolicyViolation: 1008,
   TooLarge: 1009,
   TryAgainLater: 1013,
   AuthenticationTimeout: 4001,
@@ -48,14 +49,33 @@ export function closeReason(code: number): string {
   return REASONS[code] ?? (code >= 4000 && code <= 4999 ? "Application close" : "Unknown close code");
 }
 
+/** Close codes after which reconnecting cannot help: the encryption configuration was rejected. Never retried. */
+export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([CloseCode.EncryptionRequired]);
+
 /**
- * Close codes after which reconnecting cannot help: the credentials or the
- * encryption configuration were rejected.
+ * Close codes about the credentials rather than the connection: 4003 (rejected, e.g. expired before it was
+ * sent) and 1008 (expired without a refresh, too many sessions for the user, or removed by the operator).
+ * Retrying with the same token cannot help and an operator's disconnect must not be undone blindly, so these
+ * are retried once with a fresh token from `getToken`, and otherwise end the client.
  */
-export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+export const CREDENTIAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+  CloseCode.PolicyViolation,
   CloseCode.AuthenticationFailed,
-  CloseCode.EncryptionRequired,
 ]);
+
+/** What the client does after a close: see the reconnect policy table in the README. */
+export type ReconnectDecision = "reconnect" | "fresh-token" | "stop";
+
+/**
+ * The reconnect policy for a close code. `hasGetToken`: whether the client can fetch a fresh token.
+ * `retriedWithFreshToken`: whether the previous close already used the one fresh-token retry without a
+ * session being established since.
+ */
+export function reconnectPolicy(code: number, hasGetToken: boolean, retriedWithFreshToken = false): ReconnectDecision {
+  if (FATAL_CLOSE_CODES.has(code)) return "stop";
+  if (CREDENTIAL_CLOSE_CODES.has(code)) return hasGetToken && !retriedWithFreshToken ? "fresh-token" : "stop";
+  return "reconnect";
+}
 
 export type SealcastErrorCode =
   | "CONFIG" // invalid options (programming error)
@@ -65,6 +85,7 @@ export type SealcastErrorCode =
   | "DECRYPTION_FAILED" // record-layer failure (wsenc/1 §6) -> close 4005
   | "KEY_EXHAUSTED" // seq / epoch limits -> close 4006
   | "NOT_CONNECTED" // send on a closed client
+  | "TOKEN_UNAVAILABLE" // getToken threw, returned no string, or a token that has already expired
   | "SERVER_ERROR"; // {"event":"error"} from the server
 
 /** The single error type thrown and emitted by this library. */

@@ -8,8 +8,15 @@ export type {
   WebSocketLike,
   WebSocketConstructor,
 } from "./client.js";
-export { SealcastError, CloseCode, closeReason, FATAL_CLOSE_CODES } from "./errors.js";
-export type { SealcastErrorCode } from "./errors.js";
+export {
+  SealcastError,
+  CloseCode,
+  closeReason,
+  FATAL_CLOSE_CODES,
+  CREDENTIAL_CLOSE_CODES,
+  reconnectPolicy,
+} from "./errors.js";
+export type { SealcastErrorCode, ReconnectDecision } from "./errors.js";
 export type { ServerKey } from "./wsenc.js";
 export { MAX_RECORDS_PER_EPOCH } from "./wsenc.js";
 export { encode as base64urlEncode, decode as base64urlDecode, Base64UrlError } from "./b64u.js";

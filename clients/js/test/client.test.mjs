@@ -226,6 +226,58 @@ test("server closes 4003: close event mapped, no reconnect", async () => {
   await srv.close();
 });
 
+/** An unsigned JWT-shaped token whose `exp` the client can read (the fake server does not check it). */
+function fakeJwt(claims) {
+  const part = (o) => b64u.encode(new TextEncoder().encode(JSON.stringify(o)));
+  return `${part({ alg: "none" })}.${part(claims)}.sig`;
+}
+
+test("server closes 4003 with getToken: one retry with a fresh token, then the client stops", async () => {
+  const srv = await fakeServer({ mode: () => "reject4003" });
+  const issued = [];
+  const getToken = () => issued[issued.push(`fresh-${issued.length}`) - 1];
+  const client = mk(srv, { getToken, reconnect: { initialMs: 5, maxMs: 10 } });
+  const closes = [];
+  client.on("close", (i) => closes.push(i));
+  await waitFor(() => client.state === "closed");
+  assert.deepEqual(closes.map((c) => [c.code, c.willReconnect]), [[4003, true], [4003, false]]);
+  assert.deepEqual(srv.conns.map((c) => c.auth.token), ["tok-secret", "fresh-0"]);
+  await sleep(50);
+  assert.equal(srv.conns.length, 2);
+  await srv.close();
+});
+
+test("a getToken that throws ends the client with TOKEN_UNAVAILABLE before any socket opens", async () => {
+  const srv = await fakeServer();
+  const errors = [];
+  const client = mk(srv, { token: undefined, getToken: () => Promise.reject(new Error("login expired")) });
+  client.on("error", (e) => errors.push(e));
+  const ci = await once(client, "close");
+  assert.equal(ci.willReconnect, false);
+  assert.equal(ci.error?.code, "TOKEN_UNAVAILABLE");
+  assert.deepEqual(errors.map((e) => e.code), ["TOKEN_UNAVAILABLE"]);
+  await assert.rejects(client.ready());
+  assert.equal(srv.conns.length, 0);
+  await srv.close();
+});
+
+test("before the token's exp the client sends a sealed refresh with the next token", async () => {
+  const srv = await fakeServer();
+  const exp = () => Math.floor(Date.now() / 1000) + 2;
+  const issued = [];
+  const getToken = () => issued[issued.push(fakeJwt({ sub: "u", exp: exp(), n: issued.length })) - 1];
+  const client = mk(srv, { token: undefined, getToken });
+  await client.ready();
+  const firstExp = JSON.parse(new TextDecoder().decode(b64u.decode(issued[0].split(".")[1]))).exp * 1000;
+  const refresh = await waitFor(() => srv.conns[0].inner.find((m) => m.event === "refresh"), 3000);
+  assert.ok(Date.now() < firstExp, "refreshed before exp");
+  assert.deepEqual(refresh.data, { token: issued[1] });
+  assert.equal(srv.conns[0].auth.token, issued[0]);
+  assert.ok(srv.conns[0].raw.slice(1).every((f) => JSON.parse(f).event === "encrypted"));
+  client.close();
+  await srv.close();
+});
+
 test("reconnect with backoff performs a fresh handshake and re-joins rooms", async () => {
   const srv = await fakeServer();
   const client = mk(srv, { reconnect: { initialMs: 10, maxMs: 40 } });

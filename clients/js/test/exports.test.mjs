@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as api from "../dist/index.js";
-import { closeReason, CloseCode, FATAL_CLOSE_CODES } from "../dist/index.js";
+import { closeReason, CloseCode, FATAL_CLOSE_CODES, CREDENTIAL_CLOSE_CODES, reconnectPolicy } from "../dist/index.js";
 
 test("public entry exposes the client API and not the internal test hooks", () => {
   for (const k of ["connect", "SealcastClient", "SealcastError", "CloseCode", "closeReason", "MAX_RECORDS_PER_EPOCH"]) {
@@ -24,5 +24,19 @@ test("close-code mapping", () => {
   assert.equal(closeReason(4999), "Application close");
   assert.equal(closeReason(1234), "Unknown close code");
   assert.equal(CloseCode.DecryptionFailed, 4005);
-  assert.deepEqual([...FATAL_CLOSE_CODES].sort(), [4003, 4004]);
+  assert.deepEqual([...FATAL_CLOSE_CODES].sort(), [4004]);
+  assert.deepEqual([...CREDENTIAL_CLOSE_CODES].sort(), [1008, 4003]);
+});
+
+test("reconnect policy per close code: credential closes get one fresh-token retry, never a blind one", () => {
+  for (const code of [1001, 1006, 1009, 1011, 1013, 4001, 4002, 4005, 4006, 4007, 4008]) {
+    assert.equal(reconnectPolicy(code, false), "reconnect", String(code));
+    assert.equal(reconnectPolicy(code, true, true), "reconnect", String(code));
+  }
+  for (const code of [1008, 4003]) {
+    assert.equal(reconnectPolicy(code, false), "stop", String(code));
+    assert.equal(reconnectPolicy(code, true), "fresh-token", String(code));
+    assert.equal(reconnectPolicy(code, true, true), "stop", String(code));
+  }
+  assert.equal(reconnectPolicy(4004, true), "stop");
 });

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { WebSocket, WebSocketServer } from "ws";
 import { connect as realConnect } from "../dist/index.js";
 import * as T from "../dist/testing.js";
-import { BIN, startServer, mintToken, keygen, skipWithoutBinary } from "./support/sealcast.mjs";
+import { BIN, startServer, mintToken, signToken, keygen, skipWithoutBinary } from "./support/sealcast.mjs";
 
 const skip = skipWithoutBinary();
 const live = { clients: new Set(), servers: new Set(), cleanups: [] };
@@ -276,6 +276,113 @@ test("reconnect after the server restarts: same port and key file, fresh handsha
   const f = frames(c);
   const lastConnected = f.findLastIndex((x) => x.event === "connected");
   for (const x of f.slice(lastConnected + 1)) assert.equal(x.event, "encrypted");
+});
+
+/** A `getToken` for `sub` minting `ttlSecs` tokens with the server's secret; `issued` lists what it handed out. */
+function tokenSource(s, sub, ttlSecs) {
+  const issued = [];
+  const getToken = async () => issued[issued.push(signToken(s.secret, sub, ttlSecs, { n: issued.length })) - 1];
+  return { issued, getToken };
+}
+const authTokens = (c) => frames(c).filter((f) => f.dir === "out" && f.event === "authenticate").map((f) => f.data.token);
+const closeCodes = (c) => c.closes.map((i) => [i.code, i.willReconnect]);
+const API_KEY = "live-test-api-key";
+async function api(s, path, body) {
+  const res = await fetch(`${s.http}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 202, await res.text());
+}
+
+test("an expired token's 1008 close is not retried without getToken", { skip }, async () => {
+  const s = await server();
+  const c = connect({ url: s.url, token: signToken(s.secret, "erin", 2), serverKeys: pinned(s), reconnect: { initialMs: 50, maxMs: 100 } });
+  await c.ready();
+  await waitFor(() => c.state === "closed", "the close at exp");
+  await sleep(500); // several backoff periods: no further attempt
+  assert.deepEqual(closeCodes(c), [[1008, false]]);
+  assert.equal(authTokens(c).length, 1);
+  await assert.rejects(c.ready());
+});
+
+test("refresh before expiry keeps the session alive past the first token's exp", { skip }, async () => {
+  const s = await server({ env: { SEALCAST_API_KEY: API_KEY } });
+  const src = tokenSource(s, "frank", 3);
+  const c = connect({ url: s.url, getToken: src.getToken, serverKeys: pinned(s) });
+  const first = await c.ready();
+  const firstExp = JSON.parse(Buffer.from(src.issued[0].split(".")[1], "base64url")).exp * 1000;
+  await sleep(firstExp + 1500 - Date.now());
+  assert.equal(c.state, "open");
+  assert.deepEqual(c.closes, []);
+  assert.equal(c.info.id, first.id);
+  assert.ok(src.issued.length >= 2, "refreshed with a new token");
+  assert.deepEqual(authTokens(c), [src.issued[0]]);
+  // The refreshed session still receives (the server rekeyed its outbound side on the refresh).
+  await api(s, "/api/publish", { user: "frank", event: "still-here", data: 1 });
+  await waitFor(() => c.got.find((m) => m.event === "still-here"), "a message after the refresh");
+  assert.deepEqual(c.errors, []);
+  assertEncryptedAfterConnected(c);
+});
+
+test("with getToken, an expiry close after a refused refresh reconnects with a fresh token", { skip }, async () => {
+  const s = await server();
+  // The refresh brings another user's token (refused: the old expiry stands); the retry after 1008 a good one.
+  const issued = [];
+  const getToken = async () => {
+    const [sub, ttl] = [["kim", 3], ["mallory", 600]][issued.length] ?? ["kim", 600];
+    return issued[issued.push(signToken(s.secret, sub, ttl, { n: issued.length })) - 1];
+  };
+  const c = connect({ url: s.url, getToken, serverKeys: pinned(s), reconnect: { initialMs: 50, maxMs: 100 } });
+  const first = await c.ready();
+  await waitFor(() => c.closes.length === 1, "the close at the first token's exp");
+  const second = await c.ready();
+  assert.notEqual(second.id, first.id);
+  assert.equal(second.userId, "kim");
+  assert.deepEqual(closeCodes(c), [[1008, true]]);
+  assert.equal(c.errors.find((e) => e.code === "SERVER_ERROR")?.serverMessage, "Authentication failed");
+  assert.deepEqual(authTokens(c), [issued[0], issued[2]]);
+});
+
+test("with getToken, an operator disconnect (1008) reconnects once with a fresh token", { skip }, async () => {
+  const s = await server({ env: { SEALCAST_API_KEY: API_KEY } });
+  const src = tokenSource(s, "grace", 600);
+  const c = connect({ url: s.url, getToken: src.getToken, serverKeys: pinned(s), reconnect: { initialMs: 50, maxMs: 100 } });
+  const first = await c.ready();
+  await api(s, "/api/disconnect", { user: "grace" });
+  await waitFor(() => c.closes.length === 1, "the operator's close");
+  const second = await c.ready();
+  assert.notEqual(second.id, first.id);
+  assert.deepEqual(closeCodes(c), [[1008, true]]);
+  assert.equal(src.issued.length, 2);
+  assert.deepEqual(authTokens(c), src.issued);
+});
+
+test("too many sessions: the one fresh-token retry is spent, then the client stops", { skip }, async () => {
+  const s = await server({ env: { SEALCAST_MAX_SESSIONS_PER_USER: "1" } });
+  const holder = connect({ url: s.url, token: signToken(s.secret, "heidi", 600), serverKeys: pinned(s) });
+  await holder.ready();
+  const src = tokenSource(s, "heidi", 600);
+  const c = connect({ url: s.url, getToken: src.getToken, serverKeys: pinned(s), reconnect: { initialMs: 50, maxMs: 100 } });
+  await waitFor(() => c.state === "closed", "the client gives up");
+  await sleep(300);
+  assert.deepEqual(closeCodes(c), [[1008, true], [1008, false]]);
+  assert.deepEqual(authTokens(c), src.issued);
+  assert.equal(src.issued.length, 2);
+  assert.deepEqual(c.errors.map((e) => e.serverMessage), ["Too many sessions", "Too many sessions"]);
+  assert.equal(holder.state, "open");
+});
+
+test("with getToken, a rejected token (4003) is replaced by a fresh one", { skip }, async () => {
+  const s = await server();
+  const src = tokenSource(s, "ivan", 600);
+  const stale = signToken("another-secret", "ivan", 600);
+  const c = connect({ url: s.url, token: stale, getToken: src.getToken, serverKeys: pinned(s), reconnect: { initialMs: 50, maxMs: 100 } });
+  const info = await c.ready();
+  assert.equal(info.userId, "ivan");
+  assert.deepEqual(closeCodes(c), [[4003, true]]);
+  assert.deepEqual(authTokens(c), [stale, src.issued[0]]);
 });
 
 test("wellKnownUrl: keys fetched from /.well-known/sealcast.json", { skip }, async () => {

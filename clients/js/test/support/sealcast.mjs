@@ -1,6 +1,7 @@
 // Helpers for tests that run the real `sealcast` binary (path in SEALCAST_BIN; scripts/test.sh builds it and
 // sets it). Not a test file itself (the runner only picks up test/*.test.mjs).
 import { spawn, execFile } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -118,6 +119,17 @@ export async function mintToken(secret, sub, { ttl = "10m", rooms } = {}) {
   if (rooms) args.push("--rooms", rooms.join(","));
   const { stdout } = await run(BIN, args, { env: cleanEnv({ SEALCAST_JWT_SECRET: secret }) });
   return stdout.trim();
+}
+
+/**
+ * An HS256 JWT signed here (no process to spawn, so a `getToken` callback can mint one per call): `sub`, `exp`
+ * `ttlSecs` from now, and `extra` claims (e.g. a counter, so two tokens minted in one second differ).
+ */
+export function signToken(secret, sub, ttlSecs, extra = {}) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub, iat: now, exp: now + ttlSecs, ...extra })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
 /** `sealcast keygen` into a fresh temporary directory; returns { path, kid, publicKey, cleanup }. */
