@@ -75,6 +75,7 @@ macro_rules! settings {
             doc: concat!($($doc),*),
             expected: <$ty as SettingValue>::EXPECTED,
             secret: <$ty as SettingValue>::SECRET,
+            hide_env: <$ty as SettingValue>::HIDE_ENV,
             switch: <$ty as SettingValue>::SWITCH,
             check: check_value::<$ty>,
             from_text: <$ty as SettingValue>::from_text,
@@ -119,7 +120,7 @@ settings! {
         /// PEM public key (`-----BEGIN PUBLIC KEY-----`) verifying RS256/ES256 tokens; re-read on SIGHUP.
         jwt_public_key_file: Option<PathBuf> = None, "SEALCAST_JWT_PUBLIC_KEY_FILE";
         /// Connect proxy: POST each `authenticate` payload to this http:// URL instead of verifying a JWT (see the README's proxy contract).
-        proxy_url: Option<String> = None, "SEALCAST_AUTH_PROXY_URL";
+        proxy_url: Option<CredentialUrl> = None, "SEALCAST_AUTH_PROXY_URL";
         /// Bound on one connect-proxy authentication, retries included, in milliseconds.
         proxy_timeout_ms: u64 = 3_000, "SEALCAST_AUTH_PROXY_TIMEOUT_MS";
     }
@@ -172,9 +173,9 @@ settings! {
     /// The bus between instances. With neither `url` nor `cluster_nodes` the embedded bus is used (one instance).
     [redis] RedisSettings {
         /// One Redis server, e.g. `redis://127.0.0.1:6379`.
-        url: Option<String> = None, "SEALCAST_REDIS_URL";
+        url: Option<CredentialUrl> = None, "SEALCAST_REDIS_URL";
         /// Redis Cluster seed nodes, e.g. `["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`.
-        cluster_nodes: Vec<String> = Vec::new(), "SEALCAST_REDIS_CLUSTER_NODES";
+        cluster_nodes: Vec<CredentialUrl> = Vec::new(), "SEALCAST_REDIS_CLUSTER_NODES";
         /// `classic` (PUBLISH, reference-compatible) or `sharded` (SPUBLISH, Redis Cluster >= 7). Unset: classic with `url`, sharded with `cluster_nodes`. Servers and emitters of a fleet must agree.
         bus_mode: Option<BusMode> = None, "SEALCAST_BUS_MODE";
         /// Shared secret signing bus envelopes (HMAC-SHA256); unsigned or forged ones are refused. Reference emitters cannot sign: leave unset in mixed fleets.
@@ -227,6 +228,8 @@ pub struct Key {
     pub expected: &'static str,
     /// Never printed: shown as `<redacted>`.
     pub secret: bool,
+    /// Its environment variable's value is kept out of `--help` (a secret, or a URL that may carry one).
+    pub hide_env: bool,
     /// A boolean: a bare flag (`--demo`) means `true`.
     pub switch: bool,
     check: fn(&toml::Value) -> Result<(), String>,
@@ -265,7 +268,7 @@ pub enum Source {
 }
 
 /// A value set on the command line or in the environment, as text, e.g. `SEALCAST_MAX_CONNECTIONS=500`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Override {
     /// The setting.
     pub key: &'static Key,
@@ -273,6 +276,17 @@ pub struct Override {
     pub raw: String,
     /// [`Source::Env`] or [`Source::Flag`].
     pub source: Source,
+}
+
+impl std::fmt::Debug for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw: &dyn std::fmt::Debug = if self.key.hide_env { &"<redacted>" } else { &self.raw };
+        f.debug_struct("Override")
+            .field("key", &self.key.id)
+            .field("raw", raw)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// A config file or a value that cannot be used; the message names the key and says what to do.
@@ -493,7 +507,7 @@ impl Settings {
                     "is set together with `auth.jwt_secret` or `auth.jwt_public_key_file`: choose one authentication mode",
                 );
             }
-            sealcast::auth::proxy::ConnectProxy::new(url, Duration::from_millis(a.proxy_timeout_ms))
+            sealcast::auth::proxy::ConnectProxy::new(url.expose(), Duration::from_millis(a.proxy_timeout_ms))
                 .map_err(|e| ("auth.proxy_url", format!("is not usable: {e}")))?;
             return Ok(());
         }
@@ -646,9 +660,9 @@ impl RedisSettings {
     /// The Redis deployment to use, if any.
     pub fn endpoint(&self) -> Option<RedisEndpoint> {
         match (&self.url, self.cluster_nodes.as_slice()) {
-            (Some(url), _) if !url.is_empty() => Some(RedisEndpoint::single(url.clone())),
+            (Some(url), _) if !url.expose().is_empty() => Some(RedisEndpoint::single(url.expose())),
             (_, []) => None,
-            (_, nodes) => Some(RedisEndpoint::cluster(nodes.to_vec())),
+            (_, nodes) => Some(RedisEndpoint::cluster(nodes.iter().map(CredentialUrl::expose))),
         }
     }
 
@@ -799,6 +813,8 @@ trait SettingValue: Serialize + DeserializeOwned {
     const EXPECTED: &'static str;
     /// Never printed.
     const SECRET: bool = false;
+    /// Its environment variable's value stays out of `--help`.
+    const HIDE_ENV: bool = Self::SECRET;
     /// A boolean (a bare flag means `true`).
     const SWITCH: bool = false;
 
@@ -810,10 +826,14 @@ trait SettingValue: Serialize + DeserializeOwned {
 
 /// Checks that a TOML value deserialises as `T`.
 fn check_value<T: SettingValue>(v: &toml::Value) -> Result<(), String> {
-    v.clone()
-        .try_into::<T>()
-        .map(drop)
-        .map_err(|e| format!("must be {}, not {v} ({})", T::EXPECTED, e.message().trim()))
+    v.clone().try_into::<T>().map(drop).map_err(|e| {
+        if T::HIDE_ENV {
+            // Neither the value nor serde's message (which quotes it) may show a credential.
+            format!("must be {}", T::EXPECTED)
+        } else {
+            format!("must be {}, not {v} ({})", T::EXPECTED, e.message().trim())
+        }
+    })
 }
 
 fn integer(raw: &str, expected: &str) -> Result<Option<toml::Value>, String> {
@@ -874,6 +894,7 @@ impl SettingValue for PathBuf {
 /// Lists: a TOML array, or comma-separated text in the environment and flags.
 impl<T: SettingValue> SettingValue for Vec<T> {
     const EXPECTED: &'static str = "a list of strings, e.g. [\"a\", \"b\"]";
+    const HIDE_ENV: bool = T::HIDE_ENV;
     fn from_text(raw: &str) -> Result<Option<toml::Value>, String> {
         let items = raw
             .split(',')
@@ -889,6 +910,7 @@ impl<T: SettingValue> SettingValue for Vec<T> {
 impl<T: SettingValue> SettingValue for Option<T> {
     const EXPECTED: &'static str = T::EXPECTED;
     const SECRET: bool = T::SECRET;
+    const HIDE_ENV: bool = T::HIDE_ENV;
     fn from_text(raw: &str) -> Result<Option<toml::Value>, String> {
         if raw.is_empty() {
             Ok(None)
@@ -935,6 +957,47 @@ impl<'de> Deserialize<'de> for Secret {
 impl SettingValue for Secret {
     const EXPECTED: &'static str = "a string";
     const SECRET: bool = true;
+}
+
+/// A URL that may carry a credential (a Redis password, a key in the connect proxy's query string): shown
+/// (`Debug`, `config check`, serialised) through [`sealcast::redact::url`], which hides the password and the
+/// query; the code that connects uses [`Self::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialUrl(String);
+
+impl CredentialUrl {
+    /// The URL `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, credentials included, for the code that connects (never for output).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CredentialUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&sealcast::redact::url(&self.0))
+    }
+}
+
+impl Serialize for CredentialUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&sealcast::redact::url(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+impl SettingValue for CredentialUrl {
+    const EXPECTED: &'static str = "a URL";
+    const HIDE_ENV: bool = true;
 }
 
 /// Where the admin listener listens, or `off`.

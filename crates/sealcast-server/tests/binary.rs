@@ -503,19 +503,95 @@ fn config_check_redacts_secrets_from_every_source() {
         &[("SEALCAST_API_KEY", "env-api-key-5a6b")],
     );
     assert_eq!(code, 0, "{err}");
-    for secret in ["file-jwt-secret-1f2e", "flag-bus-secret-3c4d", "env-api-key-5a6b"] {
+    assert_redacted(
+        (&out, &err),
+        &["file-jwt-secret-1f2e", "flag-bus-secret-3c4d", "env-api-key-5a6b"],
+        &[
+            "jwt_secret = \"<redacted>\"  # config file",
+            "bus_secret = \"<redacted>\"  # flag --bus-secret",
+            "api_key = \"<redacted>\"  # env SEALCAST_API_KEY",
+        ],
+    );
+}
+
+/// `config check`'s output `(stdout, stderr)` shows none of `hidden` and has each of the `shown` lines.
+fn assert_redacted((out, err): (&str, &str), hidden: &[&str], shown: &[&str]) {
+    for secret in hidden {
         assert!(
             !out.contains(secret) && !err.contains(secret),
             "{secret} printed:\n{out}{err}"
         );
     }
-    for line in [
-        "jwt_secret = \"<redacted>\"  # config file",
-        "bus_secret = \"<redacted>\"  # flag --bus-secret",
-        "api_key = \"<redacted>\"  # env SEALCAST_API_KEY",
-    ] {
-        assert!(out.lines().any(|l| l == line), "{line:?} not in:\n{out}");
+    for line in shown {
+        assert!(out.lines().any(|l| l == *line), "{line:?} not in:\n{out}");
     }
+}
+
+#[test]
+fn config_check_redacts_url_passwords_and_query_strings() {
+    let (_dir, path) = config_file(
+        "[redis]\nurl = \"redis://app:redis-pass-8e1f@127.0.0.1:6379/0\"\n\
+         [auth]\nproxy_url = \"http://127.0.0.1:3000/auth?key=proxy-key-2c7d\"\n",
+    );
+    let (code, out, err) = config_check(&["--config", &path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_redacted(
+        (&out, &err),
+        &["redis-pass-8e1f", "proxy-key-2c7d"],
+        &[
+            "url = \"redis://app:[redacted]@127.0.0.1:6379/0\"  # config file",
+            "proxy_url = \"http://127.0.0.1:3000/auth?[redacted]\"  # config file",
+        ],
+    );
+}
+
+#[test]
+fn config_check_redacts_cluster_node_passwords_from_the_environment() {
+    let nodes = "redis://:node-pass-1@10.0.0.1:7000,redis://:node-pass-2@10.0.0.2:7000";
+    let (code, out, err) = config_check(&[], &[("SEALCAST_REDIS_CLUSTER_NODES", nodes)]);
+    assert_eq!(code, 0, "{err}");
+    assert_redacted(
+        (&out, &err),
+        &["node-pass"],
+        &[
+            r#"cluster_nodes = ["redis://:[redacted]@10.0.0.1:7000", "redis://:[redacted]@10.0.0.2:7000"]  # env SEALCAST_REDIS_CLUSTER_NODES"#,
+        ],
+    );
+}
+
+#[test]
+fn help_hides_the_values_of_url_variables() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env("SEALCAST_REDIS_URL", "redis://app:help-pass-77@127.0.0.1:6379")
+        .env("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth?key=help-key-88")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("SEALCAST_REDIS_URL"), "{help}");
+    assert!(
+        !help.contains("help-pass-77") && !help.contains("help-key-88"),
+        "{help}"
+    );
+}
+
+#[test]
+fn serve_refusing_a_redis_url_does_not_print_its_password() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("SEALCAST_BIND", "127.0.0.1:0")
+        .env("SEALCAST_ADMIN_BIND", "off")
+        .env("SEALCAST_REDIS_URL", "redis://app:serve-pass-99@127.0.0.1:notaport")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("redis://app:[redacted]@127.0.0.1:notaport"), "{all}");
+    assert!(!all.contains("serve-pass-99"), "{all}");
 }
 
 #[test]
