@@ -470,6 +470,21 @@ impl Settings {
         if let Err(e) = self.log_filter() {
             return Err(problem("log.level", e));
         }
+        let s = &self.server;
+        if s.heartbeat_timeout_ms <= s.heartbeat_interval_ms {
+            return Err(problem(
+                "server.heartbeat_timeout_ms",
+                format!(
+                    "is {} ms, not above `server.heartbeat_interval_ms` ({} ms): clients heartbeat about once per \
+                     interval, so they would be closed 4002 between two heartbeats; make the timeout a few intervals \
+                     long (the defaults are 30000 and 90000)",
+                    s.heartbeat_timeout_ms, s.heartbeat_interval_ms
+                ),
+            ));
+        }
+        for origin in &s.allowed_origins {
+            check_origin(origin).map_err(|text| problem("server.allowed_origins", text))?;
+        }
         self.check_exposure()
     }
 
@@ -492,8 +507,25 @@ impl Settings {
             .map(str::trim)
             .filter(|d| !d.is_empty())
             .collect();
+        for directive in &directives {
+            check_log_directive(directive)?;
+        }
         tracing_subscriber::EnvFilter::try_new(directives.join(","))
             .map_err(|e| format!("is not a log filter ({e}): {hint}"))
+    }
+
+    /// What `serve` starts with but an operator should hear about: each warning says what to change.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let AdminBind::At(addr) = self.admin.bind {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "`admin.bind` is {addr}, beyond loopback: /metrics, /healthz, /readyz and /livez need no \
+                     authentication, so keep that address on a private network (or set it to 127.0.0.1:9090)"
+                ));
+            }
+        }
+        out
     }
 
     /// One client authentication mode: an HS256 secret, a public key with RS256/ES256, or the connect proxy.
@@ -535,7 +567,8 @@ impl Settings {
     }
 
     /// Beyond loopback the server needs real authentication and a static key (development mode's generated ones
-    /// are printed), and the demo's open token endpoint needs an explicit `demo.public`.
+    /// are printed), an HS256 secret long enough not to be guessed, and the demo's open token endpoint needs an
+    /// explicit `demo.public`.
     fn check_exposure(&self) -> Result<(), (&'static str, String)> {
         let bind = self.server.bind;
         if bind.ip().is_loopback() {
@@ -561,6 +594,18 @@ impl Settings {
                     missing.join(" and ")
                 ),
             ));
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            let len = secret.expose().len();
+            if len < MIN_PUBLIC_SECRET_LEN {
+                return Err((
+                    "auth.jwt_secret",
+                    format!(
+                        "has {len} bytes with `server.bind` {bind}, beyond loopback: an HS256 secret there needs at \
+                         least {MIN_PUBLIC_SECRET_LEN} bytes (RFC 7518 3.2), e.g. `openssl rand -hex 32`"
+                    ),
+                ));
+            }
         }
         if self.demo.enabled && !self.demo.public {
             return Err((
@@ -673,6 +718,82 @@ impl RedisSettings {
             .map(|s| s.expose().as_bytes())
             .filter(|s| !s.is_empty())
     }
+}
+
+/// Shortest HS256 secret accepted beyond loopback: the key size RFC 7518 (3.2) requires for HS256.
+const MIN_PUBLIC_SECRET_LEN: usize = 32;
+
+/// The level names a log directive may end in.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// One `level` or `target=level` directive of `log.level`. tracing reads any other word as a target, which
+/// would log only that target and silence everything else: a typo such as `verbose` must not do that.
+fn check_log_directive(directive: &str) -> Result<(), String> {
+    let level = directive
+        .rsplit_once('=')
+        .map_or(directive, |(_, level)| level)
+        .to_ascii_lowercase();
+    if LOG_LEVELS.contains(&level.as_str()) {
+        return Ok(());
+    }
+    let suggestion = LOG_LEVELS
+        .iter()
+        .copied()
+        .find(|l| level.starts_with(l))
+        .or_else(|| closest(&level, LOG_LEVELS.iter().copied()));
+    let fix = match (suggestion, directive.rsplit_once('=')) {
+        (Some(l), Some((target, _))) => format!("did you mean `{target}={l}`?"),
+        (Some(l), None) => format!("did you mean `{l}`?"),
+        (None, Some((target, _))) => format!("write `{target}=` and one of {}", LOG_LEVELS.join(", ")),
+        (None, None) => format!(
+            "use one of {}, or `target=level` (a bare word is read as a target and silences everything else)",
+            LOG_LEVELS.join(", ")
+        ),
+    };
+    Err(format!("has {directive:?}, which does not end in a level: {fix}"))
+}
+
+/// An allowed Origin must be what browsers send, `scheme://host[:port]`: anything else never matches.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let scheme_ok = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    };
+    match origin.split_once("://") {
+        Some((scheme, host)) if scheme_ok(scheme) && !host.is_empty() && !host.contains(['/', '?', '#']) => Ok(()),
+        Some((scheme, rest)) if scheme_ok(scheme) && !rest.is_empty() => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            Err(format!(
+                "has {origin:?}: an Origin is `scheme://host[:port]` without a path; did you mean \"{scheme}://{host}\"?"
+            ))
+        }
+        _ => Err(format!(
+            "has {origin:?}, which has no scheme: browsers send `scheme://host[:port]` and it is compared exactly; did \
+             you mean \"https://{}\"?",
+            origin.trim_end_matches('/')
+        )),
+    }
+}
+
+/// Variables `sealcast serve` reads that are not settings.
+const OTHER_VARIABLES: [&str; 1] = ["SEALCAST_CONFIG"];
+
+/// A warning for each `SEALCAST_*` name in `names` that `sealcast serve` does not read: a misspelt variable
+/// leaves its setting at the default without a word otherwise. Suggests the closest known variable.
+pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    const PREFIX: &str = "SEALCAST_";
+    let known = || KEYS.iter().map(|k| k.env).chain(OTHER_VARIABLES);
+    // Compared without the common prefix, which would make every name look close to every other.
+    let bare = || known().filter_map(|k| k.strip_prefix(PREFIX));
+    names
+        .into_iter()
+        .filter_map(|name| Some((name, name.strip_prefix(PREFIX)?)))
+        .filter(|(name, _)| !known().any(|k| k == *name))
+        .map(|(name, rest)| match closest(rest, bare()) {
+            Some(k) => format!("{name} is not a sealcast setting and is ignored; did you mean {PREFIX}{k}?"),
+            None => format!("{name} is not a sealcast setting and is ignored (`sealcast serve --help` lists them)"),
+        })
+        .collect()
 }
 
 /// The key holding `Config` field `field` (durations carry an `_ms` suffix in the file).
@@ -1262,7 +1383,8 @@ mod tests {
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.redis.bus_mode, Some(BusMode::Sharded));
         assert!(err("[admin]\nbind = \"nowhere\"\n").starts_with("`admin.bind` must be an address"));
-        assert!(err("[log]\nlevel = \"sealcast=loud\"\n").starts_with("`log.level` is not a log filter"));
+        assert!(err("[log]\nlevel = \"sealcast=loud\"\n")
+            .starts_with("`log.level` has \"sealcast=loud\", which does not end in a level"));
     }
 
     #[test]
@@ -1318,7 +1440,8 @@ mod tests {
         );
         let only_key = err("[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"s\"\n");
         assert!(!only_key.contains("SEALCAST_JWT_SECRET") && only_key.contains("SEALCAST_SERVER_KEY_FILE"));
-        let ready = "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"s\"\n[encryption]\nserver_key_files = [\"k.pem\"]\n";
+        let ready = "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n\
+                     [encryption]\nserver_key_files = [\"k.pem\"]\n";
         assert!(Settings::from_toml_str(ready).is_ok());
     }
 
@@ -1407,6 +1530,8 @@ mod tests {
             "limits.max_preauth_payload_length",
             "encryption.max_records_per_epoch",
             "limits.max_write_buffer_size",
+            "server.heartbeat_timeout_ms",
+            "server.allowed_origins",
         ] {
             assert!(Key::find(id).is_some(), "{id}");
         }
@@ -1470,8 +1595,8 @@ mod tests {
 
     #[test]
     fn demo_beyond_loopback_needs_public() {
-        let public =
-            "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"s\"\n[encryption]\nserver_key_files = [\"k\"]\n";
+        let public = "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n\
+             [encryption]\nserver_key_files = [\"k\"]\n";
         assert!(Settings::from_toml_str("[demo]\nenabled = true\n").is_ok());
         assert!(err(&format!("{public}[demo]\nenabled = true\n")).starts_with("`demo.enabled` is on"));
         assert!(Settings::from_toml_str(&format!("{public}[demo]\nenabled = true\npublic = true\n")).is_ok());
@@ -1504,7 +1629,10 @@ mod tests {
                 Some((_, Some(toml::Value::Float(f)))) => toml::Value::Float(f + 1.0),
                 Some((_, Some(toml::Value::Boolean(b)))) => toml::Value::Boolean(!b),
                 Some((_, Some(toml::Value::String(s)))) => toml::Value::String(format!("{s}x")),
-                Some((_, Some(toml::Value::Array(a)))) if a.is_empty() => toml::Value::Array(vec!["x".into()]),
+                // A list whose entries are checked (allowed origins) must get a valid one.
+                Some((_, Some(toml::Value::Array(a)))) if a.is_empty() => {
+                    toml::Value::Array(vec!["https://x.example".into()])
+                }
                 Some((_, Some(toml::Value::Array(_)))) => toml::Value::Array(Vec::new()),
                 other => panic!("{}: unexpected default {other:?}", key.id),
             };
@@ -1516,6 +1644,80 @@ mod tests {
                 key.id
             );
         }
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_beyond_loopback_only() {
+        let secret = |bind: &str, secret: &str| {
+            Settings::from_toml_str(&format!(
+                "[server]\nbind = \"{bind}\"\n[auth]\njwt_secret = \"{secret}\"\n[encryption]\nserver_key_files = [\"k\"]\n"
+            ))
+        };
+        let short = secret("0.0.0.0:8080", "0123456789abcdef0123456789abcde")
+            .unwrap_err()
+            .to_string();
+        assert!(short.starts_with("`auth.jwt_secret` has 31 bytes"), "{short}");
+        assert!(
+            !short.contains("0123456789abcdef"),
+            "the secret is in the error: {short}"
+        );
+        assert!(secret("127.0.0.1:8080", "s").is_ok());
+    }
+
+    #[test]
+    fn log_levels_must_be_level_names() {
+        let level = |l: &str| err(&format!("[log]\nlevel = \"{l}\"\n"));
+        assert!(
+            level("verbose").contains("does not end in a level"),
+            "{}",
+            level("verbose")
+        );
+        assert!(
+            level("warning").contains("did you mean `warn`?"),
+            "{}",
+            level("warning")
+        );
+        assert!(
+            level("sealcast=inf").contains("did you mean `sealcast=info`?"),
+            "{}",
+            level("sealcast=inf")
+        );
+        for good in ["info", "DEBUG", "sealcast=debug,info", "off"] {
+            assert!(
+                Settings::from_toml_str(&format!("[log]\nlevel = \"{good}\"\n")).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_need_a_scheme_and_no_path() {
+        let origins = |o: &str| err(&format!("[server]\nallowed_origins = [\"{o}\"]\n"));
+        assert!(origins("example.com").contains("did you mean \"https://example.com\"?"));
+        assert!(origins("https://example.com/").contains("did you mean \"https://example.com\"?"));
+        assert!(origins("null").contains("no scheme"));
+        let ok = "[server]\nallowed_origins = [\"https://example.com\", \"http://localhost:3000\"]\n";
+        assert!(Settings::from_toml_str(ok).is_ok());
+    }
+
+    #[test]
+    fn unknown_variables_are_named_with_a_suggestion() {
+        let warnings = unknown_variables([
+            "SEALCAST_HEARTBEAT_INTERVAL",
+            "SEALCAST_BIND",
+            "SEALCAST_CONFIG",
+            "HOME",
+            "SEALCAST_ZZZ_QQQ",
+        ]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("did you mean SEALCAST_HEARTBEAT_INTERVAL_MS?"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("SEALCAST_ZZZ_QQQ is not a sealcast setting"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -438,6 +438,12 @@ fn config_refused(args: &[&str], envs: &[(&str, &str)]) -> String {
     err
 }
 
+/// `config check ARGS` refuses, and its message has every one of `parts`.
+fn config_refusal_says(args: &[&str], envs: &[(&str, &str)], parts: &[&str]) {
+    let err = config_refused(args, envs);
+    assert!(parts.iter().all(|p| err.contains(p)), "{parts:?} not all in: {err}");
+}
+
 #[test]
 fn config_check_names_an_unknown_key_and_suggests_the_fix() {
     let (_dir, path) = config_file("[server]\nheartbeat_intervl = 5\n");
@@ -592,6 +598,125 @@ fn serve_refusing_a_redis_url_does_not_print_its_password() {
     );
     assert!(all.contains("redis://app:[redacted]@127.0.0.1:notaport"), "{all}");
     assert!(!all.contains("serve-pass-99"), "{all}");
+}
+
+#[test]
+fn config_check_refuses_a_log_level_that_is_not_a_level() {
+    config_refusal_says(
+        &[],
+        &[("SEALCAST_LOG", "verbose")],
+        &[
+            "`log.level` has \"verbose\", which does not end in a level",
+            "(set by SEALCAST_LOG)",
+        ],
+    );
+}
+
+#[test]
+fn serve_refuses_a_log_level_that_is_not_a_level() {
+    let out = Command::new(BIN)
+        .args(["serve", "--log", "warning"])
+        .env("SEALCAST_BIND", "127.0.0.1:0")
+        .env("SEALCAST_ADMIN_BIND", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did you mean `warn`?") && err.contains("(set by --log)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_warns_about_an_unknown_variable_and_suggests_the_right_one() {
+    let (code, _, err) = config_check(&[], &[("SEALCAST_HEARTBEAT_INTERVAL", "5000")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "warning: SEALCAST_HEARTBEAT_INTERVAL is not a sealcast setting and is ignored; did you mean \
+             SEALCAST_HEARTBEAT_INTERVAL_MS?"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn serve_logs_a_warning_for_an_unknown_variable() {
+    let (_p, lines, _port, _readers) = serve_captured(&[("SEALCAST_MAX_CONECTIONS", "5")]);
+    let log = lines.lock().unwrap().join("\n");
+    assert!(
+        log.contains(
+            "SEALCAST_MAX_CONECTIONS is not a sealcast setting and is ignored; did you mean SEALCAST_MAX_CONNECTIONS?"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn config_check_refuses_a_heartbeat_timeout_not_above_the_interval() {
+    let (_dir, path) = config_file("[server]\nheartbeat_interval_ms = 30000\nheartbeat_timeout_ms = 30000\n");
+    config_refusal_says(
+        &["--config", &path],
+        &[],
+        &["`server.heartbeat_timeout_ms` is 30000 ms, not above `server.heartbeat_interval_ms` (30000 ms)"],
+    );
+}
+
+#[test]
+fn config_check_refuses_an_origin_without_a_scheme() {
+    config_refusal_says(
+        &[],
+        &[("SEALCAST_ALLOWED_ORIGINS", "https://app.example,chat.example")],
+        &[
+            "`server.allowed_origins` has \"chat.example\", which has no scheme",
+            "did you mean \"https://chat.example\"?",
+        ],
+    );
+}
+
+#[test]
+fn config_check_refuses_a_short_hs256_secret_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    keygen_into(&key);
+    let key = key.to_str().unwrap();
+    let public = [("SEALCAST_SERVER_KEY_FILE", key), ("SEALCAST_BIND", "0.0.0.0:8080")];
+    let short = "short-secret-31-bytes-long-xxxx";
+    let err = config_refused(&[], &[public[0], public[1], ("SEALCAST_JWT_SECRET", short)]);
+    assert!(
+        err.contains("`auth.jwt_secret` has 31 bytes with `server.bind` 0.0.0.0:8080, beyond loopback")
+            && !err.contains(short),
+        "{err}"
+    );
+    let long = "a-secret-of-exactly-32-bytes-xyz";
+    let (code, _, err) = config_check(&[], &[public[0], public[1], ("SEALCAST_JWT_SECRET", long)]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn config_check_warns_about_an_admin_listener_beyond_loopback() {
+    let (code, _, err) = config_check(&["--admin-bind", "0.0.0.0:9090"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: `admin.bind` is 0.0.0.0:9090, beyond loopback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_without_a_secret_says_where_the_secret_comes_from() {
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "alice"])
+        .env_remove("SEALCAST_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--secret") && err.contains("SEALCAST_JWT_SECRET") && err.contains("`auth.jwt_secret`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -47,7 +47,7 @@ enum Command {
     /// Check a configuration or print a sample config file.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Mint an HS256 token for a user (uses SEALCAST_JWT_SECRET).
+    /// Mint an HS256 token for a user, signed with the server's `auth.jwt_secret` (--secret or SEALCAST_JWT_SECRET).
     Token(TokenArgs),
     /// Publish one message to a fleet through Redis (like the reference's emitter).
     Emit(emit::EmitArgs),
@@ -115,10 +115,14 @@ struct TokenArgs {
     /// Room patterns the token allows joining (comma separated, `prefix*` allowed). Default: any room.
     #[arg(long, value_delimiter = ',')]
     rooms: Option<Vec<String>>,
-    /// HS256 secret.
+    /// HS256 secret: the server's `auth.jwt_secret`.
     #[arg(long, env = "SEALCAST_JWT_SECRET", hide_env_values = true)]
-    secret: String,
+    secret: Option<String>,
 }
+
+/// Where `sealcast token` finds no secret: say where it comes from rather than clap's bare "required".
+const NO_TOKEN_SECRET: &str = "no secret to sign with: pass --secret or set SEALCAST_JWT_SECRET to the server's \
+     `auth.jwt_secret` (a `sealcast serve` started without one generates a development secret and prints it)";
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -139,16 +143,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Emit(args) => emit::run(args),
-        Command::Token(args) => match auth::mint(args.secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
+        Command::Token(args) => {
+            let Some(secret) = args.secret.map(zeroize::Zeroizing::new) else {
+                eprintln!("sealcast token: {NO_TOKEN_SECRET}");
+                return ExitCode::from(BAD_SETTINGS);
+            };
+            match auth::mint(secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sealcast token: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("sealcast token: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Keygen(args) => match keygen(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -161,7 +171,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check(args)) => match check(&args) {
-            Ok(report) => {
+            Ok((report, warnings)) => {
+                for warning in warnings {
+                    eprintln!("sealcast config check: warning: {warning}");
+                }
                 print!("{report}");
                 ExitCode::SUCCESS
             }
@@ -196,15 +209,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// `config check`: what `serve` would refuse, plus the key files' contents; the effective settings as text.
-fn check(args: &ServeArgs) -> Result<String, String> {
+/// `config check`: what `serve` would refuse, plus the key files' contents; the effective settings as text and
+/// what `serve` would warn about.
+fn check(args: &ServeArgs) -> Result<(String, Vec<String>), String> {
     let effective = args.load()?;
     let keys = &effective.settings.encryption.server_key_files;
     if !keys.is_empty() {
         load_keys(keys).map_err(|e| format!("`encryption.server_key_files`: {e}"))?;
     }
     reload::AuthMode::from_settings(&effective.settings.auth)?;
-    Ok(effective.render())
+    Ok((effective.render(), warnings(&effective.settings)))
+}
+
+/// What `serve` starts with but warns about: the settings' own warnings and `SEALCAST_*` variables it ignores.
+fn warnings(settings: &Settings) -> Vec<String> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    let mut out = settings.warnings();
+    out.extend(sealcast_server::settings::unknown_variables(
+        names.iter().map(String::as_str),
+    ));
+    out
 }
 
 fn keygen(args: &KeygenArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -252,6 +278,9 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     match settings.log.format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
+    }
+    for warning in warnings(&settings) {
+        tracing::warn!("{warning}");
     }
     let bind = settings.server.bind;
     let mode = reload::AuthMode::from_settings(&settings.auth)?;
