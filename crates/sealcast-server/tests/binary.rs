@@ -411,6 +411,146 @@ async fn json_debug_logs_of_a_full_encrypted_session_hold_no_secrets() {
     );
 }
 
+/// Runs `sealcast serve ARGS` on `bind` (admin listener off), which must refuse to start (status 1): its stderr.
+fn serve_refused(args: &[&str], bind: &str) -> String {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env("SEALCAST_BIND", bind)
+        .env("SEALCAST_ADMIN_BIND", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_busy_port_is_refused_naming_the_address_and_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = serve_refused(&[], &addr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {addr} (`server.bind`, SEALCAST_BIND, --bind)"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
+    let (_p, lines, _port, _readers) = serve_captured(&[("SEALCAST_LOG", "debug")]);
+    let lines = lines.lock().unwrap().clone();
+    assert!(lines.iter().any(|l| l.contains(" INFO ")), "no log line: {lines:?}");
+    assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "{lines:?}");
+}
+
+#[tokio::test]
+async fn json_log_format_writes_every_line_as_json_startup_lines_included() {
+    // `warn` would hide the startup lines if they were ordinary log events.
+    let (mut p, lines, port, readers) = serve_captured(&[("SEALCAST_LOG_FORMAT", "json"), ("SEALCAST_LOG", "warn")]);
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+    c.send(json!({"event": "authenticate", "data": {"token": "forged"}}))
+        .await;
+    assert_eq!(c.expect_close().await.0, 4003);
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(p.0.wait().unwrap().success());
+    readers.into_iter().for_each(|r| r.join().unwrap());
+    let lines = lines.lock().unwrap().clone();
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let said = |start: &str| {
+        events
+            .iter()
+            .any(|e| e["fields"]["message"].as_str().is_some_and(|m| m.starts_with(start)))
+    };
+    assert!(said("listening on ws://127.0.0.1:"), "{lines:?}");
+    assert!(said("development mode") && said("sample token"), "{lines:?}");
+}
+
+/// The reason `sealcast serve` logs when it refuses `token` (HS256 with `secret`); the logs never show the token.
+async fn logged_refusal(envs: &[(&str, &str)], token: &str) -> String {
+    let mut envs = envs.to_vec();
+    envs.extend([
+        ("SEALCAST_LOG_FORMAT", "json"),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    let (_p, lines, port, _readers) = serve_captured(&envs);
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+    c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
+    assert_eq!(c.expect_close().await.0, 4003);
+    let refusal = || {
+        let lines = lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["fields"]["message"] == "authentication refused")
+    };
+    eventually("the refusal is logged", || refusal().is_some()).await;
+    let log = lines.lock().unwrap().join("\n");
+    assert!(!log.contains(token), "the token is in the log:\n{log}");
+    let event = refusal().unwrap();
+    assert!(event["fields"]["client"].is_string(), "{event}");
+    event["fields"]["reason"].as_str().unwrap().to_owned()
+}
+
+const LOG_SECRET: &str = "log-test-secret-0123456789abcdef";
+
+fn claims_expiring_in(secs: i64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    json!({"sub": "alice", "exp": now + secs})
+}
+
+#[tokio::test]
+async fn an_expired_token_is_logged_as_expired() {
+    let token = common::jwt::hmac_signed("HS256", LOG_SECRET.as_bytes(), &claims_expiring_in(-60));
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(reason, "the token has expired (`exp`)");
+}
+
+#[tokio::test]
+async fn a_token_signed_with_another_key_is_logged_as_a_bad_signature() {
+    let token = common::jwt::hmac_signed("HS256", b"another-secret", &claims_expiring_in(60));
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(
+        reason,
+        "bad signature: the token was not signed with the configured key"
+    );
+}
+
+#[tokio::test]
+async fn a_token_of_another_algorithm_is_logged_as_the_wrong_algorithm() {
+    let token = common::jwt::hmac_signed("HS384", LOG_SECRET.as_bytes(), &claims_expiring_in(60));
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(reason, "wrong algorithm: the token's `alg` is not the configured HS256");
+}
+
+#[tokio::test]
+async fn a_token_without_sub_is_logged_as_missing_sub() {
+    let mut claims = claims_expiring_in(60);
+    claims.as_object_mut().unwrap().remove("sub");
+    let token = common::jwt::hmac_signed("HS256", LOG_SECRET.as_bytes(), &claims);
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(
+        reason,
+        "the token has no usable `sub` claim (absent or of the wrong type)"
+    );
+}
+
+#[tokio::test]
+async fn a_connect_proxy_refusal_is_logged_as_refused_by_the_backend() {
+    let backend = proxy_backend().await;
+    let proxy_url = format!("http://{backend}/auth");
+    let reason = logged_refusal(&[("SEALCAST_AUTH_PROXY_URL", &proxy_url)], "bad-token-5e9a").await;
+    assert_eq!(reason, "the auth backend refused (401/403)");
+}
+
 /// A config file in a temporary directory (kept alive by the returned guard).
 fn config_file(text: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -614,14 +754,7 @@ fn config_check_refuses_a_log_level_that_is_not_a_level() {
 
 #[test]
 fn serve_refuses_a_log_level_that_is_not_a_level() {
-    let out = Command::new(BIN)
-        .args(["serve", "--log", "warning"])
-        .env("SEALCAST_BIND", "127.0.0.1:0")
-        .env("SEALCAST_ADMIN_BIND", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&["--log", "warning"], "127.0.0.1:0");
     assert!(
         err.contains("did you mean `warn`?") && err.contains("(set by --log)"),
         "{err}"
