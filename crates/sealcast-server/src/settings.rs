@@ -92,7 +92,7 @@ settings! {
         path: String = lib().path, "SEALCAST_PATH";
         /// Browser Origins allowed to connect (exact `scheme://host[:port]`; others get HTTP 403); empty allows every origin. Requests without Origin (non-browser clients) are always allowed.
         allowed_origins: Vec<String> = lib().allowed_origins, "SEALCAST_ALLOWED_ORIGINS";
-        /// Rooms every client joins after authenticating.
+        /// Rooms every client joins after authenticating (those its token's `rooms` claim allows, if it has one).
         default_rooms: Vec<String> = lib().default_rooms, "SEALCAST_DEFAULT_ROOMS";
         /// Let clients publish to rooms they joined.
         allow_client_publish: bool = lib().allow_client_publish, "SEALCAST_ALLOW_CLIENT_PUBLISH";
