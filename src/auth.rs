@@ -49,6 +49,57 @@ pub enum TokenError {
     Encode(#[from] jsonwebtoken::errors::Error),
 }
 
+/// Why [`JwtAuthenticator`] refused a token. [`JwtAuthenticator`] logs it at `info` with the connection id (never
+/// the token), so an operator can tell a token that expired or is used too early (clock skew) from one signed
+/// with another key or algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The `authenticate` payload has no `token` string.
+    #[error("no `token` string in the authenticate payload")]
+    NoToken,
+    /// Not three base64url parts with a JSON header and claims.
+    #[error("not a well-formed JWT")]
+    Malformed,
+    /// `exp` is past (beyond the leeway).
+    #[error("the token has expired (`exp`)")]
+    Expired,
+    /// `nbf` is ahead (beyond the leeway).
+    #[error("the token is not valid yet (`nbf`)")]
+    NotYetValid,
+    /// The signature does not verify with the configured key.
+    #[error("bad signature: the token was not signed with the configured key")]
+    BadSignature,
+    /// The header's `alg` is not the configured algorithm.
+    #[error("wrong algorithm: the token's `alg` is not the configured {0}")]
+    WrongAlgorithm(JwtAlgorithm),
+    /// A required claim is absent, or not of its type (jsonwebtoken does not tell the two apart).
+    #[error("the token has no usable `{0}` claim (absent or of the wrong type)")]
+    MissingClaim(&'static str),
+    /// A claim has the wrong type (`rooms` must be a list of strings).
+    #[error("a claim has the wrong type (`rooms` must be a list of strings)")]
+    BadClaims,
+}
+
+impl Refusal {
+    fn of(e: &jsonwebtoken::errors::Error, algorithm: JwtAlgorithm) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::ExpiredSignature => Self::Expired,
+            ErrorKind::ImmatureSignature => Self::NotYetValid,
+            ErrorKind::InvalidSignature => Self::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Self::WrongAlgorithm(algorithm),
+            ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+                "sub" => Self::MissingClaim("sub"),
+                "exp" => Self::MissingClaim("exp"),
+                _ => Self::BadClaims,
+            },
+            ErrorKind::InvalidClaimFormat(_) | ErrorKind::InvalidSubject => Self::BadClaims,
+            _ => Self::Malformed,
+        }
+    }
+}
+
 /// The signature algorithm a [`JwtAuthenticator`] accepts. It is pinned by configuration: the token's own
 /// `alg` header is never trusted, so an RS256/ES256 deployment refuses HS256 tokens (the algorithm-confusion
 /// attack) and every deployment refuses `alg: none`.
@@ -247,28 +298,39 @@ impl JwtAuthenticator {
 
     /// Checks a token; `None` when it is invalid, signed otherwise, expired or not yet valid.
     pub fn verify(&self, token: &str) -> Option<(Claims, Value)> {
+        self.check(token).ok()
+    }
+
+    /// Checks a token: its claims, or why it is refused.
+    pub fn check(&self, token: &str) -> Result<(Claims, Value), Refusal> {
         let verifier = self.current.read().clone();
-        let data = jsonwebtoken::decode::<Value>(token, &verifier.key.key, &verifier.validation).ok()?;
-        let claims: Claims = serde_json::from_value(data.claims.clone()).ok()?;
-        Some((claims, data.claims))
+        let data = jsonwebtoken::decode::<Value>(token, &verifier.key.key, &verifier.validation)
+            .map_err(|e| Refusal::of(&e, verifier.key.algorithm))?;
+        let claims: Claims = serde_json::from_value(data.claims.clone()).map_err(|_| Refusal::BadClaims)?;
+        Ok((claims, data.claims))
     }
 }
 
 impl Hook<AuthRequest, Option<Identity>> for JwtAuthenticator {
     fn call(&self, req: AuthRequest) -> HookFuture<Option<Identity>> {
-        let outcome = req
-            .data
-            .get("token")
-            .and_then(Value::as_str)
-            .and_then(|t| self.verify(t))
-            .map(|(claims, all)| {
+        let checked = match req.data.get("token").and_then(Value::as_str) {
+            Some(token) => self.check(token),
+            None => Err(Refusal::NoToken),
+        };
+        let outcome = match checked {
+            Ok((claims, all)) => {
                 let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
                 let identity = Identity::user(claims.sub).with_metadata(all).expiring_at(expiry);
-                match claims.rooms {
+                Some(match claims.rooms {
                     Some(patterns) => identity.with_rooms(patterns),
                     None => identity,
-                }
-            });
+                })
+            }
+            Err(reason) => {
+                tracing::info!(client = %req.client_id, %reason, "authentication refused");
+                None
+            }
+        };
         Box::pin(async move { Ok::<_, HookError>(outcome) })
     }
 }
@@ -343,6 +405,50 @@ mod tests {
         };
         let t = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"k")).unwrap();
         assert!(JwtAuthenticator::hs256(b"k").verify(&t).is_none());
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let hs = JwtAuthenticator::hs256(b"k");
+        let signed = |claims: Value, alg: Algorithm| {
+            jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(b"k")).unwrap()
+        };
+        let hs256 = |claims: Value| signed(claims, Algorithm::HS256);
+        let cases = [
+            (
+                hs256(serde_json::json!({"sub": "a", "exp": now - 60})),
+                Refusal::Expired,
+            ),
+            (
+                hs256(serde_json::json!({"sub": "a", "exp": now + 60, "nbf": now + 60})),
+                Refusal::NotYetValid,
+            ),
+            (
+                mint(b"other", "a", Duration::from_secs(60), None).unwrap(),
+                Refusal::BadSignature,
+            ),
+            (
+                signed(serde_json::json!({"sub": "a", "exp": now + 60}), Algorithm::HS384),
+                Refusal::WrongAlgorithm(JwtAlgorithm::Hs256),
+            ),
+            (
+                hs256(serde_json::json!({"exp": now + 60})),
+                Refusal::MissingClaim("sub"),
+            ),
+            (
+                hs256(serde_json::json!({"sub": 7, "exp": now + 60})),
+                Refusal::MissingClaim("sub"),
+            ),
+            (
+                hs256(serde_json::json!({"sub": "a", "exp": now + 60, "rooms": "chat:*"})),
+                Refusal::BadClaims,
+            ),
+            ("not.a.jwt".to_owned(), Refusal::Malformed),
+        ];
+        for (token, why) in cases {
+            assert_eq!(hs.check(&token).err(), Some(why), "{why}");
+        }
     }
 
     #[test]

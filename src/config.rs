@@ -11,7 +11,8 @@ use crate::limits::Rate;
 pub struct Config {
     /// WebSocket path. Default `/ws`.
     pub path: String,
-    /// Rooms every client joins after authenticating. Default `["ws-default", "ws-notification"]`.
+    /// Rooms every client joins after authenticating, those its identity's room patterns allow.
+    /// Default `["ws-default", "ws-notification"]`.
     pub default_rooms: Vec<String>,
     /// Time allowed to send `authenticate` after connecting; while authentication (and the handshake) runs, the
     /// window is three times this. Default 5 s.

@@ -173,7 +173,8 @@ pub struct Identity {
     pub expires_at: Option<std::time::SystemTime>,
     /// Room patterns (exact names or `prefix*`) the connection may join and publish to; `None` leaves joins to
     /// the room validator and publishing to room membership. With patterns, a `join` outside them is dropped
-    /// before the validator runs and a `publish` outside them is answered with the `Room not allowed` error.
+    /// before the validator runs, a `publish` outside them is answered with the `Room not allowed` error, and
+    /// default rooms outside them are not joined.
     /// Set by [`crate::auth::JwtAuthenticator`] from the `rooms` claim and by the connect proxy from `rooms`.
     pub rooms: Option<Vec<String>>,
 }

@@ -47,7 +47,7 @@ pub mod metrics;
 #[cfg(test)]
 mod module_graph;
 pub mod protocol;
-mod redact;
+pub mod redact;
 mod registry;
 mod serde_str;
 mod server;

@@ -272,7 +272,13 @@ impl Drop for AbortOnDrop {
 impl Hook<AuthRequest, Option<Identity>> for ConnectProxy {
     fn call(&self, req: AuthRequest) -> HookFuture<Option<Identity>> {
         let proxy = self.clone();
-        Box::pin(async move { Ok(proxy.authenticate(&req.data).await?) })
+        Box::pin(async move {
+            let answer = proxy.authenticate(&req.data).await?;
+            if answer.is_none() {
+                tracing::info!(client = %req.client_id, reason = "the auth backend refused (401/403)", "authentication refused");
+            }
+            Ok(answer)
+        })
     }
 }
 

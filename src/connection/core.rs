@@ -472,20 +472,25 @@ impl<'c> Core<'c> {
             Some(s) => (s.connected_fields, Some(s.sealer), Some(s.opener)),
             None => (Map::new(), None, None),
         };
-        self.phase = Phase::Established(Session {
+        let session = Session {
             user_id: user_id.clone(),
             opener,
             expiry: expires,
             room_patterns: rooms.map(Vec::into_boxed_slice),
             last_activity: now,
             next_ping: now + self.config.heartbeat_interval,
-        });
+        };
+        // Default rooms are joins the server makes for the client: an identity limited to other rooms must not
+        // receive what is sent to them (a `demo:*` token would otherwise hear all of `ws-default`).
+        let mut default_rooms = room::sanitize(&self.config.default_rooms);
+        default_rooms.retain(|r| session.room_permitted(r));
+        self.phase = Phase::Established(session);
         Action::Established(Box::new(Established {
             user_id,
             metadata,
             connected_fields,
             sealer,
-            rooms: room::sanitize(&self.config.default_rooms),
+            rooms: default_rooms,
         }))
     }
 
@@ -865,6 +870,24 @@ mod tests {
         };
         assert_eq!(e.rooms, ["ws-default", "ws-notification"]);
         assert!(core.is_established());
+    }
+
+    #[test]
+    fn default_rooms_outside_the_identity_room_patterns_are_not_joined() {
+        let c = Config {
+            default_rooms: vec!["ws-default".into(), "demo:lobby".into(), "ws-notification".into()],
+            ..config()
+        };
+        let mut core = authenticating(&c);
+        let limited = Identity {
+            rooms: Some(vec!["demo:*".into(), "ws-notification".into()]),
+            ..identity(None)
+        };
+        let _ = core.on_identity(AuthAnswer::Accepted(limited), 0);
+        let Action::Established(e) = core.on_handshake(Instant::now(), HandshakeAnswer::None) else {
+            panic!("not established");
+        };
+        assert_eq!(e.rooms, ["demo:lobby", "ws-notification"]);
     }
 
     // Encrypted sessions.

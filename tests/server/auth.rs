@@ -121,10 +121,44 @@ async fn rooms_claim_becomes_the_identity_room_patterns() {
     )
     .unwrap();
     let t = TestServer::start(jwt_server(verifier)).await;
-    let (mut c, _) = t.login(&token).await;
-    c.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "hi"}}))
+    let (mut c, connected) = t.login(&token).await;
+    // The server may put a client anywhere; the client's own publishes stay within its claim.
+    t.server.join_room(&id_of(&connected), "lobby").unwrap();
+    c.send(json!({"event": "publish", "data": {"room": "lobby", "event": "hi"}}))
         .await;
     c.expect_error(errors::ROOM_NOT_ALLOWED).await;
+}
+
+/// A client logged in with a JWT whose `rooms` claim is `rooms` (`None`: no claim), and its `connected` data.
+async fn login_with_rooms_claim(t: &TestServer, user: &str, rooms: Option<Vec<String>>) -> (Client, serde_json::Value) {
+    let token = auth::mint(b"secret", user, std::time::Duration::from_secs(60), rooms).unwrap();
+    t.login(&token).await
+}
+
+#[tokio::test]
+async fn a_token_limited_to_other_rooms_does_not_receive_the_default_rooms() {
+    let t = TestServer::start(jwt_server(JwtAuthenticator::hs256(b"secret"))).await;
+    let (mut limited, connected) = login_with_rooms_claim(&t, "mallory", Some(vec!["demo:*".into()])).await;
+    let (mut unlimited, _) = login_with_rooms_claim(&t, "alice", None).await;
+    t.server.send_to_room("ws-default", "news", &1, &[]).unwrap();
+    t.server.send_to_room("ws-notification", "alert", &2, &[]).unwrap();
+    assert_eq!(unlimited.expect_event("news").await, json!(1));
+    assert_eq!(unlimited.expect_event("alert").await, json!(2));
+    limited.expect_silence().await;
+    assert_eq!(t.server.client(&id_of(&connected)).unwrap().rooms, [id_of(&connected)]);
+}
+
+#[tokio::test]
+async fn a_default_room_matching_the_rooms_claim_is_joined() {
+    let t = TestServer::start(
+        jwt_server(JwtAuthenticator::hs256(b"secret")).default_rooms(vec!["demo:lobby".into(), "ws-default".into()]),
+    )
+    .await;
+    let (mut c, _) = login_with_rooms_claim(&t, "alice", Some(vec!["demo:*".into()])).await;
+    t.server.send_to_room("ws-default", "news", &1, &[]).unwrap();
+    t.server.send_to_room("demo:lobby", "hello", &2, &[]).unwrap();
+    assert_eq!(c.expect_event("hello").await, json!(2));
+    c.expect_silence().await;
 }
 
 fn publishing() -> ServerBuilder {
@@ -134,9 +168,10 @@ fn publishing() -> ServerBuilder {
 #[tokio::test]
 async fn publish_to_a_member_room_outside_the_patterns_is_refused_with_room_not_allowed() {
     let t = TestServer::start(publishing()).await;
-    let (mut c, _) = t.login("rooms:alice:chat:*").await;
+    let (mut c, alice) = t.login("rooms:alice:chat:*").await;
     let (mut listener, _) = t.login("user:bob").await;
-    c.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "hi", "data": 1}}))
+    t.server.join_room(&id_of(&alice), "lobby").unwrap();
+    c.send(json!({"event": "publish", "data": {"room": "lobby", "event": "hi", "data": 1}}))
         .await;
     c.expect_error(errors::ROOM_NOT_ALLOWED).await;
     listener.expect_silence().await;
@@ -177,8 +212,9 @@ async fn join_outside_the_patterns_is_dropped_before_a_permissive_validator() {
 #[tokio::test]
 async fn refresh_replaces_the_room_patterns() {
     let t = TestServer::start(publishing()).await;
-    let (mut c, _) = t.login("rooms:alice:chat:*").await;
+    let (mut c, alice) = t.login("rooms:alice:chat:*").await;
     let (mut listener, _) = t.login("user:bob").await;
+    t.server.join_room(&id_of(&alice), "ws-default").unwrap();
     c.send(json!({"event": "refresh", "data": {"token": "user:alice"}}))
         .await;
     c.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "hi", "data": 1}}))

@@ -100,7 +100,8 @@ async fn accepted_answer_sets_user_metadata_and_room_patterns() {
         t.server.client(&id_of(&connected)).unwrap().metadata,
         json!({"plan": "pro"})
     );
-    c.send(json!({"event": "publish", "data": {"room": "ws-default", "event": "hi"}}))
+    t.server.join_room(&id_of(&connected), "lobby").unwrap();
+    c.send(json!({"event": "publish", "data": {"room": "lobby", "event": "hi"}}))
         .await;
     c.expect_error(errors::ROOM_NOT_ALLOWED).await;
 }

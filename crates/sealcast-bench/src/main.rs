@@ -5,6 +5,11 @@
 //! latency sample needs it. Source addresses are spread over 127.0.0.x. Every run is bounded by a count and a
 //! deadline; results are printed as one JSON object on stdout.
 //!
+//! The defaults fit a `sealcast serve` with its defaults (encryption required): sessions are encrypted and, without
+//! `--pin-pem`, the key the loopback server serves at `/.well-known/sealcast.json` is pinned. Only the HS256
+//! secret must be given (`--jwt-secret` or `SEALCAST_JWT_SECRET`); what else a scenario needs from the server
+//! (client publishes for `fanout` and `latency`, plaintext sessions for `latency`) is named when it is missing.
+//!
 //! ```text
 //! sealcast-bench --url ws://127.0.0.1:8080/ws --server sealcast --mode encrypted --pin-pem key.pem \
 //!     fanout --receivers 1000 --messages 200 --payload 256 --runs 5
@@ -31,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sealcast::crypto::{ClientHandshake, PinnedKey, RecordSealer, ServerHello, StaticKey};
+use sealcast::crypto::{ClientHandshake, PinnedKey, RecordOpener, RecordSealer, ServerHello, StaticKey};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
@@ -60,13 +65,15 @@ struct TargetArgs {
     /// Which protocol dialect to speak.
     #[arg(long, global = true, value_enum, default_value = "sealcast")]
     server: Kind,
-    /// Receivers' session type (`mixed`: every other receiver encrypted).
-    #[arg(long, global = true, value_enum, default_value = "plain")]
+    /// Receivers' session type (`mixed`: every other receiver encrypted). Encrypted by default, as a default
+    /// sealcast server requires it.
+    #[arg(long, global = true, value_enum, default_value = "encrypted")]
     mode: Mode,
     /// HS256 secret to mint sealcast tokens with.
     #[arg(long, global = true, env = "SEALCAST_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// The sealcast server's static key (PKCS#8 PEM) to pin for wsenc/1.
+    /// The sealcast server's static key (PKCS#8 PEM) to pin for wsenc/1. Default: the keys the (loopback) server
+    /// serves at /.well-known/sealcast.json.
     #[arg(long, global = true)]
     pin_pem: Option<PathBuf>,
     /// The server's PID: its CPU time and RSS are sampled from /proc.
@@ -187,7 +194,10 @@ struct Ctx {
     path: String,
     /// HS256 secret (sealcast): every connection gets its own user, as sessions per user are capped.
     secret: Option<String>,
-    pin: Option<PinnedKey>,
+    /// The server keys wsenc/1 sessions accept (empty: plaintext only).
+    pins: Vec<PinnedKey>,
+    /// Why `pins` is empty, said when a wsenc/1 session needs them (a plaintext scenario does not).
+    pin_error: Option<String>,
     /// One client public key reused where the client side is not completed (std base64 for Ignis, b64url for
     /// sealcast).
     shared_pub: String,
@@ -210,18 +220,82 @@ fn parse_url(url: &str) -> Res<(SocketAddr, String, String)> {
     Ok((addr, host.to_string(), path.to_string()))
 }
 
+/// What to do when a sealcast server refuses client publishes (its default).
+const PUBLISH_HINT: &str = "the server refuses client publishes (`Publish not allowed`): start `sealcast serve` with \
+     SEALCAST_ALLOW_CLIENT_PUBLISH=true and SEALCAST_MESSAGE_RATE=0 (a publisher sends whole bursts), or run \
+     `sealcast-bench serve`";
+/// What to do when a sealcast server closes the publisher for its message rate.
+const RATE_HINT: &str = "the server closed the publisher 4008 (its per-connection message rate): start `sealcast \
+     serve` with SEALCAST_MESSAGE_RATE=0, or run `sealcast-bench serve`";
+
+/// The static keys a server publishes at `/.well-known/sealcast.json`. Pinning what the server itself serves
+/// proves nothing in general; it is acceptable here only because targets are loopback (see [`parse_url`]).
+async fn served_keys(addr: SocketAddr, host: &str) -> Res<Vec<PinnedKey>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |e: String| {
+        format!(
+            "wsenc/1 needs the server key: pass --pin-pem FILE (reading \
+             http://{host}/.well-known/sealcast.json failed: {e})"
+        )
+    };
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let request = format!("GET /.well-known/sealcast.json HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut response = Vec::new();
+    tcp.take(64 * 1024)
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let head_end = memchr::memmem::find(&response, b"\r\n\r\n").ok_or_else(|| fail("no HTTP answer".into()))?;
+    let (head, body) = response.split_at(head_end + 4);
+    if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+        let status = String::from_utf8_lossy(head)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return Err(fail(status));
+    }
+    let doc: Value = serde_json::from_slice(body).map_err(|e| fail(e.to_string()))?;
+    let keys: Vec<PinnedKey> = doc["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| PinnedKey::from_b64u(k["publicKey"].as_str()?).ok())
+        .collect();
+    if keys.is_empty() {
+        return Err(fail("no keys in it".into()));
+    }
+    Ok(keys)
+}
+
 impl Ctx {
-    fn new(t: &TargetArgs, url: &str) -> Res<Self> {
+    async fn new(t: &TargetArgs, url: &str) -> Res<Self> {
         let (addr, host, path) = parse_url(url)?;
         if t.server == Kind::Sealcast && t.jwt_secret.is_none() {
-            return Err("sealcast needs --jwt-secret or SEALCAST_JWT_SECRET".into());
+            return Err(
+                "sealcast needs the server's HS256 secret: pass --jwt-secret or set SEALCAST_JWT_SECRET \
+                 (a `sealcast serve` without `auth.jwt_secret` prints the one it generated: `generated secret: ...`)"
+                    .into(),
+            );
         }
-        let pin = match &t.pin_pem {
+        let (pins, pin_error) = match &t.pin_pem {
             Some(p) => {
                 let pem = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                Some(StaticKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?.pinned())
+                (
+                    vec![StaticKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?.pinned()],
+                    None,
+                )
             }
-            None => None,
+            None if t.server == Kind::Sealcast && t.mode != Mode::Plain => match served_keys(addr, &host).await {
+                Ok(keys) => (keys, None),
+                Err(e) => (Vec::new(), Some(e)),
+            },
+            None => (Vec::new(), None),
         };
         let hs = ClientHandshake::new().map_err(|e| e.to_string())?;
         let shared_pub = match t.server {
@@ -238,7 +312,8 @@ impl Ctx {
             host,
             path,
             secret: t.jwt_secret.clone(),
-            pin,
+            pins,
+            pin_error,
             shared_pub,
             src_addrs: t.src_addrs.max(1),
             room: t.room.clone(),
@@ -285,32 +360,49 @@ impl Ctx {
             .map_err(|e| format!("send: {e}"))?;
         let first = conn.recv_text().await.map_err(|e| format!("auth reply: {e}"))?;
         let mut sealer = None;
+        let mut opener = None;
         if let Some(hs) = hs {
             let v: Value = serde_json::from_slice(&first).map_err(|e| format!("connected: {e}"))?;
             let d = &v["data"];
             let hello = ServerHello::from_connected_data(d).map_err(|e| format!("hello: {e}"))?;
-            let pin = self.pin.as_ref().ok_or("wsenc/1 needs --pin-pem")?;
-            let (s, _opener) = hs
+            if self.pins.is_empty() {
+                return Err(self
+                    .pin_error
+                    .clone()
+                    .unwrap_or_else(|| "wsenc/1 needs the server key: pass --pin-pem FILE".into()));
+            }
+            let (s, o) = hs
                 .finish(
-                    std::slice::from_ref(pin),
+                    &self.pins,
                     &hello,
                     d["id"].as_str().unwrap_or(""),
                     d["userId"].as_str().unwrap_or(""),
                 )
                 .map_err(|e| format!("finish: {e}"))?;
             sealer = Some(s);
+            opener = Some(o);
         } else if (self.kind == Kind::Sealcast || !encrypted)
             && memchr::memmem::find(&first, b"\"connected\"").is_none()
         {
-            return Err(format!("auth failed: {}", String::from_utf8_lossy(&first)));
+            let hint = if self.kind == Kind::Sealcast && !encrypted {
+                " (a plaintext session: a default sealcast server requires encryption; use --mode encrypted, or start \
+                 it with SEALCAST_REQUIRE_ENCRYPTION=false as the plaintext-only latency scenario needs)"
+            } else if memchr::memmem::find(&first, b"Authentication failed").is_some() {
+                " (is --jwt-secret / SEALCAST_JWT_SECRET the server's `auth.jwt_secret`?)"
+            } else {
+                ""
+            };
+            return Err(format!("auth failed: {}{hint}", String::from_utf8_lossy(&first)));
         }
-        Ok(Session { conn, sealer })
+        Ok(Session { conn, sealer, opener })
     }
 }
 
 struct Session {
     conn: ws::Conn,
     sealer: Option<RecordSealer>,
+    /// Opens the reply to the join barrier on a wsenc/1 session; dropped once read (receivers only count).
+    opener: Option<RecordOpener>,
 }
 
 impl Session {
@@ -337,7 +429,8 @@ impl Session {
 
     /// Joins the room and waits until the join has taken effect: the reference answers an `echo`; sealcast
     /// answers a publish to a room we are not in with an error, after the join (frames are handled in order).
-    async fn join(&mut self, kind: Kind, room: &str) -> Res<()> {
+    /// Returns that answer, opened on a wsenc/1 session.
+    async fn join(&mut self, kind: Kind, room: &str) -> Res<Vec<u8>> {
         self.send_app(&json!({"event": "join", "data": {"rooms": [room]}}).to_string())
             .await?;
         let barrier = match kind {
@@ -347,7 +440,22 @@ impl Session {
             }
         };
         self.send_app(&barrier).await?;
-        self.conn.recv_text().await.map_err(|e| format!("barrier: {e}"))?;
+        let reply = self.conn.recv_text().await.map_err(|e| format!("barrier: {e}"))?;
+        match self.opener.take() {
+            Some(mut opener) => Ok(opener
+                .open(&reply)
+                .map_err(|e| format!("barrier: {e}"))?
+                .unwrap_or_default()),
+            None => Ok(reply),
+        }
+    }
+
+    /// Joins as the publisher: fails, saying what the server needs, when it refuses client publishes.
+    async fn join_to_publish(&mut self, kind: Kind, room: &str) -> Res<()> {
+        let reply = self.join(kind, room).await?;
+        if memchr::memmem::find(&reply, b"Publish not allowed").is_some() {
+            return Err(PUBLISH_HINT.into());
+        }
         Ok(())
     }
 }
@@ -524,7 +632,7 @@ fn publish_text(room: &str, seq: usize, size: usize, t_us: Option<u64>) -> Strin
 }
 
 async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
-    let ctx = Arc::new(Ctx::new(t, &t.url)?);
+    let ctx = Arc::new(Ctx::new(t, &t.url).await?);
     let setup = Instant::now();
     let (_, rss0) = server_sample(t.server_pid);
     let sessions = open_many(&ctx, t.mode, 0..a.receivers, t.concurrency).await?;
@@ -534,7 +642,7 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
     let pub_enc = t.mode == Mode::Encrypted;
     let mut publisher = ctx.open(a.receivers, pub_enc, true).await?;
     if ctx.kind == Kind::Sealcast {
-        publisher.join(ctx.kind, &ctx.room).await?;
+        publisher.join_to_publish(ctx.kind, &ctx.room).await?;
     }
     let counters = Counters::new(a.receivers);
     let mut tasks = JoinSet::new();
@@ -577,6 +685,10 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
         let (cpu1, _) = server_sample(t.server_pid);
         let me1 = self_cpu();
         let got = counters.total.load(Ordering::Relaxed) - (target - (m * a.receivers) as u64);
+        if got < (m * a.receivers) as u64 && ctx.kind == Kind::Sealcast && publisher_rate_limited(&mut publisher).await
+        {
+            return Err(RATE_HINT.into());
+        }
         if run == 0 {
             continue;
         }
@@ -616,8 +728,16 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
     }))
 }
 
+/// True when the server closed the publisher 4008 (message rate); looked for once deliveries fall short.
+async fn publisher_rate_limited(publisher: &mut Session) -> bool {
+    match tokio::time::timeout(Duration::from_millis(300), publisher.conn.recv_text()).await {
+        Ok(Err(e)) => e.to_string().contains("4008"),
+        _ => false,
+    }
+}
+
 async fn connect(t: &TargetArgs, a: &ConnectArgs) -> Res<Value> {
-    let ctx = Arc::new(Ctx::new(t, &t.url)?);
+    let ctx = Arc::new(Ctx::new(t, &t.url).await?);
     let (cpu0, _) = server_sample(t.server_pid);
     let me0 = self_cpu();
     let start = Instant::now();
@@ -675,7 +795,7 @@ async fn connect(t: &TargetArgs, a: &ConnectArgs) -> Res<Value> {
 }
 
 async fn idle(t: &TargetArgs, a: &IdleArgs) -> Res<Value> {
-    let ctx = Arc::new(Ctx::new(t, &t.url)?);
+    let ctx = Arc::new(Ctx::new(t, &t.url).await?);
     let pid = t.server_pid.ok_or("idle needs --server-pid")?;
     let settle = Duration::from_secs_f64(a.settle);
     let deadline = Instant::now() + Duration::from_secs_f64(a.timeout);
@@ -734,13 +854,13 @@ async fn idle(t: &TargetArgs, a: &IdleArgs) -> Res<Value> {
 }
 
 async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
-    let sub_ctx = Arc::new(Ctx::new(t, &t.url)?);
-    let pub_ctx = Ctx::new(t, a.pub_url.as_deref().unwrap_or(&t.url))?;
+    let sub_ctx = Arc::new(Ctx::new(t, &t.url).await?);
+    let pub_ctx = Ctx::new(t, a.pub_url.as_deref().unwrap_or(&t.url)).await?;
     // Subscribers are plaintext: each frame is parsed for its send timestamp.
     let subs = open_many(&sub_ctx, Mode::Plain, 0..a.subscribers, t.concurrency).await?;
     let mut publisher = pub_ctx.open(a.subscribers, false, true).await?;
     if pub_ctx.kind == Kind::Sealcast {
-        publisher.join(pub_ctx.kind, &pub_ctx.room).await?;
+        publisher.join_to_publish(pub_ctx.kind, &pub_ctx.room).await?;
     }
     let epoch = Instant::now();
     let total = (a.rate as f64 * a.seconds) as usize;

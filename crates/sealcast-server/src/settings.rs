@@ -75,6 +75,7 @@ macro_rules! settings {
             doc: concat!($($doc),*),
             expected: <$ty as SettingValue>::EXPECTED,
             secret: <$ty as SettingValue>::SECRET,
+            hide_env: <$ty as SettingValue>::HIDE_ENV,
             switch: <$ty as SettingValue>::SWITCH,
             check: check_value::<$ty>,
             from_text: <$ty as SettingValue>::from_text,
@@ -91,7 +92,7 @@ settings! {
         path: String = lib().path, "SEALCAST_PATH";
         /// Browser Origins allowed to connect (exact `scheme://host[:port]`; others get HTTP 403); empty allows every origin. Requests without Origin (non-browser clients) are always allowed.
         allowed_origins: Vec<String> = lib().allowed_origins, "SEALCAST_ALLOWED_ORIGINS";
-        /// Rooms every client joins after authenticating.
+        /// Rooms every client joins after authenticating (those its token's `rooms` claim allows, if it has one).
         default_rooms: Vec<String> = lib().default_rooms, "SEALCAST_DEFAULT_ROOMS";
         /// Let clients publish to rooms they joined.
         allow_client_publish: bool = lib().allow_client_publish, "SEALCAST_ALLOW_CLIENT_PUBLISH";
@@ -119,7 +120,7 @@ settings! {
         /// PEM public key (`-----BEGIN PUBLIC KEY-----`) verifying RS256/ES256 tokens; re-read on SIGHUP.
         jwt_public_key_file: Option<PathBuf> = None, "SEALCAST_JWT_PUBLIC_KEY_FILE";
         /// Connect proxy: POST each `authenticate` payload to this http:// URL instead of verifying a JWT (see the README's proxy contract).
-        proxy_url: Option<String> = None, "SEALCAST_AUTH_PROXY_URL";
+        proxy_url: Option<CredentialUrl> = None, "SEALCAST_AUTH_PROXY_URL";
         /// Bound on one connect-proxy authentication, retries included, in milliseconds.
         proxy_timeout_ms: u64 = 3_000, "SEALCAST_AUTH_PROXY_TIMEOUT_MS";
     }
@@ -172,9 +173,9 @@ settings! {
     /// The bus between instances. With neither `url` nor `cluster_nodes` the embedded bus is used (one instance).
     [redis] RedisSettings {
         /// One Redis server, e.g. `redis://127.0.0.1:6379`.
-        url: Option<String> = None, "SEALCAST_REDIS_URL";
+        url: Option<CredentialUrl> = None, "SEALCAST_REDIS_URL";
         /// Redis Cluster seed nodes, e.g. `["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]`.
-        cluster_nodes: Vec<String> = Vec::new(), "SEALCAST_REDIS_CLUSTER_NODES";
+        cluster_nodes: Vec<CredentialUrl> = Vec::new(), "SEALCAST_REDIS_CLUSTER_NODES";
         /// `classic` (PUBLISH, reference-compatible) or `sharded` (SPUBLISH, Redis Cluster >= 7). Unset: classic with `url`, sharded with `cluster_nodes`. Servers and emitters of a fleet must agree.
         bus_mode: Option<BusMode> = None, "SEALCAST_BUS_MODE";
         /// Shared secret signing bus envelopes (HMAC-SHA256); unsigned or forged ones are refused. Reference emitters cannot sign: leave unset in mixed fleets.
@@ -227,6 +228,8 @@ pub struct Key {
     pub expected: &'static str,
     /// Never printed: shown as `<redacted>`.
     pub secret: bool,
+    /// Its environment variable's value is kept out of `--help` (a secret, or a URL that may carry one).
+    pub hide_env: bool,
     /// A boolean: a bare flag (`--demo`) means `true`.
     pub switch: bool,
     check: fn(&toml::Value) -> Result<(), String>,
@@ -265,7 +268,7 @@ pub enum Source {
 }
 
 /// A value set on the command line or in the environment, as text, e.g. `SEALCAST_MAX_CONNECTIONS=500`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Override {
     /// The setting.
     pub key: &'static Key,
@@ -273,6 +276,17 @@ pub struct Override {
     pub raw: String,
     /// [`Source::Env`] or [`Source::Flag`].
     pub source: Source,
+}
+
+impl std::fmt::Debug for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw: &dyn std::fmt::Debug = if self.key.hide_env { &"<redacted>" } else { &self.raw };
+        f.debug_struct("Override")
+            .field("key", &self.key.id)
+            .field("raw", raw)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// A config file or a value that cannot be used; the message names the key and says what to do.
@@ -456,6 +470,21 @@ impl Settings {
         if let Err(e) = self.log_filter() {
             return Err(problem("log.level", e));
         }
+        let s = &self.server;
+        if s.heartbeat_timeout_ms <= s.heartbeat_interval_ms {
+            return Err(problem(
+                "server.heartbeat_timeout_ms",
+                format!(
+                    "is {} ms, not above `server.heartbeat_interval_ms` ({} ms): clients heartbeat about once per \
+                     interval, so they would be closed 4002 between two heartbeats; make the timeout a few intervals \
+                     long (the defaults are 30000 and 90000)",
+                    s.heartbeat_timeout_ms, s.heartbeat_interval_ms
+                ),
+            ));
+        }
+        for origin in &s.allowed_origins {
+            check_origin(origin).map_err(|text| problem("server.allowed_origins", text))?;
+        }
         self.check_exposure()
     }
 
@@ -478,8 +507,25 @@ impl Settings {
             .map(str::trim)
             .filter(|d| !d.is_empty())
             .collect();
+        for directive in &directives {
+            check_log_directive(directive)?;
+        }
         tracing_subscriber::EnvFilter::try_new(directives.join(","))
             .map_err(|e| format!("is not a log filter ({e}): {hint}"))
+    }
+
+    /// What `serve` starts with but an operator should hear about: each warning says what to change.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let AdminBind::At(addr) = self.admin.bind {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "`admin.bind` is {addr}, beyond loopback: /metrics, /healthz, /readyz and /livez need no \
+                     authentication, so keep that address on a private network (or set it to 127.0.0.1:9090)"
+                ));
+            }
+        }
+        out
     }
 
     /// One client authentication mode: an HS256 secret, a public key with RS256/ES256, or the connect proxy.
@@ -493,7 +539,7 @@ impl Settings {
                     "is set together with `auth.jwt_secret` or `auth.jwt_public_key_file`: choose one authentication mode",
                 );
             }
-            sealcast::auth::proxy::ConnectProxy::new(url, Duration::from_millis(a.proxy_timeout_ms))
+            sealcast::auth::proxy::ConnectProxy::new(url.expose(), Duration::from_millis(a.proxy_timeout_ms))
                 .map_err(|e| ("auth.proxy_url", format!("is not usable: {e}")))?;
             return Ok(());
         }
@@ -521,7 +567,8 @@ impl Settings {
     }
 
     /// Beyond loopback the server needs real authentication and a static key (development mode's generated ones
-    /// are printed), and the demo's open token endpoint needs an explicit `demo.public`.
+    /// are printed), an HS256 secret long enough not to be guessed, and the demo's open token endpoint needs an
+    /// explicit `demo.public`.
     fn check_exposure(&self) -> Result<(), (&'static str, String)> {
         let bind = self.server.bind;
         if bind.ip().is_loopback() {
@@ -547,6 +594,18 @@ impl Settings {
                     missing.join(" and ")
                 ),
             ));
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            let len = secret.expose().len();
+            if len < MIN_PUBLIC_SECRET_LEN {
+                return Err((
+                    "auth.jwt_secret",
+                    format!(
+                        "has {len} bytes with `server.bind` {bind}, beyond loopback: an HS256 secret there needs at \
+                         least {MIN_PUBLIC_SECRET_LEN} bytes (RFC 7518 3.2), e.g. `openssl rand -hex 32`"
+                    ),
+                ));
+            }
         }
         if self.demo.enabled && !self.demo.public {
             return Err((
@@ -646,9 +705,9 @@ impl RedisSettings {
     /// The Redis deployment to use, if any.
     pub fn endpoint(&self) -> Option<RedisEndpoint> {
         match (&self.url, self.cluster_nodes.as_slice()) {
-            (Some(url), _) if !url.is_empty() => Some(RedisEndpoint::single(url.clone())),
+            (Some(url), _) if !url.expose().is_empty() => Some(RedisEndpoint::single(url.expose())),
             (_, []) => None,
-            (_, nodes) => Some(RedisEndpoint::cluster(nodes.to_vec())),
+            (_, nodes) => Some(RedisEndpoint::cluster(nodes.iter().map(CredentialUrl::expose))),
         }
     }
 
@@ -659,6 +718,82 @@ impl RedisSettings {
             .map(|s| s.expose().as_bytes())
             .filter(|s| !s.is_empty())
     }
+}
+
+/// Shortest HS256 secret accepted beyond loopback: the key size RFC 7518 (3.2) requires for HS256.
+const MIN_PUBLIC_SECRET_LEN: usize = 32;
+
+/// The level names a log directive may end in.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// One `level` or `target=level` directive of `log.level`. tracing reads any other word as a target, which
+/// would log only that target and silence everything else: a typo such as `verbose` must not do that.
+fn check_log_directive(directive: &str) -> Result<(), String> {
+    let level = directive
+        .rsplit_once('=')
+        .map_or(directive, |(_, level)| level)
+        .to_ascii_lowercase();
+    if LOG_LEVELS.contains(&level.as_str()) {
+        return Ok(());
+    }
+    let suggestion = LOG_LEVELS
+        .iter()
+        .copied()
+        .find(|l| level.starts_with(l))
+        .or_else(|| closest(&level, LOG_LEVELS.iter().copied()));
+    let fix = match (suggestion, directive.rsplit_once('=')) {
+        (Some(l), Some((target, _))) => format!("did you mean `{target}={l}`?"),
+        (Some(l), None) => format!("did you mean `{l}`?"),
+        (None, Some((target, _))) => format!("write `{target}=` and one of {}", LOG_LEVELS.join(", ")),
+        (None, None) => format!(
+            "use one of {}, or `target=level` (a bare word is read as a target and silences everything else)",
+            LOG_LEVELS.join(", ")
+        ),
+    };
+    Err(format!("has {directive:?}, which does not end in a level: {fix}"))
+}
+
+/// An allowed Origin must be what browsers send, `scheme://host[:port]`: anything else never matches.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let scheme_ok = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    };
+    match origin.split_once("://") {
+        Some((scheme, host)) if scheme_ok(scheme) && !host.is_empty() && !host.contains(['/', '?', '#']) => Ok(()),
+        Some((scheme, rest)) if scheme_ok(scheme) && !rest.is_empty() => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            Err(format!(
+                "has {origin:?}: an Origin is `scheme://host[:port]` without a path; did you mean \"{scheme}://{host}\"?"
+            ))
+        }
+        _ => Err(format!(
+            "has {origin:?}, which has no scheme: browsers send `scheme://host[:port]` and it is compared exactly; did \
+             you mean \"https://{}\"?",
+            origin.trim_end_matches('/')
+        )),
+    }
+}
+
+/// Variables `sealcast serve` reads that are not settings.
+const OTHER_VARIABLES: [&str; 1] = ["SEALCAST_CONFIG"];
+
+/// A warning for each `SEALCAST_*` name in `names` that `sealcast serve` does not read: a misspelt variable
+/// leaves its setting at the default without a word otherwise. Suggests the closest known variable.
+pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    const PREFIX: &str = "SEALCAST_";
+    let known = || KEYS.iter().map(|k| k.env).chain(OTHER_VARIABLES);
+    // Compared without the common prefix, which would make every name look close to every other.
+    let bare = || known().filter_map(|k| k.strip_prefix(PREFIX));
+    names
+        .into_iter()
+        .filter_map(|name| Some((name, name.strip_prefix(PREFIX)?)))
+        .filter(|(name, _)| !known().any(|k| k == *name))
+        .map(|(name, rest)| match closest(rest, bare()) {
+            Some(k) => format!("{name} is not a sealcast setting and is ignored; did you mean {PREFIX}{k}?"),
+            None => format!("{name} is not a sealcast setting and is ignored (`sealcast serve --help` lists them)"),
+        })
+        .collect()
 }
 
 /// The key holding `Config` field `field` (durations carry an `_ms` suffix in the file).
@@ -799,6 +934,8 @@ trait SettingValue: Serialize + DeserializeOwned {
     const EXPECTED: &'static str;
     /// Never printed.
     const SECRET: bool = false;
+    /// Its environment variable's value stays out of `--help`.
+    const HIDE_ENV: bool = Self::SECRET;
     /// A boolean (a bare flag means `true`).
     const SWITCH: bool = false;
 
@@ -810,10 +947,14 @@ trait SettingValue: Serialize + DeserializeOwned {
 
 /// Checks that a TOML value deserialises as `T`.
 fn check_value<T: SettingValue>(v: &toml::Value) -> Result<(), String> {
-    v.clone()
-        .try_into::<T>()
-        .map(drop)
-        .map_err(|e| format!("must be {}, not {v} ({})", T::EXPECTED, e.message().trim()))
+    v.clone().try_into::<T>().map(drop).map_err(|e| {
+        if T::HIDE_ENV {
+            // Neither the value nor serde's message (which quotes it) may show a credential.
+            format!("must be {}", T::EXPECTED)
+        } else {
+            format!("must be {}, not {v} ({})", T::EXPECTED, e.message().trim())
+        }
+    })
 }
 
 fn integer(raw: &str, expected: &str) -> Result<Option<toml::Value>, String> {
@@ -874,6 +1015,7 @@ impl SettingValue for PathBuf {
 /// Lists: a TOML array, or comma-separated text in the environment and flags.
 impl<T: SettingValue> SettingValue for Vec<T> {
     const EXPECTED: &'static str = "a list of strings, e.g. [\"a\", \"b\"]";
+    const HIDE_ENV: bool = T::HIDE_ENV;
     fn from_text(raw: &str) -> Result<Option<toml::Value>, String> {
         let items = raw
             .split(',')
@@ -889,6 +1031,7 @@ impl<T: SettingValue> SettingValue for Vec<T> {
 impl<T: SettingValue> SettingValue for Option<T> {
     const EXPECTED: &'static str = T::EXPECTED;
     const SECRET: bool = T::SECRET;
+    const HIDE_ENV: bool = T::HIDE_ENV;
     fn from_text(raw: &str) -> Result<Option<toml::Value>, String> {
         if raw.is_empty() {
             Ok(None)
@@ -935,6 +1078,47 @@ impl<'de> Deserialize<'de> for Secret {
 impl SettingValue for Secret {
     const EXPECTED: &'static str = "a string";
     const SECRET: bool = true;
+}
+
+/// A URL that may carry a credential (a Redis password, a key in the connect proxy's query string): shown
+/// (`Debug`, `config check`, serialised) through [`sealcast::redact::url`], which hides the password and the
+/// query; the code that connects uses [`Self::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialUrl(String);
+
+impl CredentialUrl {
+    /// The URL `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, credentials included, for the code that connects (never for output).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CredentialUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&sealcast::redact::url(&self.0))
+    }
+}
+
+impl Serialize for CredentialUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&sealcast::redact::url(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+impl SettingValue for CredentialUrl {
+    const EXPECTED: &'static str = "a URL";
+    const HIDE_ENV: bool = true;
 }
 
 /// Where the admin listener listens, or `off`.
@@ -1199,7 +1383,8 @@ mod tests {
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.redis.bus_mode, Some(BusMode::Sharded));
         assert!(err("[admin]\nbind = \"nowhere\"\n").starts_with("`admin.bind` must be an address"));
-        assert!(err("[log]\nlevel = \"sealcast=loud\"\n").starts_with("`log.level` is not a log filter"));
+        assert!(err("[log]\nlevel = \"sealcast=loud\"\n")
+            .starts_with("`log.level` has \"sealcast=loud\", which does not end in a level"));
     }
 
     #[test]
@@ -1255,7 +1440,8 @@ mod tests {
         );
         let only_key = err("[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"s\"\n");
         assert!(!only_key.contains("SEALCAST_JWT_SECRET") && only_key.contains("SEALCAST_SERVER_KEY_FILE"));
-        let ready = "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"s\"\n[encryption]\nserver_key_files = [\"k.pem\"]\n";
+        let ready = "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n\
+                     [encryption]\nserver_key_files = [\"k.pem\"]\n";
         assert!(Settings::from_toml_str(ready).is_ok());
     }
 
@@ -1344,6 +1530,8 @@ mod tests {
             "limits.max_preauth_payload_length",
             "encryption.max_records_per_epoch",
             "limits.max_write_buffer_size",
+            "server.heartbeat_timeout_ms",
+            "server.allowed_origins",
         ] {
             assert!(Key::find(id).is_some(), "{id}");
         }
@@ -1407,8 +1595,8 @@ mod tests {
 
     #[test]
     fn demo_beyond_loopback_needs_public() {
-        let public =
-            "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"s\"\n[encryption]\nserver_key_files = [\"k\"]\n";
+        let public = "[server]\nbind = \"0.0.0.0:8080\"\n[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n\
+             [encryption]\nserver_key_files = [\"k\"]\n";
         assert!(Settings::from_toml_str("[demo]\nenabled = true\n").is_ok());
         assert!(err(&format!("{public}[demo]\nenabled = true\n")).starts_with("`demo.enabled` is on"));
         assert!(Settings::from_toml_str(&format!("{public}[demo]\nenabled = true\npublic = true\n")).is_ok());
@@ -1441,7 +1629,10 @@ mod tests {
                 Some((_, Some(toml::Value::Float(f)))) => toml::Value::Float(f + 1.0),
                 Some((_, Some(toml::Value::Boolean(b)))) => toml::Value::Boolean(!b),
                 Some((_, Some(toml::Value::String(s)))) => toml::Value::String(format!("{s}x")),
-                Some((_, Some(toml::Value::Array(a)))) if a.is_empty() => toml::Value::Array(vec!["x".into()]),
+                // A list whose entries are checked (allowed origins) must get a valid one.
+                Some((_, Some(toml::Value::Array(a)))) if a.is_empty() => {
+                    toml::Value::Array(vec!["https://x.example".into()])
+                }
                 Some((_, Some(toml::Value::Array(_)))) => toml::Value::Array(Vec::new()),
                 other => panic!("{}: unexpected default {other:?}", key.id),
             };
@@ -1453,6 +1644,80 @@ mod tests {
                 key.id
             );
         }
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_beyond_loopback_only() {
+        let secret = |bind: &str, secret: &str| {
+            Settings::from_toml_str(&format!(
+                "[server]\nbind = \"{bind}\"\n[auth]\njwt_secret = \"{secret}\"\n[encryption]\nserver_key_files = [\"k\"]\n"
+            ))
+        };
+        let short = secret("0.0.0.0:8080", "0123456789abcdef0123456789abcde")
+            .unwrap_err()
+            .to_string();
+        assert!(short.starts_with("`auth.jwt_secret` has 31 bytes"), "{short}");
+        assert!(
+            !short.contains("0123456789abcdef"),
+            "the secret is in the error: {short}"
+        );
+        assert!(secret("127.0.0.1:8080", "s").is_ok());
+    }
+
+    #[test]
+    fn log_levels_must_be_level_names() {
+        let level = |l: &str| err(&format!("[log]\nlevel = \"{l}\"\n"));
+        assert!(
+            level("verbose").contains("does not end in a level"),
+            "{}",
+            level("verbose")
+        );
+        assert!(
+            level("warning").contains("did you mean `warn`?"),
+            "{}",
+            level("warning")
+        );
+        assert!(
+            level("sealcast=inf").contains("did you mean `sealcast=info`?"),
+            "{}",
+            level("sealcast=inf")
+        );
+        for good in ["info", "DEBUG", "sealcast=debug,info", "off"] {
+            assert!(
+                Settings::from_toml_str(&format!("[log]\nlevel = \"{good}\"\n")).is_ok(),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_need_a_scheme_and_no_path() {
+        let origins = |o: &str| err(&format!("[server]\nallowed_origins = [\"{o}\"]\n"));
+        assert!(origins("example.com").contains("did you mean \"https://example.com\"?"));
+        assert!(origins("https://example.com/").contains("did you mean \"https://example.com\"?"));
+        assert!(origins("null").contains("no scheme"));
+        let ok = "[server]\nallowed_origins = [\"https://example.com\", \"http://localhost:3000\"]\n";
+        assert!(Settings::from_toml_str(ok).is_ok());
+    }
+
+    #[test]
+    fn unknown_variables_are_named_with_a_suggestion() {
+        let warnings = unknown_variables([
+            "SEALCAST_HEARTBEAT_INTERVAL",
+            "SEALCAST_BIND",
+            "SEALCAST_CONFIG",
+            "HOME",
+            "SEALCAST_ZZZ_QQQ",
+        ]);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("did you mean SEALCAST_HEARTBEAT_INTERVAL_MS?"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("SEALCAST_ZZZ_QQQ is not a sealcast setting"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -527,6 +527,146 @@ async fn json_debug_logs_of_a_full_encrypted_session_hold_no_secrets() {
     );
 }
 
+/// Runs `sealcast serve ARGS` on `bind` (admin listener off), which must refuse to start (status 1): its stderr.
+fn serve_refused(args: &[&str], bind: &str) -> String {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .env("SEALCAST_BIND", bind)
+        .env("SEALCAST_ADMIN_BIND", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_busy_port_is_refused_naming_the_address_and_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = serve_refused(&[], &addr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {addr} (`server.bind`, SEALCAST_BIND, --bind)"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
+    let (_p, lines, _port, _readers) = serve_captured(&[("SEALCAST_LOG", "debug")]);
+    let lines = lines.lock().unwrap().clone();
+    assert!(lines.iter().any(|l| l.contains(" INFO ")), "no log line: {lines:?}");
+    assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "{lines:?}");
+}
+
+#[tokio::test]
+async fn json_log_format_writes_every_line_as_json_startup_lines_included() {
+    // `warn` would hide the startup lines if they were ordinary log events.
+    let (mut p, lines, port, readers) = serve_captured(&[("SEALCAST_LOG_FORMAT", "json"), ("SEALCAST_LOG", "warn")]);
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+    c.send(json!({"event": "authenticate", "data": {"token": "forged"}}))
+        .await;
+    assert_eq!(c.expect_close().await.0, 4003);
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(p.0.wait().unwrap().success());
+    readers.into_iter().for_each(|r| r.join().unwrap());
+    let lines = lines.lock().unwrap().clone();
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let said = |start: &str| {
+        events
+            .iter()
+            .any(|e| e["fields"]["message"].as_str().is_some_and(|m| m.starts_with(start)))
+    };
+    assert!(said("listening on ws://127.0.0.1:"), "{lines:?}");
+    assert!(said("development mode") && said("sample token"), "{lines:?}");
+}
+
+/// The reason `sealcast serve` logs when it refuses `token` (HS256 with `secret`); the logs never show the token.
+async fn logged_refusal(envs: &[(&str, &str)], token: &str) -> String {
+    let mut envs = envs.to_vec();
+    envs.extend([
+        ("SEALCAST_LOG_FORMAT", "json"),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    let (_p, lines, port, _readers) = serve_captured(&envs);
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+    c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
+    assert_eq!(c.expect_close().await.0, 4003);
+    let refusal = || {
+        let lines = lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["fields"]["message"] == "authentication refused")
+    };
+    eventually("the refusal is logged", || refusal().is_some()).await;
+    let log = lines.lock().unwrap().join("\n");
+    assert!(!log.contains(token), "the token is in the log:\n{log}");
+    let event = refusal().unwrap();
+    assert!(event["fields"]["client"].is_string(), "{event}");
+    event["fields"]["reason"].as_str().unwrap().to_owned()
+}
+
+const LOG_SECRET: &str = "log-test-secret-0123456789abcdef";
+
+fn claims_expiring_in(secs: i64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    json!({"sub": "alice", "exp": now + secs})
+}
+
+#[tokio::test]
+async fn an_expired_token_is_logged_as_expired() {
+    let token = common::jwt::hmac_signed("HS256", LOG_SECRET.as_bytes(), &claims_expiring_in(-60));
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(reason, "the token has expired (`exp`)");
+}
+
+#[tokio::test]
+async fn a_token_signed_with_another_key_is_logged_as_a_bad_signature() {
+    let token = common::jwt::hmac_signed("HS256", b"another-secret", &claims_expiring_in(60));
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(
+        reason,
+        "bad signature: the token was not signed with the configured key"
+    );
+}
+
+#[tokio::test]
+async fn a_token_of_another_algorithm_is_logged_as_the_wrong_algorithm() {
+    let token = common::jwt::hmac_signed("HS384", LOG_SECRET.as_bytes(), &claims_expiring_in(60));
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(reason, "wrong algorithm: the token's `alg` is not the configured HS256");
+}
+
+#[tokio::test]
+async fn a_token_without_sub_is_logged_as_missing_sub() {
+    let mut claims = claims_expiring_in(60);
+    claims.as_object_mut().unwrap().remove("sub");
+    let token = common::jwt::hmac_signed("HS256", LOG_SECRET.as_bytes(), &claims);
+    let reason = logged_refusal(&[("SEALCAST_JWT_SECRET", LOG_SECRET)], &token).await;
+    assert_eq!(
+        reason,
+        "the token has no usable `sub` claim (absent or of the wrong type)"
+    );
+}
+
+#[tokio::test]
+async fn a_connect_proxy_refusal_is_logged_as_refused_by_the_backend() {
+    let backend = proxy_backend().await;
+    let proxy_url = format!("http://{backend}/auth");
+    let reason = logged_refusal(&[("SEALCAST_AUTH_PROXY_URL", &proxy_url)], "bad-token-5e9a").await;
+    assert_eq!(reason, "the auth backend refused (401/403)");
+}
+
 /// A config file in a temporary directory (kept alive by the returned guard).
 fn config_file(text: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -552,6 +692,12 @@ fn config_refused(args: &[&str], envs: &[(&str, &str)]) -> String {
     let (code, out, err) = config_check(args, envs);
     assert_eq!(code, 2, "{out}{err}");
     err
+}
+
+/// `config check ARGS` refuses, and its message has every one of `parts`.
+fn config_refusal_says(args: &[&str], envs: &[(&str, &str)], parts: &[&str]) {
+    let err = config_refused(args, envs);
+    assert!(parts.iter().all(|p| err.contains(p)), "{parts:?} not all in: {err}");
 }
 
 #[test]
@@ -619,19 +765,207 @@ fn config_check_redacts_secrets_from_every_source() {
         &[("SEALCAST_API_KEY", "env-api-key-5a6b")],
     );
     assert_eq!(code, 0, "{err}");
-    for secret in ["file-jwt-secret-1f2e", "flag-bus-secret-3c4d", "env-api-key-5a6b"] {
+    assert_redacted(
+        (&out, &err),
+        &["file-jwt-secret-1f2e", "flag-bus-secret-3c4d", "env-api-key-5a6b"],
+        &[
+            "jwt_secret = \"<redacted>\"  # config file",
+            "bus_secret = \"<redacted>\"  # flag --bus-secret",
+            "api_key = \"<redacted>\"  # env SEALCAST_API_KEY",
+        ],
+    );
+}
+
+/// `config check`'s output `(stdout, stderr)` shows none of `hidden` and has each of the `shown` lines.
+fn assert_redacted((out, err): (&str, &str), hidden: &[&str], shown: &[&str]) {
+    for secret in hidden {
         assert!(
             !out.contains(secret) && !err.contains(secret),
             "{secret} printed:\n{out}{err}"
         );
     }
-    for line in [
-        "jwt_secret = \"<redacted>\"  # config file",
-        "bus_secret = \"<redacted>\"  # flag --bus-secret",
-        "api_key = \"<redacted>\"  # env SEALCAST_API_KEY",
-    ] {
-        assert!(out.lines().any(|l| l == line), "{line:?} not in:\n{out}");
+    for line in shown {
+        assert!(out.lines().any(|l| l == *line), "{line:?} not in:\n{out}");
     }
+}
+
+#[test]
+fn config_check_redacts_url_passwords_and_query_strings() {
+    let (_dir, path) = config_file(
+        "[redis]\nurl = \"redis://app:redis-pass-8e1f@127.0.0.1:6379/0\"\n\
+         [auth]\nproxy_url = \"http://127.0.0.1:3000/auth?key=proxy-key-2c7d\"\n",
+    );
+    let (code, out, err) = config_check(&["--config", &path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_redacted(
+        (&out, &err),
+        &["redis-pass-8e1f", "proxy-key-2c7d"],
+        &[
+            "url = \"redis://app:[redacted]@127.0.0.1:6379/0\"  # config file",
+            "proxy_url = \"http://127.0.0.1:3000/auth?[redacted]\"  # config file",
+        ],
+    );
+}
+
+#[test]
+fn config_check_redacts_cluster_node_passwords_from_the_environment() {
+    let nodes = "redis://:node-pass-1@10.0.0.1:7000,redis://:node-pass-2@10.0.0.2:7000";
+    let (code, out, err) = config_check(&[], &[("SEALCAST_REDIS_CLUSTER_NODES", nodes)]);
+    assert_eq!(code, 0, "{err}");
+    assert_redacted(
+        (&out, &err),
+        &["node-pass"],
+        &[
+            r#"cluster_nodes = ["redis://:[redacted]@10.0.0.1:7000", "redis://:[redacted]@10.0.0.2:7000"]  # env SEALCAST_REDIS_CLUSTER_NODES"#,
+        ],
+    );
+}
+
+#[test]
+fn help_hides_the_values_of_url_variables() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env("SEALCAST_REDIS_URL", "redis://app:help-pass-77@127.0.0.1:6379")
+        .env("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth?key=help-key-88")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("SEALCAST_REDIS_URL"), "{help}");
+    assert!(
+        !help.contains("help-pass-77") && !help.contains("help-key-88"),
+        "{help}"
+    );
+}
+
+#[test]
+fn serve_refusing_a_redis_url_does_not_print_its_password() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("SEALCAST_BIND", "127.0.0.1:0")
+        .env("SEALCAST_ADMIN_BIND", "off")
+        .env("SEALCAST_REDIS_URL", "redis://app:serve-pass-99@127.0.0.1:notaport")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("redis://app:[redacted]@127.0.0.1:notaport"), "{all}");
+    assert!(!all.contains("serve-pass-99"), "{all}");
+}
+
+#[test]
+fn config_check_refuses_a_log_level_that_is_not_a_level() {
+    config_refusal_says(
+        &[],
+        &[("SEALCAST_LOG", "verbose")],
+        &[
+            "`log.level` has \"verbose\", which does not end in a level",
+            "(set by SEALCAST_LOG)",
+        ],
+    );
+}
+
+#[test]
+fn serve_refuses_a_log_level_that_is_not_a_level() {
+    let err = serve_refused(&["--log", "warning"], "127.0.0.1:0");
+    assert!(
+        err.contains("did you mean `warn`?") && err.contains("(set by --log)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_warns_about_an_unknown_variable_and_suggests_the_right_one() {
+    let (code, _, err) = config_check(&[], &[("SEALCAST_HEARTBEAT_INTERVAL", "5000")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "warning: SEALCAST_HEARTBEAT_INTERVAL is not a sealcast setting and is ignored; did you mean \
+             SEALCAST_HEARTBEAT_INTERVAL_MS?"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn serve_logs_a_warning_for_an_unknown_variable() {
+    let (_p, lines, _port, _readers) = serve_captured(&[("SEALCAST_MAX_CONECTIONS", "5")]);
+    let log = lines.lock().unwrap().join("\n");
+    assert!(
+        log.contains(
+            "SEALCAST_MAX_CONECTIONS is not a sealcast setting and is ignored; did you mean SEALCAST_MAX_CONNECTIONS?"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn config_check_refuses_a_heartbeat_timeout_not_above_the_interval() {
+    let (_dir, path) = config_file("[server]\nheartbeat_interval_ms = 30000\nheartbeat_timeout_ms = 30000\n");
+    config_refusal_says(
+        &["--config", &path],
+        &[],
+        &["`server.heartbeat_timeout_ms` is 30000 ms, not above `server.heartbeat_interval_ms` (30000 ms)"],
+    );
+}
+
+#[test]
+fn config_check_refuses_an_origin_without_a_scheme() {
+    config_refusal_says(
+        &[],
+        &[("SEALCAST_ALLOWED_ORIGINS", "https://app.example,chat.example")],
+        &[
+            "`server.allowed_origins` has \"chat.example\", which has no scheme",
+            "did you mean \"https://chat.example\"?",
+        ],
+    );
+}
+
+#[test]
+fn config_check_refuses_a_short_hs256_secret_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    keygen_into(&key);
+    let key = key.to_str().unwrap();
+    let public = [("SEALCAST_SERVER_KEY_FILE", key), ("SEALCAST_BIND", "0.0.0.0:8080")];
+    let short = "short-secret-31-bytes-long-xxxx";
+    let err = config_refused(&[], &[public[0], public[1], ("SEALCAST_JWT_SECRET", short)]);
+    assert!(
+        err.contains("`auth.jwt_secret` has 31 bytes with `server.bind` 0.0.0.0:8080, beyond loopback")
+            && !err.contains(short),
+        "{err}"
+    );
+    let long = "a-secret-of-exactly-32-bytes-xyz";
+    let (code, _, err) = config_check(&[], &[public[0], public[1], ("SEALCAST_JWT_SECRET", long)]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn config_check_warns_about_an_admin_listener_beyond_loopback() {
+    let (code, _, err) = config_check(&["--admin-bind", "0.0.0.0:9090"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: `admin.bind` is 0.0.0.0:9090, beyond loopback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_without_a_secret_says_where_the_secret_comes_from() {
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "alice"])
+        .env_remove("SEALCAST_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--secret") && err.contains("SEALCAST_JWT_SECRET") && err.contains("`auth.jwt_secret`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -13,8 +13,8 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one command may take before the connection counts as broken.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Where Redis runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Redis runs. `Debug` hides the URLs' passwords (see [`crate::redact::url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisEndpoint {
     /// One Redis server (or a proxy in front of one), e.g. `redis://127.0.0.1:6379`.
     Single(String),
@@ -38,6 +38,18 @@ impl RedisEndpoint {
         match self {
             Self::Single(_) => BusMode::Classic,
             Self::Cluster(_) => BusMode::Sharded,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(url) => f.debug_tuple("Single").field(&crate::redact::url(url)).finish(),
+            Self::Cluster(nodes) => f
+                .debug_tuple("Cluster")
+                .field(&nodes.iter().map(|n| crate::redact::url(n)).collect::<Vec<_>>())
+                .finish(),
         }
     }
 }

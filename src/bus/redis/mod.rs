@@ -224,7 +224,7 @@ pub(crate) fn check_endpoint(endpoint: &RedisEndpoint) -> Result<(), RedisBusErr
     }
     for url in urls {
         url.into_connection_info()
-            .map_err(|e| RedisBusError::Endpoint(format!("{url}: {e}")))?;
+            .map_err(|e| RedisBusError::Endpoint(format!("{}: {e}", crate::redact::url(url))))?;
     }
     Ok(())
 }

@@ -53,7 +53,7 @@ fn arg(key: &'static Key) -> Arg {
         .env(key.env)
         .value_name(key.name.to_ascii_uppercase())
         .help(format!("{} [config: {}]", key.help(), key.id))
-        .hide_env_values(key.secret);
+        .hide_env_values(key.hide_env);
     if key.switch {
         // `--demo` alone means true, as before; `--demo false` still works.
         arg.num_args(0..=1).default_missing_value("true")

@@ -6,17 +6,27 @@ use std::time::Duration;
 use clap::{ArgGroup, Args};
 use sealcast::bus::{BusMode, RedisBus};
 use sealcast::{Emitter, ServerBuilder};
-use sealcast_server::settings::{RedisSettings, Secret};
+use sealcast_server::settings::{CredentialUrl, RedisSettings, Secret};
 use serde_json::value::RawValue;
 
 /// Where `emit` publishes (`serve` takes the same settings from its `[redis]` section).
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct BusArgs {
     /// Redis server carrying messages between instances, e.g. redis://127.0.0.1:6379.
-    #[arg(long, env = "SEALCAST_REDIS_URL", conflicts_with = "redis_cluster_nodes")]
+    #[arg(
+        long,
+        env = "SEALCAST_REDIS_URL",
+        conflicts_with = "redis_cluster_nodes",
+        hide_env_values = true
+    )]
     redis_url: Option<String>,
     /// Redis Cluster seed nodes (comma separated), e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000.
-    #[arg(long, env = "SEALCAST_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SEALCAST_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     redis_cluster_nodes: Option<Vec<String>>,
     /// Pub/sub flavour: classic (PUBLISH, reference-compatible) or sharded (SPUBLISH, Redis Cluster ≥ 7). Default:
     /// classic for --redis-url, sharded for --redis-cluster-nodes. Every instance and emitter must agree.
@@ -32,8 +42,13 @@ impl BusArgs {
     /// The same settings as `serve`'s `[redis]` section.
     fn settings(&self) -> RedisSettings {
         RedisSettings {
-            url: self.redis_url.clone(),
-            cluster_nodes: self.redis_cluster_nodes.clone().unwrap_or_default(),
+            url: self.redis_url.clone().map(CredentialUrl::new),
+            cluster_nodes: self
+                .redis_cluster_nodes
+                .iter()
+                .flatten()
+                .map(|n| CredentialUrl::new(n.as_str()))
+                .collect(),
             bus_mode: self.bus_mode,
             bus_secret: self.bus_secret.clone().map(Secret::new),
         }
@@ -73,7 +88,7 @@ pub async fn announce(bus: Option<&RedisBus>) {
 }
 
 /// `sealcast emit`: publish one message to a fleet through Redis.
-#[derive(Args, Debug)]
+#[derive(Args)]
 #[command(group(ArgGroup::new("to").required(true).args(["room", "user", "client", "broadcast"])))]
 pub struct EmitArgs {
     #[command(flatten)]

@@ -47,7 +47,7 @@ enum Command {
     /// Check a configuration or print a sample config file.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Mint an HS256 token for a user (uses SEALCAST_JWT_SECRET).
+    /// Mint an HS256 token for a user, signed with the server's `auth.jwt_secret` (--secret or SEALCAST_JWT_SECRET).
     Token(TokenArgs),
     /// Publish one message to a fleet through Redis (like the reference's emitter).
     Emit(emit::EmitArgs),
@@ -115,10 +115,14 @@ struct TokenArgs {
     /// Room patterns the token allows joining (comma separated, `prefix*` allowed). Default: any room.
     #[arg(long, value_delimiter = ',')]
     rooms: Option<Vec<String>>,
-    /// HS256 secret.
+    /// HS256 secret: the server's `auth.jwt_secret`.
     #[arg(long, env = "SEALCAST_JWT_SECRET", hide_env_values = true)]
-    secret: String,
+    secret: Option<String>,
 }
+
+/// Where `sealcast token` finds no secret: say where it comes from rather than clap's bare "required".
+const NO_TOKEN_SECRET: &str = "no secret to sign with: pass --secret or set SEALCAST_JWT_SECRET to the server's \
+     `auth.jwt_secret` (a `sealcast serve` started without one generates a development secret and prints it)";
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -139,16 +143,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Emit(args) => emit::run(args),
-        Command::Token(args) => match auth::mint(args.secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
+        Command::Token(args) => {
+            let Some(secret) = args.secret.map(zeroize::Zeroizing::new) else {
+                eprintln!("sealcast token: {NO_TOKEN_SECRET}");
+                return ExitCode::from(BAD_SETTINGS);
+            };
+            match auth::mint(secret.as_bytes(), &args.sub, args.ttl, args.rooms) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sealcast token: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("sealcast token: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Keygen(args) => match keygen(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -161,7 +171,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check(args)) => match check(&args) {
-            Ok(report) => {
+            Ok((report, warnings)) => {
+                for warning in warnings {
+                    eprintln!("sealcast config check: warning: {warning}");
+                }
                 print!("{report}");
                 ExitCode::SUCCESS
             }
@@ -185,10 +198,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let format = settings.log.format;
             match runtime.block_on(serve(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("sealcast serve: {e}");
+                    match format {
+                        LogFormat::Text => eprintln!("sealcast serve: {e}"),
+                        // Logging is set up by now (its settings were valid): the failure is a JSON line too.
+                        LogFormat::Json => tracing::error!(target: BANNER, "{e}"),
+                    }
                     ExitCode::FAILURE
                 }
             }
@@ -196,15 +214,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// `config check`: what `serve` would refuse, plus the key files' contents; the effective settings as text.
-fn check(args: &ServeArgs) -> Result<String, String> {
+/// `config check`: what `serve` would refuse, plus the key files' contents; the effective settings as text and
+/// what `serve` would warn about.
+fn check(args: &ServeArgs) -> Result<(String, Vec<String>), String> {
     let effective = args.load()?;
     let keys = &effective.settings.encryption.server_key_files;
     if !keys.is_empty() {
         load_keys(keys).map_err(|e| format!("`encryption.server_key_files`: {e}"))?;
     }
     reload::AuthMode::from_settings(&effective.settings.auth)?;
-    Ok(effective.render())
+    Ok((effective.render(), warnings(&effective.settings)))
+}
+
+/// What `serve` starts with but warns about: the settings' own warnings and `SEALCAST_*` variables it ignores.
+fn warnings(settings: &Settings) -> Vec<String> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    let mut out = settings.warnings();
+    out.extend(sealcast_server::settings::unknown_variables(
+        names.iter().map(String::as_str),
+    ));
+    out
 }
 
 fn keygen(args: &KeygenArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -246,12 +277,36 @@ fn load_keys(paths: &[PathBuf]) -> Result<StaticKeySet, Box<dyn std::error::Erro
     keys.ok_or_else(|| "no key file given".into())
 }
 
+/// The target of the startup lines in `log.format = "json"`; always enabled, whatever `log.level` says.
+const BANNER: &str = "sealcast::banner";
+
+/// A startup line: printed as is for people, or an `info` event of [`BANNER`] in JSON so that every line is
+/// JSON there (the message drops the `sealcast: ` prefix).
+fn banner(format: LogFormat, text: &str) {
+    match format {
+        LogFormat::Text => println!("{text}"),
+        LogFormat::Json => {
+            let message = text.trim_start();
+            tracing::info!(target: BANNER, "{}", message.strip_prefix("sealcast: ").unwrap_or(message));
+        }
+    }
+}
+
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    let filter = settings.log_filter()?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match settings.log.format {
+    let format = settings.log.format;
+    let banner_directive = format!("{BANNER}=info")
+        .parse::<tracing_subscriber::filter::Directive>()
+        .map_err(|e| format!("the log filter for startup lines: {e}"))?;
+    let filter = settings.log_filter()?.add_directive(banner_directive);
+    // Colour codes only for a terminal: in a file or a log collector they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    match format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
+    }
+    for warning in warnings(&settings) {
+        tracing::warn!("{warning}");
     }
     let bind = settings.server.bind;
     let mode = reload::AuthMode::from_settings(&settings.auth)?;
@@ -263,9 +318,12 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         None if bind.ip().is_loopback() => {
             let secret = auth::random_secret();
             let sample = auth::mint(secret.as_bytes(), "dev-user", Duration::from_secs(3600), None)?;
-            println!("sealcast: development mode (loopback only): no `auth.jwt_secret` (SEALCAST_JWT_SECRET).");
-            println!("  generated secret: {}", secret.as_str());
-            println!("  sample token (sub=dev-user, 1h): {sample}");
+            banner(
+                format,
+                "sealcast: development mode (loopback only): no `auth.jwt_secret` (SEALCAST_JWT_SECRET).",
+            );
+            banner(format, &format!("  generated secret: {}", secret.as_str()));
+            banner(format, &format!("  sample token (sub=dev-user, 1h): {sample}"));
             Some(secret)
         }
         None => return Err(format!("refusing to listen on {bind} without `auth.jwt_secret`").into()),
@@ -273,11 +331,15 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let keys = match settings.encryption.server_key_files.as_slice() {
         [] if bind.ip().is_loopback() => {
             let key = StaticKey::generate()?;
-            println!(
+            banner(
+                format,
                 "sealcast: development mode: no `encryption.server_key_files` (SEALCAST_SERVER_KEY_FILE); using an \
-                 ephemeral key."
+                 ephemeral key.",
             );
-            println!("  kid={} publicKey={}", key.kid_b64u(), key.public_key_b64u());
+            banner(
+                format,
+                &format!("  kid={} publicKey={}", key.kid_b64u(), key.public_key_b64u()),
+            );
             StaticKeySet::new(key)
         }
         [] => return Err(format!("refusing to listen on {bind} without `encryption.server_key_files`").into()),
@@ -330,14 +392,16 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         jwt: jwt_reload,
     }
     .spawn()?;
-    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen on {bind} (`server.bind`, SEALCAST_BIND, --bind): {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
     if let (Some(addr), Some(prometheus)) = (admin_bind, prometheus) {
         let admin = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("cannot bind the admin listener (SEALCAST_ADMIN_BIND) {addr}: {e}"))?;
+            .map_err(|e| format!("cannot listen on {addr} (`admin.bind`, SEALCAST_ADMIN_BIND, --admin-bind): {e}"))?;
         let router = server.admin_router(move || prometheus.render());
-        println!("sealcast: admin on http://{}", admin.local_addr()?);
+        banner(format, &format!("sealcast: admin on http://{}", admin.local_addr()?));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(admin, router).await {
                 tracing::error!(error = %e, "admin listener failed");
@@ -346,12 +410,18 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     }
     if demo {
         let addr = listener.local_addr()?;
-        println!("sealcast: demo chat at http://{addr}/demo/ (demo mode: not for production)");
+        banner(
+            format,
+            &format!("sealcast: demo chat at http://{addr}/demo/ (demo mode: not for production)"),
+        );
     }
-    println!(
-        "sealcast: listening on ws://{}{}",
-        listener.local_addr()?,
-        server.config().path
+    banner(
+        format,
+        &format!(
+            "sealcast: listening on ws://{}{}",
+            listener.local_addr()?,
+            server.config().path
+        ),
     );
     let stopper = server.clone();
     tokio::spawn(async move {
@@ -359,7 +429,11 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down (a second SIGTERM/SIGINT exits at once)");
         tokio::spawn(async move {
             let status = second.next().await;
-            eprintln!("sealcast: second signal: exiting now without waiting for the graceful shutdown");
+            let message = "second signal: exiting now without waiting for the graceful shutdown";
+            match format {
+                LogFormat::Text => eprintln!("sealcast: {message}"),
+                LogFormat::Json => tracing::warn!(target: BANNER, "{message}"),
+            }
             std::process::exit(status);
         });
         stopper.shutdown().await;

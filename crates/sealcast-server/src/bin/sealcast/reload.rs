@@ -30,7 +30,7 @@ impl AuthMode {
     pub fn from_settings(auth: &AuthSettings) -> Result<Self, String> {
         if let Some(url) = &auth.proxy_url {
             let timeout = Duration::from_millis(auth.proxy_timeout_ms);
-            let proxy = ConnectProxy::new(url, timeout).map_err(|e| format!("`auth.proxy_url`: {e}"))?;
+            let proxy = ConnectProxy::new(url.expose(), timeout).map_err(|e| format!("`auth.proxy_url`: {e}"))?;
             return Ok(Self::Proxy(proxy));
         }
         match &auth.jwt_public_key_file {
