@@ -14,7 +14,8 @@
 //!   record the opener accepted, and accepted records' sequence numbers strictly increase;
 //! - every close code one the documented table allows in that phase, every error text a documented one;
 //! - publishes only to rooms the client is in (never its own-id room) when client publish is on; joins only of
-//!   rooms the validator allowed out of those asked for;
+//!   rooms the validator allowed out of those asked for; default rooms, joins and publishes within the credentials'
+//!   room claim;
 //! - pings only to an established session when pings are on; rekeys only for a refresh by the same user.
 //!
 //! The fuzz target `connection_core` calls [`check`]; the unit tests below run it over generated scripts and
@@ -455,6 +456,11 @@ impl<'c> Harness<'c> {
                 Some(&e.user_id),
                 accepted.as_ref(),
                 "the session is the accepted user's"
+            );
+            assert!(
+                e.rooms.iter().all(|r| self.permitted(r)),
+                "default rooms outside the credentials' room claim: {:?}",
+                e.rooms
             );
             self.user = accepted;
             self.rooms.0.insert(ID.to_owned());
