@@ -57,6 +57,19 @@ async fn reserved_events_from_clients_are_refused() {
 }
 
 #[tokio::test]
+async fn reserved_events_before_authentication_get_not_authenticated() {
+    let t = TestServer::start(builder()).await;
+    let mut c = t.connect().await;
+    for ev in ["connected", "error", "encrypted", "key_update", "heartbeat"] {
+        c.send(json!({"event": ev, "data": {}})).await;
+        c.expect_error("Not authenticated").await;
+    }
+    c.send(json!({"event": "authenticate", "data": {"token": "user:a"}}))
+        .await;
+    c.expect_event("connected").await;
+}
+
+#[tokio::test]
 async fn unknown_events_without_a_handler_are_ignored() {
     let t = TestServer::start(builder()).await;
     let (mut c, _) = t.login("user:a").await;
