@@ -21,7 +21,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// An authenticated client silent for longer than this is closed 4002. Default 90 s.
     pub heartbeat_timeout: Duration,
-    /// Most sealing operations in flight across all connections. Default 10.
+    /// Most sealing operations in flight across all connections; outbound-transformer calls in flight are bounded
+    /// by the same number, apart from them (see [`crate::ServerBuilder::outbound_transformer`]). Default 10.
     pub encrypted_batch_limit: usize,
     /// Refuse sessions that do not complete an encryption handshake (close 4004). Default `true`: give the
     /// builder static keys (wsenc/1) or a custom handshake, or turn this off explicitly for plaintext sessions.

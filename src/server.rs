@@ -517,7 +517,8 @@ impl ServerBuilder {
         heartbeat_interval: Duration,
         /// Silence after which an authenticated client is closed 4002 (default 90 s).
         heartbeat_timeout: Duration,
-        /// Concurrent sealing operations across connections (default 10).
+        /// Concurrent sealing operations across connections, and apart from them outbound-transformer calls
+        /// (default 10).
         encrypted_batch_limit: usize,
         /// Require an encrypted session, closing 4004 otherwise (default on).
         require_encryption: bool,
@@ -599,9 +600,18 @@ impl ServerBuilder {
         self
     }
 
-    /// Rewrites or drops application messages per recipient, before sealing.
+    /// Rewrites or drops application messages per recipient, before sealing. At most `encrypted_batch_limit`
+    /// calls run at once across all connections (a recipient's writer waits for a slot), each bounded by
+    /// [`Self::outbound_transformer_timeout`].
     pub fn outbound_transformer(mut self, hook: impl Hook<crate::Outgoing, crate::Transformed>) -> Self {
         self.hooks.outbound_transformer = Some(Arc::new(hook));
+        self
+    }
+
+    /// Bound on one outbound-transformer call (default 1 s): past it the message is dropped for that recipient
+    /// and counted as a hook failure, like a transformer that fails. Must be greater than zero.
+    pub fn outbound_transformer_timeout(mut self, timeout: Duration) -> Self {
+        self.hooks.transformer_timeout = timeout;
         self
     }
 
@@ -628,6 +638,9 @@ impl ServerBuilder {
     /// Validates the settings and starts the server's background tasks. Must run inside a Tokio runtime.
     pub fn build(self) -> Result<Server, ConfigError> {
         self.config.validate()?;
+        if self.hooks.transformer_timeout.is_zero() {
+            return Err(ConfigError::Zero("outbound_transformer_timeout"));
+        }
         let authenticator = self.authenticator.ok_or(ConfigError::NoAuthenticator)?;
         let telemetry = Arc::new(Telemetry::new());
         let handshake = self.handshake.or_else(|| {
@@ -647,6 +660,7 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             registry: Registry::new(bus.clone(), self.config.max_rooms_per_client),
             seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
+            transform_permits: Semaphore::new(self.config.encrypted_batch_limit),
             handshake_permits: Semaphore::new(self.config.max_concurrent_handshakes),
             limits: Arc::new(ConnectionLimits::new(
                 self.config.max_connections,
