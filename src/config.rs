@@ -57,10 +57,15 @@ pub struct Config {
     pub message_rate: Rate,
     /// `join` messages per connection; faster closes 4008. Default 20/s, bursts of 50.
     pub join_rate: Rate,
-    /// Authentications (authenticator + handshake) running at once; a connection waits up to `handshake_wait`
-    /// for a slot, then is closed 1013. Default 1,024.
+    /// Authenticator calls (`authenticate` and `refresh`; with the connect proxy, requests to its backend) running
+    /// at once. An `authenticate` waits up to `handshake_wait` for a slot, then is closed 1013; a `refresh` gets
+    /// `Authentication error`. Apart from `max_concurrent_handshakes`, so that a slow backend never holds up the
+    /// handshakes. Default 1,024.
+    pub max_concurrent_authentications: usize,
+    /// Encryption handshakes (the elliptic-curve work after the authenticator accepted) running at once; a
+    /// connection waits up to `handshake_wait` for a slot, then is closed 1013. Default 1,024.
     pub max_concurrent_handshakes: usize,
-    /// How long a connection waits for a handshake slot. Default 2 s.
+    /// How long a connection waits for an authentication or a handshake slot. Default 2 s.
     pub handshake_wait: Duration,
     /// Sessions one user may have on this instance; more are closed 1008 after authentication. Default 100.
     pub max_sessions_per_user: usize,
@@ -101,6 +106,7 @@ impl Default for Config {
             connection_rate_per_ip: Rate::new(1_000.0, 2_000.0),
             message_rate: Rate::new(200.0, 400.0),
             join_rate: Rate::new(20.0, 50.0),
+            max_concurrent_authentications: 1_024,
             max_concurrent_handshakes: 1_024,
             handshake_wait: Duration::from_secs(2),
             max_sessions_per_user: 100,
@@ -161,6 +167,7 @@ impl Config {
             ("max_write_buffer_size", self.max_write_buffer_size),
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_concurrent_authentications", self.max_concurrent_authentications),
             ("max_concurrent_handshakes", self.max_concurrent_handshakes),
             ("max_sessions_per_user", self.max_sessions_per_user),
         ] {
@@ -341,6 +348,10 @@ mod tests {
             ("connection_rate_per_ip", rate(d.connection_rate_per_ip)),
             ("message_rate", rate(d.message_rate)),
             ("join_rate", rate(d.join_rate)),
+            (
+                "max_concurrent_authentications",
+                count(d.max_concurrent_authentications),
+            ),
             ("max_concurrent_handshakes", count(d.max_concurrent_handshakes)),
             ("handshake_wait", secs(d.handshake_wait)),
             ("max_sessions_per_user", count(d.max_sessions_per_user)),

@@ -548,9 +548,11 @@ impl ServerBuilder {
         message_rate: crate::Rate,
         /// `join` messages per connection (default 20/s, bursts of 50; 4008 beyond).
         join_rate: crate::Rate,
-        /// Authentications running at once (default 1,024).
+        /// Authenticator calls running at once, apart from handshakes (default 1,024).
+        max_concurrent_authentications: usize,
+        /// Encryption handshakes running at once (default 1,024).
         max_concurrent_handshakes: usize,
-        /// Wait for an authentication slot before closing 1013 (default 2 s).
+        /// Wait for an authentication or handshake slot before closing 1013 (default 2 s).
         handshake_wait: Duration,
         /// Sessions per user on this instance (default 100; 1008 beyond).
         max_sessions_per_user: usize,
@@ -661,6 +663,7 @@ impl ServerBuilder {
             registry: Registry::new(bus.clone(), self.config.max_rooms_per_client),
             seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
             transform_permits: Semaphore::new(self.config.encrypted_batch_limit),
+            auth_permits: Semaphore::new(self.config.max_concurrent_authentications),
             handshake_permits: Semaphore::new(self.config.max_concurrent_handshakes),
             limits: Arc::new(ConnectionLimits::new(
                 self.config.max_connections,

@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     /// Outbound-transformer calls in flight, as many as sealing permits but apart from them: a slow transformer
     /// must not hold up sealing.
     pub(crate) transform_permits: Semaphore,
+    /// Authenticator calls in flight; apart from the handshakes' permits, which bound CPU work only.
+    pub(crate) auth_permits: Semaphore,
     pub(crate) handshake_permits: Semaphore,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) telemetry: Arc<Telemetry>,

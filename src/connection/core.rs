@@ -48,8 +48,8 @@ pub(crate) enum Action<'m> {
     /// Run the authenticator on this payload (under an authentication slot), then answer with
     /// [`Core::on_identity`], or [`Core::on_busy`] when no slot frees in time.
     Authenticate(Map<String, Value>),
-    /// Run the handshake (for this user, if any) on the `authenticate` payload, then answer with
-    /// [`Core::on_handshake`].
+    /// Run the handshake (for this user, if any) on the `authenticate` payload (under a handshake slot), then
+    /// answer with [`Core::on_handshake`], or [`Core::on_busy`] when no slot frees in time.
     Handshake(Option<UserId>),
     /// The session is established: send `connected` (with these extra fields), seal everything after it with
     /// `sealer` if any, and enter the routing table.

@@ -1,10 +1,10 @@
 //! Abuse limits: connection caps and rates (HTTP refusals before the upgrade), message and join rates (4008),
-//! handshake capacity (1013), sessions per user (1008), Origin allow-list (403).
+//! authentication and handshake capacity (1013), sessions per user (1008), Origin allow-list (403).
 
 use std::time::Duration;
 
 use crate::common::*;
-use sealcast::Rate;
+use sealcast::{HandshakeOutcome, HandshakeRequest, HookError, Rate};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -98,21 +98,96 @@ async fn join_flooding_closes_4008() {
     assert_eq!(c.expect_close().await.0, 4008);
 }
 
-#[tokio::test]
-async fn exhausted_handshake_capacity_closes_1013() {
+/// Connections whose authenticator or handshake is running.
+fn authenticating(t: &TestServer) -> usize {
+    let clients = t.server.clients();
+    clients
+        .iter()
+        .filter(|c| c.state == sealcast::ClientState::Authenticating)
+        .count()
+}
+
+/// A new connection that sent `authenticate` with `token`.
+async fn authenticate(t: &TestServer, token: &str) -> Client {
+    let mut c = t.connect().await;
+    c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
+    c
+}
+
+/// The close code and reason a new connection authenticating as `user:late` gets.
+async fn late_close(t: &TestServer) -> (u16, String) {
+    let (code, reason, _) = authenticate(t, "user:late").await.expect_close().await;
+    (code, reason)
+}
+
+/// A plaintext handshake that never finishes for the user `slowhs`.
+async fn handshake_hanging_for_slowhs(req: HandshakeRequest) -> Result<HandshakeOutcome, HookError> {
+    if req.user_id.as_deref() == Some("slowhs") {
+        std::future::pending::<()>().await;
+    }
+    Ok(HandshakeOutcome::Plaintext)
+}
+
+/// A server with one handshake slot, held for good by the user `slowhs`.
+async fn one_handshake_slot() -> TestServer {
     let b = builder()
+        .handshake(handshake_hanging_for_slowhs)
         .max_concurrent_handshakes(1)
         .handshake_wait(Duration::from_millis(100));
-    let t = TestServer::start(b).await;
-    let mut slow = t.connect().await;
-    slow.send(json!({"event": "authenticate", "data": {"token": "slow"}}))
-        .await;
+    TestServer::start(b).await
+}
+
+#[tokio::test]
+async fn exhausted_handshake_capacity_closes_1013() {
+    let t = one_handshake_slot().await;
+    let _slow = authenticate(&t, "user:slowhs").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut late = t.connect().await;
-    late.send(json!({"event": "authenticate", "data": {"token": "user:late"}}))
-        .await;
-    let (code, reason, _) = late.expect_close().await;
-    assert_eq!((code, reason.as_str()), (1013, "Try again later"));
+    assert_eq!(late_close(&t).await, (1013, "Try again later".to_owned()));
+}
+
+/// A server with one authentication slot.
+async fn one_authentication_slot() -> TestServer {
+    let b = builder()
+        .max_concurrent_authentications(1)
+        .handshake_wait(Duration::from_millis(100));
+    TestServer::start(b).await
+}
+
+/// A connection whose authenticator never answers, once it holds the server's only authentication slot.
+async fn hold_the_authentication_slot(t: &TestServer) -> Client {
+    let slow = authenticate(t, "slow").await;
+    eventually("the slow authentication holds the slot", || authenticating(t) == 1).await;
+    slow
+}
+
+#[tokio::test]
+async fn exhausted_authentication_capacity_closes_1013() {
+    let t = one_authentication_slot().await;
+    let _slow = hold_the_authentication_slot(&t).await;
+    assert_eq!(late_close(&t).await, (1013, "Try again later".to_owned()));
+}
+
+#[tokio::test]
+async fn slow_authenticators_do_not_take_handshake_slots() {
+    let t = one_handshake_slot().await;
+    let mut bogus = Vec::new();
+    for _ in 0..5 {
+        bogus.push(authenticate(&t, "slow").await);
+    }
+    eventually("every slow authentication is running", || authenticating(&t) == 5).await;
+    let (_ok, connected) = t.login("user:ok").await;
+    assert!(connected["id"].is_string());
+}
+
+#[tokio::test]
+async fn a_refresh_without_an_authentication_slot_keeps_the_session() {
+    let t = one_authentication_slot().await;
+    let (mut c, _) = t.login("user:a").await;
+    let _slow = hold_the_authentication_slot(&t).await;
+    c.send(json!({"event": "refresh", "data": {"token": "user:a"}})).await;
+    c.expect_error("Authentication error").await;
+    t.server.broadcast("still-here", &1, &[]).unwrap();
+    c.expect_event("still-here").await;
 }
 
 #[tokio::test]

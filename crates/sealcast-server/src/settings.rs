@@ -158,9 +158,11 @@ settings! {
         join_rate: f64 = lib().join_rate.per_second, "SEALCAST_JOIN_RATE";
         /// Burst allowed above `join_rate`.
         join_rate_burst: f64 = lib().join_rate.burst, "SEALCAST_JOIN_RATE_BURST";
-        /// Authentications (authenticator + handshake) running at once.
+        /// Authenticator calls (JWT checks or connect-proxy requests) running at once, apart from the handshakes.
+        max_concurrent_authentications: usize = lib().max_concurrent_authentications, "SEALCAST_MAX_CONCURRENT_AUTHENTICATIONS";
+        /// Encryption handshakes running at once.
         max_concurrent_handshakes: usize = lib().max_concurrent_handshakes, "SEALCAST_MAX_CONCURRENT_HANDSHAKES";
-        /// How long a connection waits for an authentication slot before it is closed 1013, in milliseconds.
+        /// How long a connection waits for an authentication or a handshake slot before it is closed 1013, in milliseconds.
         handshake_wait_ms: u64 = millis(lib().handshake_wait), "SEALCAST_HANDSHAKE_WAIT_MS";
         /// Sessions one user may have on this instance; more are closed 1008.
         max_sessions_per_user: usize = lib().max_sessions_per_user, "SEALCAST_MAX_SESSIONS_PER_USER";
@@ -587,6 +589,7 @@ impl Settings {
         c.connection_rate_per_ip = Rate::new(l.connection_rate_per_ip, l.connection_rate_per_ip_burst);
         c.message_rate = Rate::new(l.message_rate, l.message_rate_burst);
         c.join_rate = Rate::new(l.join_rate, l.join_rate_burst);
+        c.max_concurrent_authentications = l.max_concurrent_authentications;
         c.max_concurrent_handshakes = l.max_concurrent_handshakes;
         c.handshake_wait = Duration::from_millis(l.handshake_wait_ms);
         c.max_sessions_per_user = l.max_sessions_per_user;
@@ -1356,6 +1359,7 @@ mod tests {
             "read_buffer_size",
             "max_connections",
             "max_connections_per_ip",
+            "max_concurrent_authentications",
             "max_concurrent_handshakes",
             "max_sessions_per_user",
             "auth_timeout",
