@@ -46,13 +46,20 @@ pub struct Config {
     pub max_rooms_per_client: usize,
     /// How long [`crate::Server::shutdown`] waits for connections to close. Default 10 s.
     pub shutdown_timeout: Duration,
-    /// Open WebSocket connections on this instance; more are refused with HTTP 503. Default 100,000.
+    /// Open connections on this instance; more are refused with HTTP 503. Served by [`crate::Server::serve`],
+    /// every accepted socket counts, upgraded or not; under `axum::serve`, only upgraded ones. Default 100,000.
     pub max_connections: usize,
-    /// Open connections per client IP; more are refused with HTTP 429. Default 10,000 (needs peer addresses:
-    /// serve with `into_make_service_with_connect_info::<SocketAddr>()`).
+    /// Open connections per client IP, counted like `max_connections`; more are refused with HTTP 429.
+    /// Default 10,000 (needs peer addresses: [`crate::Server::serve`] has them; with `axum::serve`, serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`).
     pub max_connections_per_ip: usize,
-    /// New connections per client IP; faster is refused with HTTP 429. Default 1,000/s, bursts of 2,000.
+    /// New connections per client IP (accepted sockets under [`crate::Server::serve`], upgrades under
+    /// `axum::serve`); faster is refused with HTTP 429. Default 1,000/s, bursts of 2,000.
     pub connection_rate_per_ip: Rate,
+    /// Time a socket has to send a complete HTTP request head, from its start or, on a kept-alive connection,
+    /// from the previous response; later it is closed. Also bounds the upgrade's completion. Applied by
+    /// [`crate::Server::serve`] (and to the upgrade under any server). Default 10 s.
+    pub request_head_timeout: Duration,
     /// Inbound messages per connection; faster closes 4008. Default 200/s, bursts of 400.
     pub message_rate: Rate,
     /// `join` messages per connection; faster closes 4008. Default 20/s, bursts of 50.
@@ -104,6 +111,7 @@ impl Default for Config {
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
             connection_rate_per_ip: Rate::new(1_000.0, 2_000.0),
+            request_head_timeout: Duration::from_secs(10),
             message_rate: Rate::new(200.0, 400.0),
             join_rate: Rate::new(20.0, 50.0),
             max_concurrent_authentications: 1_024,
@@ -179,6 +187,7 @@ impl Config {
             ("auth_timeout", self.auth_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),
+            ("request_head_timeout", self.request_head_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -346,6 +355,7 @@ mod tests {
             ("max_connections", count(d.max_connections)),
             ("max_connections_per_ip", count(d.max_connections_per_ip)),
             ("connection_rate_per_ip", rate(d.connection_rate_per_ip)),
+            ("request_head_timeout", secs(d.request_head_timeout)),
             ("message_rate", rate(d.message_rate)),
             ("join_rate", rate(d.join_rate)),
             (

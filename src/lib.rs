@@ -41,6 +41,7 @@ pub mod protocol;
 mod redact;
 mod registry;
 mod serde_str;
+mod serve;
 mod server;
 pub mod session;
 mod shared;

@@ -21,7 +21,7 @@ use crate::client_info::ClientInfo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
 use crate::hooks::{Authenticator, Hook};
-use crate::limits::{ConnectionLimits, Refusal};
+use crate::limits::{Accepted, ConnectionLimits, Refusal};
 use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
@@ -462,19 +462,21 @@ async fn upgrade(
         shared.telemetry.refused("origin");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let slot = match shared.limits.acquire(peer.map(|p| p.ip()), Instant::now()) {
+    // A socket accepted by `Server::serve` was counted then; under `axum::serve` it is counted now.
+    let claimed = match req.extensions().get::<Accepted>().and_then(Accepted::take) {
+        Some(slot) => Ok(slot),
+        None => shared.limits.acquire(peer.map(|p| p.ip()), Instant::now()),
+    };
+    let slot = match claimed {
         Ok(slot) => slot,
-        Err(Refusal::Global) => {
-            shared.telemetry.refused("global");
-            return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
-        }
-        Err(Refusal::PerIp) => {
-            shared.telemetry.refused("per_ip");
-            return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
-        }
-        Err(Refusal::Rate) => {
-            shared.telemetry.refused("rate");
-            return (StatusCode::TOO_MANY_REQUESTS, "connecting too fast").into_response();
+        Err(refusal) => {
+            shared.telemetry.refused(refusal.reason());
+            let answer = match refusal {
+                Refusal::Global => (StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
+                Refusal::PerIp => (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address"),
+                Refusal::Rate => (StatusCode::TOO_MANY_REQUESTS, "connecting too fast"),
+            };
+            return answer.into_response();
         }
     };
     let id = ClientId::random();
@@ -544,6 +546,8 @@ impl ServerBuilder {
         max_connections_per_ip: usize,
         /// New connections per client IP (default 1,000/s, bursts of 2,000; HTTP 429 beyond).
         connection_rate_per_ip: crate::Rate,
+        /// Time to a complete HTTP request head under [`Server::serve`], and to the upgrade (default 10 s).
+        request_head_timeout: Duration,
         /// Inbound messages per connection (default 200/s, bursts of 400; 4008 beyond).
         message_rate: crate::Rate,
         /// `join` messages per connection (default 20/s, bursts of 50; 4008 beyond).

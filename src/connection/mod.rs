@@ -58,11 +58,12 @@ pub(crate) type Io = TokioIo<Upgraded>;
 #[allow(clippy::manual_async_fn, reason = "an async fn would store its arguments twice")]
 pub(crate) fn run(on_upgrade: OnUpgrade, shared: Arc<Shared>, id: ClientId, slot: Slot) -> impl Future<Output = ()> {
     async move {
-        // Resolves once the 101 has been sent; an error means the client went away before that.
-        let Ok(upgraded) = on_upgrade.await else {
+        let c = &shared.config;
+        // Resolves once the 101 has been sent; an error means the client went away before that. A client that
+        // never lets it complete (e.g. stops reading) must not hold its slot beyond the request's time limit.
+        let Ok(Ok(upgraded)) = tokio::time::timeout(c.request_head_timeout, on_upgrade).await else {
             return;
         };
-        let c = &shared.config;
         let (mailbox, rx) = Mailbox::new(
             c.outbound_queue,
             c.max_write_buffer_size,

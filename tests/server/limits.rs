@@ -1,5 +1,6 @@
-//! Abuse limits: connection caps and rates (HTTP refusals before the upgrade), message and join rates (4008),
-//! authentication and handshake capacity (1013), sessions per user (1008), Origin allow-list (403).
+//! Abuse limits: connection caps and rates (HTTP refusals before the upgrade; under `Server::serve` from accept,
+//! with a time limit on the request head), message and join rates (4008), authentication and handshake capacity
+//! (1013), sessions per user (1008), Origin allow-list (403).
 
 use std::time::Duration;
 
@@ -205,4 +206,66 @@ async fn sessions_beyond_the_per_user_cap_close_1008() {
         vec![json!({"event": "error", "data": {"message": "Too many sessions"}})]
     );
     t.login("user:other").await;
+}
+
+/// A raw socket that sent the start of a request head and nothing more.
+async fn half_open(t: &TestServer) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    s
+}
+
+#[tokio::test]
+async fn a_request_head_dribbled_slowly_is_closed_after_the_request_head_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestServer::start_served(builder().request_head_timeout(Duration::from_millis(1500))).await;
+    let (mut rx, mut tx) = tokio::net::TcpStream::connect(t.addr).await.unwrap().into_split();
+    tx.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
+    // A header line every second, for far longer than the test waits for the close.
+    let dribbler = tokio::spawn(async move {
+        for i in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if tx.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, rx.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the socket is still open after {WAIT:?}");
+    dribbler.abort();
+    assert!(!String::from_utf8_lossy(&rest).contains(" 101 "), "it was upgraded");
+    assert!(t.server.clients().is_empty());
+}
+
+/// A server `b` builds, served by `Server::serve`, with two half-open sockets; and what an upgrade gets then.
+async fn beside_two_half_open(b: sealcast::ServerBuilder) -> (TestServer, Vec<tokio::net::TcpStream>, Option<u16>) {
+    let t = TestServer::start_served(b).await;
+    let sockets = vec![half_open(&t).await, half_open(&t).await];
+    let status = upgrade_status(&t.url(), None).await;
+    (t, sockets, status)
+}
+
+#[tokio::test]
+async fn half_open_sockets_count_against_max_connections_per_ip() {
+    let (t, mut sockets, status) = beside_two_half_open(builder().max_connections_per_ip(2)).await;
+    assert_eq!(status, Some(429));
+    sockets.pop();
+    eventually_async(|| async { upgrade_status(&t.url(), None).await.is_none() }).await;
+}
+
+#[tokio::test]
+async fn half_open_sockets_count_against_max_connections() {
+    let (_t, _sockets, status) = beside_two_half_open(builder().max_connections(2)).await;
+    assert_eq!(status, Some(503));
+}
+
+#[tokio::test]
+async fn a_served_websocket_holds_one_slot_from_accept_to_close() {
+    let t = TestServer::start_served(builder().max_connections_per_ip(1)).await;
+    let (c, _) = t.login("user:a").await;
+    assert_eq!(upgrade_status(&t.url(), None).await, Some(429));
+    c.close().await;
+    eventually_async(|| async { upgrade_status(&t.url(), None).await.is_none() }).await;
 }

@@ -142,14 +142,16 @@ settings! {
         max_preauth_payload_length: usize = lib().max_preauth_payload_length, "SEALCAST_MAX_PREAUTH_PAYLOAD_LENGTH";
         /// Rooms one client may be in (its own-id and default rooms included).
         max_rooms_per_client: usize = lib().max_rooms_per_client, "SEALCAST_MAX_ROOMS_PER_CLIENT";
-        /// Open connections on this instance; more are refused with HTTP 503.
+        /// Open connections on this instance, upgraded or not; more are refused with HTTP 503.
         max_connections: usize = lib().max_connections, "SEALCAST_MAX_CONNECTIONS";
-        /// Open connections per client IP; more are refused with HTTP 429.
+        /// Open connections per client IP, upgraded or not; more are refused with HTTP 429.
         max_connections_per_ip: usize = lib().max_connections_per_ip, "SEALCAST_MAX_CONNECTIONS_PER_IP";
         /// New connections per second per client IP; faster is refused with HTTP 429.
         connection_rate_per_ip: f64 = lib().connection_rate_per_ip.per_second, "SEALCAST_CONNECTION_RATE_PER_IP";
         /// Burst allowed above `connection_rate_per_ip`.
         connection_rate_per_ip_burst: f64 = lib().connection_rate_per_ip.burst, "SEALCAST_CONNECTION_RATE_PER_IP_BURST";
+        /// Time a socket has to send a complete HTTP request head (from its start, or from the previous response on a kept-alive connection), and to finish the upgrade, in milliseconds; later it is closed. Sockets count against `max_connections` and `max_connections_per_ip` from the moment they are accepted.
+        request_head_timeout_ms: u64 = millis(lib().request_head_timeout), "SEALCAST_REQUEST_HEAD_TIMEOUT_MS";
         /// Inbound messages per second per connection; faster closes 4008.
         message_rate: f64 = lib().message_rate.per_second, "SEALCAST_MESSAGE_RATE";
         /// Burst allowed above `message_rate`.
@@ -587,6 +589,7 @@ impl Settings {
         c.max_connections = l.max_connections;
         c.max_connections_per_ip = l.max_connections_per_ip;
         c.connection_rate_per_ip = Rate::new(l.connection_rate_per_ip, l.connection_rate_per_ip_burst);
+        c.request_head_timeout = Duration::from_millis(l.request_head_timeout_ms);
         c.message_rate = Rate::new(l.message_rate, l.message_rate_burst);
         c.join_rate = Rate::new(l.join_rate, l.join_rate_burst);
         c.max_concurrent_authentications = l.max_concurrent_authentications;
@@ -1365,6 +1368,7 @@ mod tests {
             "auth_timeout",
             "heartbeat_interval",
             "heartbeat_timeout",
+            "request_head_timeout",
             "connection_rate_per_ip",
             "message_rate",
             "join_rate",
