@@ -22,7 +22,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// An authenticated client silent for longer than this is closed 4002. Default 90 s.
     pub heartbeat_timeout: Duration,
-    /// Most sealing operations in flight across all connections. Default 10.
+    /// Most sealing operations in flight across all connections; outbound-transformer calls in flight are bounded
+    /// by the same number, apart from them (see [`crate::ServerBuilder::outbound_transformer`]). Default 10.
     pub encrypted_batch_limit: usize,
     /// Refuse sessions that do not complete an encryption handshake (close 4004). Default `true`: give the
     /// builder static keys (wsenc/1) or a custom handshake, or turn this off explicitly for plaintext sessions.
@@ -46,21 +47,33 @@ pub struct Config {
     pub max_rooms_per_client: usize,
     /// How long [`crate::Server::shutdown`] waits for connections to close. Default 10 s.
     pub shutdown_timeout: Duration,
-    /// Open WebSocket connections on this instance; more are refused with HTTP 503. Default 100,000.
+    /// Open connections on this instance; more are refused with HTTP 503. Served by [`crate::Server::serve`],
+    /// every accepted socket counts, upgraded or not; under `axum::serve`, only upgraded ones. Default 100,000.
     pub max_connections: usize,
-    /// Open connections per client IP; more are refused with HTTP 429. Default 10,000 (needs peer addresses:
-    /// serve with `into_make_service_with_connect_info::<SocketAddr>()`).
+    /// Open connections per client IP, counted like `max_connections`; more are refused with HTTP 429.
+    /// Default 10,000 (needs peer addresses: [`crate::Server::serve`] has them; with `axum::serve`, serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`).
     pub max_connections_per_ip: usize,
-    /// New connections per client IP; faster is refused with HTTP 429. Default 1,000/s, bursts of 2,000.
+    /// New connections per client IP (accepted sockets under [`crate::Server::serve`], upgrades under
+    /// `axum::serve`); faster is refused with HTTP 429. Default 1,000/s, bursts of 2,000.
     pub connection_rate_per_ip: Rate,
+    /// Time a socket has to send a complete HTTP request head, from its start or, on a kept-alive connection,
+    /// from the previous response; later it is closed. Also bounds the upgrade's completion. Applied by
+    /// [`crate::Server::serve`] (and to the upgrade under any server). Default 10 s.
+    pub request_head_timeout: Duration,
     /// Inbound messages per connection; faster closes 4008. Default 200/s, bursts of 400.
     pub message_rate: Rate,
     /// `join` messages per connection; faster closes 4008. Default 20/s, bursts of 50.
     pub join_rate: Rate,
-    /// Authentications (authenticator + handshake) running at once; a connection waits up to `handshake_wait`
-    /// for a slot, then is closed 1013. Default 1,024.
+    /// Authenticator calls (`authenticate` and `refresh`; with the connect proxy, requests to its backend) running
+    /// at once. An `authenticate` waits up to `handshake_wait` for a slot, then is closed 1013; a `refresh` gets
+    /// `Authentication error`. Apart from `max_concurrent_handshakes`, so that a slow backend never holds up the
+    /// handshakes. Default 1,024.
+    pub max_concurrent_authentications: usize,
+    /// Encryption handshakes (the elliptic-curve work after the authenticator accepted) running at once; a
+    /// connection waits up to `handshake_wait` for a slot, then is closed 1013. Default 1,024.
     pub max_concurrent_handshakes: usize,
-    /// How long a connection waits for a handshake slot. Default 2 s.
+    /// How long a connection waits for an authentication or a handshake slot. Default 2 s.
     pub handshake_wait: Duration,
     /// Sessions one user may have on this instance; more are closed 1008 after authentication. Default 100.
     pub max_sessions_per_user: usize,
@@ -99,8 +112,10 @@ impl Default for Config {
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
             connection_rate_per_ip: Rate::new(1_000.0, 2_000.0),
+            request_head_timeout: Duration::from_secs(10),
             message_rate: Rate::new(200.0, 400.0),
             join_rate: Rate::new(20.0, 50.0),
+            max_concurrent_authentications: 1_024,
             max_concurrent_handshakes: 1_024,
             handshake_wait: Duration::from_secs(2),
             max_sessions_per_user: 100,
@@ -161,6 +176,7 @@ impl Config {
             ("max_write_buffer_size", self.max_write_buffer_size),
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_concurrent_authentications", self.max_concurrent_authentications),
             ("max_concurrent_handshakes", self.max_concurrent_handshakes),
             ("max_sessions_per_user", self.max_sessions_per_user),
         ] {
@@ -172,6 +188,7 @@ impl Config {
             ("auth_timeout", self.auth_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),
+            ("request_head_timeout", self.request_head_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -339,8 +356,13 @@ mod tests {
             ("max_connections", count(d.max_connections)),
             ("max_connections_per_ip", count(d.max_connections_per_ip)),
             ("connection_rate_per_ip", rate(d.connection_rate_per_ip)),
+            ("request_head_timeout", secs(d.request_head_timeout)),
             ("message_rate", rate(d.message_rate)),
             ("join_rate", rate(d.join_rate)),
+            (
+                "max_concurrent_authentications",
+                count(d.max_concurrent_authentications),
+            ),
             ("max_concurrent_handshakes", count(d.max_concurrent_handshakes)),
             ("handshake_wait", secs(d.handshake_wait)),
             ("max_sessions_per_user", count(d.max_sessions_per_user)),

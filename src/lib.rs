@@ -50,6 +50,7 @@ pub mod protocol;
 pub mod redact;
 mod registry;
 mod serde_str;
+mod serve;
 mod server;
 pub mod session;
 mod shared;

@@ -78,6 +78,17 @@ pub(crate) enum Refusal {
     Rate,
 }
 
+impl Refusal {
+    /// The label counting this refusal.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Self::Global => "global",
+            Self::PerIp => "per_ip",
+            Self::Rate => "rate",
+        }
+    }
+}
+
 struct IpState {
     open: usize,
     bucket: Bucket,
@@ -143,6 +154,22 @@ impl ConnectionLimits {
     #[cfg(test)]
     pub(crate) fn open(&self) -> usize {
         self.state.lock().0
+    }
+}
+
+/// The slot of a socket that [`crate::Server::serve`] accepted, shared by its requests: the one that upgrades
+/// takes it for its WebSocket connection; otherwise it is released with the socket.
+#[derive(Clone)]
+pub(crate) struct Accepted(Arc<Mutex<Option<Slot>>>);
+
+impl Accepted {
+    pub(crate) fn new(slot: Slot) -> Self {
+        Self(Arc::new(Mutex::new(Some(slot))))
+    }
+
+    /// The slot, once.
+    pub(crate) fn take(&self) -> Option<Slot> {
+        self.0.lock().take()
     }
 }
 

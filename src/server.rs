@@ -21,7 +21,7 @@ use crate::client_info::ClientInfo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
 use crate::hooks::{Authenticator, Hook, UpgradeRequest};
-use crate::limits::{ConnectionLimits, Refusal};
+use crate::limits::{Accepted, ConnectionLimits, Refusal};
 use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
@@ -445,8 +445,8 @@ fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, &'static str> {
 }
 
 /// The WebSocket endpoint. The upgrade is done here rather than by axum's `WebSocketUpgrade`, so that the
-/// connection owns the raw upgraded stream: its writer sends pre-framed bytes with vectored writes (TLS or not,
-/// whatever the app serves), and only the reading side goes through tungstenite.
+/// connection owns the raw upgraded stream: its writer sends pre-framed bytes with vectored writes and its reader
+/// decodes frames itself (`protocol::frame`), TLS or not, whatever the app serves.
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     PeerAddr(peer): PeerAddr,
@@ -456,7 +456,7 @@ async fn upgrade(
         shared.peerless.call_once(|| {
             tracing::warn!(
                 "per-IP connection limits are off: the server does not see peer addresses; serve the app with \
-                 `into_make_service_with_connect_info::<SocketAddr>()`"
+                 `Server::serve` or `into_make_service_with_connect_info::<SocketAddr>()`"
             );
         });
     }
@@ -480,19 +480,21 @@ async fn upgrade(
         shared.telemetry.refused("origin");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let slot = match shared.limits.acquire(peer.map(|p| p.ip()), Instant::now()) {
+    // A socket accepted by `Server::serve` was counted then; under `axum::serve` it is counted now.
+    let claimed = match req.extensions().get::<Accepted>().and_then(Accepted::take) {
+        Some(slot) => Ok(slot),
+        None => shared.limits.acquire(peer.map(|p| p.ip()), Instant::now()),
+    };
+    let slot = match claimed {
         Ok(slot) => slot,
-        Err(Refusal::Global) => {
-            shared.telemetry.refused("global");
-            return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
-        }
-        Err(Refusal::PerIp) => {
-            shared.telemetry.refused("per_ip");
-            return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
-        }
-        Err(Refusal::Rate) => {
-            shared.telemetry.refused("rate");
-            return (StatusCode::TOO_MANY_REQUESTS, "connecting too fast").into_response();
+        Err(refusal) => {
+            shared.telemetry.refused(refusal.reason());
+            let answer = match refusal {
+                Refusal::Global => (StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
+                Refusal::PerIp => (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address"),
+                Refusal::Rate => (StatusCode::TOO_MANY_REQUESTS, "connecting too fast"),
+            };
+            return answer.into_response();
         }
     };
     let id = ClientId::random();
@@ -538,7 +540,8 @@ impl ServerBuilder {
         heartbeat_interval: Duration,
         /// Silence after which an authenticated client is closed 4002 (default 90 s).
         heartbeat_timeout: Duration,
-        /// Concurrent sealing operations across connections (default 10).
+        /// Concurrent sealing operations across connections, and apart from them outbound-transformer calls
+        /// (default 10).
         encrypted_batch_limit: usize,
         /// Require an encrypted session, closing 4004 otherwise (default on).
         require_encryption: bool,
@@ -564,13 +567,17 @@ impl ServerBuilder {
         max_connections_per_ip: usize,
         /// New connections per client IP (default 1,000/s, bursts of 2,000; HTTP 429 beyond).
         connection_rate_per_ip: crate::Rate,
+        /// Time to a complete HTTP request head under [`Server::serve`], and to the upgrade (default 10 s).
+        request_head_timeout: Duration,
         /// Inbound messages per connection (default 200/s, bursts of 400; 4008 beyond).
         message_rate: crate::Rate,
         /// `join` messages per connection (default 20/s, bursts of 50; 4008 beyond).
         join_rate: crate::Rate,
-        /// Authentications running at once (default 1,024).
+        /// Authenticator calls running at once, apart from handshakes (default 1,024).
+        max_concurrent_authentications: usize,
+        /// Encryption handshakes running at once (default 1,024).
         max_concurrent_handshakes: usize,
-        /// Wait for an authentication slot before closing 1013 (default 2 s).
+        /// Wait for an authentication or handshake slot before closing 1013 (default 2 s).
         handshake_wait: Duration,
         /// Sessions per user on this instance (default 100; 1008 beyond).
         max_sessions_per_user: usize,
@@ -620,9 +627,18 @@ impl ServerBuilder {
         self
     }
 
-    /// Rewrites or drops application messages per recipient, before sealing.
+    /// Rewrites or drops application messages per recipient, before sealing. At most `encrypted_batch_limit`
+    /// calls run at once across all connections (a recipient's writer waits for a slot), each bounded by
+    /// [`Self::outbound_transformer_timeout`].
     pub fn outbound_transformer(mut self, hook: impl Hook<crate::Outgoing, crate::Transformed>) -> Self {
         self.hooks.outbound_transformer = Some(Arc::new(hook));
+        self
+    }
+
+    /// Bound on one outbound-transformer call (default 1 s): past it the message is dropped for that recipient
+    /// and counted as a hook failure, like a transformer that fails. Must be greater than zero.
+    pub fn outbound_transformer_timeout(mut self, timeout: Duration) -> Self {
+        self.hooks.transformer_timeout = timeout;
         self
     }
 
@@ -649,6 +665,9 @@ impl ServerBuilder {
     /// Validates the settings and starts the server's background tasks. Must run inside a Tokio runtime.
     pub fn build(self) -> Result<Server, ConfigError> {
         self.config.validate()?;
+        if self.hooks.transformer_timeout.is_zero() {
+            return Err(ConfigError::Zero("outbound_transformer_timeout"));
+        }
         let authenticator = self.authenticator.ok_or(ConfigError::NoAuthenticator)?;
         let telemetry = Arc::new(Telemetry::new());
         let handshake = self.handshake.or_else(|| {
@@ -668,6 +687,8 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             registry: Registry::new(bus.clone(), telemetry.clone(), self.config.max_rooms_per_client),
             seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
+            transform_permits: Semaphore::new(self.config.encrypted_batch_limit),
+            auth_permits: Semaphore::new(self.config.max_concurrent_authentications),
             handshake_permits: Semaphore::new(self.config.max_concurrent_handshakes),
             limits: Arc::new(ConnectionLimits::new(
                 self.config.max_connections,

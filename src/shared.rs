@@ -5,7 +5,7 @@
 //! [`Deliver`] trait of an [`crate::Inbox`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -39,14 +39,31 @@ pub enum SendError {
     Serialize(#[from] serde_json::Error),
 }
 
+/// How long one outbound-transformer call may take unless the builder says otherwise.
+pub(crate) const DEFAULT_TRANSFORMER_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The application's optional hooks.
-#[derive(Default)]
 pub(crate) struct Hooks {
     pub(crate) room_validator: Option<Arc<RoomValidator>>,
     pub(crate) on_connected: Option<Arc<OnConnected>>,
     pub(crate) on_disconnected: Option<Arc<OnDisconnected>>,
     pub(crate) message_handler: Option<Arc<MessageHandler>>,
     pub(crate) outbound_transformer: Option<Arc<OutboundTransformer>>,
+    /// Bound on one outbound-transformer call; past it the message is dropped for that recipient.
+    pub(crate) transformer_timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            room_validator: None,
+            on_connected: None,
+            on_disconnected: None,
+            message_handler: None,
+            outbound_transformer: None,
+            transformer_timeout: DEFAULT_TRANSFORMER_TIMEOUT,
+        }
+    }
 }
 
 /// One server's shared state; see the module docs.
@@ -62,6 +79,11 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     pub(crate) seal_permits: Semaphore,
+    /// Outbound-transformer calls in flight, as many as sealing permits but apart from them: a slow transformer
+    /// must not hold up sealing.
+    pub(crate) transform_permits: Semaphore,
+    /// Authenticator calls in flight; apart from the handshakes' permits, which bound CPU work only.
+    pub(crate) auth_permits: Semaphore,
     pub(crate) handshake_permits: Semaphore,
     pub(crate) limits: Arc<ConnectionLimits>,
     pub(crate) telemetry: Arc<Telemetry>,

@@ -48,8 +48,8 @@ pub(crate) enum Action<'m> {
     /// Run the authenticator on this payload (under an authentication slot), then answer with
     /// [`Core::on_identity`], or [`Core::on_busy`] when no slot frees in time.
     Authenticate(Map<String, Value>),
-    /// Run the handshake (for this user, if any) on the `authenticate` payload, then answer with
-    /// [`Core::on_handshake`].
+    /// Run the handshake (for this user, if any) on the `authenticate` payload (under a handshake slot), then
+    /// answer with [`Core::on_handshake`], or [`Core::on_busy`] when no slot frees in time.
     Handshake(Option<UserId>),
     /// The session is established: send `connected` (with these extra fields), seal everything after it with
     /// `sealer` if any, and enter the routing table.
@@ -352,17 +352,21 @@ impl<'c> Core<'c> {
         let parsed = std::str::from_utf8(text)
             .map_err(|_| InboundError::InvalidFormat)
             .and_then(inbound::parse);
+        let established = matches!(self.phase, Phase::Established(_));
         let msg = match parsed {
             Ok(msg) => msg,
             Err(InboundError::InvalidFormat) => return Action::Reply(errors::INVALID_MESSAGE_FORMAT),
+            // A reserved name is still a well-formed event: before authentication it gets the answer every event
+            // but `authenticate` gets, as in the reference, so nothing about the protocol is told to a stranger.
+            Err(InboundError::ReservedEvent) if !established => return Action::Reply(errors::NOT_AUTHENTICATED),
             Err(InboundError::ReservedEvent) => return Action::Reply(errors::RESERVED_EVENT),
         };
         // Only valid messages count as activity.
         self.touch(now);
         let session = match (&mut self.phase, msg) {
-            (_, ClientMessage::Heartbeat) => return Action::None,
             (Phase::AwaitingAuth { .. }, ClientMessage::Authenticate(data)) => return self.authenticate(now, data),
             (_, ClientMessage::Authenticate(_)) => return Action::Reply(errors::ALREADY_AUTHENTICATED),
+            (Phase::Established(_), ClientMessage::Heartbeat) => return Action::None,
             (Phase::Established(s), msg) => (s, msg),
             _ => return Action::Reply(errors::NOT_AUTHENTICATED),
         };
@@ -686,6 +690,7 @@ mod tests {
             r#"{"event":"join","data":{"rooms":["a"]}}"#,
             r#"{"event":"publish","data":{"room":"a","event":"e"}}"#,
             r#"{"event":"refresh","data":{}}"#,
+            r#"{"event":"heartbeat"}"#,
             r#"{"event":"custom"}"#,
         ] {
             assert_eq!(
@@ -693,6 +698,25 @@ mod tests {
                 "reply Not authenticated",
                 "{frame}"
             );
+        }
+    }
+
+    #[test]
+    fn reserved_events_before_authentication_get_not_authenticated() {
+        let c = config();
+        let now = Instant::now();
+        let mut fresh = Core::new(&c, ID, now);
+        let mut waiting = authenticating(&c);
+        for core in [&mut fresh, &mut waiting] {
+            for frame in [
+                r#"{"event":"connected"}"#,
+                r#"{"event":"error","data":{}}"#,
+                r#"{"event":"encrypted","data":{"seq":0}}"#,
+                r#"{"event":"key_update"}"#,
+                r#"{"event":"publish","data":{"room":"chat","event":"connected"}}"#,
+            ] {
+                assert_eq!(send(core, now, frame), "reply Not authenticated", "{frame}");
+            }
         }
     }
 
@@ -943,7 +967,10 @@ mod tests {
         let now = Instant::now();
         let mut core = Core::new(&c, ID, now);
         for _ in 0..3 {
-            assert_eq!(send(&mut core, now, r#"{"event":"heartbeat"}"#), "none");
+            assert_eq!(
+                send(&mut core, now, r#"{"event":"heartbeat"}"#),
+                "reply Not authenticated"
+            );
         }
         assert_eq!(send(&mut core, now, r#"{"event":"heartbeat"}"#), "close 4008");
         assert_eq!(

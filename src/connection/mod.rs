@@ -66,11 +66,12 @@ pub(crate) fn run(
     upgrade: Arc<UpgradeRequest>,
 ) -> impl Future<Output = ()> {
     async move {
-        // Resolves once the 101 has been sent; an error means the client went away before that.
-        let Ok(upgraded) = on_upgrade.await else {
+        let c = &shared.config;
+        // Resolves once the 101 has been sent; an error means the client went away before that. A client that
+        // never lets it complete (e.g. stops reading) must not hold its slot beyond the request's time limit.
+        let Ok(Ok(upgraded)) = tokio::time::timeout(c.request_head_timeout, on_upgrade).await else {
             return;
         };
-        let c = &shared.config;
         let (mailbox, rx) = Mailbox::new(
             c.outbound_queue,
             c.max_write_buffer_size,
@@ -329,19 +330,12 @@ impl Reader<'_> {
         ControlFlow::Break(())
     }
 
-    /// Authenticator, then handshake, within one authentication slot and the core's extended window.
-    /// Credentials are checked before any handshake work happens.
+    /// Authenticator, then handshake, within the core's extended window. Credentials are checked before any
+    /// handshake work happens.
     async fn authenticate(&mut self, data: Map<String, Value>) -> Flow {
         self.shared.registry.set_authenticating(self.entry);
         let shared = self.shared;
         let started = Instant::now();
-        let Ok(Ok(permit)) =
-            tokio::time::timeout(shared.config.handshake_wait, shared.handshake_permits.acquire()).await
-        else {
-            shared.telemetry.handshake_busy();
-            let action = self.core.on_busy();
-            return self.act(action);
-        };
         let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
         let action = match sleep_or(deadline, self.establishing(data)).await {
             Some(action) => action,
@@ -350,7 +344,6 @@ impl Reader<'_> {
                 self.core.on_timeout(Instant::now())
             }
         };
-        drop(permit);
         if let Action::Established(e) = &action {
             shared.telemetry.session_established(e.encrypted(), started.elapsed());
         }
@@ -372,11 +365,18 @@ impl Reader<'_> {
         flow
     }
 
-    /// The authenticator's and the handshake's answers, fed to the core.
+    /// The authenticator's and the handshake's answers, fed to the core. Each runs under a slot of its own kind,
+    /// held only while it runs: the authenticator may wait on a slow backend (the connect proxy), which must not
+    /// keep the handshakes' CPU slots from others.
     async fn establishing(&mut self, data: Map<String, Value>) -> Action<'static> {
         let shared = self.shared;
         let upgrade = self.upgrade.take();
+        let Some(auth_slot) = slot(&shared.auth_permits, shared.config.handshake_wait).await else {
+            shared.telemetry.handshake_busy();
+            return self.core.on_busy();
+        };
         let answer = self.run_authenticator(data.clone(), upgrade).await;
+        drop(auth_slot);
         let user_sessions = match &answer {
             AuthAnswer::Accepted(Identity {
                 user_id: Some(user), ..
@@ -390,6 +390,10 @@ impl Reader<'_> {
         let answer = match &shared.handshake {
             None => HandshakeAnswer::None,
             Some(hs) => {
+                let Some(_slot) = slot(&shared.handshake_permits, shared.config.handshake_wait).await else {
+                    shared.telemetry.handshake_busy();
+                    return self.core.on_busy();
+                };
                 let req = HandshakeRequest {
                     client_id: self.entry.id_str.to_string(),
                     user_id: user_id.as_ref().map(|u| u.as_str().to_owned()),
@@ -480,7 +484,12 @@ impl Reader<'_> {
 
     /// Fresh credentials for the same user: extend the session and rotate the outbound keys.
     async fn refresh(&mut self, data: Map<String, Value>) -> Flow {
-        let answer = self.run_authenticator(data, None).await;
+        let shared = self.shared;
+        let answer = match slot(&shared.auth_permits, shared.config.handshake_wait).await {
+            Some(_slot) => self.run_authenticator(data, None).await,
+            // The session stays up on its current credentials; the client may try again.
+            None => AuthAnswer::Failed,
+        };
         let action = self.core.on_refresh(answer);
         self.act(action)
     }
@@ -561,6 +570,11 @@ async fn guarded(entry: &Entry, step: impl std::future::Future<Output = Flow>) -
         _ = entry.mailbox.killed(Task::Reader) => ControlFlow::Break(()),
         flow = step => flow,
     }
+}
+
+/// A permit of `permits`, or `None` when none frees within `wait`.
+async fn slot(permits: &tokio::sync::Semaphore, wait: Duration) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    tokio::time::timeout(wait, permits.acquire()).await.ok()?.ok()
 }
 
 /// A wall-clock time as a monotonic deadline (times in the past are due now).

@@ -372,7 +372,8 @@ impl<'a> Writer<'a> {
 }
 
 /// Runs the outbound transformer, if any: `None` drops the message for this recipient, `Some(None)` sends it
-/// unchanged, `Some(Some(text))` sends `text` instead.
+/// unchanged, `Some(Some(text))` sends `text` instead. The call waits for a transformer slot (calls in flight are
+/// bounded across connections) and is cut off after the configured timeout, which drops the message.
 async fn transform(shared: &Shared, entry: &Entry, text: &str) -> Option<Option<String>> {
     let Some(hook) = &shared.hooks.outbound_transformer else {
         return Some(None);
@@ -383,16 +384,28 @@ async fn transform(shared: &Shared, entry: &Entry, text: &str) -> Option<Option<
         event: msg.event,
         data: msg.data,
     };
-    match invoke(hook.as_ref(), req).await {
-        Ok(Transformed::Unchanged) => Some(None),
-        Ok(Transformed::Replace { event: name, data }) if event::is_valid_application_event(&name) => {
+    // Only a closed semaphore fails, and the server never closes it.
+    let _slot = shared.transform_permits.acquire().await.ok()?;
+    let called = tokio::time::timeout(shared.hooks.transformer_timeout, invoke(hook.as_ref(), req)).await;
+    match called {
+        Ok(Ok(Transformed::Unchanged)) => Some(None),
+        Ok(Ok(Transformed::Replace { event: name, data })) if event::is_valid_application_event(&name) => {
             let raw = serde_json::value::to_raw_value(&data).ok()?;
             Some(Some(outbound::message(&name, Some(&raw))))
         }
-        Ok(Transformed::Replace { .. } | Transformed::Drop) => None,
-        Err(e) => {
+        Ok(Ok(Transformed::Replace { .. } | Transformed::Drop)) => None,
+        Ok(Err(e)) => {
             shared.telemetry.hook_failed(HookKind::OutboundTransformer);
             tracing::warn!(client = %entry.id_str, error = %e, "outbound transformer failed; message dropped");
+            None
+        }
+        Err(_) => {
+            shared.telemetry.hook_failed(HookKind::OutboundTransformer);
+            tracing::warn!(
+                client = %entry.id_str,
+                timeout_ms = shared.hooks.transformer_timeout.as_millis(),
+                "outbound transformer timed out; message dropped"
+            );
             None
         }
     }

@@ -110,6 +110,19 @@ impl TestServer {
         Self { server, addr }
     }
 
+    /// Like [`Self::start`], served by `Server::serve`: sockets count against the connection limits from accept,
+    /// and request heads have a time limit.
+    pub async fn start_served(builder: ServerBuilder) -> Self {
+        let server = builder.build().expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = server.clone();
+        tokio::spawn(async move {
+            served.serve(listener, served.router()).await;
+        });
+        Self { server, addr }
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}{}", self.addr, self.server.config().path)
     }

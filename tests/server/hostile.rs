@@ -57,6 +57,19 @@ async fn reserved_events_from_clients_are_refused() {
 }
 
 #[tokio::test]
+async fn reserved_events_before_authentication_get_not_authenticated() {
+    let t = TestServer::start(builder()).await;
+    let mut c = t.connect().await;
+    for ev in ["connected", "error", "encrypted", "key_update", "heartbeat"] {
+        c.send(json!({"event": ev, "data": {}})).await;
+        c.expect_error("Not authenticated").await;
+    }
+    c.send(json!({"event": "authenticate", "data": {"token": "user:a"}}))
+        .await;
+    c.expect_event("connected").await;
+}
+
+#[tokio::test]
 async fn unknown_events_without_a_handler_are_ignored() {
     let t = TestServer::start(builder()).await;
     let (mut c, _) = t.login("user:a").await;
@@ -99,6 +112,27 @@ async fn pre_authentication_frames_have_a_smaller_limit() {
     let (mut ok, _) = t.login("user:b").await;
     ok.send(json!({"event": "heartbeat", "data": "p".repeat(2000)})).await;
     ok.expect_silence().await;
+}
+
+#[tokio::test]
+async fn a_large_frame_announced_before_authentication_closes_1009_at_once() {
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::MaybeTlsStream;
+    // A window far longer than the test waits: a close can only come from the frame header.
+    let t = TestServer::start(builder().auth_timeout(std::time::Duration::from_secs(600))).await;
+    let mut c = t.connect().await;
+    let MaybeTlsStream::Plain(tcp) = c.ws.get_mut() else {
+        panic!("the test server speaks plain TCP");
+    };
+    // A masked text frame announcing 120 KiB (64-bit length), then only the first KiB of it.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(120u64 * 1024).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[0; 1024]);
+    tcp.write_all(&frame).await.unwrap();
+    let (code, reason, before) = c.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1009, "Message too large"));
+    assert!(before.is_empty(), "{before:?}");
 }
 
 #[tokio::test]

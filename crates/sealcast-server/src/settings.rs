@@ -143,14 +143,16 @@ settings! {
         max_preauth_payload_length: usize = lib().max_preauth_payload_length, "SEALCAST_MAX_PREAUTH_PAYLOAD_LENGTH";
         /// Rooms one client may be in (its own-id and default rooms included).
         max_rooms_per_client: usize = lib().max_rooms_per_client, "SEALCAST_MAX_ROOMS_PER_CLIENT";
-        /// Open connections on this instance; more are refused with HTTP 503.
+        /// Open connections on this instance, upgraded or not; more are refused with HTTP 503.
         max_connections: usize = lib().max_connections, "SEALCAST_MAX_CONNECTIONS";
-        /// Open connections per client IP; more are refused with HTTP 429.
+        /// Open connections per client IP, upgraded or not; more are refused with HTTP 429.
         max_connections_per_ip: usize = lib().max_connections_per_ip, "SEALCAST_MAX_CONNECTIONS_PER_IP";
         /// New connections per second per client IP; faster is refused with HTTP 429.
         connection_rate_per_ip: f64 = lib().connection_rate_per_ip.per_second, "SEALCAST_CONNECTION_RATE_PER_IP";
         /// Burst allowed above `connection_rate_per_ip`.
         connection_rate_per_ip_burst: f64 = lib().connection_rate_per_ip.burst, "SEALCAST_CONNECTION_RATE_PER_IP_BURST";
+        /// Time a socket has to send a complete HTTP request head (from its start, or from the previous response on a kept-alive connection), and to finish the upgrade, in milliseconds; later it is closed. Sockets count against `max_connections` and `max_connections_per_ip` from the moment they are accepted.
+        request_head_timeout_ms: u64 = millis(lib().request_head_timeout), "SEALCAST_REQUEST_HEAD_TIMEOUT_MS";
         /// Inbound messages per second per connection; faster closes 4008.
         message_rate: f64 = lib().message_rate.per_second, "SEALCAST_MESSAGE_RATE";
         /// Burst allowed above `message_rate`.
@@ -159,9 +161,11 @@ settings! {
         join_rate: f64 = lib().join_rate.per_second, "SEALCAST_JOIN_RATE";
         /// Burst allowed above `join_rate`.
         join_rate_burst: f64 = lib().join_rate.burst, "SEALCAST_JOIN_RATE_BURST";
-        /// Authentications (authenticator + handshake) running at once.
+        /// Authenticator calls (JWT checks or connect-proxy requests) running at once, apart from the handshakes.
+        max_concurrent_authentications: usize = lib().max_concurrent_authentications, "SEALCAST_MAX_CONCURRENT_AUTHENTICATIONS";
+        /// Encryption handshakes running at once.
         max_concurrent_handshakes: usize = lib().max_concurrent_handshakes, "SEALCAST_MAX_CONCURRENT_HANDSHAKES";
-        /// How long a connection waits for an authentication slot before it is closed 1013, in milliseconds.
+        /// How long a connection waits for an authentication or a handshake slot before it is closed 1013, in milliseconds.
         handshake_wait_ms: u64 = millis(lib().handshake_wait), "SEALCAST_HANDSHAKE_WAIT_MS";
         /// Sessions one user may have on this instance; more are closed 1008.
         max_sessions_per_user: usize = lib().max_sessions_per_user, "SEALCAST_MAX_SESSIONS_PER_USER";
@@ -644,8 +648,10 @@ impl Settings {
         c.max_connections = l.max_connections;
         c.max_connections_per_ip = l.max_connections_per_ip;
         c.connection_rate_per_ip = Rate::new(l.connection_rate_per_ip, l.connection_rate_per_ip_burst);
+        c.request_head_timeout = Duration::from_millis(l.request_head_timeout_ms);
         c.message_rate = Rate::new(l.message_rate, l.message_rate_burst);
         c.join_rate = Rate::new(l.join_rate, l.join_rate_burst);
+        c.max_concurrent_authentications = l.max_concurrent_authentications;
         c.max_concurrent_handshakes = l.max_concurrent_handshakes;
         c.handshake_wait = Duration::from_millis(l.handshake_wait_ms);
         c.max_sessions_per_user = l.max_sessions_per_user;
@@ -1544,11 +1550,13 @@ mod tests {
             "read_buffer_size",
             "max_connections",
             "max_connections_per_ip",
+            "max_concurrent_authentications",
             "max_concurrent_handshakes",
             "max_sessions_per_user",
             "auth_timeout",
             "heartbeat_interval",
             "heartbeat_timeout",
+            "request_head_timeout",
             "connection_rate_per_ip",
             "message_rate",
             "join_rate",

@@ -18,7 +18,6 @@ mod cli_settings;
 
 mod reload;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -438,16 +437,8 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         });
         stopper.shutdown().await;
     });
-    // Small frames must not wait for Nagle; peer addresses feed the per-IP limits.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown({
-            let s = server.clone();
-            async move { s.stopped().await }
-        })
-        .await?;
+    // Counts sockets against the connection limits from accept and bounds the time to a request head.
+    server.serve(listener, app).await;
     // Let the connection tasks finish their close handshakes.
     server.shutdown().await;
     Ok(())
