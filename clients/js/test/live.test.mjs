@@ -432,7 +432,7 @@ test("without --demo there is no demo; --demo beyond loopback needs SEALCAST_DEM
   const key = await keygen();
   live.cleanups.push(key.cleanup);
   const { code, stderr } = await new Promise((resolve) => {
-    const env = { ...process.env, SEALCAST_BIND: "0.0.0.0:0", SEALCAST_DEMO: "true", SEALCAST_JWT_SECRET: "s" };
+    const env = { ...process.env, SEALCAST_BIND: "0.0.0.0:0", SEALCAST_DEMO: "true", SEALCAST_JWT_SECRET: "s".repeat(32) };
     env.SEALCAST_SERVER_KEY_FILE = key.path;
     const p = execFile(BIN, ["serve"], { env, timeout: 10_000 }, (err, _stdout, stderr) =>
       resolve({ code: err?.code ?? 0, stderr }),
