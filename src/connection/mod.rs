@@ -69,7 +69,9 @@ pub(crate) fn run(
         let c = &shared.config;
         // Resolves once the 101 has been sent; an error means the client went away before that. A client that
         // never lets it complete (e.g. stops reading) must not hold its slot beyond the request's time limit.
-        let Ok(Ok(upgraded)) = tokio::time::timeout(c.request_head_timeout, on_upgrade).await else {
+        // Boxed: a timer inline in the task's future cost every idle encrypted connection 0.5-0.9 KiB of RSS
+        // (measured: 4.35/4.79 KiB inline, 3.83 boxed, 3.85 without the timeout).
+        let Ok(Ok(upgraded)) = Box::pin(tokio::time::timeout(c.request_head_timeout, on_upgrade)).await else {
             return;
         };
         let (mailbox, rx) = Mailbox::new(
