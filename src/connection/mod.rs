@@ -97,6 +97,7 @@ pub(crate) fn run(
                 entry: &entry,
                 pending: publish::Pending::default(),
                 upgrade: Some(upgrade),
+                late_read: None,
             };
             reader.read_loop(&mut read_half).await;
             // Publishes accepted before the connection ended are still delivered.
@@ -166,6 +167,9 @@ struct Reader<'a> {
     pending: publish::Pending,
     /// The upgrade request, for the authenticator; given to it (or dropped) with the first `authenticate`.
     upgrade: Option<Arc<UpgradeRequest>>,
+    /// The deadline past which one more read was allowed (once per deadline, so a client that keeps sending
+    /// cannot hold a deadline off).
+    late_read: Option<tokio::time::Instant>,
 }
 
 impl Reader<'_> {
@@ -208,11 +212,24 @@ impl Reader<'_> {
             self.core.on_idle();
             self.decoder.idle();
             let timer = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            // Reading comes before the timer: when the server falls behind (a reconnect storm), a frame that has
+            // been waiting in the socket is the client's answer in time, not a timeout. Past a deadline, one read
+            // is allowed (so a client that keeps sending cannot hold the deadline off), then it is enforced.
+            if let Some(due) = timer.filter(|t| *t <= tokio::time::Instant::now()) {
+                if self.late_read == Some(due) {
+                    let action = self.core.on_timeout(Instant::now());
+                    if self.act(action).is_break() {
+                        return;
+                    }
+                    continue;
+                }
+                self.late_read = Some(due);
+            }
             let read = tokio::select! {
                 biased;
                 _ = self.entry.mailbox.killed(Task::Reader) => return,
-                _ = sleep_until(timer) => None,
                 read = read_some(io, &mut self.decoder, read_size) => Some(read),
+                _ = sleep_until(timer) => None,
             };
             let flow = match read {
                 Some(read) => self.after_read(read),

@@ -21,7 +21,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub const QUIET: Duration = Duration::from_millis(300);
 
 /// The test authenticator: `user:<id>` → user `<id>`, `anon` → anonymous, `error` → hook error, `panic` → panic,
-/// `slow` → never answers, `rooms:<id>:<patterns>` → user `<id>` limited to those rooms, anything else →
+/// `slow` → never answers, `rooms:<id>:<patterns>` → user `<id>` limited to those rooms, `stall:<ms>:<id>` →
+/// user `<id>` after blocking the server's thread for that long (a server that fell behind), anything else →
 /// rejected.
 pub async fn test_auth(req: AuthRequest) -> Result<Option<Identity>, HookError> {
     let token = req
@@ -45,6 +46,12 @@ pub async fn test_auth(req: AuthRequest) -> Result<Option<Identity>, HookError> 
             let ms: u64 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
             let at = std::time::SystemTime::now() + std::time::Duration::from_millis(ms);
             Ok(Some(Identity::user(user).expiring_at(at)))
+        }
+        t if t.starts_with("stall:") => {
+            let mut parts = t.splitn(3, ':').skip(1);
+            let ms: u64 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(Some(Identity::user(parts.next().unwrap_or_default())))
         }
         t if t.starts_with("rooms:") => {
             // `rooms:<user>:<pattern>,<pattern>`: an identity limited to those room patterns.
@@ -93,6 +100,27 @@ impl TestServer {
             let _ = axum::serve(listener, app).await;
         });
         Self { server, addr }
+    }
+
+    /// Like [`Self::start`], on a one-thread runtime of its own: a hook that blocks that thread stalls the
+    /// server but not the test's clients.
+    pub async fn start_on_own_thread(builder: ServerBuilder) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let t = Self::start(builder).await;
+                let server = t.server.clone();
+                let _ = tx.send(t);
+                // Runs until the test process ends.
+                std::future::pending::<()>().await;
+                drop(server);
+            });
+        });
+        rx.await.expect("server thread")
     }
 
     /// Like [`Self::start`], but the server sees peer addresses (per-IP limits apply).

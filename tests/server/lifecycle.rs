@@ -127,6 +127,27 @@ async fn hanging_authentication_is_closed_4001_after_three_windows() {
     );
 }
 
+/// The deadline is the client's: an `authenticate` that arrived in time but waited in the socket while the server
+/// was busy (a reconnect storm) is honoured, not closed 4001.
+#[tokio::test]
+async fn an_authenticate_that_waited_while_the_server_was_busy_is_honoured() {
+    let t = TestServer::start_on_own_thread(builder().auth_timeout(Duration::from_millis(300))).await;
+    let mut waiting = t.connect().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut staller = t.connect().await;
+    staller
+        .send(json!({"event": "authenticate", "data": {"token": "stall:700:s"}}))
+        .await;
+    // The server's only thread is now blocked in the authenticator, past `waiting`'s deadline.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    waiting
+        .send(json!({"event": "authenticate", "data": {"token": "user:w"}}))
+        .await;
+    let connected = waiting.expect_event("connected").await;
+    assert_eq!(connected["userId"], "w");
+    assert_eq!(staller.expect_event("connected").await["userId"], "s");
+}
+
 #[tokio::test]
 async fn heartbeats_before_authentication_do_not_extend_the_window() {
     let t = TestServer::start(builder().auth_timeout(Duration::from_millis(300))).await;

@@ -111,6 +111,9 @@ enum Cmd {
     Connect(ConnectArgs),
     /// Idle memory per connection (server RSS delta / N), optionally held with heartbeats.
     Idle(IdleArgs),
+    /// Reconnect storm: N sessions held, the server (--server-pid) is sent SIGTERM, the harness restarts it and
+    /// writes the new PID to --pid-file, every client reconnects at once.
+    Storm(StormArgs),
     /// End-to-end latency at a fixed publish rate (publisher may be on another instance).
     Latency(LatencyArgs),
     /// Run a sealcast server for benchmarks (see serve.rs: shipped defaults, abuse limits lifted).
@@ -146,7 +149,31 @@ struct ConnectArgs {
     /// Complete the client side of wsenc/1 too (costs load-generator CPU; off: the server's work is measured).
     #[arg(long)]
     verify: bool,
+    /// How each session ends: `graceful` (Close frame, the server's answer, TCP close: what a leaving browser
+    /// does) or `drop` (TCP close only).
+    #[arg(long, value_enum, default_value = "graceful")]
+    close: CloseKind,
     #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum CloseKind {
+    Graceful,
+    Drop,
+}
+
+#[derive(Args)]
+struct StormArgs {
+    /// Sessions held before the restart. Every process here has a 20,000-descriptor limit, which caps it near
+    /// 19,900 (the server holds one socket per session too).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// The harness writes the restarted server's PID here; its RSS and CPU are sampled from it.
+    #[arg(long)]
+    pid_file: PathBuf,
+    /// Deadline for the whole storm in seconds.
+    #[arg(long, default_value_t = 300.0)]
     timeout: f64,
 }
 
@@ -753,10 +780,17 @@ async fn connect(t: &TargetArgs, a: &ConnectArgs) -> Res<Value> {
             let i = next;
             let enc = is_encrypted(t.mode, i);
             let verify = a.verify;
+            let close = a.close;
             set.spawn(async move {
                 let t0 = Instant::now();
-                let s = c.open(i, enc, verify).await?;
+                let mut s = c.open(i, enc, verify).await?;
                 let dt = t0.elapsed().as_secs_f64();
+                if close == CloseKind::Graceful {
+                    s.conn
+                        .close(Duration::from_secs(10))
+                        .await
+                        .map_err(|e| format!("close: {e}"))?;
+                }
                 drop(s);
                 Ok::<_, String>(dt)
             });
@@ -787,7 +821,8 @@ async fn connect(t: &TargetArgs, a: &ConnectArgs) -> Res<Value> {
         "scenario": "connect", "server": format!("{:?}", t.server).to_lowercase(),
         "mode": format!("{:?}", t.mode).to_lowercase(), "connections": a.connections, "ok": ok,
         "failures": failures, "first_error": first_err, "concurrency": t.concurrency, "secs": secs,
-        "rate": ok as f64 / secs,
+        "close": format!("{:?}", a.close).to_lowercase(),
+        "rate": ok as f64 / secs, "per_wall_second": ok as f64 / secs,
         "latency_ms_p50": percentile(&lat, 0.5), "latency_ms_p99": percentile(&lat, 0.99),
         "server_cpu_s": server_cpu, "loadgen_cpu_s": me1 - me0,
         "per_server_cpu_second": if server_cpu > 0.0 { ok as f64 / server_cpu } else { 0.0 },
@@ -903,8 +938,153 @@ async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
         "scenario": "latency", "server": format!("{:?}", t.server).to_lowercase(),
         "cross_instance": a.pub_url.is_some(), "rate": a.rate, "seconds": a.seconds,
         "subscribers": a.subscribers, "samples": all.len(), "lost": lost,
-        "p50_ms": percentile(&all, 0.5), "p99_ms": percentile(&all, 0.99),
+        "p50_ms": percentile(&all, 0.5), "p99_ms": percentile(&all, 0.99), "p999_ms": percentile(&all, 0.999),
         "max_ms": all.last().copied().unwrap_or(0.0),
+    }))
+}
+
+/// A reconnect storm as a deploy causes it: every client loses its session at once and comes back as soon as
+/// the server listens again, with the shipped clients' backoff. Attempts refused while nothing listens are
+/// counted apart; an attempt that reaches the server and does not end in a session is a failure.
+async fn storm(t: &TargetArgs, a: &StormArgs) -> Res<Value> {
+    let ctx = Arc::new(Ctx::new(t, &t.url).await?);
+    let old_pid = t.server_pid.ok_or("storm needs --server-pid")?;
+    let mode = t.mode;
+    let _ = std::fs::remove_file(&a.pid_file);
+    let mut held = Vec::with_capacity(a.connections);
+    {
+        let mut set = JoinSet::new();
+        let mut next = 0;
+        while next < a.connections || !set.is_empty() {
+            while next < a.connections && set.len() < t.concurrency.max(1) {
+                let c = ctx.clone();
+                let i = next;
+                set.spawn(async move { c.open(i, is_encrypted(mode, i), false).await.map(|s| (i, s)) });
+                next += 1;
+            }
+            match set.join_next().await {
+                Some(Ok(Ok(s))) => held.push(s),
+                Some(Ok(Err(e))) => return Err(format!("setup: {e}")),
+                Some(Err(e)) => return Err(format!("setup: {e}")),
+                None => {}
+            }
+        }
+    }
+    let epoch = Instant::now();
+    let first_contact = Arc::new(AtomicU64::new(u64::MAX));
+    let failures = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    // Why attempts failed: the first 100 bytes of each distinct error, counted (at most 20 kinds).
+    let why = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let mut set = JoinSet::new();
+    for (i, mut s) in held {
+        let c = ctx.clone();
+        let first_contact = first_contact.clone();
+        let failures = failures.clone();
+        let why = why.clone();
+        let refused = refused.clone();
+        set.spawn(async move {
+            // The old session ends (Close frame or EOF) when the server goes down.
+            while s.conn.recv_text().await.is_ok() {}
+            drop(s);
+            // The shipped clients' policy: the first attempt after 250-500 ms, the delay doubling per failed
+            // attempt (JS client: `reconnect.initialMs` 500, half of it jittered).
+            let mut rng = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut base = 500u64;
+            loop {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                tokio::time::sleep(Duration::from_millis(base / 2 + rng % (base / 2))).await;
+                base = (base * 2).min(30_000);
+                match c.open(i, is_encrypted(mode, i), false).await {
+                    Ok(s) => return (epoch.elapsed().as_micros() as u64, s),
+                    Err(e) if e.contains("Connection refused") => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        first_contact.fetch_min(epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut w) = why.lock() {
+                            let key: String = e.chars().take(100).collect();
+                            if w.len() < 20 || w.contains_key(&key) {
+                                *w.entry(key).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(old_pid.to_string())
+        .status();
+    // The restarted server: sampled from the moment its PID is known.
+    let pid_file = a.pid_file.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut pid = None;
+            let (mut cpu0, mut peak) = (0.0, 0u64);
+            let mut cpu = 0.0;
+            while !done.load(Ordering::Relaxed) {
+                if pid.is_none() {
+                    pid = std::fs::read_to_string(&pid_file)
+                        .ok()
+                        .and_then(|p| p.trim().parse::<u32>().ok());
+                    if let Some(p) = pid {
+                        cpu0 = proc_sample(p).0;
+                    }
+                }
+                if let Some(p) = pid {
+                    let (c, rss) = proc_sample(p);
+                    cpu = c - cpu0;
+                    peak = peak.max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (pid, cpu, peak)
+        })
+    };
+    let deadline = Duration::from_secs_f64(a.timeout);
+    let mut last = 0u64;
+    let mut back = Vec::with_capacity(a.connections);
+    let outcome = tokio::time::timeout(deadline, async {
+        while let Some(r) = set.join_next().await {
+            if let Ok((at, s)) = r {
+                first_contact.fetch_min(at, Ordering::Relaxed);
+                last = last.max(at);
+                back.push(s);
+            }
+        }
+    })
+    .await;
+    let reestablished = back.len();
+    set.abort_all();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    done.store(true, Ordering::Relaxed);
+    let (pid, cpu, peak) = sampler.await.map_err(|e| e.to_string())?;
+    let (_, rss_after) = server_sample(pid);
+    drop(back);
+    let first = first_contact.load(Ordering::Relaxed);
+    let secs = if reestablished > 0 && first != u64::MAX {
+        last.saturating_sub(first) as f64 / 1e6
+    } else {
+        0.0
+    };
+    Ok(json!({
+        "scenario": "storm", "server": format!("{:?}", t.server).to_lowercase(),
+        "mode": format!("{:?}", t.mode).to_lowercase(), "connections": a.connections,
+        "reestablished": reestablished, "failures": failures.load(Ordering::Relaxed),
+        "refused_while_down": refused.load(Ordering::Relaxed),
+        "timed_out": outcome.is_err(),
+        "secs_first_to_last": secs,
+        "per_wall_second": if secs > 0.0 { reestablished as f64 / secs } else { 0.0 },
+        "server_cpu_s": cpu, "per_server_cpu_second": if cpu > 0.0 { reestablished as f64 / cpu } else { 0.0 },
+        "peak_rss_kib": peak, "rss_after_kib": rss_after,
+        "failure_kinds": why.lock().map(|w| json!(*w)).unwrap_or(Value::Null),
     }))
 }
 
@@ -962,6 +1142,7 @@ fn main() -> ExitCode {
             Cmd::Fanout(a) => fanout(t, a).await,
             Cmd::Connect(a) => connect(t, a).await,
             Cmd::Idle(a) => idle(t, a).await,
+            Cmd::Storm(a) => storm(t, a).await,
             Cmd::Latency(a) => latency(t, a).await,
             Cmd::CryptoLimit { seconds } => crypto_limit(*seconds),
             Cmd::Serve => Ok(Value::Null),

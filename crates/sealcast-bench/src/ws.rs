@@ -182,6 +182,30 @@ impl Conn {
         }
     }
 
+    /// Leaves the way a browser tab does: a Close frame (1000), then the server's Close or end of stream
+    /// (bounded by `limit`), then the TCP close when `self` drops.
+    pub async fn close(&mut self, limit: std::time::Duration) -> io::Result<()> {
+        self.out.clear();
+        encode(OP_CLOSE, &1000u16.to_be_bytes(), &mut self.out);
+        self.stream.write_all(&self.out).await?;
+        let answered = async {
+            loop {
+                match self.recv_text().await {
+                    Ok(_) => continue,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::ConnectionAborted || e.kind() == io::ErrorKind::UnexpectedEof =>
+                    {
+                        return Ok(())
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        tokio::time::timeout(limit, answered)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no close answer"))?
+    }
+
     pub async fn pong(&mut self, payload: &[u8]) -> io::Result<()> {
         self.out.clear();
         encode(OP_PONG, payload, &mut self.out);
