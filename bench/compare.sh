@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: sealcast vs the Ignis reference peer (Bun + uWebSockets), same machine, same run.
 #
-#   bash bench/compare.sh [quick|full]        # results in bench/results/<stamp>/, summary on stdout
+#   bash bench/compare.sh [quick|full|setup]  # results in bench/results/<stamp>/, summary on stdout
+#
+# `setup` is what users meet when connections come and go (issue 21): wsenc/1 and the reference's encrypted mode
+# set up and torn down (TCP connect, upgrade, authenticate, handshake, Close frame, TCP close) 1, 100 and 1,000
+# at a time; a reconnect storm (STORM_N sessions, default 19,900: the 20,000-descriptor limit of every process
+# here, the server holding one socket per session too) after a SIGTERM and restart; and cross-instance latency
+# through Redis at 100, 1,000 and 10,000 msg/s with both instances, Redis and the load generator unpinned on the
+# same two cores, as in a small deployment.
 #
 # Each server is pinned to SERVER_CPU (default 0) with taskset; the load generator runs on LOADGEN_CPU (1);
 # redis floats. sealcast gets a one-worker runtime automatically (tokio sizes its pool from the affinity mask).
@@ -160,6 +167,71 @@ pair() {
   done
 }
 
+# storm NAME SERVER PEER_MODE N: N sessions, the load generator sends the server SIGTERM once they are up, the
+# server is started again and its PID handed over through a file, every client reconnects with the shipped
+# clients' backoff.
+storm() {
+  local name=$1 which=$2 pmode=$3 n=$4
+  want "$name" || return 0
+  [ "$which" = ignis ] && [ "$HAVE_PEER" = 0 ] && return 0
+  local pidf=$WORK/storm.pid
+  rm -f "$pidf"
+  if [ "$which" = sealcast ]; then start_sealcast; else start_peer "$pmode"; fi
+  local old=$SERVER_PID target=("${SC[@]}")
+  [ "$which" = ignis ] && target=("${PEER[@]}")
+  log "$name $which $n"
+  "${BENCH[@]}" "${target[@]}" --server-pid "$old" --mode encrypted --concurrency 200 storm --connections "$n" \
+    --pid-file "$pidf" >"$WORK/storm.out" || true &
+  local lg=$!
+  while kill -0 "$old" 2>/dev/null && kill -0 "$lg" 2>/dev/null; do sleep 0.05; done
+  if kill -0 "$lg" 2>/dev/null; then
+    wait "$old" 2>/dev/null || true
+    if [ "$which" = sealcast ]; then start_sealcast; else start_peer "$pmode"; fi
+    echo "$SERVER_PID" >"$pidf"
+  fi
+  wait "$lg" || true
+  stop_server
+  echo "{\"name\":\"$name\",\"result\":$(cat "$WORK/storm.out" 2>/dev/null || echo null)}" >>"$OUT/results.jsonl"
+}
+
+# latency_cross NAME RATE: two instances of each server on one Redis (the setup profile runs it unpinned).
+latency_cross() {
+  local name=$1 rate=$2 line
+  want "$name" || return 0
+  if [ "$HAVE_PEER" = 1 ]; then
+    start_peer plain $PEER_PORT; A=$SERVER_PID; start_peer plain $((PEER_PORT + 1)); B=$SERVER_PID
+    line=$("${BENCH[@]}" "${PEER[@]}" latency --pub-url ws://127.0.0.1:$((PEER_PORT + 1))/ws --rate "$rate" --seconds 10 --subscribers 10 || true)
+    echo "{\"name\":\"$name\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
+    SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
+  fi
+  start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT; A=$SERVER_PID
+  start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT SEALCAST_BIND=127.0.0.1:$((SC_PORT + 1)); B=$SERVER_PID
+  line=$("${BENCH[@]}" "${SC[@]}" latency --pub-url ws://127.0.0.1:$((SC_PORT + 1))/ws --rate "$rate" --seconds 10 --subscribers 10 || true)
+  echo "{\"name\":\"$name\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
+  SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
+}
+
+if [ "$PROFILE" = setup ]; then
+  for r in $(seq "$REPEAT"); do
+    for c in 1 100 1000; do
+      n=$((c == 1 ? 1000 : c == 100 ? 5000 : 10000))
+      if [ $((r % 2)) = 1 ]; then order="sealcast ignis"; else order="ignis sealcast"; fi
+      for w in $order; do run "connect_encrypted_c$c" "$w" encrypted --mode encrypted --concurrency "$c" connect --connections "$n"; done
+    done
+    if [ $((r % 2)) = 1 ]; then order="sealcast ignis"; else order="ignis sealcast"; fi
+    for w in $order; do storm storm_encrypted "$w" encrypted "${STORM_N:-19900}"; done
+  done
+  saved=("$SERVER_CPU" "$LOADGEN_CPU"); SERVER_CPU=0,1; LOADGEN_CPU=0,1
+  BENCH=(timeout 900 taskset -c "$LOADGEN_CPU" "$BIN/sealcast-bench")
+  for r in $(seq "$REPEAT"); do
+    for rate in 100 1000 10000; do latency_cross "latency_cross_$rate" "$rate"; done
+  done
+  SERVER_CPU=${saved[0]}; LOADGEN_CPU=${saved[1]}
+  python3 bench/report.py "$OUT/results.jsonl" | tee "$OUT/summary.md"
+  log "results in $OUT"
+  exit 0
+fi
+
 if [ "$PROFILE" = quick ]; then SIZES="100 1000"; MEMSTEPS=1000,2000; MEMN=3000; else SIZES="100 300 1000 3000 10000"; MEMSTEPS=1000,2000,4000; MEMN=8000; fi
 REPEAT_SWEEP=${REPEAT_SWEEP:-2}
 
@@ -190,20 +262,8 @@ REPEAT=$REPEAT_SWEEP pair idle_plain plain --mode plain --concurrency 64 idle --
 REPEAT=$REPEAT_SWEEP pair idle_encrypted encrypted --mode encrypted --concurrency 64 idle --connections "$MEMN" --steps "$MEMSTEPS"
 # (6) latency at 1,000 msg/s: single instance (both), and across two reference instances through Redis.
 REPEAT=$REPEAT_SWEEP pair latency_single plain latency --rate 1000 --seconds 10 --subscribers 10
-if [ "$PROFILE" = full ] && want latency_cross; then
-  for r in $(seq "$REPEAT_SWEEP"); do
-    if [ "$HAVE_PEER" = 1 ]; then
-      start_peer plain $PEER_PORT; A=$SERVER_PID; start_peer plain $((PEER_PORT + 1)); B=$SERVER_PID
-      line=$("${BENCH[@]}" "${PEER[@]}" latency --pub-url ws://127.0.0.1:$((PEER_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)
-      echo "{\"name\":\"latency_cross\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
-      SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
-    fi
-    start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT; A=$SERVER_PID
-    start_sealcast SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT SEALCAST_BIND=127.0.0.1:$((SC_PORT + 1)); B=$SERVER_PID
-    line=$("${BENCH[@]}" "${SC[@]}" latency --pub-url ws://127.0.0.1:$((SC_PORT + 1))/ws --rate 1000 --seconds 10 --subscribers 10 || true)
-    echo "{\"name\":\"latency_cross\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
-    SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
-  done
+if [ "$PROFILE" = full ]; then
+  for r in $(seq "$REPEAT_SWEEP"); do latency_cross latency_cross 1000; done
 fi
 
 # The connection-count target: encrypted sessions held 60 s with heartbeats (HOLD=1; ~3 min). `ulimit -n` caps

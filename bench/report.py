@@ -39,8 +39,16 @@ METRICS = [
     ("connect", "latency_ms_p99", "connect→connected p99 ms", False),
     ("crypto_limit", "per_cpu_second", "keygen+2 ECDH+HKDF per CPU-second", True),
     ("idle", "kib_per_conn", "RSS KiB per connection", False),
+    ("connect", "failures", "failed sessions", False),
+    ("storm", "failures", "failed attempts (reached the server, no session)", False),
+    ("storm", "reestablished", "sessions re-established", True),
+    ("storm", "secs_first_to_last", "seconds, first to last re-established", False),
+    ("storm", "per_server_cpu_second", "sessions per server CPU-second", True),
+    ("storm", "peak_rss_kib", "peak server RSS KiB", False),
     ("latency", "p50_ms", "p50 ms", False),
     ("latency", "p99_ms", "p99 ms", False),
+    ("latency", "p999_ms", "p999 ms", False),
+    ("latency", "lost", "lost messages", False),
 ]
 
 
@@ -80,7 +88,7 @@ def main():
             if a is None and b is None:
                 continue
             ratio = ""
-            if a and b and b[0]:
+            if a and b and b[0] and key not in ("failures", "lost", "reestablished"):
                 ratio = f"{a[0] / b[0]:.2f}×"
             cell = lambda s: "–" if s is None else f"{fmt(s[0])} ({fmt(s[1])}–{fmt(s[2])}, {s[3]})"
             line = f"| {name} | {label} | {cell(a)} | {cell(b)} | {ratio} |"
@@ -94,9 +102,11 @@ def main():
     for name, by in rows.items():
         for server, rs in by.items():
             for r in rs:
-                if r.get("error") or r.get("exact") is False or r.get("unexpected_closes"):
+                if (r.get("error") or r.get("exact") is False or r.get("unexpected_closes")
+                        or r.get("failures") or r.get("lost") or r.get("timed_out")):
                     bad.append(f"{name}/{server}: exact={r.get('exact')} closes={r.get('unexpected_closes')} "
-                               f"error={r.get('error')}")
+                               f"failures={r.get('failures')} {r.get('failure_kinds') or r.get('first_error') or ''} "
+                               f"lost={r.get('lost')} error={r.get('error')}")
     if bad:
         print("\nAnomalies:\n" + "\n".join(f"- {b}" for b in bad))
 

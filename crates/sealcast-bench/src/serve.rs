@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use axum::serve::ListenerExt;
 use sealcast::auth::{self, JwtAuthenticator};
 use sealcast::bus::{RedisBus, RedisEndpoint};
 use sealcast::crypto::{StaticKey, StaticKeySet};
@@ -58,25 +57,25 @@ pub async fn serve() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    // Nagle off, as uWebSockets does: small frames must not wait for the peer's delayed ACK.
-    let nodelay = std::env::var("SEALCAST_TCP_NODELAY").map_or(true, |v| v != "false");
-    let listener = listener.tap_io(move |tcp| {
-        if nodelay {
-            let _ = tcp.set_nodelay(true);
-        }
-    });
     println!("sealcast: listening on ws://{addr}{}", server.config().path);
-    let app: axum::Router = server.router();
-    tokio::select! {
-        r = axum::serve(listener, app) => r.map_err(|e| e.to_string()),
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = async {
+    // `Server::serve`, as the `sealcast` binary: sockets count against the limits from accept, TCP_NODELAY.
+    let stopper = server.clone();
+    tokio::spawn(async move {
+        let term = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => { s.recv().await; }
+                Ok(mut s) => {
+                    s.recv().await;
+                }
                 Err(_) => std::future::pending::<()>().await,
             }
-        } => Ok(()),
-    }?;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        stopper.shutdown().await;
+    });
+    server.serve(listener, server.router()).await;
     server.shutdown().await;
     Ok(())
 }
