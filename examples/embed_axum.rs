@@ -78,7 +78,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("kid={} publicKey={}", key.kid_b64u(), key.public_key_b64u());
     let state = AppState::default();
     let server = sealcast(Server::builder().static_keys(StaticKeySet::new(key)), state.clone())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    // A listener whose accept queue survives a reconnect storm (tokio's `bind` asks for 128).
+    let listener = Server::listen("127.0.0.1:8080".parse()?)?;
     let stop = server.clone();
     // Peer addresses feed the per-IP connection limits.
     axum::serve(

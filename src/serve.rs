@@ -29,11 +29,37 @@ use crate::shared::Shared;
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 /// Most request bytes read from a refused socket.
 const REFUSAL_DRAIN: usize = 16 * 1024;
+/// Accept-queue length asked of the kernel for [`Server::listen`] (Linux caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4_096;
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors), so the loop does
 /// not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Server {
+    /// A listener for [`Server::serve`] on `addr`, with `SO_REUSEADDR` and an accept queue of 4,096 connections
+    /// (the kernel caps it at `net.core.somaxconn`, 4,096 by default on Linux ≥ 5.4). Must be called inside a
+    /// tokio runtime.
+    ///
+    /// `tokio::net::TcpListener::bind` asks for 128, as the standard library does. When a thousand clients
+    /// connect at once (a reconnect storm after a deploy) while the server is busy with handshakes, that queue
+    /// overflows, and every connection the kernel drops costs its client a one-second SYN retransmission.
+    ///
+    /// ```no_run
+    /// # async fn run(server: sealcast::Server) -> std::io::Result<()> {
+    /// let listener = sealcast::Server::listen("127.0.0.1:8080".parse().expect("an address"))?;
+    /// server.serve(listener, server.router()).await;
+    /// # Ok(()) }
+    /// ```
+    pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    }
+
     /// Serves `app` (which should include [`Server::router`]) on `listener` until [`Server::shutdown`] starts;
     /// then it stops accepting, waits for each HTTP connection to finish the request it is serving (a request
     /// head still has `request_head_timeout` to arrive) and returns; [`Server::shutdown`] waits for the WebSocket
@@ -49,7 +75,7 @@ impl Server {
     ///
     /// ```no_run
     /// # async fn run(server: sealcast::Server) -> std::io::Result<()> {
-    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// let listener = sealcast::Server::listen("127.0.0.1:8080".parse().expect("an address"))?;
     /// let stopper = server.clone();
     /// tokio::spawn(async move {
     ///     let _ = tokio::signal::ctrl_c().await;

@@ -1,6 +1,6 @@
 //! Embedding the server in an axum app: authenticating from the upgrade request (the app's session cookie,
-//! the peer address, `Origin`, the query string), merging the router into an app with its own state, and the
-//! warning when the app is served without peer addresses.
+//! the peer address, `Origin`, the query string), merging the router into an app with its own state, the
+//! warning when the app is served without peer addresses, and the listener `Server::listen` makes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -164,4 +164,31 @@ async fn a_server_served_without_peer_addresses_warns_once_that_per_ip_limits_ar
     let (_b, _) = t.login("user:b").await;
     let logged = warnings.0.lock().unwrap().clone();
     assert_eq!(logged.iter().filter(|m| m.contains("per-IP")).count(), 1, "{logged:?}");
+}
+
+/// `Server::listen` asks for an accept queue of 4,096: when the server is too busy to accept (a reconnect storm),
+/// connections beyond tokio's 128 still complete their TCP handshake instead of waiting out a SYN retransmission.
+#[tokio::test]
+async fn a_listener_from_server_listen_queues_connections_beyond_tokios_128() {
+    let n = 1_500;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        somaxconn > n,
+        "net.core.somaxconn is {somaxconn}: every accept queue here is shorter than {n}"
+    );
+    let listener = sealcast::Server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nobody accepts: a connect completes only if the kernel queues it (a dropped SYN is retried after 1 s).
+    let connects = (0..n).map(|_| {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(900),
+            tokio::net::TcpStream::connect(addr),
+        )
+    });
+    let results = futures_util::future::join_all(connects).await;
+    let queued = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(queued, n, "connections queued without an accept");
 }

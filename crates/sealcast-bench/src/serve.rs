@@ -55,7 +55,7 @@ pub async fn serve() -> Result<(), String> {
         .room_validator(auth::rooms_claim_validator)
         .build()
         .map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| e.to_string())?;
+    let listener = Server::listen(bind).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("sealcast: listening on ws://{addr}{}", server.config().path);
     // `Server::serve`, as the `sealcast` binary: sockets count against the limits from accept, TCP_NODELAY.

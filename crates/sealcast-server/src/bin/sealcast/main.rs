@@ -391,8 +391,8 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         jwt: jwt_reload,
     }
     .spawn()?;
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
+    // A deep accept queue: a reconnect storm must not cost clients SYN retransmissions (`Server::listen`).
+    let listener = Server::listen(bind)
         .map_err(|e| format!("cannot listen on {bind} (`server.bind`, SEALCAST_BIND, --bind): {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, path = %server.config().path, "listening");
     if let (Some(addr), Some(prometheus)) = (admin_bind, prometheus) {
