@@ -1209,3 +1209,116 @@ async fn the_binary_authenticates_clients_through_the_connect_proxy() {
         .await;
     assert_eq!(refused.expect_close().await.0, 4003);
 }
+
+/// A plain-http JWKS endpoint serving RS256 fixture keys `a` and `b`.
+async fn jwks_endpoint() -> String {
+    use jsonwebtoken::Algorithm::RS256;
+    let document = common::jwt::jwks(&[
+        common::jwt::jwk(RS256, "rs256-a.key.pem", "a"),
+        common::jwt::jwk(RS256, "rs256-b.key.pem", "b"),
+    ]);
+    let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { document }));
+    format!("http://{}/jwks", serve_http(app).await)
+}
+
+#[tokio::test]
+async fn the_binary_verifies_tokens_with_the_jwks_key_their_kid_names() {
+    use jsonwebtoken::Algorithm::RS256;
+    let jwks_url = jwks_endpoint().await;
+    let (_p, lines, port) = serve(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", &jwks_url),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    assert!(!lines.iter().any(|l| l.contains("sample token")), "{lines:?}");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let token = common::jwt::sign_kid(RS256, "rs256-b.key.pem", Some("b"), "bob");
+    let mut ok = Client::connect(&url).await;
+    ok.send(json!({"event": "authenticate", "data": {"token": token}}))
+        .await;
+    assert_eq!(ok.expect_event("connected").await["userId"], "bob");
+    let swapped = common::jwt::sign_kid(RS256, "rs256-b.key.pem", Some("a"), "mallory");
+    let mut bad = Client::connect(&url).await;
+    bad.send(json!({"event": "authenticate", "data": {"token": swapped}}))
+        .await;
+    assert_eq!(bad.expect_close().await.0, 4003);
+}
+
+#[tokio::test]
+async fn a_token_naming_a_kid_the_jwks_lacks_is_logged_as_an_unknown_key() {
+    let jwks_url = jwks_endpoint().await;
+    let token = common::jwt::sign_kid(jsonwebtoken::Algorithm::RS256, "rs256-a.key.pem", Some("gone"), "alice");
+    let reason = logged_refusal(
+        &[("SEALCAST_JWT_ALGORITHM", "RS256"), ("SEALCAST_JWKS_URL", &jwks_url)],
+        &token,
+    )
+    .await;
+    assert_eq!(reason, "unknown key: no key of the JWKS has the token's `kid`");
+}
+
+#[test]
+fn config_check_refuses_hs256_with_a_jwks_url() {
+    config_refusal_says(
+        &[],
+        &[("SEALCAST_JWKS_URL", "https://idp.example/jwks.json")],
+        &["`auth.jwks_url` needs `auth.jwt_algorithm` RS256 or ES256"],
+    );
+    config_refusal_says(
+        &[],
+        &[
+            ("SEALCAST_JWT_ALGORITHM", "ES256"),
+            ("SEALCAST_JWKS_URL", "https://idp.example/jwks.json"),
+            ("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth"),
+        ],
+        &["`auth.jwks_url` is set together", "choose one authentication mode"],
+    );
+}
+
+#[test]
+fn config_check_accepts_a_jwks_url_as_authentication_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("server.pem");
+    keygen_into(&key);
+    let envs = [
+        ("SEALCAST_BIND", "0.0.0.0:8080"),
+        ("SEALCAST_SERVER_KEY_FILE", key.to_str().unwrap()),
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", "http://127.0.0.1:1/jwks?key=jwks-key-7f3a"),
+    ];
+    let (code, out, err) = config_check(&[], &envs);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("jwks_url = \"http://127.0.0.1:1/jwks?[redacted]\"") && !out.contains("jwks-key-7f3a"),
+        "{out}"
+    );
+    let err = public_bind_refusal(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", "http://127.0.0.1:1/jwks"),
+    ]);
+    assert!(
+        err.contains("SEALCAST_SERVER_KEY_FILE") && !err.contains("SEALCAST_JWT_SECRET"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_reads_the_ca_files_of_https_urls() {
+    let (_dir, path) = config_file("not a certificate");
+    config_refusal_says(
+        &[],
+        &[
+            ("SEALCAST_JWT_ALGORITHM", "ES256"),
+            ("SEALCAST_JWKS_URL", "https://idp.example/jwks.json"),
+            ("SEALCAST_JWKS_CA_FILE", &path),
+        ],
+        &["`auth.jwks_ca_file`", "no CA certificate"],
+    );
+    config_refusal_says(
+        &[],
+        &[
+            ("SEALCAST_AUTH_PROXY_URL", "https://auth.internal/connect"),
+            ("SEALCAST_AUTH_PROXY_CA_FILE", "/nonexistent/ca.pem"),
+        ],
+        &["`auth.proxy_ca_file`", "cannot read the CA file /nonexistent/ca.pem"],
+    );
+}
