@@ -1322,3 +1322,33 @@ fn config_check_reads_the_ca_files_of_https_urls() {
         &["`auth.proxy_ca_file`", "cannot read the CA file /nonexistent/ca.pem"],
     );
 }
+
+#[tokio::test]
+async fn the_binary_starts_without_its_jwks_and_answers_authentication_error_saying_why() {
+    let jwks_url = format!("http://127.0.0.1:{}/jwks", free_port());
+    let (_p, lines, port, _readers) = serve_captured(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", &jwks_url),
+        ("SEALCAST_LOG_FORMAT", "json"),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    let log = || lines.lock().unwrap().join("\n");
+    assert!(log().contains("JWKS not available at startup"), "{}", log());
+    let token = common::jwt::sign_kid(jsonwebtoken::Algorithm::RS256, "rs256-a.key.pem", Some("a"), "alice");
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+    c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
+    let (code, _, before) = c.expect_close().await;
+    assert_eq!(code, 4003);
+    assert_eq!(
+        before,
+        vec![json!({"event": "error", "data": {"message": sealcast::protocol::event::errors::AUTHENTICATION_ERROR}})]
+    );
+    eventually("the authenticator error is logged with its reason", || {
+        let log = log();
+        log.contains("authenticator failed")
+            && log.contains("no JWKS keys")
+            && log.contains("cannot connect to the JWKS endpoint")
+    })
+    .await;
+    assert!(!log().contains(&token), "the token is in the log");
+}
