@@ -1221,7 +1221,8 @@ async fn jwks_endpoint() -> String {
     format!("http://{}/jwks", serve_http(app).await)
 }
 
-#[tokio::test]
+// Multi-threaded: `serve` blocks its thread until the server listens, and the server fetches the JWKS first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_verifies_tokens_with_the_jwks_key_their_kid_names() {
     use jsonwebtoken::Algorithm::RS256;
     let jwks_url = jwks_endpoint().await;
@@ -1244,7 +1245,8 @@ async fn the_binary_verifies_tokens_with_the_jwks_key_their_kid_names() {
     assert_eq!(bad.expect_close().await.0, 4003);
 }
 
-#[tokio::test]
+// Multi-threaded: `serve` blocks its thread until the server listens, and the server fetches the JWKS first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_naming_a_kid_the_jwks_lacks_is_logged_as_an_unknown_key() {
     let jwks_url = jwks_endpoint().await;
     let token = common::jwt::sign_kid(jsonwebtoken::Algorithm::RS256, "rs256-a.key.pem", Some("gone"), "alice");
@@ -1351,4 +1353,31 @@ async fn the_binary_starts_without_its_jwks_and_answers_authentication_error_say
     })
     .await;
     assert!(!log().contains(&token), "the token is in the log");
+}
+
+// Multi-threaded: `serve` blocks its thread until the server listens, and the server fetches the JWKS first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_fetches_the_jwks_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let document = common::jwt::jwks(&[common::jwt::jwk(
+        jsonwebtoken::Algorithm::ES256,
+        "es256-a.key.pem",
+        "ec",
+    )]);
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            document
+        }),
+    );
+    let jwks_url = format!("http://{}/jwks", serve_http(app).await);
+    let (p, _lines, _port) = serve(&[("SEALCAST_JWT_ALGORITHM", "ES256"), ("SEALCAST_JWKS_URL", &jwks_url)]);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    eventually("SIGHUP fetches the JWKS", || hits.load(Ordering::SeqCst) == 2).await;
 }

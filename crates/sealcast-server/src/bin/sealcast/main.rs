@@ -364,6 +364,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .allow_client_publish(settings.server.allow_client_publish || demo)
         .static_keys(keys)
         .room_validator(auth::rooms_claim_validator);
+    let mut jwks_reload = None;
     let (builder, jwt_reload) = match (mode, &secret) {
         (reload::AuthMode::PublicKey { authenticator, file }, _) => (
             builder.authenticator(authenticator.clone()),
@@ -380,6 +381,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
                 ),
             }
             drop(jwks.spawn_refresher());
+            jwks_reload = Some(jwks.clone());
             (builder.authenticator(jwks), None)
         }
         (reload::AuthMode::Proxy(proxy), _) => (builder.authenticator(proxy), None),
@@ -404,6 +406,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         server: server.clone(),
         server_key_files: settings.encryption.server_key_files.clone(),
         jwt: jwt_reload,
+        jwks: jwks_reload,
     }
     .spawn()?;
     let listener = tokio::net::TcpListener::bind(bind)

@@ -1,5 +1,6 @@
 //! `sealcast serve`'s authentication modes (HS256 secret, RS256/ES256 public key file or JWKS, connect proxy)
-//! and SIGHUP: re-read the server key files and the JWT public key file, apply them, keep the old keys on error.
+//! and SIGHUP: re-read the server key files and the JWT public key file, apply them, keep the old keys on error;
+//! fetch the JWKS again (a failed fetch keeps the last good set).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -92,6 +93,8 @@ pub struct Reloader {
     pub server_key_files: Vec<PathBuf>,
     /// The JWT verifier and its key file, in public-key mode.
     pub jwt: Option<(JwtAuthenticator, PathBuf)>,
+    /// The JWKS authenticator, in JWKS mode.
+    pub jwks: Option<JwksAuthenticator>,
 }
 
 impl Reloader {
@@ -112,8 +115,16 @@ impl Reloader {
 
     /// Re-reads and applies every configured key file; one that fails leaves its old keys in place.
     fn reload(&self) {
-        if self.server_key_files.is_empty() && self.jwt.is_none() {
+        if self.server_key_files.is_empty() && self.jwt.is_none() && self.jwks.is_none() {
             tracing::warn!("SIGHUP: no key files configured, nothing to reload");
+        }
+        if let Some(jwks) = self.jwks.clone() {
+            // Not rate-limited like a token's fetch: the operator asked for it. A failure is logged by `refresh`.
+            tokio::spawn(async move {
+                if let Ok(keys) = jwks.refresh().await {
+                    tracing::info!(keys, "SIGHUP: JWKS fetched again");
+                }
+            });
         }
         if !self.server_key_files.is_empty() {
             let applied = crate::load_keys(&self.server_key_files)
