@@ -20,13 +20,18 @@ pub struct TestCa {
 impl TestCa {
     /// A new CA named `name` and a server certificate for 127.0.0.1 and localhost.
     pub fn new(name: &str) -> Self {
+        Self::for_names(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A new CA named `name` and a server certificate for `names` (host names or IP addresses) only.
+    pub fn for_names(name: &str, names: &[&str]) -> Self {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(DnType::CommonName, name);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let leaf_params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
         let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));

@@ -235,3 +235,30 @@ async fn https_backend_answering_too_much_is_an_authenticator_error() {
     assert!(matches!(proxy.authenticate(&payload).await, Err(ProxyError::TooLarge)));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn https_backend_without_a_configured_ca_is_checked_against_the_system_roots() {
+    let ca = TestCa::new("sealcast proxy test CA");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve_https(app(&hits), &ca).await;
+    // No `tls_roots`: the system's store, which does not hold a CA made a moment ago.
+    let proxy = ConnectProxy::new(&format!("https://{addr}/accept"), Duration::from_secs(2)).unwrap();
+    let mut payload = serde_json::Map::new();
+    payload.insert("token".into(), json!("alice"));
+    assert!(matches!(proxy.authenticate(&payload).await, Err(ProxyError::Tls(_))));
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn https_backend_whose_certificate_names_another_host_is_refused() {
+    // Issued by the trusted CA, but for `localhost` only, while the URL says 127.0.0.1.
+    let ca = TestCa::for_names("sealcast proxy test CA", &["localhost"]);
+    let (proxy, hits) = https_backend(&ca, &ca, "accept").await;
+    let mut payload = serde_json::Map::new();
+    payload.insert("token".into(), json!("alice"));
+    match proxy.authenticate(&payload).await {
+        Err(ProxyError::Tls(reason)) => assert!(reason.contains("not valid for name"), "{reason}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
