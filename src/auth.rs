@@ -1,12 +1,18 @@
 //! Bundled authenticators: JSON Web Tokens ([`JwtAuthenticator`]: HS256 with a secret, RS256/ES256 with a
-//! public key, the algorithm pinned by configuration) and a connect proxy ([`proxy::ConnectProxy`]) that asks an
-//! HTTP backend.
+//! public key, the algorithm pinned by configuration; [`JwksAuthenticator`]: RS256/ES256 with the keys an
+//! identity provider publishes as a JWKS, selected by `kid`) and a connect proxy ([`proxy::ConnectProxy`]) that
+//! asks an HTTP backend. The last two reach their endpoints over http or https ([`tls`]).
 //!
 //! For tokens, `sub` becomes the user id; `exp` is required and `nbf` honoured, with a small leeway; every claim
 //! is kept as the connection's metadata. An optional `rooms` claim (a list of names or `prefix*` patterns)
 //! becomes [`Identity::rooms`]: the server then only lets the client join and publish to matching rooms.
 
+mod http;
+pub mod jwks;
 pub mod proxy;
+pub mod tls;
+
+pub use jwks::JwksAuthenticator;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,6 +85,17 @@ pub enum Refusal {
     /// A claim has the wrong type (`rooms` must be a list of strings).
     #[error("a claim has the wrong type (`rooms` must be a list of strings)")]
     BadClaims,
+    /// ([`JwksAuthenticator`]) No key of the JWKS has the token's `kid`, even after a refresh (or a refresh was
+    /// not allowed yet: see [`jwks::MIN_REFETCH_INTERVAL`]).
+    #[error("unknown key: no key of the JWKS has the token's `kid`")]
+    UnknownKey,
+    /// ([`JwksAuthenticator`]) The token has no `kid` and the JWKS has more than one usable key.
+    #[error("the token has no `kid` and the JWKS has more than one key to choose from")]
+    NoKeyId,
+    /// ([`JwksAuthenticator`]) No JWKS has been fetched yet (the endpoint is unreachable or serves nothing
+    /// usable). The hook reports it as an authenticator error, not a rejection.
+    #[error("no JWKS keys: the key set could not be fetched yet")]
+    KeysUnavailable,
 }
 
 impl Refusal {
@@ -225,13 +242,29 @@ struct Verifier {
     validation: Validation,
 }
 
+/// The claims checks every bundled JWT authenticator makes, for tokens of `algorithm` only.
+fn validation(algorithm: JwtAlgorithm) -> Validation {
+    // `Validation::new` pins `algorithms` to exactly this one: the header's `alg` must match it.
+    let mut validation = Validation::new(algorithm.jose());
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation
+}
+
+/// The identity of a verified token: `sub`, every claim as metadata, `exp` as the credential's expiry, `rooms`.
+fn identity_of(claims: Claims, all: Value) -> Identity {
+    let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
+    let identity = Identity::user(claims.sub).with_metadata(all).expiring_at(expiry);
+    match claims.rooms {
+        Some(patterns) => identity.with_rooms(patterns),
+        None => identity,
+    }
+}
+
 impl Verifier {
     fn new(key: JwtKey) -> Arc<Self> {
-        // `Validation::new` pins `algorithms` to exactly this one: the header's `alg` must match it.
-        let mut validation = Validation::new(key.algorithm.jose());
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let validation = validation(key.algorithm);
         Arc::new(Self { key, validation })
     }
 }
@@ -318,14 +351,7 @@ impl Hook<AuthRequest, Option<Identity>> for JwtAuthenticator {
             None => Err(Refusal::NoToken),
         };
         let outcome = match checked {
-            Ok((claims, all)) => {
-                let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
-                let identity = Identity::user(claims.sub).with_metadata(all).expiring_at(expiry);
-                Some(match claims.rooms {
-                    Some(patterns) => identity.with_rooms(patterns),
-                    None => identity,
-                })
-            }
+            Ok((claims, all)) => Some(identity_of(claims, all)),
             Err(reason) => {
                 tracing::info!(client = %req.client_id, %reason, "authentication refused");
                 None

@@ -2,7 +2,9 @@
 //! elsewhere.
 //!
 //! The `authenticate` payload (the `data` object, exactly as the client sent it) is POSTed as JSON to the
-//! configured URL. The backend answers:
+//! configured `http://` or `https://` URL. For https the backend's certificate must chain to the system's
+//! trusted roots, or only to the CA set with [`ConnectProxy::tls_roots`] (see [`super::tls`]); a TLS failure
+//! (unknown issuer, wrong host name, ...) is an authenticator error and is not retried. The backend answers:
 //!
 //! - `200` with `{"userId": "...", "metadata": <any JSON>?, "rooms": ["chat:*", ...]?}`: accepted; `rooms`
 //!   becomes [`Identity::rooms`], `metadata` the connection's metadata. Unknown fields are refused.
@@ -18,14 +20,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, Method, Request, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::net::TcpStream;
 
+use super::http::{Endpoint, FetchError, UrlError};
+use super::tls::TlsRoots;
 use crate::hooks::{AuthRequest, Hook, HookFuture, Identity};
 
 /// Largest response body read from the backend.
@@ -41,11 +42,13 @@ const MAX_USER_ID_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyConfigError {
-    /// The URL does not parse or lacks a host.
-    #[error("the connect proxy URL must look like http://host:port/path")]
+    /// The URL does not parse, lacks a host or carries credentials (`user:password@`).
+    #[error(
+        "the connect proxy URL must look like https://host:port/path or http://host:port/path, without credentials"
+    )]
     InvalidUrl,
-    /// Only plain `http://` is supported.
-    #[error("the connect proxy URL must use http:// (https is not supported: run the backend on loopback or a private network, or put a TLS sidecar next to sealcast)")]
+    /// The scheme is neither `http` nor `https`.
+    #[error("the connect proxy URL must use https:// or http://")]
     UnsupportedScheme,
     /// The timeout is zero.
     #[error("the connect proxy timeout must be greater than zero")]
@@ -60,6 +63,10 @@ pub enum ProxyError {
     /// The backend could not be reached.
     #[error("cannot connect to the auth backend: {0}")]
     Connect(std::io::ErrorKind),
+    /// The TLS handshake failed: the backend's certificate does not chain to the trusted roots or does not name
+    /// its host (rustls's reason follows), or the system's roots could not be loaded.
+    #[error("TLS with the auth backend failed: {0}")]
+    Tls(String),
     /// The HTTP exchange failed.
     #[error("HTTP exchange with the auth backend failed")]
     Http,
@@ -82,7 +89,8 @@ impl ProxyError {
         match self {
             Self::Connect(_) => true,
             Self::Status(code) => *code >= 500,
-            Self::Http | Self::TooLarge | Self::Malformed | Self::Timeout => false,
+            // A certificate that does not verify will not verify a moment later.
+            Self::Tls(_) | Self::Http | Self::TooLarge | Self::Malformed | Self::Timeout => false,
         }
     }
 }
@@ -98,11 +106,15 @@ struct Accepted {
     rooms: Option<Vec<String>>,
 }
 
-struct Target {
-    uri: Uri,
-    host: String,
-    port: u16,
-    authority: String,
+impl From<FetchError> for ProxyError {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::Connect(kind) => Self::Connect(kind),
+            FetchError::Tls(reason) => Self::Tls(reason),
+            FetchError::Http => Self::Http,
+            FetchError::TooLarge => Self::TooLarge,
+        }
+    }
 }
 
 /// An authenticator that POSTs the `authenticate` payload to a backend (see the module docs for the
@@ -115,12 +127,14 @@ struct Target {
 /// let proxy = ConnectProxy::new("http://127.0.0.1:3000/sealcast/connect", Duration::from_secs(2))?
 ///     .retries(1);
 /// # let _ = sealcast::Server::builder().authenticator(proxy);
+/// // https: the system's trusted roots, or only a CA of your own with `.tls_roots(TlsRoots::from_ca_file(..)?)`.
+/// let _tls = ConnectProxy::new("https://auth.internal/sealcast/connect", Duration::from_secs(2))?;
 /// assert!(ConnectProxy::new("ftp://example/", Duration::from_secs(2)).is_err());
 /// # Ok::<(), sealcast::auth::proxy::ProxyConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct ConnectProxy {
-    target: Arc<Target>,
+    target: Arc<Endpoint>,
     timeout: Duration,
     retries: u32,
 }
@@ -129,10 +143,7 @@ impl std::fmt::Debug for ConnectProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectProxy")
             // Scheme, authority and path only: a query string might carry a backend credential.
-            .field(
-                "url",
-                &format_args!("http://{}{}", self.target.authority, self.target.uri.path()),
-            )
+            .field("url", &self.target.display())
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .finish()
@@ -140,42 +151,32 @@ impl std::fmt::Debug for ConnectProxy {
 }
 
 impl ConnectProxy {
-    /// A proxy to `url` (`http://host[:port]/path`), each authentication bounded by `timeout` (retries
-    /// included). One retry by default.
+    /// A proxy to `url` (`https://host[:port]/path` or `http://...`), each authentication bounded by `timeout`
+    /// (retries, connection and TLS handshake included). One retry by default. For https the system's trusted
+    /// roots are loaded on first use unless [`Self::tls_roots`] sets others; this call does no I/O.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, ProxyConfigError> {
         if timeout.is_zero() {
             return Err(ProxyConfigError::ZeroTimeout);
         }
-        let uri: Uri = url.parse().map_err(|_| ProxyConfigError::InvalidUrl)?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(_) => return Err(ProxyConfigError::UnsupportedScheme),
-            None => return Err(ProxyConfigError::InvalidUrl),
-        }
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or(ProxyConfigError::InvalidUrl)?;
-        let port = uri.port_u16().unwrap_or(80);
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .ok_or(ProxyConfigError::InvalidUrl)?;
-        if authority.contains('@') {
-            // Credentials in the URL would end up in logs and Debug output.
-            return Err(ProxyConfigError::InvalidUrl);
-        }
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let target = Endpoint::parse(url).map_err(|e| match e {
+            UrlError::Invalid => ProxyConfigError::InvalidUrl,
+            UrlError::Scheme => ProxyConfigError::UnsupportedScheme,
+        })?;
         Ok(Self {
-            target: Arc::new(Target {
-                uri,
-                host,
-                port,
-                authority,
-            }),
+            target: Arc::new(target),
             timeout,
             retries: 1,
         })
+    }
+
+    /// Trusts only `roots` for an https backend (e.g. [`TlsRoots::from_ca_file`] for a private CA) instead of
+    /// the system's store. No effect on an `http://` URL.
+    pub fn tls_roots(self, roots: TlsRoots) -> Self {
+        let target = Endpoint::clone(&self.target).with_roots(roots);
+        Self {
+            target: Arc::new(target),
+            ..self
+        }
     }
 
     /// Extra attempts after a connection error or a `5xx`, as long as the timeout allows (default 1; a `4xx`
@@ -207,44 +208,15 @@ impl ConnectProxy {
     }
 
     async fn once(&self, body: Bytes) -> Result<Option<Identity>, ProxyError> {
-        let t = &self.target;
-        let stream = TcpStream::connect((t.host.as_str(), t.port))
-            .await
-            .map_err(|e| ProxyError::Connect(e.kind()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| ProxyError::Http)?;
-        let conn = AbortOnDrop(tokio::spawn(conn));
-        let path = t.uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(header::HOST, &t.authority)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(body))
-            .map_err(|_| ProxyError::Http)?;
-        let response = sender.send_request(request).await.map_err(|_| ProxyError::Http)?;
-        let outcome = match response.status() {
-            StatusCode::OK => {
-                let collected = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.is::<http_body_util::LengthLimitError>() {
-                            ProxyError::TooLarge
-                        } else {
-                            ProxyError::Http
-                        }
-                    })?;
-                parse_accepted(&collected.to_bytes()).map(Some)
-            }
+        let (status, answer) = self
+            .target
+            .exchange(Method::POST, Some(body), MAX_RESPONSE_BYTES)
+            .await?;
+        match status {
+            StatusCode::OK => parse_accepted(&answer).map(Some),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Ok(None),
             other => Err(ProxyError::Status(other.as_u16())),
-        };
-        drop(conn);
-        outcome
+        }
     }
 }
 
@@ -258,15 +230,6 @@ fn parse_accepted(body: &[u8]) -> Result<Identity, ProxyError> {
         Some(rooms) => identity.with_rooms(rooms),
         None => identity,
     })
-}
-
-/// Stops the connection task with the exchange (a slow backend must not keep a task alive).
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Hook<AuthRequest, Option<Identity>> for ConnectProxy {
@@ -287,14 +250,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_must_be_plain_http_with_a_host_and_no_credentials() {
+    fn urls_must_be_http_or_https_with_a_host_and_no_credentials() {
         let t = Duration::from_secs(1);
         assert!(ConnectProxy::new("http://127.0.0.1:1/auth", t).is_ok());
+        assert!(ConnectProxy::new("https://auth.example/connect", t).is_ok());
+        assert!(ConnectProxy::new("https://127.0.0.1:8443/connect", t).is_ok());
         assert_eq!(
-            ConnectProxy::new("https://a/", t).unwrap_err(),
+            ConnectProxy::new("ftp://a/", t).unwrap_err(),
             ProxyConfigError::UnsupportedScheme
         );
-        for bad in ["", "127.0.0.1:1/auth", "http:///x", "http://user:pw@h/"] {
+        for bad in [
+            "",
+            "127.0.0.1:1/auth",
+            "http:///x",
+            "http://user:pw@h/",
+            "https://user@h/",
+        ] {
             assert_eq!(
                 ConnectProxy::new(bad, t).unwrap_err(),
                 ProxyConfigError::InvalidUrl,
@@ -309,12 +280,14 @@ mod tests {
 
     #[test]
     fn debug_output_leaves_out_the_query_string() {
-        let proxy = ConnectProxy::new("http://h:1/auth?key=s3cret", Duration::from_secs(1)).unwrap();
-        let shown = format!("{proxy:?}");
-        assert!(
-            shown.contains("http://h:1/auth") && !shown.contains("s3cret"),
-            "{shown}"
-        );
+        for (url, shown_url) in [
+            ("http://h:1/auth?key=s3cret", "http://h:1/auth"),
+            ("https://h/auth?key=s3cret", "https://h/auth"),
+        ] {
+            let proxy = ConnectProxy::new(url, Duration::from_secs(1)).unwrap();
+            let shown = format!("{proxy:?}");
+            assert!(shown.contains(shown_url) && !shown.contains("s3cret"), "{shown}");
+        }
     }
 
     #[test]

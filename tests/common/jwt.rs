@@ -58,3 +58,33 @@ pub fn unsigned(claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string());
     format!("{header}.{}.", URL_SAFE_NO_PAD.encode(claims.to_string()))
 }
+
+fn encoding_key(alg: Algorithm, key_file: &str) -> EncodingKey {
+    let pem = fixture(key_file);
+    match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        other => panic!("no fixture key for {other:?}"),
+    }
+}
+
+/// The public JWK of the fixture private key `key_file`, with `kid`, `use: sig` and `alg`.
+pub fn jwk(alg: Algorithm, key_file: &str, kid: &str) -> Value {
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding_key(alg, key_file), alg).unwrap();
+    let mut value = serde_json::to_value(jwk).unwrap();
+    value["kid"] = json!(kid);
+    value["use"] = json!("sig");
+    value
+}
+
+/// A JWKS document of `keys`.
+pub fn jwks(keys: &[Value]) -> String {
+    json!({ "keys": keys }).to_string()
+}
+
+/// A token for `sub` signed with `alg` and the fixture private key `key_file`, its header naming `kid`.
+pub fn sign_kid(alg: Algorithm, key_file: &str, kid: Option<&str>, sub: &str) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, &claims(sub, None), &encoding_key(alg, key_file)).unwrap()
+}

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::https::{serve_https, TestCa};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use sealcast::auth::proxy::ConnectProxy;
+use sealcast::auth::proxy::{ConnectProxy, ProxyError};
 use sealcast::protocol::event::errors;
 use sealcast::{HookError, RoomRequest, Server};
 use serde_json::{json, Value};
@@ -46,12 +47,15 @@ async fn answer(
     }
 }
 
+fn app(hits: &Arc<AtomicUsize>) -> Router {
+    Router::new().route("/{how}", post(answer)).with_state(hits.clone())
+}
+
 impl Backend {
     async fn start() -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
-        let app = Router::new().route("/{how}", post(answer)).with_state(hits.clone());
         Self {
-            addr: serve_http(app).await,
+            addr: serve_http(app(&hits)).await,
             hits,
         }
     }
@@ -168,4 +172,93 @@ async fn unreachable_backend_is_an_authenticator_error() {
     payload.insert("token".into(), json!("alice"));
     let err = proxy.authenticate(&payload).await.unwrap_err();
     assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+/// A backend over https with a certificate from `ca`, and a proxy to its `/{how}` trusting `trusted` only.
+async fn https_backend(ca: &TestCa, trusted: &TestCa, how: &str) -> (ConnectProxy, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve_https(app(&hits), ca).await;
+    let proxy = ConnectProxy::new(&format!("https://{addr}/{how}"), Duration::from_secs(2))
+        .unwrap()
+        .tls_roots(trusted.roots());
+    (proxy, hits)
+}
+
+fn https_server(proxy: ConnectProxy) -> sealcast::ServerBuilder {
+    Server::builder()
+        .require_encryption(false)
+        .authenticator(proxy)
+        .room_validator(|req: RoomRequest| async move { Ok::<_, HookError>(req.rooms) })
+}
+
+#[tokio::test]
+async fn https_backend_is_asked_when_its_certificate_chains_to_the_configured_ca() {
+    let ca = TestCa::new("sealcast proxy test CA");
+    let (proxy, hits) = https_backend(&ca, &ca, "accept").await;
+    let t = TestServer::start(https_server(proxy)).await;
+    let (_c, connected) = t.login("alice").await;
+    assert_eq!(connected["userId"], "alice");
+    assert_eq!(
+        t.server.client(&id_of(&connected)).unwrap().metadata,
+        json!({"plan": "pro"})
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // 401 over https is still a rejection.
+    let (reject, _) = https_backend(&ca, &ca, "reject").await;
+    let t = TestServer::start(https_server(reject)).await;
+    assert_eq!(refusal(&t).await, (errors::AUTHENTICATION_FAILED.to_owned(), 4003));
+}
+
+#[tokio::test]
+async fn https_backend_with_a_certificate_of_another_ca_is_an_authenticator_error_never_sent_the_payload() {
+    let ca = TestCa::new("sealcast proxy test CA");
+    let other = TestCa::new("another CA");
+    let (proxy, hits) = https_backend(&ca, &other, "accept").await;
+    let mut payload = serde_json::Map::new();
+    payload.insert("token".into(), json!("alice"));
+    match proxy.authenticate(&payload).await {
+        Err(ProxyError::Tls(reason)) => assert!(reason.contains("UnknownIssuer"), "{reason}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    let t = TestServer::start(https_server(proxy)).await;
+    assert_eq!(refusal(&t).await, (errors::AUTHENTICATION_ERROR.to_owned(), 4003));
+    // Not retried, and the backend never saw a request.
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn https_backend_answering_too_much_is_an_authenticator_error() {
+    let ca = TestCa::new("sealcast proxy test CA");
+    let (proxy, hits) = https_backend(&ca, &ca, "huge").await;
+    let mut payload = serde_json::Map::new();
+    payload.insert("token".into(), json!("alice"));
+    assert!(matches!(proxy.authenticate(&payload).await, Err(ProxyError::TooLarge)));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn https_backend_without_a_configured_ca_is_checked_against_the_system_roots() {
+    let ca = TestCa::new("sealcast proxy test CA");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve_https(app(&hits), &ca).await;
+    // No `tls_roots`: the system's store, which does not hold a CA made a moment ago.
+    let proxy = ConnectProxy::new(&format!("https://{addr}/accept"), Duration::from_secs(2)).unwrap();
+    let mut payload = serde_json::Map::new();
+    payload.insert("token".into(), json!("alice"));
+    assert!(matches!(proxy.authenticate(&payload).await, Err(ProxyError::Tls(_))));
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn https_backend_whose_certificate_names_another_host_is_refused() {
+    // Issued by the trusted CA, but for `localhost` only, while the URL says 127.0.0.1.
+    let ca = TestCa::for_names("sealcast proxy test CA", &["localhost"]);
+    let (proxy, hits) = https_backend(&ca, &ca, "accept").await;
+    let mut payload = serde_json::Map::new();
+    payload.insert("token".into(), json!("alice"));
+    match proxy.authenticate(&payload).await {
+        Err(ProxyError::Tls(reason)) => assert!(reason.contains("not valid for name"), "{reason}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
 }

@@ -3,6 +3,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/https.rs"]
+mod https;
 
 mod api;
 mod auth;
@@ -13,6 +15,7 @@ mod embedding;
 mod encryption;
 mod hooks;
 mod hostile;
+mod jwks;
 mod key_reload;
 mod lifecycle;
 mod limits;

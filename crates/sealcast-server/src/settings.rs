@@ -86,7 +86,7 @@ macro_rules! settings {
 settings! {
     /// The public listener and connection behaviour.
     [server] ServerSettings {
-        /// Address to listen on. Beyond loopback it needs real authentication (`auth.jwt_secret`, `auth.jwt_public_key_file` or `auth.proxy_url`) and `encryption.server_key_files`.
+        /// Address to listen on. Beyond loopback it needs real authentication (`auth.jwt_secret`, `auth.jwt_public_key_file`, `auth.jwks_url` or `auth.proxy_url`) and `encryption.server_key_files`.
         bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "SEALCAST_BIND";
         /// WebSocket path.
         path: String = lib().path, "SEALCAST_PATH";
@@ -115,13 +115,21 @@ settings! {
     [auth] AuthSettings {
         /// HS256 secret for client tokens. Unset on loopback (and no other mode below): a random one is generated and printed (development mode).
         jwt_secret: Option<Secret> = None, "SEALCAST_JWT_SECRET";
-        /// The only JWT algorithm accepted (the token's `alg` header never chooses): HS256 with `jwt_secret`, RS256 or ES256 with `jwt_public_key_file`.
+        /// The only JWT algorithm accepted (the token's `alg` header never chooses): HS256 with `jwt_secret`, RS256 or ES256 with `jwt_public_key_file` or `jwks_url`.
         jwt_algorithm: JwtAlgorithm = JwtAlgorithm::Hs256, "SEALCAST_JWT_ALGORITHM";
         /// PEM public key (`-----BEGIN PUBLIC KEY-----`) verifying RS256/ES256 tokens; re-read on SIGHUP.
         jwt_public_key_file: Option<PathBuf> = None, "SEALCAST_JWT_PUBLIC_KEY_FILE";
-        /// Connect proxy: POST each `authenticate` payload to this http:// URL instead of verifying a JWT (see the README's proxy contract).
+        /// JWKS: verify RS256/ES256 tokens (`jwt_algorithm`) with the keys published at this https:// or http:// URL, chosen by the token's `kid`; fetched at startup (the server starts without it, refusing tokens until it arrives), then refreshed.
+        jwks_url: Option<CredentialUrl> = None, "SEALCAST_JWKS_URL";
+        /// PEM file of the CA certificate(s) that alone are trusted for an https `jwks_url`. Unset: the system's trusted roots.
+        jwks_ca_file: Option<PathBuf> = None, "SEALCAST_JWKS_CA_FILE";
+        /// Seconds between scheduled JWKS refreshes (1 to 86400); a token with an unknown `kid` also triggers one, at most every 30 s.
+        jwks_refresh_secs: u64 = sealcast::auth::jwks::DEFAULT_REFRESH_INTERVAL.as_secs(), "SEALCAST_JWKS_REFRESH_SECS";
+        /// Connect proxy: POST each `authenticate` payload to this https:// or http:// URL instead of verifying a JWT (see the README's proxy contract).
         proxy_url: Option<CredentialUrl> = None, "SEALCAST_AUTH_PROXY_URL";
-        /// Bound on one connect-proxy authentication, retries included, in milliseconds.
+        /// PEM file of the CA certificate(s) that alone are trusted for an https `proxy_url`. Unset: the system's trusted roots.
+        proxy_ca_file: Option<PathBuf> = None, "SEALCAST_AUTH_PROXY_CA_FILE";
+        /// Bound on one connect-proxy authentication, retries and TLS handshake included, in milliseconds.
         proxy_timeout_ms: u64 = 3_000, "SEALCAST_AUTH_PROXY_TIMEOUT_MS";
     }
     /// wsenc/1 end-to-end encryption.
@@ -532,10 +540,49 @@ impl Settings {
         out
     }
 
-    /// One client authentication mode: an HS256 secret, a public key with RS256/ES256, or the connect proxy.
+    /// One client authentication mode: an HS256 secret, a public key or a JWKS with RS256/ES256, or the connect
+    /// proxy.
     fn check_auth_mode(&self) -> Result<(), (&'static str, String)> {
         let a = &self.auth;
         let problem = |id: &'static str, text: &str| Err((id, text.to_owned()));
+        for (id, ca_file, url_id, url) in [
+            ("auth.jwks_ca_file", &a.jwks_ca_file, "auth.jwks_url", &a.jwks_url),
+            ("auth.proxy_ca_file", &a.proxy_ca_file, "auth.proxy_url", &a.proxy_url),
+        ] {
+            let https = |u: &CredentialUrl| u.expose().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+            match (ca_file, url) {
+                (Some(_), None) => return Err((id, format!("is set without `{url_id}`: remove it or set the URL"))),
+                (Some(_), Some(u)) if !https(u) => {
+                    return Err((
+                        id,
+                        format!("is set but `{url_id}` is not https://: a CA file only applies to https"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if !(1..=86_400).contains(&a.jwks_refresh_secs) {
+            return problem("auth.jwks_refresh_secs", "must be between 1 and 86400 seconds");
+        }
+        if let Some(url) = &a.jwks_url {
+            if a.jwt_secret.is_some() || a.jwt_public_key_file.is_some() || a.proxy_url.is_some() {
+                return problem(
+                    "auth.jwks_url",
+                    "is set together with `auth.jwt_secret`, `auth.jwt_public_key_file` or `auth.proxy_url`: choose one \
+                     authentication mode",
+                );
+            }
+            if a.jwt_algorithm == JwtAlgorithm::Hs256 {
+                return problem(
+                    "auth.jwks_url",
+                    "needs `auth.jwt_algorithm` RS256 or ES256: a JWKS publishes public keys (HS256 uses \
+                     `auth.jwt_secret`)",
+                );
+            }
+            sealcast::auth::JwksAuthenticator::builder(url.expose(), a.jwt_algorithm)
+                .map_err(|e| ("auth.jwks_url", format!("is not usable: {e}")))?;
+            return Ok(());
+        }
         if let Some(url) = &a.proxy_url {
             if a.jwt_secret.is_some() || a.jwt_public_key_file.is_some() {
                 return problem(
@@ -558,7 +605,7 @@ impl Settings {
             ),
             (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256, None) => problem(
                 "auth.jwt_algorithm",
-                "is RS256 or ES256: set `auth.jwt_public_key_file` (a PEM public key)",
+                "is RS256 or ES256: set `auth.jwt_public_key_file` (a PEM public key) or `auth.jwks_url`",
             ),
             _ => Ok(()),
         }
@@ -567,7 +614,7 @@ impl Settings {
     /// True when clients authenticate with something the operator configured (not development mode's secret).
     fn has_real_auth(&self) -> bool {
         let a = &self.auth;
-        a.jwt_secret.is_some() || a.jwt_public_key_file.is_some() || a.proxy_url.is_some()
+        a.jwt_secret.is_some() || a.jwt_public_key_file.is_some() || a.jwks_url.is_some() || a.proxy_url.is_some()
     }
 
     /// Beyond loopback the server needs real authentication and a static key (development mode's generated ones
@@ -581,8 +628,9 @@ impl Settings {
         let mut missing = Vec::new();
         if !self.has_real_auth() {
             missing.push(
-                "`auth.jwt_secret` / SEALCAST_JWT_SECRET, `auth.jwt_public_key_file` / SEALCAST_JWT_PUBLIC_KEY_FILE or \
-                 `auth.proxy_url` / SEALCAST_AUTH_PROXY_URL (client authentication)",
+                "`auth.jwt_secret` / SEALCAST_JWT_SECRET, `auth.jwt_public_key_file` / SEALCAST_JWT_PUBLIC_KEY_FILE, \
+                 `auth.jwks_url` / SEALCAST_JWKS_URL or `auth.proxy_url` / SEALCAST_AUTH_PROXY_URL (client \
+                 authentication)",
             );
         }
         if self.encryption.server_key_files.is_empty() {
@@ -1452,11 +1500,13 @@ mod tests {
     }
 
     #[test]
-    fn public_bind_counts_a_public_key_or_the_connect_proxy_as_authentication() {
+    fn public_bind_counts_a_public_key_a_jwks_or_the_connect_proxy_as_authentication() {
         let keyed = "[server]\nbind = \"0.0.0.0:8080\"\n[encryption]\nserver_key_files = [\"k.pem\"]\n[auth]\n";
         for auth in [
             "jwt_algorithm = \"RS256\"\njwt_public_key_file = \"jwt.pem\"\n",
             "proxy_url = \"http://127.0.0.1:3000/auth\"\n",
+            "proxy_url = \"https://auth.internal/connect\"\nproxy_ca_file = \"ca.pem\"\n",
+            "jwt_algorithm = \"ES256\"\njwks_url = \"https://idp.example/jwks.json\"\n",
         ] {
             assert!(Settings::from_toml_str(&format!("{keyed}{auth}")).is_ok(), "{auth}");
         }
@@ -1470,8 +1520,40 @@ mod tests {
                 "`auth.proxy_url` is set together",
             ),
             (
-                "proxy_url = \"https://h/\"\n",
-                "`auth.proxy_url` is not usable: the connect proxy URL must use http://",
+                "proxy_url = \"ftp://h/\"\n",
+                "`auth.proxy_url` is not usable: the connect proxy URL must use https:// or http://",
+            ),
+            (
+                "jwks_url = \"https://idp/jwks\"\n",
+                "`auth.jwks_url` needs `auth.jwt_algorithm` RS256 or ES256",
+            ),
+            (
+                "jwt_algorithm = \"RS256\"\njwks_url = \"https://idp/jwks\"\njwt_public_key_file = \"k.pem\"\n",
+                "`auth.jwks_url` is set together",
+            ),
+            (
+                "jwt_algorithm = \"RS256\"\njwks_url = \"https://idp/jwks\"\nproxy_url = \"http://h/\"\n",
+                "`auth.jwks_url` is set together",
+            ),
+            (
+                "jwt_algorithm = \"RS256\"\njwks_url = \"ftp://idp/jwks\"\n",
+                "`auth.jwks_url` is not usable: the JWKS URL must use https:// or http://",
+            ),
+            (
+                "jwt_algorithm = \"RS256\"\njwks_url = \"http://idp/jwks\"\njwks_ca_file = \"ca.pem\"\n",
+                "`auth.jwks_ca_file` is set but `auth.jwks_url` is not https://",
+            ),
+            (
+                "jwks_ca_file = \"ca.pem\"\n",
+                "`auth.jwks_ca_file` is set without `auth.jwks_url`",
+            ),
+            (
+                "proxy_ca_file = \"ca.pem\"\n",
+                "`auth.proxy_ca_file` is set without `auth.proxy_url`",
+            ),
+            (
+                "jwt_algorithm = \"RS256\"\njwks_url = \"https://idp/jwks\"\njwks_refresh_secs = 0\n",
+                "`auth.jwks_refresh_secs` must be between 1 and 86400",
             ),
             ("jwt_public_key_file = \"k.pem\"\n", "`auth.jwt_public_key_file` needs"),
             ("jwt_algorithm = \"ES256\"\n", "`auth.jwt_algorithm` is RS256 or ES256"),

@@ -1209,3 +1209,175 @@ async fn the_binary_authenticates_clients_through_the_connect_proxy() {
         .await;
     assert_eq!(refused.expect_close().await.0, 4003);
 }
+
+/// A plain-http JWKS endpoint serving RS256 fixture keys `a` and `b`.
+async fn jwks_endpoint() -> String {
+    use jsonwebtoken::Algorithm::RS256;
+    let document = common::jwt::jwks(&[
+        common::jwt::jwk(RS256, "rs256-a.key.pem", "a"),
+        common::jwt::jwk(RS256, "rs256-b.key.pem", "b"),
+    ]);
+    let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { document }));
+    format!("http://{}/jwks", serve_http(app).await)
+}
+
+// Multi-threaded: `serve` blocks its thread until the server listens, and the server fetches the JWKS first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_verifies_tokens_with_the_jwks_key_their_kid_names() {
+    use jsonwebtoken::Algorithm::RS256;
+    let jwks_url = jwks_endpoint().await;
+    let (_p, lines, port) = serve(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", &jwks_url),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    assert!(!lines.iter().any(|l| l.contains("sample token")), "{lines:?}");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let token = common::jwt::sign_kid(RS256, "rs256-b.key.pem", Some("b"), "bob");
+    let mut ok = Client::connect(&url).await;
+    ok.send(json!({"event": "authenticate", "data": {"token": token}}))
+        .await;
+    assert_eq!(ok.expect_event("connected").await["userId"], "bob");
+    let swapped = common::jwt::sign_kid(RS256, "rs256-b.key.pem", Some("a"), "mallory");
+    let mut bad = Client::connect(&url).await;
+    bad.send(json!({"event": "authenticate", "data": {"token": swapped}}))
+        .await;
+    assert_eq!(bad.expect_close().await.0, 4003);
+}
+
+// Multi-threaded: `serve` blocks its thread until the server listens, and the server fetches the JWKS first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_naming_a_kid_the_jwks_lacks_is_logged_as_an_unknown_key() {
+    let jwks_url = jwks_endpoint().await;
+    let token = common::jwt::sign_kid(jsonwebtoken::Algorithm::RS256, "rs256-a.key.pem", Some("gone"), "alice");
+    let reason = logged_refusal(
+        &[("SEALCAST_JWT_ALGORITHM", "RS256"), ("SEALCAST_JWKS_URL", &jwks_url)],
+        &token,
+    )
+    .await;
+    assert_eq!(reason, "unknown key: no key of the JWKS has the token's `kid`");
+}
+
+#[test]
+fn config_check_refuses_hs256_with_a_jwks_url() {
+    config_refusal_says(
+        &[],
+        &[("SEALCAST_JWKS_URL", "https://idp.example/jwks.json")],
+        &["`auth.jwks_url` needs `auth.jwt_algorithm` RS256 or ES256"],
+    );
+    config_refusal_says(
+        &[],
+        &[
+            ("SEALCAST_JWT_ALGORITHM", "ES256"),
+            ("SEALCAST_JWKS_URL", "https://idp.example/jwks.json"),
+            ("SEALCAST_AUTH_PROXY_URL", "http://127.0.0.1:1/auth"),
+        ],
+        &["`auth.jwks_url` is set together", "choose one authentication mode"],
+    );
+}
+
+#[test]
+fn config_check_accepts_a_jwks_url_as_authentication_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("server.pem");
+    keygen_into(&key);
+    let envs = [
+        ("SEALCAST_BIND", "0.0.0.0:8080"),
+        ("SEALCAST_SERVER_KEY_FILE", key.to_str().unwrap()),
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", "http://127.0.0.1:1/jwks?key=jwks-key-7f3a"),
+    ];
+    let (code, out, err) = config_check(&[], &envs);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("jwks_url = \"http://127.0.0.1:1/jwks?[redacted]\"") && !out.contains("jwks-key-7f3a"),
+        "{out}"
+    );
+    let err = public_bind_refusal(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", "http://127.0.0.1:1/jwks"),
+    ]);
+    assert!(
+        err.contains("SEALCAST_SERVER_KEY_FILE") && !err.contains("SEALCAST_JWT_SECRET"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_reads_the_ca_files_of_https_urls() {
+    let (_dir, path) = config_file("not a certificate");
+    config_refusal_says(
+        &[],
+        &[
+            ("SEALCAST_JWT_ALGORITHM", "ES256"),
+            ("SEALCAST_JWKS_URL", "https://idp.example/jwks.json"),
+            ("SEALCAST_JWKS_CA_FILE", &path),
+        ],
+        &["`auth.jwks_ca_file`", "no CA certificate"],
+    );
+    config_refusal_says(
+        &[],
+        &[
+            ("SEALCAST_AUTH_PROXY_URL", "https://auth.internal/connect"),
+            ("SEALCAST_AUTH_PROXY_CA_FILE", "/nonexistent/ca.pem"),
+        ],
+        &["`auth.proxy_ca_file`", "cannot read the CA file /nonexistent/ca.pem"],
+    );
+}
+
+#[tokio::test]
+async fn the_binary_starts_without_its_jwks_and_answers_authentication_error_saying_why() {
+    let jwks_url = format!("http://127.0.0.1:{}/jwks", free_port());
+    let (_p, lines, port, _readers) = serve_captured(&[
+        ("SEALCAST_JWT_ALGORITHM", "RS256"),
+        ("SEALCAST_JWKS_URL", &jwks_url),
+        ("SEALCAST_LOG_FORMAT", "json"),
+        ("SEALCAST_REQUIRE_ENCRYPTION", "false"),
+    ]);
+    let log = || lines.lock().unwrap().join("\n");
+    assert!(log().contains("JWKS not available at startup"), "{}", log());
+    let token = common::jwt::sign_kid(jsonwebtoken::Algorithm::RS256, "rs256-a.key.pem", Some("a"), "alice");
+    let mut c = Client::connect(&format!("ws://127.0.0.1:{port}/ws")).await;
+    c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
+    let (code, _, before) = c.expect_close().await;
+    assert_eq!(code, 4003);
+    assert_eq!(
+        before,
+        vec![json!({"event": "error", "data": {"message": sealcast::protocol::event::errors::AUTHENTICATION_ERROR}})]
+    );
+    eventually("the authenticator error is logged with its reason", || {
+        let log = log();
+        log.contains("authenticator failed")
+            && log.contains("no JWKS keys")
+            && log.contains("cannot connect to the JWKS endpoint")
+    })
+    .await;
+    assert!(!log().contains(&token), "the token is in the log");
+}
+
+// Multi-threaded: `serve` blocks its thread until the server listens, and the server fetches the JWKS first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_fetches_the_jwks_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let document = common::jwt::jwks(&[common::jwt::jwk(
+        jsonwebtoken::Algorithm::ES256,
+        "es256-a.key.pem",
+        "ec",
+    )]);
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            document
+        }),
+    );
+    let jwks_url = format!("http://{}/jwks", serve_http(app).await);
+    let (p, _lines, _port) = serve(&[("SEALCAST_JWT_ALGORITHM", "ES256"), ("SEALCAST_JWKS_URL", &jwks_url)]);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    eventually("SIGHUP fetches the JWKS", || hits.load(Ordering::SeqCst) == 2).await;
+}

@@ -345,7 +345,9 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         paths => load_keys(paths)?,
     };
     if settings.demo.enabled && secret.is_none() {
-        return Err("the demo mints HS256 tokens: it needs `auth.jwt_secret`, not a public key or a proxy".into());
+        return Err(
+            "the demo mints HS256 tokens: it needs `auth.jwt_secret`, not a public key, a JWKS or a proxy".into(),
+        );
     }
     let admin_bind = match settings.admin.bind {
         AdminBind::Off => None,
@@ -362,11 +364,26 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         .allow_client_publish(settings.server.allow_client_publish || demo)
         .static_keys(keys)
         .room_validator(auth::rooms_claim_validator);
+    let mut jwks_reload = None;
     let (builder, jwt_reload) = match (mode, &secret) {
         (reload::AuthMode::PublicKey { authenticator, file }, _) => (
             builder.authenticator(authenticator.clone()),
             Some((authenticator, file)),
         ),
+        (reload::AuthMode::Jwks(jwks), _) => {
+            // Starting without keys beats refusing to start: the endpoint may be down for a moment, and the
+            // refresher retries every 30 s meanwhile (tokens get `Authentication error` until then).
+            match jwks.refresh().await {
+                Ok(keys) => tracing::info!(keys, algorithm = %jwks.algorithm(), "JWKS fetched"),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "JWKS not available at startup: tokens are refused until a refresh succeeds (retried at least every 30 s)"
+                ),
+            }
+            drop(jwks.spawn_refresher());
+            jwks_reload = Some(jwks.clone());
+            (builder.authenticator(jwks), None)
+        }
         (reload::AuthMode::Proxy(proxy), _) => (builder.authenticator(proxy), None),
         (reload::AuthMode::Secret, Some(secret)) => {
             (builder.authenticator(JwtAuthenticator::hs256(secret.as_bytes())), None)
@@ -389,6 +406,7 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         server: server.clone(),
         server_key_files: settings.encryption.server_key_files.clone(),
         jwt: jwt_reload,
+        jwks: jwks_reload,
     }
     .spawn()?;
     // A deep accept queue: a reconnect storm must not cost clients SYN retransmissions (`Server::listen`).
