@@ -59,7 +59,7 @@ pub mod wsenc;
 
 pub use bus::{Bus, Inbox, LocalBus};
 pub use client_info::{ClientInfo, ClientState};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, MAX_HISTORY_SIZE};
 pub use emitter::{Emitter, EmitterError};
 pub use hooks::{
     AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing, RoomRequest,

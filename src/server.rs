@@ -589,6 +589,12 @@ impl ServerBuilder {
         read_buffer_size: usize,
         /// Most message bytes queued for one client before it is closed 4007 (default 1 MiB).
         max_write_buffer_size: usize,
+        /// Room patterns (exact or `prefix*`) whose messages are kept for recovery (default: none).
+        history_rooms: Vec<String>,
+        /// Messages kept per history room (default 100).
+        history_size: usize,
+        /// Age limit of history messages and of remembered publish ids (default 300 s).
+        history_ttl: Duration,
     }
 
     /// Replaces the whole configuration.

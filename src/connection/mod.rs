@@ -31,14 +31,15 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
 
-use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, Membership};
+use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, JoinRequest, Membership};
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest, UpgradeRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
 use crate::protocol::envelope::MAX_TARGET_LEN;
+use crate::protocol::event::{errors, refusals};
 use crate::protocol::frame::{Decoder, Inbound};
 use crate::protocol::{outbound, ClientId, CloseCode, RoomName, UserId};
-use crate::registry::Entry;
+use crate::registry::{Entry, JoinResult};
 use crate::session::HandshakeRequest;
 use crate::shared::Shared;
 use crate::telemetry::{AuthOutcome, HookKind};
@@ -259,7 +260,7 @@ impl Reader<'_> {
             // The hook-awaiting paths are boxed: their state would otherwise sit in every idle connection.
             Action::Authenticate(data) => Box::pin(guarded(entry, self.authenticate(data))).await,
             Action::Refresh(data) => Box::pin(guarded(entry, self.refresh(data))).await,
-            Action::ValidateRooms(rooms) => Box::pin(guarded(entry, self.validate_rooms(rooms))).await,
+            Action::ValidateRooms(request) => Box::pin(guarded(entry, self.validate_rooms(request))).await,
             Action::Custom { event, data, id } => {
                 let msg = self.incoming(&event, data, id);
                 Box::pin(guarded(entry, self.custom(msg))).await
@@ -273,6 +274,7 @@ impl Reader<'_> {
         match action {
             Action::None => {}
             Action::Reply(message) => self.reply_error(message),
+            Action::ReplyTo(message, id) => self.reply_to(message, Some(&id)),
             Action::Close(code) => return self.close(code),
             Action::Fail(message, code) => {
                 self.reply_error(message);
@@ -293,12 +295,7 @@ impl Reader<'_> {
                 self.mailbox().push(Outbound::Rekey);
                 tracing::info!(client = %self.entry.id_str, "credentials refreshed");
             }
-            Action::Join(rooms) => {
-                // The core checked these names are joinable; each becomes a `RoomName` here, once.
-                for room in rooms.iter().filter_map(|r| RoomName::parse(r)) {
-                    self.shared.registry.join(&self.entry.id, room);
-                }
-            }
+            Action::Join(request) => self.join(request),
             Action::Leave(rooms) => {
                 // Looked up by text: a name the client is not in is simply not found.
                 for room in &rooms {
@@ -310,7 +307,8 @@ impl Reader<'_> {
                 event,
                 data,
                 to_self,
-            } => self.publish(&room, &event, data, to_self),
+                id,
+            } => self.publish(&room, &event, data, to_self, id.as_deref()),
             Action::Established(established) => self.establish(*established),
             // Answered inside the hook-awaiting paths.
             Action::Authenticate(_)
@@ -324,6 +322,15 @@ impl Reader<'_> {
 
     fn reply_error(&self, message: &str) {
         self.mailbox().push_system(outbound::error(message));
+    }
+
+    /// An error answer to a `publish`: carrying its `id`, when it had one.
+    fn reply_to(&self, message: &str, id: Option<&str>) {
+        let frame = match id {
+            Some(id) => outbound::error_with_id(message, id),
+            None => outbound::error(message),
+        };
+        self.mailbox().push_system(frame);
     }
 
     fn close(&self, code: CloseCode) -> Flow {
@@ -496,7 +503,33 @@ impl Reader<'_> {
         self.act(action)
     }
 
-    async fn validate_rooms(&mut self, rooms: Vec<String>) -> Flow {
+    /// Joins the rooms the core allowed and answers `joined`, with every refusal and its reason.
+    fn join(&mut self, request: JoinRequest) {
+        let mut refused = request.refused;
+        let mut joined = Vec::with_capacity(request.rooms.len());
+        for name in request.rooms {
+            // The core checked these names are joinable; each becomes a `RoomName` here, once.
+            let Some(room) = RoomName::parse(&name) else {
+                refused.push((name, refusals::INVALID_ROOM_NAME));
+                continue;
+            };
+            match self.shared.registry.join(&self.entry.id, room) {
+                JoinResult::Joined | JoinResult::AlreadyMember => joined.push(outbound::JoinedRoom {
+                    room: name,
+                    position: None,
+                    recovered: None,
+                }),
+                JoinResult::RoomLimit => refused.push((name, refusals::TOO_MANY_ROOMS)),
+                JoinResult::NotAuthenticated | JoinResult::UnknownClient => {
+                    refused.push((name, refusals::ROOM_REFUSED))
+                }
+            }
+        }
+        self.mailbox().push_system(outbound::joined(&joined, &refused));
+    }
+
+    async fn validate_rooms(&mut self, request: JoinRequest) -> Flow {
+        let rooms = &request.rooms;
         let shared = self.shared;
         let allowed = match &shared.hooks.room_validator {
             None => {
@@ -520,11 +553,11 @@ impl Reader<'_> {
                 }
             }
         };
-        let action = self.core.on_rooms_validated(&rooms, allowed);
+        let action = self.core.on_rooms_validated(request, allowed);
         self.act(action)
     }
 
-    fn publish(&mut self, room: &str, event: &str, data: Option<&RawValue>, to_self: bool) {
+    fn publish(&mut self, room: &str, event: &str, data: Option<&RawValue>, to_self: bool, id: Option<&str>) {
         // The client is a member (the core checked), so this is a room's name: made a `RoomName` once, here.
         let Some(room) = RoomName::parse(room) else {
             return;
@@ -537,7 +570,12 @@ impl Reader<'_> {
         let shared = self.shared;
         if self.pending.push(shared, room, event, data, exclude).is_err() {
             self.flush_publishes();
-            self.reply_error(crate::protocol::event::errors::RESERVED_EVENT);
+            self.reply_to(errors::RESERVED_EVENT, id);
+            return;
+        }
+        if let Some(id) = id {
+            // Handed to the bus and queued for local delivery: accepted.
+            self.mailbox().push_system(outbound::ack(id, None));
         }
     }
 

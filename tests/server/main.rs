@@ -11,6 +11,7 @@ mod client_reconnect;
 mod delivery;
 mod embedding;
 mod encryption;
+mod guarantees;
 mod hooks;
 mod hostile;
 mod key_reload;
