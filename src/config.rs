@@ -170,7 +170,7 @@ pub enum ConfigError {
     #[error("history_size must be at most {MAX_HISTORY_SIZE}")]
     HistorySize,
     /// History rooms are configured but the bus has no history store (only [`crate::LocalBus`] and
-    /// [`crate::RedisBus`] have one).
+    /// [`crate::bus::RedisBus`] have one).
     #[error("history_rooms is set but this bus keeps no history: use LocalBus or RedisBus")]
     HistoryUnsupported,
     /// `build` was called outside a Tokio runtime.

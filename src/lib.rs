@@ -30,6 +30,7 @@ mod config;
 mod connection;
 pub mod crypto;
 mod emitter;
+pub mod history;
 /// Entry points of the fuzz targets in `fuzz/` (feature `fuzzing`); not part of the API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -32,12 +32,14 @@ use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
 
 use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, JoinRequest, Membership};
+use crate::history::IdKey;
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest, UpgradeRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
 use crate::protocol::envelope::MAX_TARGET_LEN;
 use crate::protocol::event::{errors, refusals};
 use crate::protocol::frame::{Decoder, Inbound};
+use crate::protocol::outbound::StreamPos;
 use crate::protocol::{outbound, ClientId, CloseCode, RoomName, UserId};
 use crate::registry::{Entry, JoinResult};
 use crate::session::HandshakeRequest;
@@ -503,7 +505,8 @@ impl Reader<'_> {
         self.act(action)
     }
 
-    /// Joins the rooms the core allowed and answers `joined`, with every refusal and its reason.
+    /// Joins the rooms the core allowed (recovering those asked for) and answers `joined`, with every refusal and
+    /// its reason. Replayed messages are queued before the answer.
     fn join(&mut self, request: JoinRequest) {
         let mut refused = request.refused;
         let mut joined = Vec::with_capacity(request.rooms.len());
@@ -513,11 +516,19 @@ impl Reader<'_> {
                 refused.push((name, refusals::INVALID_ROOM_NAME));
                 continue;
             };
-            match self.shared.registry.join(&self.entry.id, room) {
+            let recover = request
+                .recover
+                .iter()
+                .find(|r| r.room == name)
+                .map(|r| (r.offset, r.epoch.as_str()));
+            let j = self
+                .shared
+                .join_room(&self.entry.id, &self.entry.mailbox, room, recover);
+            match j.result {
                 JoinResult::Joined | JoinResult::AlreadyMember => joined.push(outbound::JoinedRoom {
                     room: name,
-                    position: None,
-                    recovered: None,
+                    position: j.position.map(|p| (p.offset, p.epoch)),
+                    recovered: j.recovered,
                 }),
                 JoinResult::RoomLimit => refused.push((name, refusals::TOO_MANY_ROOMS)),
                 JoinResult::NotAuthenticated | JoinResult::UnknownClient => {
@@ -568,14 +579,40 @@ impl Reader<'_> {
         };
         let exclude = if to_self { Vec::new() } else { vec![self.entry.id] };
         let shared = self.shared;
-        if self.pending.push(shared, room, event, data, exclude).is_err() {
-            self.flush_publishes();
-            self.reply_to(errors::RESERVED_EVENT, id);
+        if id.is_none() && !shared.has_history(room.as_str()) {
+            // Nothing to answer and no offset to assign: delivered in a batch with the publishes around it.
+            if self.pending.push(shared, room, event, data, exclude).is_err() {
+                self.flush_publishes();
+                self.reply_error(errors::RESERVED_EVENT);
+            }
             return;
         }
-        if let Some(id) = id {
-            // Handed to the bus and queued for local delivery: accepted.
-            self.mailbox().push_system(outbound::ack(id, None));
+        self.flush_publishes();
+        let key = id.map(|id| IdKey {
+            who: self.key_owner(),
+            room: room.clone(),
+            id: id.into(),
+        });
+        match shared.publish_room(room, event, data, exclude, key) {
+            Ok(published) => {
+                if let Some(id) = id {
+                    let at = published.position.as_ref().map(|p| StreamPos {
+                        offset: p.offset,
+                        epoch: &p.epoch,
+                    });
+                    self.mailbox().push_system(outbound::ack(id, at));
+                }
+            }
+            Err(_) => self.reply_to(errors::RESERVED_EVENT, id),
+        }
+    }
+
+    /// Whose publish ids these are: the user's (the same across sessions and instances), or for an anonymous
+    /// session the connection's.
+    fn key_owner(&self) -> std::sync::Arc<str> {
+        match self.entry.user_id() {
+            Some(user) => format!("u:{}", user.as_str()).into(),
+            None => format!("c:{}", self.entry.id_str).into(),
         }
     }
 

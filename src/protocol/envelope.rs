@@ -8,7 +8,7 @@ use super::id::{ClientId, RoomName, UserId};
 use super::{event, json};
 use crate::redact::debug_redacted;
 
-debug_redacted!(Envelope { server_id, target, event, exclude, action; data });
+debug_redacted!(Envelope { server_id, target, event, exclude, action, position; data });
 
 /// Channel every instance hears.
 pub const BROADCAST_CHANNEL: &str = "ws:broadcast";
@@ -125,6 +125,9 @@ pub struct Envelope {
     pub exclude: Vec<ClientId>,
     /// Deliver (the default) or disconnect.
     pub action: Action,
+    /// For a room with history: the message's place in the room's stream (delivered with it as `room`,
+    /// `offset`, `epoch`). Carried in process by [`crate::LocalBus`]; not part of the JSON form.
+    pub position: Option<super::StreamPosition>,
 }
 
 /// Why an envelope from the bus was refused. Refused envelopes are dropped and counted, never delivered.
@@ -176,6 +179,7 @@ impl Envelope {
                 data: RawValue::from_string("null".to_owned()).ok()?,
                 exclude: Vec::new(),
                 action: Action::Disconnect,
+                position: None,
             }),
             Target::Room(_) | Target::Broadcast => None,
         }
@@ -256,6 +260,7 @@ impl Envelope {
             data,
             exclude,
             action: Action::Deliver,
+            position: None,
         })
     }
 
@@ -317,6 +322,7 @@ mod tests {
             data: RawValue::from_string("[1,\"x\"]".into()).unwrap(),
             exclude: vec![ClientId::parse(C1).unwrap()],
             action: Action::Deliver,
+            position: None,
         };
         let json = e.to_json();
         assert!(json.contains(&format!(r#""exclude":["{C1}"]"#)), "{json}");

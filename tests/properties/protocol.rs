@@ -233,6 +233,7 @@ proptest! {
             data: RawValue::from_string(data.to_string()).expect("JSON"),
             exclude,
             action: sealcast::protocol::envelope::Action::Deliver,
+            position: None,
         };
         let json = env.to_json();
         let back = Envelope::parse(json.as_bytes()).expect("own envelope parses");
