@@ -8,7 +8,8 @@
 //! `{"error":{"code":..,"message":..}}` with a stable code: `unauthorized` (401), `invalid_request` (400),
 //! `reserved_event` (400), `history_not_enabled` (400, the room matches no `history_rooms` pattern),
 //! `unrecoverable_position` (409, `since` is of another epoch or out of the window), `payload_too_large` (413,
-//! bodies over [`API_BODY_LIMIT`]).
+//! bodies over [`API_BODY_LIMIT`]), `history_unavailable` (503, the Redis history store is unreachable: retry with
+//! the same `idempotency_key`).
 
 use std::sync::Arc;
 
@@ -224,8 +225,14 @@ async fn publish(
     let sent = match (target, req.idempotency_key) {
         (Target::Room(room), key) => {
             let key = key.map(|k| server_key(&room, &k)).transpose();
-            key.and_then(|key| api.shared.publish_room(room, &req.event, data, exclude, key))
-                .map(Some)
+            match key {
+                Ok(key) => api
+                    .shared
+                    .publish_room_acked(room, &req.event, data, exclude, key)
+                    .await
+                    .map(Some),
+                Err(e) => Err(e),
+            }
         }
         (_, Some(_)) => return Err(invalid("idempotency_key is for room targets only")),
         (target, None) => api
@@ -246,6 +253,11 @@ async fn publish(
             Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
         }
         Ok(None) => Ok(accepted()),
+        Err(SendError::Unavailable) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_unavailable",
+            "the history store is unreachable; retry with the same idempotency_key",
+        )),
         Err(SendError::ReservedEvent(name)) => Err(error(
             StatusCode::BAD_REQUEST,
             "reserved_event",
@@ -262,7 +274,11 @@ async fn history(
 ) -> Result<Response, ApiError> {
     let req: HistoryRequest = read(&api, &headers, body)?;
     let room = RoomName::parse(&req.room).ok_or_else(|| invalid("room must be 1 to 1024 bytes long"))?;
-    match api.shared.history_page(&room, req.since.as_ref(), req.limit) {
+    match api
+        .shared
+        .history_page_awaited(&room, req.since.as_ref(), req.limit)
+        .await
+    {
         Ok(page) => {
             let publications: Vec<serde_json::Value> = page
                 .publications
@@ -285,6 +301,11 @@ async fn history(
             StatusCode::CONFLICT,
             "unrecoverable_position",
             "since is of another epoch or out of the history window; ask again without since",
+        )),
+        Err(HistoryError::Unavailable) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_unavailable",
+            "the history store is unreachable; retry",
         )),
         Err(e) => Err(invalid(&e.to_string())),
     }

@@ -82,6 +82,9 @@ pub enum HistoryError {
     /// after it cannot all be given. The stream's current position is attached.
     #[error("the position cannot be recovered (other epoch, or out of the history window)")]
     Unrecoverable(StreamPosition),
+    /// The history store could not be read (Redis unreachable).
+    #[error("the history store is unavailable")]
+    Unavailable,
 }
 
 /// Who used an idempotency key: a user (or, for anonymous sessions, the connection), or the server's own API.

@@ -16,17 +16,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::bus::RedisBus;
 use crate::bus::{Bus, Deliver, Inbox, LocalBus};
 use crate::client_info::ClientInfo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
-use crate::history::{HistoryError, HistoryPage, IdKey, MemoryHistory, Published, StreamPosition, SERVER_KEYS};
+use crate::history::{HistoryError, HistoryPage, IdKey, Published, StreamPosition, SERVER_KEYS};
 use crate::hooks::{Authenticator, Hook, UpgradeRequest};
 use crate::limits::{Accepted, ConnectionLimits, Refusal};
 use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
-use crate::shared::{check_event, Hooks, SendError, Shared};
+use crate::shared::{check_event, HistoryStore, Hooks, SendError, Shared};
 use crate::telemetry::{StatsSnapshot, Telemetry};
 use crate::wsenc::{SharedKeys, WsEnc1};
 
@@ -290,7 +291,7 @@ impl Server {
         let data = raw_json(data)?;
         let room = RoomName::parse(room).ok_or(SendError::InvalidRoom)?;
         let key = idempotency_key.map(|k| server_key(&room, k)).transpose()?;
-        self.shared.publish_room(room, event, data, Vec::new(), key)
+        self.shared.publish_room_acked(room, event, data, Vec::new(), key).await
     }
 
     /// A room's history (the room must match `history_rooms`): with `since`, the messages after that position,
@@ -303,7 +304,7 @@ impl Server {
         limit: Option<usize>,
     ) -> Result<HistoryPage, HistoryError> {
         let room = RoomName::parse(room).ok_or(HistoryError::InvalidRoom)?;
-        self.shared.history_page(&room, since, limit)
+        self.shared.history_page_awaited(&room, since, limit).await
     }
 
     /// Sends to every authenticated client on every instance, except the clients in `exclude`.
@@ -565,7 +566,7 @@ pub struct ServerBuilder {
     static_keys: Option<SharedKeys>,
     bus: Option<Arc<dyn Bus>>,
     /// The bus's history store, when the bus has one.
-    history: Option<Arc<MemoryHistory>>,
+    history: Option<HistoryStore>,
 }
 
 macro_rules! setters {
@@ -712,7 +713,11 @@ impl ServerBuilder {
     pub fn bus(mut self, bus: impl Bus) -> Self {
         // The buses that keep history bring their store; others cannot serve `history_rooms`.
         let any: &dyn std::any::Any = &bus;
-        self.history = any.downcast_ref::<LocalBus>().map(LocalBus::history);
+        self.history = match (any.downcast_ref::<LocalBus>(), any.downcast_ref::<RedisBus>()) {
+            (Some(local), _) => Some(HistoryStore::Memory(local.history())),
+            (_, Some(redis)) => Some(HistoryStore::Redis(redis.history())),
+            _ => None,
+        };
         self.bus = Some(Arc::new(bus));
         self
     }
@@ -741,7 +746,7 @@ impl ServerBuilder {
             Some(bus) => (bus, self.history),
             None => {
                 let local = LocalBus::new();
-                let history = local.history();
+                let history = HistoryStore::Memory(local.history());
                 (Arc::new(local) as Arc<dyn Bus>, Some(history))
             }
         };
@@ -773,6 +778,7 @@ impl ServerBuilder {
             clock: Instant::now(),
             peerless: std::sync::Once::new(),
             history,
+            joiners: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
         bus.attach(Inbox::new(server_id, Arc::downgrade(&shared) as Weak<dyn Deliver>));
         Ok(Server { shared })

@@ -39,7 +39,11 @@ impl Bus for LocalBus {
     fn publish(&self, envelope: Envelope) {
         // Snapshot first: delivery must not run under our lock (an inbox may publish in turn).
         let inboxes: Vec<Inbox> = self.inboxes.read().clone();
-        for inbox in inboxes.iter().filter(|i| i.is_open()) {
+        // The publishing server delivered the envelope itself (a history one too, under the room's lock).
+        for inbox in inboxes
+            .iter()
+            .filter(|i| i.is_open() && i.server_id() != envelope.server_id)
+        {
             inbox.deliver(&envelope);
         }
     }

@@ -43,8 +43,11 @@ use crate::protocol::outbound::StreamPos;
 use crate::protocol::{outbound, ClientId, CloseCode, RoomName, UserId};
 use crate::registry::{Entry, JoinResult};
 use crate::session::HandshakeRequest;
-use crate::shared::Shared;
+use crate::shared::{SendError, Shared};
 use crate::telemetry::{AuthOutcome, HookKind};
+
+/// A client publish ready to go: room, payload, excluded clients, idempotency key.
+type Publication = (RoomName, Box<RawValue>, Vec<ClientId>, Option<IdKey>);
 
 /// How long a closing connection may take to get its last frames and the close frame out.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -263,6 +266,17 @@ impl Reader<'_> {
             Action::Authenticate(data) => Box::pin(guarded(entry, self.authenticate(data))).await,
             Action::Refresh(data) => Box::pin(guarded(entry, self.refresh(data))).await,
             Action::ValidateRooms(request) => Box::pin(guarded(entry, self.validate_rooms(request))).await,
+            Action::Join(request) => Box::pin(guarded(entry, self.join(request))).await,
+            Action::Publish {
+                room,
+                event,
+                data,
+                to_self,
+                id,
+            } if self.shared.publish_awaits(&room, id.is_some()) => {
+                let publish = self.publish_awaited(&room, &event, data, to_self, id.as_deref());
+                Box::pin(guarded(entry, publish)).await
+            }
             Action::Custom { event, data, id } => {
                 let msg = self.incoming(&event, data, id);
                 Box::pin(guarded(entry, self.custom(msg))).await
@@ -297,7 +311,6 @@ impl Reader<'_> {
                 self.mailbox().push(Outbound::Rekey);
                 tracing::info!(client = %self.entry.id_str, "credentials refreshed");
             }
-            Action::Join(request) => self.join(request),
             Action::Leave(rooms) => {
                 // Looked up by text: a name the client is not in is simply not found.
                 for room in &rooms {
@@ -317,6 +330,7 @@ impl Reader<'_> {
             | Action::Handshake(_)
             | Action::Refresh(_)
             | Action::ValidateRooms(_)
+            | Action::Join(_)
             | Action::Custom { .. } => {}
         }
         ControlFlow::Continue(())
@@ -507,7 +521,7 @@ impl Reader<'_> {
 
     /// Joins the rooms the core allowed (recovering those asked for) and answers `joined`, with every refusal and
     /// its reason. Replayed messages are queued before the answer.
-    fn join(&mut self, request: JoinRequest) {
+    async fn join(&mut self, request: JoinRequest) -> Flow {
         let mut refused = request.refused;
         let mut joined = Vec::with_capacity(request.rooms.len());
         for name in request.rooms {
@@ -523,7 +537,8 @@ impl Reader<'_> {
                 .map(|r| (r.offset, r.epoch.as_str()));
             let j = self
                 .shared
-                .join_room(&self.entry.id, &self.entry.mailbox, room, recover);
+                .join_room_awaited(&self.entry.id, &self.entry.mailbox, room, recover)
+                .await;
             match j.result {
                 JoinResult::Joined | JoinResult::AlreadyMember => joined.push(outbound::JoinedRoom {
                     room: name,
@@ -537,6 +552,7 @@ impl Reader<'_> {
             }
         }
         self.mailbox().push_system(outbound::joined(&joined, &refused));
+        ControlFlow::Continue(())
     }
 
     async fn validate_rooms(&mut self, request: JoinRequest) -> Flow {
@@ -564,22 +580,32 @@ impl Reader<'_> {
                 }
             }
         };
-        let action = self.core.on_rooms_validated(request, allowed);
-        self.act(action)
+        match self.core.on_rooms_validated(request, allowed) {
+            Action::Join(request) => self.join(request).await,
+            action => self.act(action),
+        }
+    }
+
+    /// What a client publish becomes: the room (the client is a member, the core checked, so this is a room's
+    /// name: made a `RoomName` once, here), the payload, who is excluded, the idempotency key.
+    fn publication(&self, room: &str, data: Option<&RawValue>, to_self: bool, id: Option<&str>) -> Option<Publication> {
+        let room = RoomName::parse(room)?;
+        let data = data.map_or_else(|| RawValue::from_string("null".to_owned()), |d| Ok(d.to_owned()));
+        let exclude = if to_self { Vec::new() } else { vec![self.entry.id] };
+        let key = id.map(|id| IdKey {
+            who: self.key_owner(),
+            room: room.clone(),
+            id: id.into(),
+        });
+        Some((room, data.ok()?, exclude, key))
     }
 
     fn publish(&mut self, room: &str, event: &str, data: Option<&RawValue>, to_self: bool, id: Option<&str>) {
-        // The client is a member (the core checked), so this is a room's name: made a `RoomName` once, here.
-        let Some(room) = RoomName::parse(room) else {
+        let Some((room, data, exclude, key)) = self.publication(room, data, to_self, id) else {
             return;
         };
-        let data = data.map_or_else(|| RawValue::from_string("null".to_owned()), |d| Ok(d.to_owned()));
-        let Ok(data) = data else {
-            return;
-        };
-        let exclude = if to_self { Vec::new() } else { vec![self.entry.id] };
         let shared = self.shared;
-        if id.is_none() && !shared.has_history(room.as_str()) {
+        if key.is_none() && !shared.has_history(room.as_str()) {
             // Nothing to answer and no offset to assign: delivered in a batch with the publishes around it.
             if self.pending.push(shared, room, event, data, exclude).is_err() {
                 self.flush_publishes();
@@ -588,12 +614,29 @@ impl Reader<'_> {
             return;
         }
         self.flush_publishes();
-        let key = id.map(|id| IdKey {
-            who: self.key_owner(),
-            room: room.clone(),
-            id: id.into(),
-        });
-        match shared.publish_room(room, event, data, exclude, key) {
+        let published = shared.publish_room(room, event, data, exclude, key);
+        self.answer_publish(published, id);
+    }
+
+    /// A publish whose answer needs the history store (Redis): awaited in line, so the client's frames and
+    /// answers stay in order.
+    async fn publish_awaited(
+        &mut self,
+        room: &str,
+        event: &str,
+        data: Option<&RawValue>,
+        to_self: bool,
+        id: Option<&str>,
+    ) -> Flow {
+        if let Some((room, data, exclude, key)) = self.publication(room, data, to_self, id) {
+            let published = self.shared.publish_room_acked(room, event, data, exclude, key).await;
+            self.answer_publish(published, id);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn answer_publish(&self, published: Result<crate::history::Published, SendError>, id: Option<&str>) {
+        match published {
             Ok(published) => {
                 if let Some(id) = id {
                     let at = published.position.as_ref().map(|p| StreamPos {
@@ -603,6 +646,7 @@ impl Reader<'_> {
                     self.mailbox().push_system(outbound::ack(id, at));
                 }
             }
+            Err(SendError::Unavailable) => self.reply_to(errors::PUBLISH_FAILED, id),
             Err(_) => self.reply_to(errors::RESERVED_EVENT, id),
         }
     }

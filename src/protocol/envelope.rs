@@ -126,7 +126,10 @@ pub struct Envelope {
     /// Deliver (the default) or disconnect.
     pub action: Action,
     /// For a room with history: the message's place in the room's stream (delivered with it as `room`,
-    /// `offset`, `epoch`). Carried in process by [`crate::LocalBus`]; not part of the JSON form.
+    /// `offset`, `epoch`). On the wire, the top-level `offset` and `epoch` fields, which the Redis bus's history
+    /// script appends when it assigns the offset ([`Envelope::to_json`] never writes them, and a bus signature
+    /// does not cover them). The publishing instance delivers such an envelope too when it comes back from the
+    /// bus: that is how its own clients get the message, in offset order.
     pub position: Option<super::StreamPosition>,
 }
 
@@ -166,6 +169,10 @@ struct Wire<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exclude: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    epoch: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl Envelope {
@@ -206,6 +213,8 @@ impl Envelope {
             event: self.event.as_str().into(),
             data: Some(&self.data),
             exclude: (!self.exclude.is_empty()).then(|| self.exclude.iter().map(ClientId::to_string).collect()),
+            offset: None,
+            epoch: None,
         };
         // Every field is a string, a list of strings or already-valid raw JSON, so this cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
@@ -244,6 +253,17 @@ impl Envelope {
             ("room", Some(t)) => Target::Room(RoomName::parse(&t).ok_or(EnvelopeError::BadTarget)?),
             _ => return Err(EnvelopeError::BadTarget),
         };
+        // A position is a whole (both fields, a short epoch) on a room envelope, or absent.
+        let position = match (w.offset, w.epoch, &target) {
+            (None, None, _) => None,
+            (Some(offset), Some(epoch), Target::Room(_)) if epoch.len() <= super::inbound::MAX_EPOCH_LEN => {
+                Some(super::StreamPosition {
+                    offset,
+                    epoch: epoch.into_owned(),
+                })
+            }
+            _ => return Err(EnvelopeError::Malformed),
+        };
         let exclude = w.exclude.unwrap_or_default();
         if exclude.len() > MAX_EXCLUDE {
             return Err(EnvelopeError::Limit);
@@ -260,7 +280,7 @@ impl Envelope {
             data,
             exclude,
             action: Action::Deliver,
-            position: None,
+            position,
         })
     }
 
@@ -302,6 +322,38 @@ mod tests {
 
     fn client(id: &str) -> Target {
         Target::Client(ClientId::parse(id).unwrap())
+    }
+
+    #[test]
+    fn a_history_position_is_read_whole_and_only_on_room_envelopes() {
+        let base = r#"{"serverId":"s","type":"room","target":"chat","event":"m","data":1"#;
+        let env = Envelope::parse(format!(r#"{base},"offset":7,"epoch":"e1"}}"#).as_bytes()).unwrap();
+        assert_eq!(
+            env.position,
+            Some(super::super::StreamPosition {
+                offset: 7,
+                epoch: "e1".into()
+            })
+        );
+        assert!(
+            !env.to_json().contains("offset"),
+            "only the bus's history script writes it"
+        );
+        assert_eq!(Envelope::parse(format!("{base}}}").as_bytes()).unwrap().position, None);
+        let long = "e".repeat(65);
+        for bad in [
+            format!(r#"{base},"offset":7}}"#),
+            format!(r#"{base},"epoch":"e1"}}"#),
+            format!(r#"{base},"offset":-1,"epoch":"e1"}}"#),
+            format!(r#"{base},"offset":7,"epoch":"{long}"}}"#),
+            r#"{"serverId":"s","type":"broadcast","event":"m","data":1,"offset":7,"epoch":"e"}"#.to_owned(),
+        ] {
+            assert_eq!(
+                Envelope::parse(bad.as_bytes()).err(),
+                Some(EnvelopeError::Malformed),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub mod errors {
     pub const NOT_IN_ROOM: &str = "Not a member of room";
     /// The client published to a room outside its identity's room patterns (the token's `rooms` claim).
     pub const ROOM_NOT_ALLOWED: &str = "Room not allowed";
+    /// The history store could not take a `publish` (Redis unreachable): nothing was delivered; retry with the
+    /// same `id`.
+    pub const PUBLISH_FAILED: &str = "Publish failed";
 }
 
 /// The fixed `reason` texts of the `refused` entries of `joined`; they never echo client input.
