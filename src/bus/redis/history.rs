@@ -33,13 +33,26 @@ use crate::protocol::{Envelope, StreamPosition};
 /// How long a room's offset counter and epoch outlive its last message, at least.
 const META_TTL: Duration = Duration::from_secs(24 * 3600);
 
-const APPEND: &str = r#"
+/// Both scripts start here: the stream's epoch, created (with offset 0, and no stale entries) from the caller's
+/// random candidate `ARGV[1]` when the hash is missing — a new room, or Redis lost it.
+macro_rules! epoch_prelude {
+    () => {
+        r#"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
+local created = false
 if not epoch then
   epoch = ARGV[1]
+  created = true
   redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)
   redis.call('DEL', KEYS[1])
 end
+"#
+    };
+}
+
+const APPEND: &str = concat!(
+    epoch_prelude!(),
+    r#"
 if KEYS[3] then
   local seen = redis.call('GET', KEYS[3])
   if seen then
@@ -56,7 +69,8 @@ if KEYS[3] then
 end
 redis.call(ARGV[8], ARGV[9], ARGV[10] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}')
 return {offset, epoch, 0}
-"#;
+"#
+);
 
 const CLAIM: &str = r#"
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
@@ -66,12 +80,10 @@ end
 return 1
 "#;
 
-const READ: &str = r#"
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', 0)
-  redis.call('DEL', KEYS[1])
+const READ: &str = concat!(
+    epoch_prelude!(),
+    r#"
+if created then
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 local last = tonumber(redis.call('HGET', KEYS[2], 'offset'))
@@ -82,7 +94,8 @@ elseif ARGV[2] == 'latest' then
   entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
 end
 return {last, epoch, entries}
-"#;
+"#
+);
 
 /// The keys of one room.
 pub(crate) struct Keys {
