@@ -141,6 +141,33 @@ enum JoinerState {
     Filtering { up_to: u64, since: Instant },
 }
 
+/// Undoes a recovering join's pin of its room channel, and removes its joiner unless it is filtering late copies.
+struct JoinGuard<'a> {
+    shared: &'a Shared,
+    target: Target,
+    room: RoomName,
+    joiner: Arc<Joiner>,
+}
+
+impl Drop for JoinGuard<'_> {
+    fn drop(&mut self) {
+        let filtering = matches!(
+            &*self.joiner.state.lock(),
+            JoinerState::Filtering { up_to, .. } if *up_to > 0
+        );
+        if !filtering {
+            let mut joiners = self.shared.joiners.lock();
+            if let Some(list) = joiners.get_mut(&self.room) {
+                list.retain(|j| !Arc::ptr_eq(j, &self.joiner));
+                if list.is_empty() {
+                    joiners.remove(&self.room);
+                }
+            }
+        }
+        self.shared.bus.interest(&self.target, false);
+    }
+}
+
 /// Longest a joined client's filter of late copies lasts.
 const FILTER_FOR: Duration = Duration::from_secs(30);
 
@@ -482,18 +509,25 @@ impl Shared {
             };
         };
         let target = Target::Room(room.clone());
-        // Pinned while the replay is read: the channel stays subscribed whatever the registry does meanwhile.
+        let joiner = Arc::new(Joiner {
+            client: *id,
+            state: Mutex::new(JoinerState::Holding(Some(Vec::new()))),
+        });
+        // Pinned while the replay is read: the channel stays subscribed whatever the registry does meanwhile. The
+        // guard undoes the pin and the joiner however this ends (the connection may be killed while it waits).
         self.bus.interest(&target, true);
+        let _pin = JoinGuard {
+            shared: self,
+            target: target.clone(),
+            room: room.clone(),
+            joiner: joiner.clone(),
+        };
         let channel = target.channel();
         let deadline = Instant::now() + SUBSCRIBE_WAIT;
         while !r.is_subscribed(&channel) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let subscribed = r.is_subscribed(&channel);
-        let joiner = Arc::new(Joiner {
-            client: *id,
-            state: Mutex::new(JoinerState::Holding(Some(Vec::new()))),
-        });
         self.joiners
             .lock()
             .entry(room.clone())
@@ -515,7 +549,7 @@ impl Shared {
             false => None,
         };
         let joined = {
-            let mut joiners = self.joiners.lock();
+            let joiners = self.joiners.lock();
             let result = self.registry.join(id, room.clone());
             let held = match std::mem::replace(&mut *joiner.state.lock(), JoinerState::Holding(None)) {
                 JoinerState::Holding(held) => held,
@@ -563,25 +597,19 @@ impl Shared {
                     }
                 }
             }
-            // Recovered: late live copies of the replay are dropped for a while; otherwise it is done.
-            if result == JoinResult::Joined && recovered && replayed_to > 0 {
-                *joiner.state.lock() = JoinerState::Filtering {
-                    up_to: replayed_to,
-                    since: Instant::now(),
-                };
-            } else if let Some(list) = joiners.get_mut(&room) {
-                list.retain(|j| !Arc::ptr_eq(j, &joiner));
-                if list.is_empty() {
-                    joiners.remove(&room);
-                }
-            }
+            // Late live copies of the replay are dropped for a while (nothing is, with nothing replayed): the
+            // joiner leaves the list with the first message after `replayed_to`.
+            *joiner.state.lock() = JoinerState::Filtering {
+                up_to: replayed_to,
+                since: Instant::now(),
+            };
+            drop(joiners);
             RoomJoin {
                 result,
                 position,
                 recovered: Some(recovered),
             }
         };
-        self.bus.interest(&target, false);
         joined
     }
 
