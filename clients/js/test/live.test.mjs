@@ -358,6 +358,31 @@ test("with getToken, an operator disconnect (1008) reconnects once with a fresh 
   assert.deepEqual(authTokens(c), src.issued);
 });
 
+test("a reconnect recovers the messages missed in a history room, each once and in order", { skip }, async () => {
+  const s = await server({ env: { SEALCAST_API_KEY: API_KEY, SEALCAST_HISTORY_ROOMS: "chat:*" } });
+  const src = tokenSource(s, "ivan", 600);
+  const c = connect({ url: s.url, getToken: src.getToken, serverKeys: pinned(s), reconnect: { initialMs: 300, maxMs: 400 } });
+  const offsets = [];
+  c.on("m", (data, _event, meta) => offsets.push([data, meta?.offset]));
+  const rejoined = [];
+  c.on("rejoined", (r) => rejoined.push(r));
+  await c.ready();
+  const joined = await c.join("chat:live");
+  assert.equal(joined.rooms[0].offset, 0);
+  await api(s, "/api/publish", { room: "chat:live", event: "m", data: 1 });
+  await waitFor(() => offsets.length === 1, "the first message");
+  await api(s, "/api/disconnect", { user: "ivan" });
+  await waitFor(() => c.closes.length === 1, "the operator's close");
+  // Published while the client is away (its reconnect waits 150-300 ms).
+  for (let n = 2; n <= 6; n++) await api(s, "/api/publish", { room: "chat:live", event: "m", data: n });
+  await waitFor(() => rejoined.length === 1 && offsets.length === 6, "recovery");
+  assert.deepEqual(offsets, [1, 2, 3, 4, 5, 6].map((n) => [n, n]));
+  assert.equal(rejoined[0].rooms[0].recovered, true);
+  assert.deepEqual(c.position("chat:live")?.offset, 6);
+  // Positions travel inside the records: no frame on the wire names the room.
+  assert.ok(!c.wire.some((f) => f.data.includes("chat:live")));
+});
+
 test("too many sessions: the one fresh-token retry is spent, then the client stops", { skip }, async () => {
   const s = await server({ env: { SEALCAST_MAX_SESSIONS_PER_USER: "1" } });
   const holder = connect({ url: s.url, token: signToken(s.secret, "heidi", 600), serverKeys: pinned(s) });
