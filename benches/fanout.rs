@@ -53,8 +53,10 @@ async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, counter: Arc<
         _ => ws.send(Message::text(join)).await.expect("send"),
     }
     tokio::spawn(async move {
+        // The first text frame is the join's answer (`joined`), not a delivery.
+        let mut answered = false;
         while let Some(Ok(m)) = ws.next().await {
-            if m.is_text() {
+            if m.is_text() && std::mem::replace(&mut answered, true) {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -1,9 +1,15 @@
-//! The HTTP API on the public listener, for application backends: `POST /api/publish` and
-//! `POST /api/disconnect`, authorised with `Authorization: Bearer <key>` (compared in constant time).
+//! The HTTP API on the public listener, for application backends: `POST /api/publish`, `POST /api/disconnect`
+//! and `POST /api/history`, authorised with `Authorization: Bearer <key>` (compared in constant time).
 //!
-//! Both go through the bus, so they reach every instance. Accepted requests answer 202 `{"status":"accepted"}`;
-//! errors answer `{"error":{"code":..,"message":..}}` with a stable code: `unauthorized` (401),
-//! `invalid_request` (400), `reserved_event` (400), `payload_too_large` (413, bodies over [`API_BODY_LIMIT`]).
+//! Publish and disconnect go through the bus, so they reach every instance. Accepted requests answer 202
+//! `{"status":"accepted"}` (a publish to a room with history adds its `offset` and `epoch`, and `"duplicate":true`
+//! when its `idempotency_key` was already used); `history` answers 200
+//! `{"publications":[{"offset","event","data"}],"offset","epoch"}`. Errors answer
+//! `{"error":{"code":..,"message":..}}` with a stable code: `unauthorized` (401), `invalid_request` (400),
+//! `reserved_event` (400), `history_not_enabled` (400, the room matches no `history_rooms` pattern),
+//! `unrecoverable_position` (409, `since` is of another epoch or out of the window), `payload_too_large` (413,
+//! bodies over [`API_BODY_LIMIT`]), `history_unavailable` (503, the Redis history store is unreachable: retry with
+//! the same `idempotency_key`).
 
 use std::sync::Arc;
 
@@ -18,8 +24,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::history::{HistoryError, StreamPosition};
 use crate::protocol::envelope::MAX_EXCLUDE;
 use crate::protocol::{ClientId, RoomName, Target, UserId};
+use crate::server::server_key;
 use crate::shared::{SendError, Shared};
 use crate::Server;
 
@@ -32,7 +40,7 @@ struct Api {
 }
 
 impl Server {
-    /// The HTTP API router (`/api/publish`, `/api/disconnect`) guarded by the bearer `api_key`. Merge it into
+    /// The HTTP API router (`/api/publish`, `/api/disconnect`, `/api/history`) guarded by the bearer `api_key`. Merge it into
     /// the public app (of any state `S`: the router carries its own); leave it out to disable the API.
     pub fn api_router<S>(&self, api_key: &str) -> Router<S>
     where
@@ -45,6 +53,7 @@ impl Server {
         Router::new()
             .route("/api/publish", post(publish))
             .route("/api/disconnect", post(disconnect))
+            .route("/api/history", post(history))
             .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
             .with_state(api)
     }
@@ -138,6 +147,15 @@ struct PublishRequest {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     exclude: Vec<String>,
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryRequest {
+    room: String,
+    since: Option<StreamPosition>,
+    limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -204,12 +222,90 @@ async fn publish(
         Target::Client(id) => api.shared.registry.get(id).is_none(),
         _ => true,
     };
-    match api.shared.emit(target, &req.event, data, exclude, publish) {
-        Ok(_) => Ok(accepted()),
+    let sent = match (target, req.idempotency_key) {
+        (Target::Room(room), key) => {
+            let key = key.map(|k| server_key(&room, &k)).transpose();
+            match key {
+                Ok(key) => api
+                    .shared
+                    .publish_room_acked(room, &req.event, data, exclude, key)
+                    .await
+                    .map(Some),
+                Err(e) => Err(e),
+            }
+        }
+        (_, Some(_)) => return Err(invalid("idempotency_key is for room targets only")),
+        (target, None) => api
+            .shared
+            .emit(target, &req.event, data, exclude, publish)
+            .map(|_| None),
+    };
+    match sent {
+        Ok(Some(published)) => {
+            let mut body = serde_json::json!({"status": "accepted"});
+            if let (Some(at), Some(map)) = (&published.position, body.as_object_mut()) {
+                map.insert("offset".into(), at.offset.into());
+                map.insert("epoch".into(), at.epoch.clone().into());
+            }
+            if let (true, Some(map)) = (published.duplicate, body.as_object_mut()) {
+                map.insert("duplicate".into(), true.into());
+            }
+            Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+        }
+        Ok(None) => Ok(accepted()),
+        Err(SendError::Unavailable) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_unavailable",
+            "the history store is unreachable; retry with the same idempotency_key",
+        )),
         Err(SendError::ReservedEvent(name)) => Err(error(
             StatusCode::BAD_REQUEST,
             "reserved_event",
             &format!("event name {name:?} is reserved by the protocol"),
+        )),
+        Err(e) => Err(invalid(&e.to_string())),
+    }
+}
+
+async fn history(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: HistoryRequest = read(&api, &headers, body)?;
+    let room = RoomName::parse(&req.room).ok_or_else(|| invalid("room must be 1 to 1024 bytes long"))?;
+    match api
+        .shared
+        .history_page_awaited(&room, req.since.as_ref(), req.limit)
+        .await
+    {
+        Ok(page) => {
+            let publications: Vec<serde_json::Value> = page
+                .publications
+                .iter()
+                .map(|p| serde_json::json!({"offset": p.offset, "event": p.event, "data": p.data}))
+                .collect();
+            let body = serde_json::json!({
+                "publications": publications,
+                "offset": page.position.offset,
+                "epoch": page.position.epoch,
+            });
+            Ok(axum::Json(body).into_response())
+        }
+        Err(HistoryError::NotEnabled) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "history_not_enabled",
+            "this room keeps no history (history.rooms)",
+        )),
+        Err(HistoryError::Unrecoverable(_)) => Err(error(
+            StatusCode::CONFLICT,
+            "unrecoverable_position",
+            "since is of another epoch or out of the history window; ask again without since",
+        )),
+        Err(HistoryError::Unavailable) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_unavailable",
+            "the history store is unreachable; retry",
         )),
         Err(e) => Err(invalid(&e.to_string())),
     }

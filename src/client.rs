@@ -21,6 +21,7 @@ mod reconnect;
 
 pub use reconnect::{reconnect_policy, Event, Reconnect, ReconnectingClient};
 
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -40,7 +41,7 @@ use crate::crypto::{
 use crate::protocol::event;
 use crate::redact::debug_redacted;
 
-debug_redacted!(Message { event; data });
+debug_redacted!(Message { event, position; data });
 
 type TokenFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 type TokenProvider = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
@@ -191,16 +192,81 @@ pub enum ClientError {
     /// A [`ReconnectingClient`] already stopped on an earlier error (which it returned then).
     #[error("the client has stopped")]
     Stopped,
+    /// The server refused a `publish` with this error text (e.g. `Not a member of room`).
+    #[error("publish refused: {0}")]
+    Refused(String),
 }
 
 /// An application message received from the server.
 #[derive(Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Message {
     /// Event name.
     pub event: String,
     /// Payload.
     pub data: Value,
+    /// In a room with history: the room, and the message's place in its stream.
+    pub position: Option<(String, StreamPosition)>,
 }
+
+/// A place in a room's history stream: the offset of a message and the stream's epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The message's offset (1 for a room's first message).
+    pub offset: u64,
+    /// The stream's epoch; offsets of another epoch are not comparable.
+    pub epoch: String,
+}
+
+/// The server's answer to a `join`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Joined {
+    /// The rooms the client is now in.
+    #[serde(default)]
+    pub rooms: Vec<JoinedRoom>,
+    /// The rooms refused, with the reason.
+    #[serde(default)]
+    pub refused: Vec<RefusedRoom>,
+}
+
+/// A joined room in [`Joined`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct JoinedRoom {
+    /// The room.
+    pub room: String,
+    /// A room with history: its latest offset when joined.
+    pub offset: Option<u64>,
+    /// A room with history: its epoch.
+    pub epoch: Option<String>,
+    /// When recovery was asked for: whether every missed message was delivered (before the `joined` answer).
+    pub recovered: Option<bool>,
+}
+
+/// A refused room in [`Joined`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct RefusedRoom {
+    /// The room as asked for.
+    pub room: String,
+    /// Why (`Room not allowed`, `Room refused`, `Invalid room name`, `Too many rooms`).
+    pub reason: String,
+}
+
+/// The server's acknowledgement of a `publish`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Ack {
+    /// A room with history: the message's offset (the original one for an idempotent retry).
+    pub offset: Option<u64>,
+    /// A room with history: the stream's epoch.
+    pub epoch: Option<String>,
+}
+
+/// Most messages held while a `join` or a `publish` waits for its answer; beyond it the wait fails, since a
+/// server that never answers must not grow the client without bound.
+const MAX_HELD: usize = 65_536;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -211,6 +277,10 @@ pub struct Client {
     opener: Option<RecordOpener>,
     connected: Value,
     out: Vec<Bytes>,
+    /// Messages that arrived while a `join` or a `publish` waited for its answer, for `recv`.
+    held: VecDeque<Message>,
+    /// The next publish id.
+    next_id: u64,
 }
 
 impl std::fmt::Debug for Client {
@@ -246,6 +316,8 @@ impl Client {
             opener: None,
             connected,
             out: Vec::new(),
+            held: VecDeque::new(),
+            next_id: 0,
         };
         if let Some(hs) = handshake {
             let hello = ServerHello::from_connected_data(&client.connected)?;
@@ -310,9 +382,32 @@ impl Client {
         self.send_inner(r#"{"event":"heartbeat"}"#).await
     }
 
-    /// Asks to join rooms (no acknowledgement).
-    pub async fn join(&mut self, rooms: &[&str]) -> Result<(), ClientError> {
-        self.send(event::JOIN, &json!({ "rooms": rooms })).await
+    /// Joins rooms and waits for the server's answer: which rooms were joined, which refused and why. Messages
+    /// arriving meanwhile are kept for [`Self::recv`].
+    pub async fn join(&mut self, rooms: &[&str]) -> Result<Joined, ClientError> {
+        self.join_recovering(rooms, &BTreeMap::new()).await
+    }
+
+    /// [`Self::join`], asking to recover each room of `recover` after the position given: the missed messages
+    /// arrive first (for [`Self::recv`]), and [`JoinedRoom::recovered`] tells whether they all did.
+    pub async fn join_recovering(
+        &mut self,
+        rooms: &[&str],
+        recover: &BTreeMap<String, StreamPosition>,
+    ) -> Result<Joined, ClientError> {
+        let data = if recover.is_empty() {
+            json!({ "rooms": rooms })
+        } else {
+            json!({ "rooms": rooms, "recover": recover })
+        };
+        self.send(event::JOIN, &data).await?;
+        loop {
+            let m = self.read().await?;
+            if m.event == event::JOINED {
+                return serde_json::from_value(m.data).map_err(|_| ClientError::Protocol("malformed joined"));
+            }
+            self.hold(m)?;
+        }
     }
 
     /// Leaves rooms.
@@ -320,18 +415,55 @@ impl Client {
         self.send(event::LEAVE, &json!({ "rooms": rooms })).await
     }
 
-    /// Publishes to a joined room (needs `allow_client_publish` on the server).
+    /// Publishes to a joined room (needs `allow_client_publish` on the server) and waits for the server's
+    /// acknowledgement; a refusal is [`ClientError::Refused`]. Messages arriving meanwhile are kept for
+    /// [`Self::recv`].
     pub async fn publish<T: Serialize + ?Sized>(
         &mut self,
         room: &str,
         event_name: &str,
         data: &T,
-    ) -> Result<(), ClientError> {
-        self.send(
-            event::PUBLISH,
-            &json!({ "room": room, "event": event_name, "data": data }),
-        )
-        .await
+    ) -> Result<Ack, ClientError> {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = format!("p{}", self.next_id);
+        self.publish_with_id(room, event_name, data, &id).await
+    }
+
+    /// [`Self::publish`] with the caller's `id` (at most 64 bytes): a retry with the same id, for the same room,
+    /// within the server's `history_ttl` (also after a reconnect, for the same user) is acknowledged with the
+    /// original offset and not delivered again.
+    pub async fn publish_with_id<T: Serialize + ?Sized>(
+        &mut self,
+        room: &str,
+        event_name: &str,
+        data: &T,
+        id: &str,
+    ) -> Result<Ack, ClientError> {
+        let frame =
+            json!({ "event": event::PUBLISH, "data": { "room": room, "event": event_name, "data": data }, "id": id });
+        self.send_inner(&frame.to_string()).await?;
+        loop {
+            let m = self.read().await?;
+            let answers = m.data.get("id").and_then(Value::as_str) == Some(id);
+            match m.event.as_str() {
+                event::ACK if answers => {
+                    return serde_json::from_value(m.data).map_err(|_| ClientError::Protocol("malformed ack"))
+                }
+                event::ERROR if answers => {
+                    let text = m.data.get("message").and_then(Value::as_str).unwrap_or_default();
+                    return Err(ClientError::Refused(text.to_owned()));
+                }
+                _ => self.hold(m)?,
+            }
+        }
+    }
+
+    fn hold(&mut self, m: Message) -> Result<(), ClientError> {
+        if self.held.len() >= MAX_HELD {
+            return Err(ClientError::Protocol("no answer while too many messages arrived"));
+        }
+        self.held.push_back(m);
+        Ok(())
     }
 
     /// Switches the outbound direction to the next epoch's keys now.
@@ -343,8 +475,17 @@ impl Client {
         self.flush_sealed().await
     }
 
-    /// The next application message (key updates are handled internally).
+    /// The next message (key updates are handled internally). Answers of `join` and `publish` are taken by those
+    /// calls; an unrequested `joined` or `ack` (e.g. from frames sent with [`Self::send_inner`]) is returned.
     pub async fn recv(&mut self) -> Result<Message, ClientError> {
+        match self.held.pop_front() {
+            Some(m) => Ok(m),
+            None => self.read().await,
+        }
+    }
+
+    /// The next message from the socket.
+    async fn read(&mut self) -> Result<Message, ClientError> {
         loop {
             let Some(text) = next_text(&mut self.ws).await? else {
                 continue;
@@ -362,9 +503,24 @@ impl Client {
             };
             let v: Value = serde_json::from_slice(&inner).map_err(|_| ClientError::Protocol("invalid JSON"))?;
             let event_name = str_field(&v, "event").ok_or(ClientError::Protocol("message without event"))?;
+            let position = match (
+                str_field(&v, "room"),
+                v.get("offset").and_then(Value::as_u64),
+                str_field(&v, "epoch"),
+            ) {
+                (Some(room), Some(offset), Some(epoch)) => Some((
+                    room.to_owned(),
+                    StreamPosition {
+                        offset,
+                        epoch: epoch.to_owned(),
+                    },
+                )),
+                _ => None,
+            };
             return Ok(Message {
                 event: event_name.to_owned(),
                 data: v.get("data").cloned().unwrap_or(Value::Null),
+                position,
             });
         }
     }

@@ -88,7 +88,19 @@ pub struct Config {
     /// Most message bytes queued for one client and not yet taken by its writer; beyond it the client is closed
     /// 4007 as a slow consumer, like a full `outbound_queue`. Default 1 MiB.
     pub max_write_buffer_size: usize,
+    /// Rooms whose messages are kept for recovery, as room patterns (exact names, or `prefix*` as in the `rooms`
+    /// claim). Messages delivered to these rooms carry `room`, `offset` and `epoch`. Empty (the default): no
+    /// history.
+    pub history_rooms: Vec<String>,
+    /// Messages kept per history room (at most [`MAX_HISTORY_SIZE`]). Default 100.
+    pub history_size: usize,
+    /// How long a history room keeps a message, and how long a publish id is remembered for idempotency.
+    /// Default 300 s.
+    pub history_ttl: Duration,
 }
+
+/// Largest `history_size`: the number of messages one room may keep.
+pub const MAX_HISTORY_SIZE: usize = 100_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -122,6 +134,9 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             read_buffer_size: 16 * 1024,
             max_write_buffer_size: 1024 * 1024,
+            history_rooms: Vec::new(),
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -151,6 +166,13 @@ pub enum ConfigError {
     /// A rate or its burst is negative, NaN or infinite.
     #[error("{0}: the rate and its burst must be finite numbers >= 0 (a rate of 0 disables the limit)")]
     BadRate(&'static str),
+    /// `history_size` is over [`MAX_HISTORY_SIZE`].
+    #[error("history_size must be at most {MAX_HISTORY_SIZE}")]
+    HistorySize,
+    /// History rooms are configured but the bus has no history store (only [`crate::LocalBus`] and
+    /// [`crate::bus::RedisBus`] have one).
+    #[error("history_rooms is set but this bus keeps no history: use LocalBus or RedisBus")]
+    HistoryUnsupported,
     /// `build` was called outside a Tokio runtime.
     #[error("ServerBuilder::build must be called inside a Tokio runtime")]
     NoRuntime,
@@ -179,6 +201,7 @@ impl Config {
             ("max_concurrent_authentications", self.max_concurrent_authentications),
             ("max_concurrent_handshakes", self.max_concurrent_handshakes),
             ("max_sessions_per_user", self.max_sessions_per_user),
+            ("history_size", self.history_size),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -189,10 +212,14 @@ impl Config {
             ("heartbeat_interval", self.heartbeat_interval),
             ("heartbeat_timeout", self.heartbeat_timeout),
             ("request_head_timeout", self.request_head_timeout),
+            ("history_ttl", self.history_ttl),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.history_size > MAX_HISTORY_SIZE {
+            return Err(ConfigError::HistorySize);
         }
         if self.max_records_per_epoch < 2 || self.max_records_per_epoch > crate::crypto::MAX_RECORDS_PER_EPOCH {
             return Err(ConfigError::EpochLimit);
@@ -318,6 +345,12 @@ mod tests {
                 };
                 let wanted = format!("default {}", short.trim_start_matches(' '));
                 let wanted = wanted.replace("default : any", "default: any");
+                // An empty pattern list means "every origin" for origins but "no room" for history.
+                let wanted = if name == "history_rooms" {
+                    "default: none".to_owned()
+                } else {
+                    wanted
+                };
                 assert!(
                     doc.contains(&wanted),
                     "ServerBuilder::{name}: its doc should say {wanted:?}: {doc}"
@@ -369,6 +402,9 @@ mod tests {
             ("allowed_origins", list(&d.allowed_origins)),
             ("read_buffer_size", bytes(d.read_buffer_size)),
             ("max_write_buffer_size", bytes(d.max_write_buffer_size)),
+            ("history_rooms", list(&d.history_rooms)),
+            ("history_size", count(d.history_size)),
+            ("history_ttl", secs(d.history_ttl)),
         ];
         check_builder_docs(&expected);
         let docs = field_docs();

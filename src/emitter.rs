@@ -150,6 +150,7 @@ impl Emitter {
             data,
             exclude: exclude.iter().filter_map(|id| ClientId::parse(id)).collect(),
             action: crate::protocol::Action::Deliver,
+            position: None,
         };
         let payload = self.codec.encode(&envelope);
         let channel = envelope.target.channel();

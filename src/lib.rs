@@ -30,6 +30,7 @@ mod config;
 mod connection;
 pub mod crypto;
 mod emitter;
+pub mod history;
 /// Entry points of the fuzz targets in `fuzz/` (feature `fuzzing`); not part of the API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -59,7 +60,7 @@ pub mod wsenc;
 
 pub use bus::{Bus, Inbox, LocalBus};
 pub use client_info::{ClientInfo, ClientState};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, MAX_HISTORY_SIZE};
 pub use emitter::{Emitter, EmitterError};
 pub use hooks::{
     AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing, RoomRequest,

@@ -184,7 +184,7 @@ impl<'a> Exclude<'a> {
         }
     }
 
-    fn skips(&self, id: &ClientId) -> bool {
+    pub(crate) fn skips(&self, id: &ClientId) -> bool {
         match self {
             Self::Few(ids) => ids.iter().any(|x| x == id),
             Self::Many(set) => set.contains(id),

@@ -16,21 +16,35 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::bus::RedisBus;
 use crate::bus::{Bus, Deliver, Inbox, LocalBus};
 use crate::client_info::ClientInfo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
+use crate::history::{HistoryError, HistoryPage, IdKey, Published, StreamPosition, SERVER_KEYS};
 use crate::hooks::{Authenticator, Hook, UpgradeRequest};
 use crate::limits::{Accepted, ConnectionLimits, Refusal};
 use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
-use crate::shared::{check_event, Hooks, SendError, Shared};
+use crate::shared::{check_event, HistoryStore, Hooks, SendError, Shared};
 use crate::telemetry::{StatsSnapshot, Telemetry};
 use crate::wsenc::{SharedKeys, WsEnc1};
 
 fn raw_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, SendError> {
     Ok(serde_json::value::to_raw_value(data)?)
+}
+
+/// An idempotency key of the server's API (the `Server` methods and the HTTP API share one namespace).
+pub(crate) fn server_key(room: &RoomName, key: &str) -> Result<IdKey, SendError> {
+    if key.is_empty() || key.len() > crate::history::MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(SendError::InvalidIdempotencyKey);
+    }
+    Ok(IdKey {
+        who: SERVER_KEYS.into(),
+        room: room.clone(),
+        id: key.into(),
+    })
 }
 
 /// The client ids of an `exclude` list; text that is not a client id could never match one and is left out.
@@ -260,6 +274,37 @@ impl Server {
         self.shared
             .emit(Target::Room(room), event, data, exclude, true)
             .map(drop)
+    }
+
+    /// Publishes to a room on every instance, like [`Self::send_to_room`], and tells what it came to: in a room with
+    /// history (`history_rooms`) the message's offset and epoch. With an `idempotency_key` (1 to 64 bytes), a
+    /// publish whose key was already used for this room within `history_ttl` (through this method or the HTTP
+    /// API's `idempotency_key`, on any instance sharing the bus's store) is not delivered again, and the answer
+    /// is the original one with [`Published::duplicate`] set.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        event: &str,
+        data: &T,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, SendError> {
+        let data = raw_json(data)?;
+        let room = RoomName::parse(room).ok_or(SendError::InvalidRoom)?;
+        let key = idempotency_key.map(|k| server_key(&room, k)).transpose()?;
+        self.shared.publish_room_acked(room, event, data, Vec::new(), key).await
+    }
+
+    /// A room's history (the room must match `history_rooms`): with `since`, the messages after that position,
+    /// oldest first ([`HistoryError::Unrecoverable`] if the window no longer holds all of them); without, the
+    /// latest ones. At most `limit` messages, and never more than `history_size`.
+    pub async fn history(
+        &self,
+        room: &str,
+        since: Option<&StreamPosition>,
+        limit: Option<usize>,
+    ) -> Result<HistoryPage, HistoryError> {
+        let room = RoomName::parse(room).ok_or(HistoryError::InvalidRoom)?;
+        self.shared.history_page_awaited(&room, since, limit).await
     }
 
     /// Sends to every authenticated client on every instance, except the clients in `exclude`.
@@ -520,6 +565,8 @@ pub struct ServerBuilder {
     handshake: Option<Arc<Handshake>>,
     static_keys: Option<SharedKeys>,
     bus: Option<Arc<dyn Bus>>,
+    /// The bus's history store, when the bus has one.
+    history: Option<HistoryStore>,
 }
 
 macro_rules! setters {
@@ -589,6 +636,12 @@ impl ServerBuilder {
         read_buffer_size: usize,
         /// Most message bytes queued for one client before it is closed 4007 (default 1 MiB).
         max_write_buffer_size: usize,
+        /// Room patterns (exact or `prefix*`) whose messages are kept for recovery (default: none).
+        history_rooms: Vec<String>,
+        /// Messages kept per history room (default 100).
+        history_size: usize,
+        /// Age limit of history messages and of remembered publish ids (default 300 s).
+        history_ttl: Duration,
     }
 
     /// Replaces the whole configuration.
@@ -658,6 +711,13 @@ impl ServerBuilder {
 
     /// The bus to other instances (default: a private [`LocalBus`], i.e. a single instance).
     pub fn bus(mut self, bus: impl Bus) -> Self {
+        // The buses that keep history bring their store; others cannot serve `history_rooms`.
+        let any: &dyn std::any::Any = &bus;
+        self.history = match (any.downcast_ref::<LocalBus>(), any.downcast_ref::<RedisBus>()) {
+            (Some(local), _) => Some(HistoryStore::Memory(local.history())),
+            (_, Some(redis)) => Some(HistoryStore::Redis(redis.history())),
+            _ => None,
+        };
         self.bus = Some(Arc::new(bus));
         self
     }
@@ -682,7 +742,17 @@ impl ServerBuilder {
             return Err(ConfigError::EncryptionWithoutHandshake);
         }
         tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
-        let bus = self.bus.unwrap_or_else(|| Arc::new(LocalBus::new()));
+        let (bus, history) = match self.bus {
+            Some(bus) => (bus, self.history),
+            None => {
+                let local = LocalBus::new();
+                let history = HistoryStore::Memory(local.history());
+                (Arc::new(local) as Arc<dyn Bus>, Some(history))
+            }
+        };
+        if !self.config.history_rooms.is_empty() && history.is_none() {
+            return Err(ConfigError::HistoryUnsupported);
+        }
         let server_id: Arc<str> = Uuid::new_v4().to_string().into();
         let shared = Arc::new(Shared {
             registry: Registry::new(bus.clone(), telemetry.clone(), self.config.max_rooms_per_client),
@@ -707,6 +777,8 @@ impl ServerBuilder {
             shutdown: CancellationToken::new(),
             clock: Instant::now(),
             peerless: std::sync::Once::new(),
+            history,
+            joiners: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
         bus.attach(Inbox::new(server_id, Arc::downgrade(&shared) as Weak<dyn Deliver>));
         Ok(Server { shared })

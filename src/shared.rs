@@ -14,11 +14,20 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, Deliver};
 use crate::config::Config;
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use crate::bus::redis::history::{self as redis_history, Keys, RedisHistory};
+use crate::history::{
+    HistoryError, HistoryPage, IdKey, MemoryHistory, Publication, Published, Recovery, StreamPosition,
+};
 use crate::hooks::{Authenticator, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator};
 use crate::limits::ConnectionLimits;
-use crate::protocol::outbound::TextFrame;
-use crate::protocol::{event, outbound, Action, ClientId, CloseCode, Envelope, Target};
-use crate::registry::{Exclude, Registry};
+use crate::mailbox::Mailbox;
+use crate::protocol::outbound::{StreamPos, TextFrame};
+use crate::protocol::{event, outbound, room, Action, ClientId, CloseCode, Envelope, RoomName, Target};
+use crate::registry::{Exclude, JoinResult, Registry};
 use crate::session::Handshake;
 use crate::telemetry::Telemetry;
 use crate::wsenc::SharedKeys;
@@ -37,6 +46,16 @@ pub enum SendError {
     /// The payload could not be serialised to JSON.
     #[error("payload is not serialisable to JSON: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The room name is empty or longer than 1024 bytes.
+    #[error("room name must be 1 to 1024 bytes long")]
+    InvalidRoom,
+    /// The idempotency key is empty or longer than 64 bytes.
+    #[error("idempotency key must be 1 to 64 bytes long")]
+    InvalidIdempotencyKey,
+    /// The history store could not take the message (Redis unreachable, or its queue full); nothing was
+    /// delivered. Retry with the same idempotency key.
+    #[error("the history store is unavailable; retry (with the same idempotency key)")]
+    Unavailable,
 }
 
 /// How long one outbound-transformer call may take unless the builder says otherwise.
@@ -90,6 +109,78 @@ pub(crate) struct Shared {
     pub(crate) clock: Instant,
     /// Set off by the first upgrade without a peer address: per-IP limits cannot work, which is said once.
     pub(crate) peerless: std::sync::Once,
+    /// The bus's history store (and idempotency keys), if it has one.
+    pub(crate) history: Option<HistoryStore>,
+    /// Redis history: clients joining with a recovery, per room, holding the live messages that arrive while their
+    /// replay is read. Deliveries of history messages from the bus take this lock.
+    pub(crate) joiners: Mutex<HashMap<RoomName, Vec<Arc<Joiner>>>>,
+}
+
+/// Where a server's room history lives: the bus's store.
+#[derive(Clone)]
+pub(crate) enum HistoryStore {
+    /// In process ([`crate::LocalBus`]).
+    Memory(Arc<MemoryHistory>),
+    /// In Redis ([`crate::bus::RedisBus`]).
+    Redis(RedisHistory),
+}
+
+/// A client joining a Redis history room with a recovery.
+pub(crate) struct Joiner {
+    client: ClientId,
+    state: Mutex<JoinerState>,
+}
+
+enum JoinerState {
+    /// Its replay is being read: the room's live messages are held for it (`None` once more arrived than its
+    /// queue holds: it is then closed as a slow consumer).
+    Holding(Option<Vec<(u64, TextFrame)>>),
+    /// In the room, replayed up to `up_to`: a live copy of a replayed message may still be on its way from Redis
+    /// (the read can overtake the pub/sub message), and is not delivered to it again. Ends with the first live
+    /// message after `up_to`, or after [`FILTER_FOR`].
+    Filtering { up_to: u64, since: Instant },
+}
+
+/// Undoes a recovering join's pin of its room channel, and removes its joiner unless it is filtering late copies.
+struct JoinGuard<'a> {
+    shared: &'a Shared,
+    target: Target,
+    room: RoomName,
+    joiner: Arc<Joiner>,
+}
+
+impl Drop for JoinGuard<'_> {
+    fn drop(&mut self) {
+        let filtering = matches!(
+            &*self.joiner.state.lock(),
+            JoinerState::Filtering { up_to, .. } if *up_to > 0
+        );
+        if !filtering {
+            let mut joiners = self.shared.joiners.lock();
+            if let Some(list) = joiners.get_mut(&self.room) {
+                list.retain(|j| !Arc::ptr_eq(j, &self.joiner));
+                if list.is_empty() {
+                    joiners.remove(&self.room);
+                }
+            }
+        }
+        self.shared.bus.interest(&self.target, false);
+    }
+}
+
+/// Longest a joined client's filter of late copies lasts.
+const FILTER_FOR: Duration = Duration::from_secs(30);
+
+/// How long a recovering join waits for the room's channel to be subscribed.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+
+/// What joining one room came to.
+pub(crate) struct RoomJoin {
+    pub(crate) result: JoinResult,
+    /// A room with history: its latest position when the client was added.
+    pub(crate) position: Option<StreamPosition>,
+    /// A recovery was asked for: whether every missed message was queued for the client.
+    pub(crate) recovered: Option<bool>,
 }
 
 /// Refuses reserved and malformed application event names.
@@ -104,6 +195,498 @@ pub(crate) fn check_event(name: &str) -> Result<(), SendError> {
 }
 
 impl Shared {
+    /// A live history message meets a recovering joiner: held for it, or (a late copy of its replay) noted in
+    /// `late` to be skipped. False once the joiner needs nothing more.
+    fn joiner_sees(
+        &self,
+        j: &Joiner,
+        offset: u64,
+        text: &TextFrame,
+        exclude: &Exclude,
+        late: &mut Vec<ClientId>,
+    ) -> bool {
+        match &mut *j.state.lock() {
+            JoinerState::Holding(held) => {
+                if !exclude.skips(&j.client) {
+                    let full = held.as_ref().is_some_and(|h| h.len() >= self.config.outbound_queue);
+                    match held {
+                        Some(h) if !full => h.push((offset, text.clone())),
+                        _ => *held = None,
+                    }
+                }
+                true
+            }
+            JoinerState::Filtering { up_to, since } => {
+                if offset <= *up_to && since.elapsed() < FILTER_FOR {
+                    late.push(j.client);
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// The bus channel of a room, by name.
+fn room_channel(room: &str) -> String {
+    format!("{}{room}", crate::protocol::envelope::ROOM_PREFIX)
+}
+
+/// Whether `entries` are exactly the messages `from + 1 ..= last`, unexpired, at most `max` of them.
+fn complete(entries: &[redis_history::Entry], from: u64, last: u64, max: usize, now_ms: u64, ttl_ms: u64) -> bool {
+    if from > last {
+        return false;
+    }
+    let missed = last - from;
+    if usize::try_from(missed).map_or(true, |m| m > max) || entries.len() as u64 != missed {
+        return false;
+    }
+    entries
+        .iter()
+        .zip(from.saturating_add(1)..)
+        .all(|(e, want)| e.offset == want && now_ms.saturating_sub(e.at_ms) < ttl_ms)
+}
+
+fn position_of(offset: u64, epoch: &str) -> StreamPosition {
+    StreamPosition {
+        offset,
+        epoch: epoch.to_owned(),
+    }
+}
+
+impl Shared {
+    /// True when `room` keeps history (it matches `history_rooms`, and the bus has a store that can keep it).
+    pub(crate) fn has_history(&self, room: &str) -> bool {
+        let matches = !self.config.history_rooms.is_empty() && room::allowed(&self.config.history_rooms, room);
+        match &self.history {
+            Some(HistoryStore::Memory(_)) => matches,
+            Some(HistoryStore::Redis(r)) => matches && r.keys(&room_channel(room)).is_some(),
+            None => false,
+        }
+    }
+
+    /// The Redis store and the room's keys, for a room with history on Redis.
+    fn redis_room(&self, room: &RoomName) -> Option<(&RedisHistory, Keys)> {
+        match &self.history {
+            Some(HistoryStore::Redis(r)) if self.has_history(room.as_str()) => {
+                r.keys(&room_channel(room.as_str())).map(|k| (r, k))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a publish to `room` must wait for the history store's answer before it can be acknowledged.
+    pub(crate) fn publish_awaits(&self, room: &str, keyed: bool) -> bool {
+        matches!(self.history, Some(HistoryStore::Redis(_))) && (keyed || self.has_history(room))
+    }
+
+    fn limits(&self) -> redis_history::Limits {
+        redis_history::Limits {
+            size: self.config.history_size,
+            ttl: self.config.history_ttl,
+        }
+    }
+
+    fn envelope(&self, room: &RoomName, event_name: &str, data: Box<RawValue>, exclude: Vec<ClientId>) -> Envelope {
+        Envelope {
+            server_id: self.server_id.to_string(),
+            target: Target::Room(room.clone()),
+            event: event_name.to_owned(),
+            data,
+            exclude,
+            action: Action::Deliver,
+            position: None,
+        }
+    }
+
+    /// Publishes to a room on every instance without waiting: in a room with history the message is appended and
+    /// delivered under the room's lock (so offsets are delivered in order), and a `key` already used within
+    /// `history_ttl` makes it a duplicate that is not delivered again. On Redis the append is queued in order
+    /// (no position is known yet, and keys need [`Self::publish_room_acked`]).
+    pub(crate) fn publish_room(
+        &self,
+        room: RoomName,
+        event_name: &str,
+        data: Box<RawValue>,
+        exclude: Vec<ClientId>,
+        key: Option<IdKey>,
+    ) -> Result<Published, SendError> {
+        check_event(event_name)?;
+        if let Some((r, keys)) = self.redis_room(&room) {
+            let env = self.envelope(&room, event_name, data, exclude);
+            r.append(&keys, &env, key.as_ref(), self.limits(), false)
+                .map_err(|_| SendError::Unavailable)?;
+            self.telemetry.bus_published();
+            return Ok(Published {
+                position: None,
+                duplicate: false,
+            });
+        }
+        let now = Instant::now();
+        let ttl = self.config.history_ttl;
+        let store = match &self.history {
+            Some(HistoryStore::Memory(store)) if self.has_history(room.as_str()) => store,
+            store => {
+                if let (Some(HistoryStore::Memory(store)), Some(key)) = (store, key) {
+                    if !store.claim(key, now, ttl) {
+                        return Ok(Published {
+                            position: None,
+                            duplicate: true,
+                        });
+                    }
+                }
+                self.emit(Target::Room(room), event_name, data, exclude, true)?;
+                return Ok(Published {
+                    position: None,
+                    duplicate: false,
+                });
+            }
+        };
+        let stream = store.stream(&room, now);
+        let mut s = stream.lock();
+        if let Some(original) = key.as_ref().and_then(|k| store.used(k, now)) {
+            return Ok(Published {
+                position: original,
+                duplicate: true,
+            });
+        }
+        let (offset, epoch, frame) = s.append(now, self.config.history_size, ttl, |at| {
+            TextFrame::new(&outbound::history_message(event_name, &data, room.as_str(), at))
+        });
+        let started = Instant::now();
+        self.registry
+            .deliver(&Target::Room(room.clone()), &frame, &Exclude::from_ids(&exclude));
+        self.telemetry.fanout(started.elapsed());
+        let position = position_of(offset, &epoch);
+        // Still under the room's lock: the other instances get the messages in offset order too.
+        let mut env = self.envelope(&room, event_name, data, exclude);
+        env.position = Some(position.clone());
+        self.telemetry.bus_published();
+        self.bus.publish(env);
+        if let Some(key) = key {
+            store.remember(key, Some(position.clone()), now, ttl);
+        }
+        drop(s);
+        Ok(Published {
+            position: Some(position),
+            duplicate: false,
+        })
+    }
+
+    /// [`Self::publish_room`], waiting on Redis for the position (and for the idempotency key's check): what an
+    /// acknowledgement needs. On Redis the message reaches this instance's clients, like every other instance's,
+    /// from the room's channel, in offset order.
+    pub(crate) async fn publish_room_acked(
+        &self,
+        room: RoomName,
+        event_name: &str,
+        data: Box<RawValue>,
+        exclude: Vec<ClientId>,
+        key: Option<IdKey>,
+    ) -> Result<Published, SendError> {
+        let Some(HistoryStore::Redis(r)) = &self.history else {
+            return self.publish_room(room, event_name, data, exclude, key);
+        };
+        check_event(event_name)?;
+        let answer = match (self.redis_room(&room), key) {
+            (Some((r, keys)), key) => {
+                let env = self.envelope(&room, event_name, data, exclude);
+                let rx = r.append(&keys, &env, key.as_ref(), self.limits(), true);
+                match rx {
+                    Ok(Some(rx)) => rx.await.ok().and_then(Result::ok),
+                    _ => None,
+                }
+            }
+            (None, Some(key)) => {
+                let Some(keys) = r.keys(&room_channel(room.as_str())) else {
+                    // No key can live on this room's slot: published without the idempotency check.
+                    self.emit(Target::Room(room), event_name, data, exclude, true)?;
+                    return Ok(Published {
+                        position: None,
+                        duplicate: false,
+                    });
+                };
+                // The script publishes to the other instances; this one delivers itself once the key is claimed.
+                let frame = TextFrame::new(&outbound::message(event_name, Some(&data)));
+                let ids = exclude.clone();
+                let env = self.envelope(&room, event_name, data, exclude);
+                let rx = r.claim(&keys, &env, &key, self.config.history_ttl);
+                let answer = match rx {
+                    Ok(rx) => rx.await.ok().and_then(Result::ok),
+                    Err(_) => None,
+                };
+                if answer.as_ref().is_some_and(|a| !a.duplicate) {
+                    self.registry
+                        .deliver(&Target::Room(room), &frame, &Exclude::from_ids(&ids));
+                }
+                answer
+            }
+            (None, None) => return self.publish_room(room, event_name, data, exclude, None),
+        };
+        let answer = answer.ok_or(SendError::Unavailable)?;
+        self.telemetry.bus_published();
+        Ok(Published {
+            position: answer.position,
+            duplicate: answer.duplicate,
+        })
+    }
+
+    /// Adds a client to a room. In a room with history this happens under the room's lock, and a recovery from
+    /// `recover` (the last offset the client received, and its epoch) queues every missed message first: a
+    /// message published meanwhile waits for the lock, so it comes after the replay, never in it too, never lost.
+    /// Rooms with history on Redis need [`Self::join_room_awaited`].
+    pub(crate) fn join_room(
+        &self,
+        id: &ClientId,
+        mailbox: &Mailbox,
+        room: RoomName,
+        recover: Option<(u64, &str)>,
+    ) -> RoomJoin {
+        let store = match &self.history {
+            Some(HistoryStore::Memory(store)) if self.has_history(room.as_str()) => store,
+            _ => {
+                return RoomJoin {
+                    result: self.registry.join(id, room),
+                    position: None,
+                    recovered: None,
+                }
+            }
+        };
+        let now = Instant::now();
+        let stream = store.stream(&room, now);
+        let mut s = stream.lock();
+        let result = self.registry.join(id, room);
+        let (offset, epoch) = s.position();
+        let recovered = recover.map(|(from, from_epoch)| {
+            // A client already in the room receives live messages: nothing is missing that a replay could add.
+            if result != JoinResult::Joined {
+                return false;
+            }
+            // A replay beyond the client's queue would only close it as a slow consumer.
+            match s.since(
+                now,
+                self.config.history_ttl,
+                from,
+                from_epoch,
+                self.config.outbound_queue,
+            ) {
+                Recovery::Replay(frames) => frames.is_empty() || mailbox.push_frames(&frames),
+                Recovery::Unrecoverable => false,
+            }
+        });
+        drop(s);
+        RoomJoin {
+            result,
+            position: Some(position_of(offset, &epoch)),
+            recovered,
+        }
+    }
+
+    /// [`Self::join_room`] for every store. On Redis, a recovery closes the subscribe-then-read race this way:
+    /// the room's channel is subscribed first (and waited for), the client is registered as a joiner that holds
+    /// the room's live messages, the missed ones are read from the stream, and then — under the joiners' lock,
+    /// which deliveries from the bus take too — the replay is queued, then the held messages after the replay's
+    /// last offset, and the client enters the room: each message once, in offset order.
+    pub(crate) async fn join_room_awaited(
+        &self,
+        id: &ClientId,
+        mailbox: &Mailbox,
+        room: RoomName,
+        recover: Option<(u64, &str)>,
+    ) -> RoomJoin {
+        let Some((r, keys)) = self.redis_room(&room) else {
+            return self.join_room(id, mailbox, room, recover);
+        };
+        let limits = self.limits();
+        let Some((from, from_epoch)) = recover else {
+            let result = self.registry.join(id, room);
+            let position = r.read(&keys, redis_history::Read::Position, limits).await.ok();
+            return RoomJoin {
+                result,
+                position: position.map(|p| p.position),
+                recovered: None,
+            };
+        };
+        let target = Target::Room(room.clone());
+        let joiner = Arc::new(Joiner {
+            client: *id,
+            state: Mutex::new(JoinerState::Holding(Some(Vec::new()))),
+        });
+        // Pinned while the replay is read: the channel stays subscribed whatever the registry does meanwhile. The
+        // guard undoes the pin and the joiner however this ends (the connection may be killed while it waits).
+        self.bus.interest(&target, true);
+        let _pin = JoinGuard {
+            shared: self,
+            target: target.clone(),
+            room: room.clone(),
+            joiner: joiner.clone(),
+        };
+        let channel = target.channel();
+        let deadline = Instant::now() + SUBSCRIBE_WAIT;
+        while !r.is_subscribed(&channel) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let subscribed = r.is_subscribed(&channel);
+        self.joiners
+            .lock()
+            .entry(room.clone())
+            .or_default()
+            .push(joiner.clone());
+        let max = self.config.outbound_queue;
+        let read = match subscribed {
+            true => Some(
+                r.read(
+                    &keys,
+                    redis_history::Read::After {
+                        from: from.saturating_add(1),
+                        count: max.saturating_add(1),
+                    },
+                    limits,
+                )
+                .await,
+            ),
+            false => None,
+        };
+        let joined = {
+            let joiners = self.joiners.lock();
+            let result = self.registry.join(id, room.clone());
+            let held = match std::mem::replace(&mut *joiner.state.lock(), JoinerState::Holding(None)) {
+                JoinerState::Holding(held) => held,
+                JoinerState::Filtering { .. } => Some(Vec::new()),
+            };
+            let mut position = None;
+            let mut replayed_to = 0;
+            let mut recovered = false;
+            if let Some(Ok(snapshot)) = read {
+                let now_ms = redis_history::now_ms();
+                let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
+                let complete = snapshot.position.epoch == from_epoch
+                    && complete(&snapshot.entries, from, snapshot.position.offset, max, now_ms, ttl_ms);
+                if result == JoinResult::Joined && complete {
+                    let frames: Vec<TextFrame> = snapshot
+                        .entries
+                        .iter()
+                        .map(|e| {
+                            let at = StreamPos {
+                                offset: e.offset,
+                                epoch: &snapshot.position.epoch,
+                            };
+                            TextFrame::new(&outbound::history_message(&e.event, &e.data, room.as_str(), at))
+                        })
+                        .collect();
+                    recovered = frames.is_empty() || mailbox.push_frames(&frames);
+                    replayed_to = snapshot.position.offset;
+                }
+                position = Some(snapshot.position);
+            }
+            if result == JoinResult::Joined {
+                match held {
+                    Some(held) => {
+                        let live: Vec<TextFrame> = held
+                            .into_iter()
+                            .filter(|(offset, _)| *offset > replayed_to)
+                            .map(|(_, f)| f)
+                            .collect();
+                        if !live.is_empty() {
+                            mailbox.push_frames(&live);
+                        }
+                    }
+                    None => {
+                        mailbox.close_after_pending(CloseCode::SlowConsumer);
+                    }
+                }
+            }
+            // Late live copies of the replay are dropped for a while (nothing is, with nothing replayed): the
+            // joiner leaves the list with the first message after `replayed_to`.
+            *joiner.state.lock() = JoinerState::Filtering {
+                up_to: replayed_to,
+                since: Instant::now(),
+            };
+            drop(joiners);
+            RoomJoin {
+                result,
+                position,
+                recovered: Some(recovered),
+            }
+        };
+        joined
+    }
+
+    /// A page of a room's history (memory store).
+    pub(crate) fn history_page(
+        &self,
+        room: &RoomName,
+        since: Option<&StreamPosition>,
+        limit: Option<usize>,
+    ) -> Result<HistoryPage, HistoryError> {
+        let store = match &self.history {
+            Some(HistoryStore::Memory(store)) if self.has_history(room.as_str()) => store,
+            _ => return Err(HistoryError::NotEnabled),
+        };
+        let size = self.config.history_size;
+        let limit = limit.unwrap_or(size).min(size);
+        store.page(room, Instant::now(), self.config.history_ttl, since, limit)
+    }
+
+    /// A page of a room's history, from either store.
+    pub(crate) async fn history_page_awaited(
+        &self,
+        room: &RoomName,
+        since: Option<&StreamPosition>,
+        limit: Option<usize>,
+    ) -> Result<HistoryPage, HistoryError> {
+        let Some((r, keys)) = self.redis_room(room) else {
+            return self.history_page(room, since, limit);
+        };
+        let size = self.config.history_size;
+        let limit = limit.unwrap_or(size).min(size);
+        let what = match since {
+            Some(p) => redis_history::Read::After {
+                from: p.offset.saturating_add(1),
+                count: limit,
+            },
+            None => redis_history::Read::Latest { count: limit },
+        };
+        let snapshot = r
+            .read(&keys, what, self.limits())
+            .await
+            .map_err(|_| HistoryError::Unavailable)?;
+        let now_ms = redis_history::now_ms();
+        let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
+        if let Some(p) = since {
+            let missed = snapshot.position.offset.saturating_sub(p.offset);
+            let wanted = usize::try_from(missed).unwrap_or(usize::MAX).min(limit);
+            let ok = snapshot.position.epoch == p.epoch
+                && p.offset <= snapshot.position.offset
+                && complete(
+                    snapshot.entries.get(..wanted).unwrap_or(&snapshot.entries),
+                    p.offset,
+                    p.offset.saturating_add(wanted as u64),
+                    limit,
+                    now_ms,
+                    ttl_ms,
+                );
+            if !ok {
+                return Err(HistoryError::Unrecoverable(snapshot.position));
+            }
+        }
+        let publications = snapshot
+            .entries
+            .into_iter()
+            .filter(|e| now_ms.saturating_sub(e.at_ms) < ttl_ms)
+            .map(|e| Publication {
+                offset: e.offset,
+                event: e.event,
+                data: e.data,
+            })
+            .collect();
+        Ok(HistoryPage {
+            publications,
+            position: snapshot.position,
+        })
+    }
+
     /// Delivers to local recipients and, when `publish`, hands the envelope to the bus. Returns the local count.
     pub(crate) fn emit(
         &self,
@@ -114,6 +697,13 @@ impl Shared {
         publish: bool,
     ) -> Result<usize, SendError> {
         check_event(event_name)?;
+        if let Target::Room(room) = &target {
+            if publish && self.has_history(room.as_str()) {
+                // Every message to a room with history gets its offset.
+                self.publish_room(room.clone(), event_name, data, exclude, None)?;
+                return Ok(0);
+            }
+        }
         let started = Instant::now();
         let text = TextFrame::new(&outbound::message(event_name, Some(&data)));
         let local = self.registry.deliver(&target, &text, &Exclude::from_ids(&exclude));
@@ -140,6 +730,7 @@ impl Shared {
             data,
             exclude,
             action: Action::Deliver,
+            position: None,
         });
     }
 
@@ -180,12 +771,42 @@ impl Deliver for Shared {
             self.count_dropped();
             return;
         }
-        let text = TextFrame::new(&outbound::message(&env.event, Some(&env.data)));
         let exclude = match env.target {
             Target::Room(_) | Target::Broadcast | Target::User(_) => Exclude::from_ids(&env.exclude),
             Target::Client(_) => Exclude::none(),
         };
-        self.registry.deliver(&env.target, &text, &exclude);
+        match (&env.position, &env.target) {
+            (Some(at), Target::Room(room)) => {
+                let text = TextFrame::new(&outbound::history_message(
+                    &env.event,
+                    &env.data,
+                    room.as_str(),
+                    StreamPos {
+                        offset: at.offset,
+                        epoch: &at.epoch,
+                    },
+                ));
+                // Under the joiners' lock: a recovering join either holds this message or is already in the room.
+                let mut joiners = self.joiners.lock();
+                let mut late = Vec::new();
+                if let Some(list) = joiners.get_mut(room) {
+                    list.retain(|j| self.joiner_sees(j, at.offset, &text, &exclude, &mut late));
+                    if list.is_empty() {
+                        joiners.remove(room);
+                    }
+                }
+                if late.is_empty() {
+                    self.registry.deliver(&env.target, &text, &exclude);
+                } else {
+                    late.extend_from_slice(&env.exclude);
+                    self.registry.deliver(&env.target, &text, &Exclude::from_ids(&late));
+                }
+            }
+            _ => {
+                let text = TextFrame::new(&outbound::message(&env.event, Some(&env.data)));
+                self.registry.deliver(&env.target, &text, &exclude);
+            }
+        }
         self.telemetry.bus_delivered();
     }
 

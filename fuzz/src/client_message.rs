@@ -49,7 +49,7 @@ pub fn route(frame: &[u8]) -> Decision {
                 ClientMessage::Heartbeat => Decision::Heartbeat,
                 ClientMessage::Authenticate(_) => Decision::Authenticate,
                 ClientMessage::Refresh(_) => Decision::Refresh,
-                ClientMessage::Join(_) => Decision::Join,
+                ClientMessage::Join { .. } => Decision::Join,
                 ClientMessage::Leave(_) => Decision::Leave,
                 ClientMessage::Publish { .. } => Decision::Publish,
                 ClientMessage::Custom { .. } => Decision::Custom,
@@ -123,8 +123,18 @@ fn check_message(msg: &ClientMessage<'_>) {
                 );
             }
         }
-        ClientMessage::Join(rooms) | ClientMessage::Leave(rooms) => check_sanitize(rooms),
-        ClientMessage::Publish { room: _, event, data } => {
+        ClientMessage::Join { rooms, .. } | ClientMessage::Leave(rooms) => check_sanitize(rooms),
+        ClientMessage::Publish {
+            room: _,
+            event,
+            data,
+            id,
+        } => {
+            assert!(
+                id.as_ref()
+                    .is_none_or(|id| !id.is_empty() && id.len() <= event::MAX_PUBLISH_ID_LEN),
+                "a publish id out of bounds"
+            );
             assert!(
                 event::is_valid_application_event(event),
                 "publish of {event:?} accepted"

@@ -78,9 +78,11 @@ impl Inbox {
         self.shared.strong_count() > 0
     }
 
-    /// Delivers a parsed envelope to the local clients it addresses.
+    /// Delivers a parsed envelope to the local clients it addresses. The server's own envelopes are skipped
+    /// (it delivered them itself), except those with a history position, which it delivers only as they come
+    /// back from the bus, in offset order.
     pub fn deliver(&self, envelope: &Envelope) {
-        if envelope.server_id == *self.server_id {
+        if envelope.server_id == *self.server_id && envelope.position.is_none() {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {

@@ -1,7 +1,7 @@
 //! A client that stays connected: reconnects with backoff, re-joins its rooms, refreshes its token before expiry
 //! and never retries a credentials close blindly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Client, ClientConfig, ClientError, Message};
+use super::{Ack, Client, ClientConfig, ClientError, Joined, Message, StreamPosition};
 use crate::crypto::b64;
 use crate::protocol::event;
 
@@ -61,7 +61,9 @@ pub enum Event {
     /// An application message.
     Message(Message),
     /// The connection closed with `close_code` (1006 when it was lost) and a new session replaced it: a new
-    /// connection id, rooms joined again. Messages sent to the old session in between are lost.
+    /// connection id, rooms joined again. In rooms with history the missed messages were asked for again: those
+    /// recovered are delivered after this event, and [`ReconnectingClient::last_joined`] tells per room whether
+    /// recovery succeeded (`recovered`); elsewhere messages sent to the old session in between are lost.
     Reconnected {
         /// Why the previous session ended.
         close_code: u16,
@@ -73,8 +75,10 @@ pub enum Event {
 /// new session. With a [token provider](ClientConfig::token_provider) and a JWT-shaped token it sends `refresh`
 /// before the token's `exp`, while [`ReconnectingClient::recv`] is being awaited.
 ///
-/// Delivery is at most once: a send on a connection that has just dropped fails with the connection's error,
-/// and the next `recv` reconnects.
+/// Sends are at most once: a send on a connection that has just dropped fails with the connection's error, and
+/// the next `recv` reconnects (retry a publish with [`ReconnectingClient::publish_with_id`] and the same id to
+/// make it idempotent). Receiving in rooms with history is at least once within the server's history window: the
+/// client tracks the last offset of each such room and recovers from it on every new session.
 ///
 /// ```no_run
 /// # async fn run(pinned: sealcast::crypto::PinnedKey) -> Result<(), sealcast::client::ClientError> {
@@ -100,6 +104,10 @@ pub struct ReconnectingClient {
     client: Option<Client>,
     stopped: bool,
     rooms: BTreeSet<String>,
+    /// The last position received in each joined room with history.
+    positions: BTreeMap<String, StreamPosition>,
+    /// The answer to the latest session's re-join.
+    last_joined: Option<Joined>,
     token: Option<String>,
     need_fresh_token: bool,
     retried_with_fresh_token: bool,
@@ -133,6 +141,8 @@ impl ReconnectingClient {
             client: None,
             stopped: false,
             rooms: BTreeSet::new(),
+            positions: BTreeMap::new(),
+            last_joined: None,
             token,
             need_fresh_token: false,
             retried_with_fresh_token: false,
@@ -147,6 +157,35 @@ impl ReconnectingClient {
     /// The current session, if connected.
     pub fn client(&self) -> Option<&Client> {
         self.client.as_ref()
+    }
+
+    /// The server's answer to the rooms joined again by the latest reconnect (`None` before any): per room with
+    /// history, its position and whether the missed messages were recovered.
+    pub fn last_joined(&self) -> Option<&Joined> {
+        self.last_joined.as_ref()
+    }
+
+    /// The last position received in `room`, if it has history.
+    pub fn position(&self, room: &str) -> Option<&StreamPosition> {
+        self.positions.get(room)
+    }
+
+    fn track(&mut self, joined: &Joined) {
+        for r in &joined.rooms {
+            // A room recovered keeps its position: the replayed messages move it on as they are received.
+            if r.recovered == Some(true) {
+                continue;
+            }
+            if let (Some(offset), Some(epoch)) = (r.offset, &r.epoch) {
+                self.positions.insert(
+                    r.room.clone(),
+                    StreamPosition {
+                        offset,
+                        epoch: epoch.clone(),
+                    },
+                );
+            }
+        }
     }
 
     /// The next message, or [`Event::Reconnected`] once a lost session has been replaced. An error means the
@@ -171,7 +210,14 @@ impl ReconnectingClient {
             };
             match received {
                 None => self.refresh().await,
-                Some(Ok(message)) => return Ok(Event::Message(message)),
+                Some(Ok(message)) => {
+                    if let Some((room, at)) = &message.position {
+                        if self.rooms.contains(room) {
+                            self.positions.insert(room.clone(), at.clone());
+                        }
+                    }
+                    return Ok(Event::Message(message));
+                }
                 Some(Err(e)) => {
                     self.client = None;
                     self.refresh_at = None;
@@ -187,28 +233,44 @@ impl ReconnectingClient {
         self.current()?.send(event_name, data).await
     }
 
-    /// Joins rooms now and on every later session.
-    pub async fn join(&mut self, rooms: &[&str]) -> Result<(), ClientError> {
-        self.rooms.extend(rooms.iter().map(|r| (*r).to_owned()));
-        self.current()?.join(rooms).await
+    /// Joins rooms now and on every later session; answers the server's result for this session.
+    pub async fn join(&mut self, rooms: &[&str]) -> Result<Joined, ClientError> {
+        let joined = self.current()?.join(rooms).await?;
+        // Only what the server let in is joined again later.
+        self.rooms.extend(joined.rooms.iter().map(|r| r.room.clone()));
+        self.track(&joined);
+        Ok(joined)
     }
 
     /// Leaves rooms (and forgets them for later sessions).
     pub async fn leave(&mut self, rooms: &[&str]) -> Result<(), ClientError> {
         for r in rooms {
             self.rooms.remove(*r);
+            self.positions.remove(*r);
         }
         self.current()?.leave(rooms).await
     }
 
-    /// Publishes to a joined room on the current session.
+    /// Publishes to a joined room on the current session and waits for the acknowledgement.
     pub async fn publish<T: Serialize + ?Sized>(
         &mut self,
         room: &str,
         event_name: &str,
         data: &T,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Ack, ClientError> {
         self.current()?.publish(room, event_name, data).await
+    }
+
+    /// [`Client::publish_with_id`] on the current session: retry with the same `id` after a failure and the
+    /// message is delivered once.
+    pub async fn publish_with_id<T: Serialize + ?Sized>(
+        &mut self,
+        room: &str,
+        event_name: &str,
+        data: &T,
+        id: &str,
+    ) -> Result<Ack, ClientError> {
+        self.current()?.publish_with_id(room, event_name, data, id).await
     }
 
     /// Closes the session for good.
@@ -259,7 +321,9 @@ impl ReconnectingClient {
         let mut client = Client::connect(config).await?;
         if !self.rooms.is_empty() {
             let rooms: Vec<&str> = self.rooms.iter().map(String::as_str).collect();
-            client.join(&rooms).await?;
+            let joined = client.join_recovering(&rooms, &self.positions).await?;
+            self.track(&joined);
+            self.last_joined = Some(joined);
         }
         Ok(client)
     }

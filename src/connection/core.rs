@@ -20,9 +20,9 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::limits::Bucket;
-use crate::protocol::event::errors;
+use crate::protocol::event::{errors, refusals};
 use crate::protocol::frame::Inbound;
-use crate::protocol::inbound::{self, ClientMessage, InboundError};
+use crate::protocol::inbound::{self, ClientMessage, InboundError, Recover};
 use crate::protocol::{room, CloseCode, UserId};
 use crate::session::{HandshakeOutcome, Opener, Sealer};
 
@@ -33,6 +33,8 @@ pub(crate) enum Action<'m> {
     None,
     /// Queue `{"event":"error","data":{"message":..}}` and go on.
     Reply(&'static str),
+    /// Queue `{"event":"error","data":{"message":..,"id":..}}` (a refused `publish` that carried an id) and go on.
+    ReplyTo(&'static str, Cow<'m, str>),
     /// Close with this code after what is queued.
     Close(CloseCode),
     /// Queue the error, then close.
@@ -58,11 +60,11 @@ pub(crate) enum Action<'m> {
     Refresh(Map<String, Value>),
     /// Credentials refreshed: rotate the outbound keys.
     Rekey,
-    /// Ask the room validator about these rooms (joinable, permitted, deduplicated), then answer with
+    /// Ask the room validator about the request's rooms (joinable, permitted, deduplicated), then answer with
     /// [`Core::on_rooms_validated`].
-    ValidateRooms(Vec<String>),
-    /// Add the client to these rooms.
-    Join(Vec<String>),
+    ValidateRooms(JoinRequest),
+    /// Add the client to the request's rooms (recovering those it asks for), then answer `joined`.
+    Join(JoinRequest),
     /// Remove the client from these rooms.
     Leave(Vec<Cow<'m, str>>),
     /// Deliver to a room the client is in.
@@ -75,6 +77,8 @@ pub(crate) enum Action<'m> {
         data: Option<&'m RawValue>,
         /// Whether the publisher itself receives it too.
         to_self: bool,
+        /// The client's id for this publish: answer `ack`, and deliver a retry with the same id only once.
+        id: Option<Cow<'m, str>>,
     },
     /// Hand a custom event to the message handler.
     Custom {
@@ -85,6 +89,17 @@ pub(crate) enum Action<'m> {
         /// Client-chosen correlation id.
         id: Option<&'m RawValue>,
     },
+}
+
+/// A `join` on its way: what may still be joined, what was refused and why, the recoveries asked for.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct JoinRequest {
+    /// Joinable, permitted, deduplicated names, in the order asked.
+    pub(crate) rooms: Vec<String>,
+    /// Names refused so far, with their `reason` text ([`refusals`]).
+    pub(crate) refused: Vec<(String, &'static str)>,
+    /// Recovery positions, only for names in `rooms`.
+    pub(crate) recover: Vec<Recover>,
 }
 
 /// An established session, as [`Action::Established`] hands it to the shell.
@@ -373,16 +388,32 @@ impl<'c> Core<'c> {
         match session {
             (_, ClientMessage::Refresh(Some(data))) => Action::Refresh(object(data)),
             (_, ClientMessage::Refresh(None)) => Action::Reply(errors::INVALID_MESSAGE_FORMAT),
-            (_, ClientMessage::Join(_)) if !self.joins.try_take(self.config.join_rate, now) => {
+            (_, ClientMessage::Join { .. }) if !self.joins.try_take(self.config.join_rate, now) => {
                 self.close(CloseCode::RateLimited)
             }
-            (s, ClientMessage::Join(requested)) => {
-                let mut wanted = room::sanitize(&requested);
-                wanted.retain(|r| s.room_permitted(r));
-                if wanted.is_empty() {
-                    Action::None
+            (s, ClientMessage::Join { rooms, recover }) => {
+                let mut request = JoinRequest::default();
+                for name in rooms {
+                    if request.rooms.iter().any(|r| *r == name) || request.refused.iter().any(|(r, _)| *r == name) {
+                        continue;
+                    }
+                    if !room::is_joinable(&name) {
+                        request.refused.push((name.into_owned(), refusals::INVALID_ROOM_NAME));
+                    } else if !s.room_permitted(&name) {
+                        request.refused.push((name.into_owned(), refusals::ROOM_NOT_ALLOWED));
+                    } else {
+                        request.rooms.push(name.into_owned());
+                    }
+                }
+                request.recover = recover
+                    .into_iter()
+                    .filter(|r| request.rooms.contains(&r.room))
+                    .collect();
+                if request.rooms.is_empty() {
+                    // Nothing for the validator: the answer is all refusals (or empty).
+                    Action::Join(request)
                 } else {
-                    Action::ValidateRooms(wanted)
+                    Action::ValidateRooms(request)
                 }
             }
             (_, ClientMessage::Leave(mut requested)) => {
@@ -390,21 +421,27 @@ impl<'c> Core<'c> {
                 requested.retain(|r| r != self.id);
                 Action::Leave(requested)
             }
-            (s, ClientMessage::Publish { room, event, data }) => {
-                if !self.config.allow_client_publish {
-                    Action::Reply(errors::PUBLISH_NOT_ALLOWED)
+            (s, ClientMessage::Publish { room, event, data, id }) => {
+                let refusal = if !self.config.allow_client_publish {
+                    Some(errors::PUBLISH_NOT_ALLOWED)
                 } else if room == self.id || !rooms.is_member(&room) {
                     // Own-id rooms are direct channels, never publish targets.
-                    Action::Reply(errors::NOT_IN_ROOM)
+                    Some(errors::NOT_IN_ROOM)
                 } else if !s.room_permitted(&room) {
-                    Action::Reply(errors::ROOM_NOT_ALLOWED)
+                    Some(errors::ROOM_NOT_ALLOWED)
                 } else {
-                    Action::Publish {
+                    None
+                };
+                match (refusal, id) {
+                    (Some(message), Some(id)) => Action::ReplyTo(message, id),
+                    (Some(message), None) => Action::Reply(message),
+                    (None, id) => Action::Publish {
                         room,
                         event,
                         data,
                         to_self: self.config.publish_to_self,
-                    }
+                        id,
+                    },
                 }
             }
             (_, ClientMessage::Custom { event, data, id }) => Action::Custom { event, data, id },
@@ -515,20 +552,26 @@ impl<'c> Core<'c> {
         }
     }
 
-    /// The room validator answered: its answer is sanitised again and limited to what was asked for.
-    pub(crate) fn on_rooms_validated(&mut self, asked: &[String], allowed: Option<Vec<String>>) -> Action<'static> {
-        let Some(allowed) = allowed else {
+    /// The room validator answered (`None`: it failed, or there is none): its answer is sanitised again and
+    /// limited to what was asked for; the other rooms asked for are refused.
+    pub(crate) fn on_rooms_validated(
+        &mut self,
+        mut request: JoinRequest,
+        allowed: Option<Vec<String>>,
+    ) -> Action<'static> {
+        if !matches!(self.phase, Phase::Established(_)) {
             return Action::None;
-        };
-        let rooms: Vec<String> = room::sanitize(&allowed)
-            .into_iter()
-            .filter(|r| asked.contains(r))
-            .collect();
-        if rooms.is_empty() {
-            Action::None
-        } else {
-            Action::Join(rooms)
         }
+        let allowed = room::sanitize(allowed.unwrap_or_default());
+        let (rooms, refused): (Vec<String>, Vec<String>) = std::mem::take(&mut request.rooms)
+            .into_iter()
+            .partition(|r| allowed.contains(r));
+        request
+            .refused
+            .extend(refused.into_iter().map(|r| (r, refusals::ROOM_REFUSED)));
+        request.recover.retain(|r| rooms.contains(&r.room));
+        request.rooms = rooms;
+        Action::Join(request)
     }
 }
 
@@ -581,6 +624,7 @@ mod tests {
         match action {
             Action::None => "none".into(),
             Action::Reply(m) => format!("reply {m}"),
+            Action::ReplyTo(m, id) => format!("reply {m} id={id}"),
             Action::Close(c) => format!("close {}", c.code()),
             Action::Fail(m, c) => format!("fail {m} {}", c.code()),
             Action::Pong(p) => format!("pong {p:?}"),
@@ -592,17 +636,19 @@ mod tests {
             Action::Established(e) => format!("established {:?} encrypted={}", e.user_id, e.encrypted()),
             Action::Refresh(d) => format!("refresh {}", Value::Object(d)),
             Action::Rekey => "rekey".into(),
-            Action::ValidateRooms(r) => format!("validate {r:?}"),
-            Action::Join(r) => format!("join {r:?}"),
+            Action::ValidateRooms(r) => format!("validate {:?} refused {:?}", r.rooms, r.refused),
+            Action::Join(r) => format!("join {:?} refused {:?}", r.rooms, r.refused),
             Action::Leave(r) => format!("leave {r:?}"),
             Action::Publish {
                 room,
                 event,
                 data,
                 to_self,
+                id,
             } => format!(
-                "publish {room} {event} {} self={to_self}",
-                data.map_or("-", RawValue::get)
+                "publish {room} {event} {} self={to_self}{}",
+                data.map_or("-", RawValue::get),
+                id.map_or(String::new(), |id| format!(" id={id}"))
             ),
             Action::Custom { event, data, id } => {
                 format!(
@@ -989,8 +1035,8 @@ mod tests {
         let now = Instant::now();
         let mut core = established(&c, now, identity(None));
         let join = r#"{"event":"join","data":{"rooms":["a"]}}"#;
-        assert_eq!(send(&mut core, now, join), r#"validate ["a"]"#);
-        assert_eq!(send(&mut core, now, join), r#"validate ["a"]"#);
+        assert_eq!(send(&mut core, now, join), r#"validate ["a"] refused []"#);
+        assert_eq!(send(&mut core, now, join), r#"validate ["a"] refused []"#);
         assert_eq!(send(&mut core, now, join), "close 4008");
     }
 
@@ -1006,27 +1052,60 @@ mod tests {
         };
         let mut core = established(&c, now, id);
         let join = format!(r#"{{"event":"join","data":{{"rooms":["demo:a","other","ws:x","{ID}","demo:a",""]}}}}"#);
-        assert_eq!(send(&mut core, now, &join), r#"validate ["demo:a"]"#);
+        assert_eq!(
+            send(&mut core, now, &join),
+            format!(
+                r#"validate ["demo:a"] refused [("other", "Room not allowed"), ("ws:x", "Invalid room name"), ("{ID}", "Invalid room name"), ("", "Invalid room name")]"#
+            )
+        );
         assert_eq!(
             send(&mut core, now, r#"{"event":"join","data":{"rooms":["other"]}}"#),
-            "none"
+            r#"join [] refused [("other", "Room not allowed")]"#,
+            "nothing left to validate: answered at once"
         );
+        assert_eq!(send(&mut core, now, r#"{"event":"join"}"#), "join [] refused []");
+    }
+
+    #[test]
+    fn recovery_positions_are_kept_only_for_rooms_being_joined() {
+        let c = config();
+        let now = Instant::now();
+        let mut core = established(&c, now, identity(None));
+        let join = r#"{"event":"join","data":{"rooms":["a","ws:x"],"recover":{"a":{"offset":3,"epoch":"e"},"ws:x":{"offset":1,"epoch":"e"},"b":{"offset":1,"epoch":"e"}}}}"#;
+        let item = text(join);
+        let mut scratch = Vec::new();
+        let Action::ValidateRooms(request) = core.on_inbound(now, &item, &mut scratch, &in_rooms(&[])) else {
+            panic!("a join to validate");
+        };
+        let rooms: Vec<&str> = request.recover.iter().map(|r| r.room.as_str()).collect();
+        assert_eq!(rooms, ["a"]);
+        let Action::Join(request) = core.on_rooms_validated(request, Some(vec![])) else {
+            panic!("an answer");
+        };
+        assert!(request.recover.is_empty(), "a refused room is not recovered");
+        assert_eq!(request.refused.last(), Some(&("a".to_owned(), "Room refused")));
     }
 
     #[test]
     fn the_validators_answer_is_sanitised_and_limited_to_what_was_asked() {
         let c = config();
         let mut core = established(&c, Instant::now(), identity(None));
-        let asked = vec!["a".to_owned(), "b".to_owned()];
+        let asked = || JoinRequest {
+            rooms: vec!["a".to_owned(), "b".to_owned()],
+            ..JoinRequest::default()
+        };
         let allowed = vec!["b".into(), "c".into(), "ws:x".into(), "b".into()];
         assert_eq!(
-            describe(core.on_rooms_validated(&asked, Some(allowed))),
-            r#"join ["b"]"#
+            describe(core.on_rooms_validated(asked(), Some(allowed))),
+            r#"join ["b"] refused [("a", "Room refused")]"#
         );
-        assert_eq!(describe(core.on_rooms_validated(&asked, Some(vec![]))), "none");
         assert_eq!(
-            describe(core.on_rooms_validated(&asked, None)),
-            "none",
+            describe(core.on_rooms_validated(asked(), Some(vec![]))),
+            r#"join [] refused [("a", "Room refused"), ("b", "Room refused")]"#
+        );
+        assert_eq!(
+            describe(core.on_rooms_validated(asked(), None)),
+            r#"join [] refused [("a", "Room refused"), ("b", "Room refused")]"#,
             "no validator or a failing one"
         );
     }
@@ -1065,6 +1144,22 @@ mod tests {
         };
         let mut core = established(&c, now, limited);
         assert_eq!(send(&mut core, now, publish), "reply Room not allowed");
+    }
+
+    #[test]
+    fn a_publish_id_is_passed_on_and_echoed_in_its_refusal() {
+        let c = config();
+        let now = Instant::now();
+        let mut core = established(&c, now, identity(None));
+        let publish = r#"{"event":"publish","data":{"room":"chat","event":"msg"},"id":"c1"}"#;
+        assert_eq!(send(&mut core, now, publish), "publish chat msg - self=false id=c1");
+        let elsewhere = r#"{"event":"publish","data":{"room":"other","event":"msg"},"id":"c2"}"#;
+        assert_eq!(send(&mut core, now, elsewhere), "reply Not a member of room id=c2");
+        let long = format!(
+            r#"{{"event":"publish","data":{{"room":"chat","event":"msg"}},"id":"{}"}}"#,
+            "x".repeat(65)
+        );
+        assert_eq!(send(&mut core, now, &long), "reply Invalid message format");
     }
 
     #[test]

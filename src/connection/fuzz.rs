@@ -29,12 +29,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, Membership};
+use super::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, JoinRequest, Membership};
 use crate::config::Config;
 use crate::crypto::record::{RecordOpener, RecordSealer};
 use crate::crypto::schedule::TrafficSecret;
 use crate::crypto::Direction;
-use crate::protocol::event::errors;
+use crate::protocol::event::{errors, refusals};
 use crate::protocol::frame::Inbound;
 use crate::protocol::{CloseCode, UserId};
 use crate::session::{HandshakeOutcome, Opener, Sealer, Session};
@@ -76,6 +76,14 @@ const ERROR_TEXTS: [&str; 11] = [
     errors::TOO_MANY_SESSIONS,
     errors::NOT_IN_ROOM,
     errors::ROOM_NOT_ALLOWED,
+];
+
+/// The documented `reason` texts of refused joins.
+const REFUSALS: [&str; 4] = [
+    refusals::INVALID_ROOM_NAME,
+    refusals::ROOM_NOT_ALLOWED,
+    refusals::ROOM_REFUSED,
+    refusals::TOO_MANY_ROOMS,
 ];
 
 /// Runs one script; panics when an invariant fails.
@@ -212,7 +220,7 @@ enum Pending {
     Identity,
     Handshake,
     Refresh,
-    Rooms(Vec<String>),
+    Rooms(JoinRequest),
 }
 
 /// What produced the action being checked.
@@ -491,19 +499,27 @@ impl<'c> Harness<'c> {
         self.after(action, Cause::Shell);
     }
 
-    fn validated(&mut self, asked: Vec<String>, s: &mut Script<'_>) {
+    fn validated(&mut self, request: JoinRequest, s: &mut Script<'_>) {
+        let asked = request.rooms.clone();
         let allowed = match s.byte() % 3 {
             0 => None,
             1 => Some(asked.clone()),
             _ => Some(vec![s.pick(&ROOMS).to_owned(), s.pick(&ROOMS).to_owned()]),
         };
-        let action = self.core.on_rooms_validated(&asked, allowed);
-        if let Action::Join(rooms) = &action {
+        let action = self.core.on_rooms_validated(request, allowed);
+        if let Action::Join(r) = &action {
             assert!(
-                rooms.iter().all(|r| asked.contains(r)),
-                "joined rooms that were not asked for: {rooms:?} of {asked:?}"
+                r.rooms.iter().all(|room| asked.contains(room)),
+                "joined rooms that were not asked for: {:?} of {asked:?}",
+                r.rooms
             );
-            self.rooms.0.extend(rooms.iter().cloned());
+            assert!(
+                asked
+                    .iter()
+                    .all(|room| r.rooms.contains(room) || r.refused.iter().any(|(x, _)| x == room)),
+                "a room asked for is neither joined nor refused: {asked:?} -> {r:?}"
+            );
+            self.rooms.0.extend(r.rooms.iter().cloned());
         }
         self.after(action, Cause::Shell);
     }
@@ -520,6 +536,7 @@ impl<'c> Harness<'c> {
         let asked_by_client = matches!(
             action,
             Action::Reply(_)
+                | Action::ReplyTo(..)
                 | Action::Authenticate(_)
                 | Action::Refresh(_)
                 | Action::ValidateRooms(_)
@@ -536,6 +553,13 @@ impl<'c> Harness<'c> {
         }
         match &action {
             Action::Reply(text) => assert!(ERROR_TEXTS.contains(text), "undocumented error text {text:?}"),
+            Action::ReplyTo(text, id) => {
+                assert!(ERROR_TEXTS.contains(text), "undocumented error text {text:?}");
+                assert!(
+                    !id.is_empty() && id.len() <= crate::protocol::event::MAX_PUBLISH_ID_LEN,
+                    "an error echoing an id out of bounds"
+                );
+            }
             Action::Fail(text, code) => {
                 assert!(ERROR_TEXTS.contains(text), "undocumented error text {text:?}");
                 self.closes(*code, established);
@@ -561,13 +585,33 @@ impl<'c> Harness<'c> {
                 assert!(established, "a refresh before the session");
                 self.pending = Some(Pending::Refresh);
             }
-            Action::ValidateRooms(rooms) => {
-                assert!(established, "rooms validated before the session");
+            Action::ValidateRooms(request) | Action::Join(request) => {
+                assert!(established, "rooms validated or joined before the session");
                 assert!(
-                    rooms.iter().all(|r| self.permitted(r)),
-                    "a join outside the credentials' room claim: {rooms:?}"
+                    request
+                        .rooms
+                        .iter()
+                        .all(|r| self.permitted(r) && crate::protocol::room::is_joinable(r)),
+                    "a join outside the credentials' room claim, or of an unjoinable name: {:?}",
+                    request.rooms
                 );
-                self.pending = Some(Pending::Rooms(rooms.clone()));
+                assert!(
+                    request.refused.iter().all(|(_, reason)| REFUSALS.contains(reason)),
+                    "an undocumented refusal reason: {:?}",
+                    request.refused
+                );
+                assert!(
+                    request.recover.iter().all(|r| request.rooms.contains(&r.room)),
+                    "a recovery for a room not being joined"
+                );
+                if matches!(action, Action::ValidateRooms(_)) {
+                    self.pending = Some(Pending::Rooms(request.clone()));
+                } else {
+                    assert!(
+                        cause == Cause::Shell || request.rooms.is_empty(),
+                        "a client frame joined rooms without the validator"
+                    );
+                }
             }
             Action::Leave(rooms) => {
                 assert!(established, "a leave before the session");
@@ -576,7 +620,12 @@ impl<'c> Harness<'c> {
                     self.rooms.0.remove(room.as_ref());
                 }
             }
-            Action::Publish { room, event, .. } => {
+            Action::Publish { room, event, id, .. } => {
+                assert!(
+                    id.as_ref()
+                        .is_none_or(|id| !id.is_empty() && id.len() <= crate::protocol::event::MAX_PUBLISH_ID_LEN),
+                    "a publish id out of bounds"
+                );
                 assert!(
                     established && self.config.allow_client_publish,
                     "a publish that is not allowed"
@@ -593,7 +642,7 @@ impl<'c> Harness<'c> {
                 );
             }
             Action::Custom { .. } | Action::KeyUpdate => assert!(established, "a session event before the session"),
-            Action::None | Action::Pong(_) | Action::Established(_) | Action::Rekey | Action::Join(_) => {}
+            Action::None | Action::Pong(_) | Action::Established(_) | Action::Rekey => {}
         }
     }
 
@@ -642,8 +691,14 @@ impl<'c> Harness<'c> {
 fn json_message(s: &mut Script<'_>) -> Vec<u8> {
     let room = s.pick(&ROOMS);
     let event = s.pick(&EVENTS);
-    let message = match s.byte() % 8 {
+    let message = match s.byte() % 10 {
         0 => serde_json::json!({"event": "join", "data": {"rooms": [room, s.pick(&ROOMS)]}}),
+        8 => serde_json::json!({"event": "join", "data": {"rooms": [room],
+            "recover": {room: {"offset": s.byte(), "epoch": "e"}, s.pick(&ROOMS): {"offset": 1, "epoch": "x"}}}}),
+        9 => {
+            let id = "i".repeat(usize::from(s.byte() % 70));
+            serde_json::json!({"event": "publish", "data": {"room": room, "event": event}, "id": id})
+        }
         1 => serde_json::json!({"event": "leave", "data": {"rooms": [room]}}),
         2 => serde_json::json!({"event": "publish", "data": {"room": room, "event": event, "data": {"n": 1}}}),
         3 => serde_json::json!({"event": "refresh", "data": {"token": "t"}}),

@@ -31,17 +31,23 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
 
-use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, Membership};
+use self::core::{Action, AuthAnswer, Core, HandshakeAnswer, Identity, JoinRequest, Membership};
+use crate::history::IdKey;
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest, UpgradeRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
 use crate::protocol::envelope::MAX_TARGET_LEN;
+use crate::protocol::event::{errors, refusals};
 use crate::protocol::frame::{Decoder, Inbound};
+use crate::protocol::outbound::StreamPos;
 use crate::protocol::{outbound, ClientId, CloseCode, RoomName, UserId};
-use crate::registry::Entry;
+use crate::registry::{Entry, JoinResult};
 use crate::session::HandshakeRequest;
-use crate::shared::Shared;
+use crate::shared::{SendError, Shared};
 use crate::telemetry::{AuthOutcome, HookKind};
+
+/// A client publish ready to go: room, payload, excluded clients, idempotency key.
+type Publication = (RoomName, Box<RawValue>, Vec<ClientId>, Option<IdKey>);
 
 /// How long a closing connection may take to get its last frames and the close frame out.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -276,7 +282,18 @@ impl Reader<'_> {
             // The hook-awaiting paths are boxed: their state would otherwise sit in every idle connection.
             Action::Authenticate(data) => Box::pin(guarded(entry, self.authenticate(data))).await,
             Action::Refresh(data) => Box::pin(guarded(entry, self.refresh(data))).await,
-            Action::ValidateRooms(rooms) => Box::pin(guarded(entry, self.validate_rooms(rooms))).await,
+            Action::ValidateRooms(request) => Box::pin(guarded(entry, self.validate_rooms(request))).await,
+            Action::Join(request) => Box::pin(guarded(entry, self.join(request))).await,
+            Action::Publish {
+                room,
+                event,
+                data,
+                to_self,
+                id,
+            } if self.shared.publish_awaits(&room, id.is_some()) => {
+                let publish = self.publish_awaited(&room, &event, data, to_self, id.as_deref());
+                Box::pin(guarded(entry, publish)).await
+            }
             Action::Custom { event, data, id } => {
                 let msg = self.incoming(&event, data, id);
                 Box::pin(guarded(entry, self.custom(msg))).await
@@ -290,6 +307,7 @@ impl Reader<'_> {
         match action {
             Action::None => {}
             Action::Reply(message) => self.reply_error(message),
+            Action::ReplyTo(message, id) => self.reply_to(message, Some(&id)),
             Action::Close(code) => return self.close(code),
             Action::Fail(message, code) => {
                 self.reply_error(message);
@@ -310,12 +328,6 @@ impl Reader<'_> {
                 self.mailbox().push(Outbound::Rekey);
                 tracing::info!(client = %self.entry.id_str, "credentials refreshed");
             }
-            Action::Join(rooms) => {
-                // The core checked these names are joinable; each becomes a `RoomName` here, once.
-                for room in rooms.iter().filter_map(|r| RoomName::parse(r)) {
-                    self.shared.registry.join(&self.entry.id, room);
-                }
-            }
             Action::Leave(rooms) => {
                 // Looked up by text: a name the client is not in is simply not found.
                 for room in &rooms {
@@ -327,13 +339,15 @@ impl Reader<'_> {
                 event,
                 data,
                 to_self,
-            } => self.publish(&room, &event, data, to_self),
+                id,
+            } => self.publish(&room, &event, data, to_self, id.as_deref()),
             Action::Established(established) => self.establish(*established),
             // Answered inside the hook-awaiting paths.
             Action::Authenticate(_)
             | Action::Handshake(_)
             | Action::Refresh(_)
             | Action::ValidateRooms(_)
+            | Action::Join(_)
             | Action::Custom { .. } => {}
         }
         ControlFlow::Continue(())
@@ -341,6 +355,15 @@ impl Reader<'_> {
 
     fn reply_error(&self, message: &str) {
         self.mailbox().push_system(outbound::error(message));
+    }
+
+    /// An error answer to a `publish`: carrying its `id`, when it had one.
+    fn reply_to(&self, message: &str, id: Option<&str>) {
+        let frame = match id {
+            Some(id) => outbound::error_with_id(message, id),
+            None => outbound::error(message),
+        };
+        self.mailbox().push_system(frame);
     }
 
     fn close(&self, code: CloseCode) -> Flow {
@@ -513,7 +536,44 @@ impl Reader<'_> {
         self.act(action)
     }
 
-    async fn validate_rooms(&mut self, rooms: Vec<String>) -> Flow {
+    /// Joins the rooms the core allowed (recovering those asked for) and answers `joined`, with every refusal and
+    /// its reason. Replayed messages are queued before the answer.
+    async fn join(&mut self, request: JoinRequest) -> Flow {
+        let mut refused = request.refused;
+        let mut joined = Vec::with_capacity(request.rooms.len());
+        for name in request.rooms {
+            // The core checked these names are joinable; each becomes a `RoomName` here, once.
+            let Some(room) = RoomName::parse(&name) else {
+                refused.push((name, refusals::INVALID_ROOM_NAME));
+                continue;
+            };
+            let recover = request
+                .recover
+                .iter()
+                .find(|r| r.room == name)
+                .map(|r| (r.offset, r.epoch.as_str()));
+            let j = self
+                .shared
+                .join_room_awaited(&self.entry.id, &self.entry.mailbox, room, recover)
+                .await;
+            match j.result {
+                JoinResult::Joined | JoinResult::AlreadyMember => joined.push(outbound::JoinedRoom {
+                    room: name,
+                    position: j.position.map(|p| (p.offset, p.epoch)),
+                    recovered: j.recovered,
+                }),
+                JoinResult::RoomLimit => refused.push((name, refusals::TOO_MANY_ROOMS)),
+                JoinResult::NotAuthenticated | JoinResult::UnknownClient => {
+                    refused.push((name, refusals::ROOM_REFUSED))
+                }
+            }
+        }
+        self.mailbox().push_system(outbound::joined(&joined, &refused));
+        ControlFlow::Continue(())
+    }
+
+    async fn validate_rooms(&mut self, request: JoinRequest) -> Flow {
+        let rooms = &request.rooms;
         let shared = self.shared;
         let allowed = match &shared.hooks.room_validator {
             None => {
@@ -537,24 +597,83 @@ impl Reader<'_> {
                 }
             }
         };
-        let action = self.core.on_rooms_validated(&rooms, allowed);
-        self.act(action)
+        match self.core.on_rooms_validated(request, allowed) {
+            Action::Join(request) => self.join(request).await,
+            action => self.act(action),
+        }
     }
 
-    fn publish(&mut self, room: &str, event: &str, data: Option<&RawValue>, to_self: bool) {
-        // The client is a member (the core checked), so this is a room's name: made a `RoomName` once, here.
-        let Some(room) = RoomName::parse(room) else {
-            return;
-        };
+    /// What a client publish becomes: the room (the client is a member, the core checked, so this is a room's
+    /// name: made a `RoomName` once, here), the payload, who is excluded, the idempotency key.
+    fn publication(&self, room: &str, data: Option<&RawValue>, to_self: bool, id: Option<&str>) -> Option<Publication> {
+        let room = RoomName::parse(room)?;
         let data = data.map_or_else(|| RawValue::from_string("null".to_owned()), |d| Ok(d.to_owned()));
-        let Ok(data) = data else {
+        let exclude = if to_self { Vec::new() } else { vec![self.entry.id] };
+        let key = id.map(|id| IdKey {
+            who: self.key_owner(),
+            room: room.clone(),
+            id: id.into(),
+        });
+        Some((room, data.ok()?, exclude, key))
+    }
+
+    fn publish(&mut self, room: &str, event: &str, data: Option<&RawValue>, to_self: bool, id: Option<&str>) {
+        let Some((room, data, exclude, key)) = self.publication(room, data, to_self, id) else {
             return;
         };
-        let exclude = if to_self { Vec::new() } else { vec![self.entry.id] };
         let shared = self.shared;
-        if self.pending.push(shared, room, event, data, exclude).is_err() {
-            self.flush_publishes();
-            self.reply_error(crate::protocol::event::errors::RESERVED_EVENT);
+        if key.is_none() && !shared.has_history(room.as_str()) {
+            // Nothing to answer and no offset to assign: delivered in a batch with the publishes around it.
+            if self.pending.push(shared, room, event, data, exclude).is_err() {
+                self.flush_publishes();
+                self.reply_error(errors::RESERVED_EVENT);
+            }
+            return;
+        }
+        self.flush_publishes();
+        let published = shared.publish_room(room, event, data, exclude, key);
+        self.answer_publish(published, id);
+    }
+
+    /// A publish whose answer needs the history store (Redis): awaited in line, so the client's frames and
+    /// answers stay in order.
+    async fn publish_awaited(
+        &mut self,
+        room: &str,
+        event: &str,
+        data: Option<&RawValue>,
+        to_self: bool,
+        id: Option<&str>,
+    ) -> Flow {
+        if let Some((room, data, exclude, key)) = self.publication(room, data, to_self, id) {
+            let published = self.shared.publish_room_acked(room, event, data, exclude, key).await;
+            self.answer_publish(published, id);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn answer_publish(&self, published: Result<crate::history::Published, SendError>, id: Option<&str>) {
+        match published {
+            Ok(published) => {
+                if let Some(id) = id {
+                    let at = published.position.as_ref().map(|p| StreamPos {
+                        offset: p.offset,
+                        epoch: &p.epoch,
+                    });
+                    self.mailbox().push_system(outbound::ack(id, at));
+                }
+            }
+            Err(SendError::Unavailable) => self.reply_to(errors::PUBLISH_FAILED, id),
+            Err(_) => self.reply_to(errors::RESERVED_EVENT, id),
+        }
+    }
+
+    /// Whose publish ids these are: the user's (the same across sessions and instances), or for an anonymous
+    /// session the connection's.
+    fn key_owner(&self) -> std::sync::Arc<str> {
+        match self.entry.user_id() {
+            Some(user) => format!("u:{}", user.as_str()).into(),
+            None => format!("c:{}", self.entry.id_str).into(),
         }
     }
 

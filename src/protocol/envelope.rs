@@ -8,7 +8,7 @@ use super::id::{ClientId, RoomName, UserId};
 use super::{event, json};
 use crate::redact::debug_redacted;
 
-debug_redacted!(Envelope { server_id, target, event, exclude, action; data });
+debug_redacted!(Envelope { server_id, target, event, exclude, action, position; data });
 
 /// Channel every instance hears.
 pub const BROADCAST_CHANNEL: &str = "ws:broadcast";
@@ -125,6 +125,12 @@ pub struct Envelope {
     pub exclude: Vec<ClientId>,
     /// Deliver (the default) or disconnect.
     pub action: Action,
+    /// For a room with history: the message's place in the room's stream (delivered with it as `room`,
+    /// `offset`, `epoch`). On the wire, the top-level `offset` and `epoch` fields, which the Redis bus's history
+    /// script appends when it assigns the offset ([`Envelope::to_json`] never writes them, and a bus signature
+    /// does not cover them). The publishing instance delivers such an envelope too when it comes back from the
+    /// bus: that is how its own clients get the message, in offset order.
+    pub position: Option<super::StreamPosition>,
 }
 
 /// Why an envelope from the bus was refused. Refused envelopes are dropped and counted, never delivered.
@@ -163,6 +169,10 @@ struct Wire<'a> {
     data: Option<&'a RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exclude: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    epoch: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl Envelope {
@@ -176,6 +186,7 @@ impl Envelope {
                 data: RawValue::from_string("null".to_owned()).ok()?,
                 exclude: Vec::new(),
                 action: Action::Disconnect,
+                position: None,
             }),
             Target::Room(_) | Target::Broadcast => None,
         }
@@ -202,6 +213,8 @@ impl Envelope {
             event: self.event.as_str().into(),
             data: Some(&self.data),
             exclude: (!self.exclude.is_empty()).then(|| self.exclude.iter().map(ClientId::to_string).collect()),
+            offset: None,
+            epoch: None,
         };
         // Every field is a string, a list of strings or already-valid raw JSON, so this cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
@@ -240,6 +253,17 @@ impl Envelope {
             ("room", Some(t)) => Target::Room(RoomName::parse(&t).ok_or(EnvelopeError::BadTarget)?),
             _ => return Err(EnvelopeError::BadTarget),
         };
+        // A position is a whole (both fields, a short epoch) on a room envelope, or absent.
+        let position = match (w.offset, w.epoch, &target) {
+            (None, None, _) => None,
+            (Some(offset), Some(epoch), Target::Room(_)) if epoch.len() <= super::inbound::MAX_EPOCH_LEN => {
+                Some(super::StreamPosition {
+                    offset,
+                    epoch: epoch.into_owned(),
+                })
+            }
+            _ => return Err(EnvelopeError::Malformed),
+        };
         let exclude = w.exclude.unwrap_or_default();
         if exclude.len() > MAX_EXCLUDE {
             return Err(EnvelopeError::Limit);
@@ -256,6 +280,7 @@ impl Envelope {
             data,
             exclude,
             action: Action::Deliver,
+            position,
         })
     }
 
@@ -300,6 +325,38 @@ mod tests {
     }
 
     #[test]
+    fn a_history_position_is_read_whole_and_only_on_room_envelopes() {
+        let base = r#"{"serverId":"s","type":"room","target":"chat","event":"m","data":1"#;
+        let env = Envelope::parse(format!(r#"{base},"offset":7,"epoch":"e1"}}"#).as_bytes()).unwrap();
+        assert_eq!(
+            env.position,
+            Some(super::super::StreamPosition {
+                offset: 7,
+                epoch: "e1".into()
+            })
+        );
+        assert!(
+            !env.to_json().contains("offset"),
+            "only the bus's history script writes it"
+        );
+        assert_eq!(Envelope::parse(format!("{base}}}").as_bytes()).unwrap().position, None);
+        let long = "e".repeat(65);
+        for bad in [
+            format!(r#"{base},"offset":7}}"#),
+            format!(r#"{base},"epoch":"e1"}}"#),
+            format!(r#"{base},"offset":-1,"epoch":"e1"}}"#),
+            format!(r#"{base},"offset":7,"epoch":"{long}"}}"#),
+            r#"{"serverId":"s","type":"broadcast","event":"m","data":1,"offset":7,"epoch":"e"}"#.to_owned(),
+        ] {
+            assert_eq!(
+                Envelope::parse(bad.as_bytes()).err(),
+                Some(EnvelopeError::Malformed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn reference_emitter_envelope_parses() {
         let e = Envelope::parse(br#"{"serverId":"emitter","type":"room","target":"r","event":"e","data":{}}"#).unwrap();
         assert_eq!(e.server_id, EMITTER_SERVER_ID);
@@ -317,6 +374,7 @@ mod tests {
             data: RawValue::from_string("[1,\"x\"]".into()).unwrap(),
             exclude: vec![ClientId::parse(C1).unwrap()],
             action: Action::Deliver,
+            position: None,
         };
         let json = e.to_json();
         assert!(json.contains(&format!(r#""exclude":["{C1}"]"#)), "{json}");

@@ -23,10 +23,15 @@ pub const PUBLISH: &str = "publish";
 
 /// Client → server: fresh credentials before the current ones expire `{"token":..}`; rotates the session keys.
 pub const REFRESH: &str = "refresh";
+/// Server → client: the answer to every `join`, `{"rooms":[{"room":..}],"refused":[{"room":..,"reason":..}]}`.
+pub const JOINED: &str = "joined";
+/// Server → client: a `publish` that carried an `id` was accepted, `{"id":..}` (plus `offset`/`epoch` in a
+/// history room).
+pub const ACK: &str = "ack";
 
 /// Names no application message may carry, whoever publishes it (client, server API, bus, emitter): delivering
 /// one would confuse or kill encrypted sessions (wsenc/1 §8a).
-pub const RESERVED: [&str; 10] = [
+pub const RESERVED: [&str; 12] = [
     AUTHENTICATE,
     CONNECTED,
     ENCRYPTED,
@@ -37,6 +42,8 @@ pub const RESERVED: [&str; 10] = [
     LEAVE,
     PUBLISH,
     REFRESH,
+    JOINED,
+    ACK,
 ];
 
 /// True when `event` is one of [`RESERVED`].
@@ -46,6 +53,9 @@ pub fn is_reserved(event: &str) -> bool {
 
 /// Longest application event name accepted anywhere (client publish, server API, bus).
 pub const MAX_EVENT_LEN: usize = 256;
+
+/// Longest `id` a client `publish` may carry, in bytes (the idempotency key).
+pub const MAX_PUBLISH_ID_LEN: usize = 64;
 
 /// Checks an application event name: non-empty, at most [`MAX_EVENT_LEN`] bytes, not reserved.
 pub fn is_valid_application_event(event: &str) -> bool {
@@ -76,4 +86,20 @@ pub mod errors {
     pub const NOT_IN_ROOM: &str = "Not a member of room";
     /// The client published to a room outside its identity's room patterns (the token's `rooms` claim).
     pub const ROOM_NOT_ALLOWED: &str = "Room not allowed";
+    /// The history store could not take a `publish` (Redis unreachable): nothing was delivered; retry with the
+    /// same `id`.
+    pub const PUBLISH_FAILED: &str = "Publish failed";
+}
+
+/// The fixed `reason` texts of the `refused` entries of `joined`; they never echo client input.
+pub mod refusals {
+    /// The name is not joinable: empty, over 256 bytes, `ws:` prefix, control characters, or shaped like a client id.
+    pub const INVALID_ROOM_NAME: &str = "Invalid room name";
+    /// Outside the identity's room patterns (the token's `rooms` claim): the text of
+    /// [`super::errors::ROOM_NOT_ALLOWED`].
+    pub const ROOM_NOT_ALLOWED: &str = super::errors::ROOM_NOT_ALLOWED;
+    /// The room validator did not allow it (or failed, or none is configured).
+    pub const ROOM_REFUSED: &str = "Room refused";
+    /// The client is already in `max_rooms_per_client` rooms.
+    pub const TOO_MANY_ROOMS: &str = "Too many rooms";
 }

@@ -20,8 +20,14 @@ pub enum ClientMessage<'a> {
     Authenticate(Option<&'a RawValue>),
     /// `{"event":"refresh","data":{..}}`: fresh credentials (`None` when `data` is not an object).
     Refresh(Option<&'a RawValue>),
-    /// `{"event":"join","data":{"rooms":[..]}}`: the string entries, unsanitised; empty when absent.
-    Join(Vec<Cow<'a, str>>),
+    /// `{"event":"join","data":{"rooms":[..],"recover":{R:{"offset":N,"epoch":E}}}}`.
+    Join {
+        /// The string entries of `rooms`, unsanitised; empty when absent.
+        rooms: Vec<Cow<'a, str>>,
+        /// The positions the client asks to recover from, by room (`recover`; empty when absent). Entries for
+        /// rooms not in `rooms` are kept here; the connection ignores them.
+        recover: Vec<Recover>,
+    },
     /// `{"event":"leave","data":{"rooms":[..]}}`: the string entries; empty when absent.
     Leave(Vec<Cow<'a, str>>),
     /// `{"event":"publish","data":{"room":R,"event":E,"data":D}}`.
@@ -32,6 +38,9 @@ pub enum ClientMessage<'a> {
         event: Cow<'a, str>,
         /// Payload, if present (absent is delivered as `null`).
         data: Option<&'a RawValue>,
+        /// The top-level `id`: a string of at most [`event::MAX_PUBLISH_ID_LEN`] bytes that asks for an `ack` and
+        /// makes retries idempotent.
+        id: Option<Cow<'a, str>>,
     },
     /// Any other, non-reserved event, for the application's message handler.
     Custom {
@@ -43,6 +52,20 @@ pub enum ClientMessage<'a> {
         id: Option<&'a RawValue>,
     },
 }
+
+/// A position in a room's history the client asks to resume after: the last `offset` it received in `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recover {
+    /// The room.
+    pub room: String,
+    /// The last offset the client received.
+    pub offset: u64,
+    /// The stream's epoch that offset belongs to.
+    pub epoch: String,
+}
+
+/// Longest `epoch` accepted in a `recover` entry, in bytes (the server's epochs are far shorter).
+pub const MAX_EPOCH_LEN: usize = 64;
 
 /// Why a frame could not be turned into a [`ClientMessage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +92,15 @@ struct Frame<'a> {
 struct RoomsData<'a> {
     #[serde(borrow, default)]
     rooms: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    recover: Option<std::collections::BTreeMap<Cow<'a, str>, Position<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Position<'a> {
+    offset: u64,
+    #[serde(borrow)]
+    epoch: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -104,9 +136,9 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
         event::HEARTBEAT => Ok(ClientMessage::Heartbeat),
         event::AUTHENTICATE => Ok(ClientMessage::Authenticate(data.filter(|d| is_object(d)))),
         event::REFRESH => Ok(ClientMessage::Refresh(data.filter(|d| is_object(d)))),
-        event::JOIN => parse_rooms(data).map(ClientMessage::Join),
-        event::LEAVE => parse_rooms(data).map(ClientMessage::Leave),
-        event::PUBLISH => parse_publish(data),
+        event::JOIN => parse_join(data),
+        event::LEAVE => parse_rooms(data).map(|(rooms, _)| ClientMessage::Leave(rooms)),
+        event::PUBLISH => parse_publish(data, frame.id),
         name if event::is_reserved(name) => Err(InboundError::ReservedEvent),
         name if name.is_empty() || name.len() > event::MAX_EVENT_LEN => Err(InboundError::InvalidFormat),
         _ => Ok(ClientMessage::Custom {
@@ -117,24 +149,54 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
     }
 }
 
-fn parse_rooms(data: Option<&RawValue>) -> Result<Vec<Cow<'_, str>>, InboundError> {
+type Rooms<'a> = (Vec<Cow<'a, str>>, Vec<Recover>);
+
+fn parse_rooms(data: Option<&RawValue>) -> Result<Rooms<'_>, InboundError> {
     let Some(data) = data else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     if !is_object(data) {
         return Err(InboundError::InvalidFormat);
     }
     let parsed: RoomsData<'_> = serde_json::from_str(data.get()).map_err(|_| InboundError::InvalidFormat)?;
     // Non-string entries are dropped like any other unjoinable name.
-    Ok(parsed
+    let rooms = parsed
         .rooms
         .unwrap_or_default()
         .into_iter()
         .filter_map(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
-        .collect())
+        .collect();
+    let mut recover = Vec::new();
+    for (room, p) in parsed.recover.unwrap_or_default() {
+        if p.epoch.len() > MAX_EPOCH_LEN {
+            return Err(InboundError::InvalidFormat);
+        }
+        recover.push(Recover {
+            room: room.into_owned(),
+            offset: p.offset,
+            epoch: p.epoch.into_owned(),
+        });
+    }
+    Ok((rooms, recover))
 }
 
-fn parse_publish(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundError> {
+fn parse_join(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundError> {
+    let (rooms, recover) = parse_rooms(data)?;
+    Ok(ClientMessage::Join { rooms, recover })
+}
+
+fn parse_publish<'a>(data: Option<&'a RawValue>, id: Option<&'a RawValue>) -> Result<ClientMessage<'a>, InboundError> {
+    // A publish's id is the client's idempotency key: a short string, or nothing.
+    let id = match id.filter(|i| i.get() != NULL) {
+        None => None,
+        Some(raw) => {
+            let id: Cow<'a, str> = serde_json::from_str(raw.get()).map_err(|_| InboundError::InvalidFormat)?;
+            if id.is_empty() || id.len() > event::MAX_PUBLISH_ID_LEN {
+                return Err(InboundError::InvalidFormat);
+            }
+            Some(id)
+        }
+    };
     let data = data.filter(|d| is_object(d)).ok_or(InboundError::InvalidFormat)?;
     let p: PublishData<'_> = serde_json::from_str(data.get()).map_err(|_| InboundError::InvalidFormat)?;
     if event::is_reserved(&p.event) {
@@ -147,6 +209,7 @@ fn parse_publish(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundEr
         room: p.room,
         event: p.event,
         data: p.data,
+        id,
     })
 }
 
@@ -200,8 +263,53 @@ mod tests {
     #[test]
     fn join_keeps_string_entries_only() {
         let m = parse(r#"{"event":"join","data":{"rooms":["a",1,null,"b"]}}"#).unwrap();
-        assert!(matches!(m, ClientMessage::Join(r) if r == rooms(&["a", "b"])));
-        assert!(matches!(parse(r#"{"event":"join"}"#).unwrap(), ClientMessage::Join(r) if r.is_empty()));
+        assert!(matches!(m, ClientMessage::Join { rooms: r, .. } if r == rooms(&["a", "b"])));
+        assert!(matches!(parse(r#"{"event":"join"}"#).unwrap(), ClientMessage::Join { rooms: r, .. } if r.is_empty()));
+    }
+
+    #[test]
+    fn join_carries_recovery_positions() {
+        let m = parse(r#"{"event":"join","data":{"rooms":["c"],"recover":{"c":{"offset":41,"epoch":"e1"}}}}"#).unwrap();
+        let want = Recover {
+            room: "c".into(),
+            offset: 41,
+            epoch: "e1".into(),
+        };
+        assert!(matches!(m, ClientMessage::Join { recover, .. } if recover == [want]));
+        for bad in [
+            r#"{"event":"join","data":{"rooms":["c"],"recover":{"c":{"offset":-1,"epoch":"e"}}}}"#,
+            r#"{"event":"join","data":{"rooms":["c"],"recover":{"c":{"offset":1}}}}"#,
+            r#"{"event":"join","data":{"rooms":["c"],"recover":["c"]}}"#,
+        ] {
+            assert_eq!(parse(bad).err(), Some(InboundError::InvalidFormat), "{bad}");
+        }
+        let long = format!(
+            r#"{{"event":"join","data":{{"rooms":["c"],"recover":{{"c":{{"offset":1,"epoch":"{}"}}}}}}}}"#,
+            "e".repeat(MAX_EPOCH_LEN + 1)
+        );
+        assert_eq!(parse(&long).err(), Some(InboundError::InvalidFormat));
+    }
+
+    #[test]
+    fn publish_ids_are_short_strings() {
+        let with = |id: &str| format!(r#"{{"event":"publish","data":{{"room":"r","event":"e"}},"id":{id}}}"#);
+        match parse(&with(r#""c1""#)).unwrap() {
+            ClientMessage::Publish { id, .. } => assert_eq!(id.as_deref(), Some("c1")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&with("null")).unwrap(),
+            ClientMessage::Publish { id: None, .. }
+        ));
+        let max = format!("\"{}\"", "x".repeat(event::MAX_PUBLISH_ID_LEN));
+        assert!(matches!(
+            parse(&with(&max)).unwrap(),
+            ClientMessage::Publish { id: Some(_), .. }
+        ));
+        let over = format!("\"{}\"", "x".repeat(event::MAX_PUBLISH_ID_LEN + 1));
+        for bad in [over.as_str(), "7", r#""""#, "{}"] {
+            assert_eq!(parse(&with(bad)).err(), Some(InboundError::InvalidFormat), "{bad}");
+        }
     }
 
     #[test]
@@ -219,7 +327,7 @@ mod tests {
     #[test]
     fn publish_without_data_has_none() {
         match parse(r#"{"event":"publish","data":{"room":"r","event":"chat"}}"#).unwrap() {
-            ClientMessage::Publish { room, event, data } => {
+            ClientMessage::Publish { room, event, data, .. } => {
                 assert_eq!((room.as_ref(), event.as_ref(), data.is_none()), ("r", "chat", true));
             }
             other => panic!("{other:?}"),

@@ -10,6 +10,7 @@ pub mod id;
 pub mod inbound;
 pub mod json;
 pub mod outbound;
+pub mod position;
 pub mod room;
 
 pub use close::CloseCode;
@@ -17,3 +18,4 @@ pub use envelope::{Action, Envelope, EnvelopeError, Target};
 pub use id::{ClientId, RoomName, UserId};
 pub use inbound::{ClientMessage, InboundError};
 pub use outbound::Message;
+pub use position::StreamPosition;

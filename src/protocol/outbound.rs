@@ -49,6 +49,98 @@ pub fn error(message: &str) -> String {
     frame(event::ERROR, &data)
 }
 
+/// `{"event":"error","data":{"message":M,"id":ID}}`: a refused `publish` that carried `id`.
+pub fn error_with_id(message: &str, id: &str) -> String {
+    let mut data = String::with_capacity(message.len() + id.len() + 22);
+    data.push_str("{\"message\":");
+    push_json_str(&mut data, message);
+    data.push_str(",\"id\":");
+    push_json_str(&mut data, id);
+    data.push('}');
+    frame(event::ERROR, &data)
+}
+
+/// A message's place in a room's history stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPos<'a> {
+    /// Its offset: 1 for the room's first message, one more for each after it.
+    pub offset: u64,
+    /// The stream's epoch: changes whenever the stream had to be recreated.
+    pub epoch: &'a str,
+}
+
+fn push_position(out: &mut String, at: StreamPos<'_>) {
+    out.push_str(",\"offset\":");
+    out.push_str(itoa::Buffer::new().format(at.offset));
+    out.push_str(",\"epoch\":");
+    push_json_str(out, at.epoch);
+}
+
+/// `{"event":"ack","data":{"id":ID}}`, plus `"offset"` and `"epoch"` for a history room.
+pub fn ack(id: &str, at: Option<StreamPos<'_>>) -> String {
+    let mut data = String::with_capacity(id.len() + 48);
+    data.push_str("{\"id\":");
+    push_json_str(&mut data, id);
+    if let Some(at) = at {
+        push_position(&mut data, at);
+    }
+    data.push('}');
+    frame(event::ACK, &data)
+}
+
+/// `{"event":E,"data":D,"room":R,"offset":N,"epoch":P}`: a message delivered to a room with history. On an
+/// encrypted session this whole text is the sealed record, so the position is authenticated with the payload.
+pub fn history_message(event_name: &str, data: &RawValue, room: &str, at: StreamPos<'_>) -> String {
+    let mut out = String::with_capacity(event_name.len() + data.get().len() + room.len() + 80);
+    out.push_str("{\"event\":");
+    push_json_str(&mut out, event_name);
+    out.push_str(",\"data\":");
+    out.push_str(data.get());
+    out.push_str(",\"room\":");
+    push_json_str(&mut out, room);
+    push_position(&mut out, at);
+    out.push('}');
+    out
+}
+
+/// One joined room in a `joined` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedRoom {
+    /// The room.
+    pub room: String,
+    /// For a room with history: its latest offset and its epoch.
+    pub position: Option<(u64, String)>,
+    /// For a room whose recovery was asked for: whether every missed message was delivered.
+    pub recovered: Option<bool>,
+}
+
+/// `{"event":"joined","data":{"rooms":[..],"refused":[{"room":R,"reason":T}]}}`: the answer to a `join`.
+pub fn joined(rooms: &[JoinedRoom], refused: &[(String, &'static str)]) -> String {
+    let rooms: Vec<Value> = rooms
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            m.insert("room".into(), Value::String(r.room.clone()));
+            if let Some((offset, epoch)) = &r.position {
+                m.insert("offset".into(), Value::from(*offset));
+                m.insert("epoch".into(), Value::String(epoch.clone()));
+            }
+            if let Some(recovered) = r.recovered {
+                m.insert("recovered".into(), Value::Bool(recovered));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let refused: Vec<Value> = refused
+        .iter()
+        .map(|(room, reason)| serde_json::json!({"room": room, "reason": reason}))
+        .collect();
+    frame(
+        event::JOINED,
+        &serde_json::json!({"rooms": rooms, "refused": refused}).to_string(),
+    )
+}
+
 /// `{"event":"connected","data":{"id":..,"userId":..,"time":..}}` plus the handshake's `fields` (wsenc/1: the
 /// server's key share, salt and confirmation), the last plaintext frame of an encrypted session.
 pub fn connected(id: &str, user_id: Option<&str>, time: &str, fields: Map<String, Value>) -> String {
@@ -186,6 +278,48 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&f).unwrap();
         assert_eq!(v["event"], "we\"ird");
         assert_eq!(message("e", None), r#"{"event":"e","data":null}"#);
+    }
+
+    #[test]
+    fn delivery_guarantee_frames_have_their_documented_shapes() {
+        let at = StreamPos {
+            offset: 42,
+            epoch: "e\"1",
+        };
+        assert_eq!(ack("c1", None), r#"{"event":"ack","data":{"id":"c1"}}"#);
+        assert_eq!(
+            ack("c1", Some(at)),
+            r#"{"event":"ack","data":{"id":"c1","offset":42,"epoch":"e\"1"}}"#
+        );
+        assert_eq!(
+            error_with_id("Not a member of room", "c\"2"),
+            r#"{"event":"error","data":{"message":"Not a member of room","id":"c\"2"}}"#
+        );
+        let data = RawValue::from_string("{\"t\":1}".into()).unwrap();
+        let m: Value = serde_json::from_str(&history_message("chat", &data, "r", at)).unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!({"event": "chat", "data": {"t": 1}, "room": "r", "offset": 42, "epoch": "e\"1"})
+        );
+        let rooms = [
+            JoinedRoom {
+                room: "a".into(),
+                position: None,
+                recovered: None,
+            },
+            JoinedRoom {
+                room: "h".into(),
+                position: Some((7, "e".into())),
+                recovered: Some(true),
+            },
+        ];
+        let j: Value = serde_json::from_str(&joined(&rooms, &[("x".into(), "Room not allowed")])).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"event": "joined", "data": {
+                "rooms": [{"room": "a"}, {"room": "h", "offset": 7, "epoch": "e", "recovered": true}],
+                "refused": [{"room": "x", "reason": "Room not allowed"}]}})
+        );
     }
 
     #[test]

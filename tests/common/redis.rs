@@ -357,6 +357,22 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Like [`Self::start`], with client publishes on and history for `chat:*` rooms keeping `size` messages.
+    pub async fn start_history(bus: RedisBusBuilder, size: usize) -> Self {
+        let bus = bus.build().expect("bus");
+        let b = crate::common::builder()
+            .bus(bus.clone())
+            .allow_client_publish(true)
+            .history_rooms(vec!["chat:*".into()])
+            .history_size(size)
+            .outbound_queue(4096);
+        let t = TestServer::start(b).await;
+        assert!(bus.wait_ready(WAIT).await, "bus ready");
+        Self { t, bus }
+    }
+}
+
 /// Waits until every instance's interest changes are applied on Redis.
 pub async fn settle(instances: &[&Instance]) {
     for i in instances {

@@ -118,7 +118,7 @@ proptest! {
         let frame = json!({"event": name, "data": {"rooms": rooms}}).to_string();
         let want: Vec<&str> = rooms.iter().filter_map(Value::as_str).collect();
         let got = match inbound::parse(&frame) {
-            Ok(ClientMessage::Join(r)) if !leave => r,
+            Ok(ClientMessage::Join { rooms: r, .. }) if !leave => r,
             Ok(ClientMessage::Leave(r)) if leave => r,
             other => panic!("{frame} parsed as {other:?}"),
         };
@@ -136,7 +136,7 @@ proptest! {
         }
         let frame = json!({"event": "publish", "data": d}).to_string();
         match inbound::parse(&frame) {
-            Ok(ClientMessage::Publish { room: r, event: e, data: got }) => {
+            Ok(ClientMessage::Publish { room: r, event: e, data: got, .. }) => {
                 prop_assert!(event::is_valid_application_event(&ev));
                 prop_assert_eq!((r.as_ref(), e.as_ref()), (room.as_str(), ev.as_str()));
                 let got: Option<Value> = got.map(|g| serde_json::from_str(g.get()).expect("raw JSON"));
@@ -233,6 +233,7 @@ proptest! {
             data: RawValue::from_string(data.to_string()).expect("JSON"),
             exclude,
             action: sealcast::protocol::envelope::Action::Deliver,
+            position: None,
         };
         let json = env.to_json();
         let back = Envelope::parse(json.as_bytes()).expect("own envelope parses");

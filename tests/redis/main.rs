@@ -8,4 +8,5 @@ mod redis_harness;
 
 mod cluster;
 mod faults;
+mod history;
 mod single;

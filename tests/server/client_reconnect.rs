@@ -170,3 +170,71 @@ async fn a_refresh_before_expiry_keeps_the_session_past_the_first_tokens_exp() {
     t.server.send_to_user("r", "still-here", &1).expect("send");
     assert_eq!(next_message(&mut c).await.event, "still-here");
 }
+
+#[tokio::test]
+async fn a_reconnect_recovers_the_messages_missed_in_a_history_room() {
+    let b = enc_builder().history_rooms(vec!["chat:*".into()]);
+    let t = TestServer::start(b).await;
+    let mut c = ReconnectingClient::connect(config(t.url(), "user:a"))
+        .await
+        .expect("connect");
+    let joined = c.join(&["chat:1"]).await.expect("join");
+    assert_eq!(joined.rooms.first().and_then(|r| r.offset), Some(0));
+    t.server.send_to_room("chat:1", "m", &0, &[]).unwrap();
+    let first = next_message(&mut c).await;
+    assert_eq!(first.position.as_ref().map(|(_, p)| p.offset), Some(1));
+    let id = c.client().expect("connected").id().to_owned();
+    assert!(t.server.disconnect(&id, CloseCode::InternalError));
+    for n in 1..=20 {
+        t.server.send_to_room("chat:1", "m", &n, &[]).unwrap();
+    }
+    match timeout(WAIT, c.recv()).await.expect("in time") {
+        Ok(Event::Reconnected { close_code }) => assert_eq!(close_code, 1011),
+        other => panic!("expected a reconnect, got {other:?}"),
+    }
+    let room = c.last_joined().and_then(|j| j.rooms.first()).expect("re-joined");
+    assert_eq!(room.recovered, Some(true));
+    let mut got = Vec::new();
+    for _ in 1..=20 {
+        let m = next_message(&mut c).await;
+        got.push(m.data.as_u64().expect("n"));
+    }
+    assert_eq!(got, (1..=20).collect::<Vec<_>>(), "every missed message, in order");
+    assert_eq!(c.position("chat:1").map(|p| p.offset), Some(21));
+    t.server.send_to_room("chat:1", "m", &21, &[]).unwrap();
+    assert_eq!(next_message(&mut c).await.data, serde_json::json!(21));
+}
+
+#[tokio::test]
+async fn publish_resolves_on_the_ack_and_a_refusal_is_an_error() {
+    let t = TestServer::start(
+        enc_builder()
+            .allow_client_publish(true)
+            .history_rooms(vec!["chat:*".into()]),
+    )
+    .await;
+    let mut c = ReconnectingClient::connect(config(t.url(), "user:a"))
+        .await
+        .expect("connect");
+    c.join(&["chat:1"]).await.expect("join");
+    let ack = c.publish("chat:1", "m", &1).await.expect("acknowledged");
+    assert_eq!(ack.offset, Some(1));
+    let again = c.publish_with_id("chat:1", "m", &1, "same").await.expect("ack");
+    let retry = c.publish_with_id("chat:1", "m", &1, "same").await.expect("ack");
+    assert_eq!(
+        (again.offset, retry.offset),
+        (Some(2), Some(2)),
+        "a retry keeps its offset"
+    );
+    let refused = c.publish("elsewhere", "m", &1).await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Refused(m) if m == "Not a member of room"),
+        "{refused:?}"
+    );
+    let joined = c.join(&["ws:nope", "chat:2"]).await.expect("join");
+    assert_eq!(
+        joined.refused.first().map(|r| r.reason.as_str()),
+        Some("Invalid room name")
+    );
+    assert_eq!(joined.rooms.first().map(|r| r.room.as_str()), Some("chat:2"));
+}

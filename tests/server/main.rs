@@ -13,6 +13,7 @@ mod client_reconnect;
 mod delivery;
 mod embedding;
 mod encryption;
+mod guarantees;
 mod hooks;
 mod hostile;
 mod jwks;

@@ -8,10 +8,10 @@ fn rooms_of(t: &TestServer, id: &str) -> Vec<String> {
     t.server.client(id).expect("client").rooms
 }
 
-/// Sends `join` and gives the server time to process it (joins have no acknowledgement).
-async fn join_and_settle(c: &mut Client, rooms: Value) {
+/// Sends `join` and waits for its `joined` answer, which it returns.
+async fn join_and_settle(c: &mut Client, rooms: Value) -> Value {
     c.send(json!({"event": "join", "data": {"rooms": rooms}})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    c.expect_event("joined").await
 }
 
 #[tokio::test]
@@ -29,7 +29,11 @@ async fn joins_are_refused_without_a_room_validator() {
     let t = TestServer::start(Server::builder().require_encryption(false).authenticator(test_auth)).await;
     let (mut c, data) = t.login("user:a").await;
     let id = id_of(&data);
-    join_and_settle(&mut c, json!(["lobby"])).await;
+    let joined = join_and_settle(&mut c, json!(["lobby"])).await;
+    assert_eq!(
+        joined,
+        json!({"rooms": [], "refused": [{"room": "lobby", "reason": "Room refused"}]})
+    );
     assert!(!rooms_of(&t, &id).contains(&"lobby".to_owned()));
     c.expect_silence().await;
 }
@@ -108,7 +112,8 @@ async fn joining_another_clients_id_never_reveals_its_direct_messages() {
     let (mut victim, vdata) = t.login("user:victim").await;
     let (mut intruder, idata) = t.login("user:intruder").await;
     let vid = id_of(&vdata);
-    join_and_settle(&mut intruder, json!([vid])).await;
+    let joined = join_and_settle(&mut intruder, json!([vid])).await;
+    assert_eq!(joined["refused"], json!([{"room": vid, "reason": "Invalid room name"}]));
     assert_eq!(t.server.join_room(&id_of(&idata), &vid), Err(RoomError::InvalidName));
     t.server.send(Some(&vid), "private", &json!("secret")).unwrap();
     t.server.send_to_room(&vid, "private", &json!("secret"), &[]).unwrap();

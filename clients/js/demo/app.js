@@ -102,6 +102,9 @@ function addMessage(kind, who, text) {
   list.scrollTop = list.scrollHeight;
 }
 
+/** How many of a room's last messages the page shows on joining. */
+const RECENT = 20;
+
 async function grantFor(name) {
   const res = await fetch(`/demo/token?name=${encodeURIComponent(name)}`, { cache: "no-store" });
   if (!res.ok) throw new Error(await res.text());
@@ -135,9 +138,26 @@ async function join(name, roomName) {
     $("send").disabled = true;
   });
   client.on("error", (err) => addMessage("system", "", `error: ${err.serverMessage ?? err.message}`));
-  client.on("chat", (data) => addMessage("theirs", String(data?.name ?? "?"), String(data?.text ?? "")));
-  client.on("presence", (data) => addMessage("system", "", `${String(data?.name ?? "?")} joined`));
-  await client.join(room);
+  // Messages older than the join (replayed from the room's history) are marked as such.
+  let joinedAt;
+  const earlier = (meta) => meta && joinedAt && meta.epoch === joinedAt.epoch && meta.offset <= joinedAt.offset;
+  client.on("chat", (data, _event, meta) =>
+    addMessage(earlier(meta) ? "history" : "theirs", String(data?.name ?? "?"), String(data?.text ?? "")),
+  );
+  client.on("presence", (data, _event, meta) => {
+    if (!earlier(meta)) addMessage("system", "", `${String(data?.name ?? "?")} joined`);
+  });
+  const first = (await client.join(room)).rooms.find((r) => r.room === room);
+  if (first && typeof first.offset === "number" && first.offset > 0) {
+    // The room keeps history: join again asking for its last messages, which arrive before the answer.
+    joinedAt = { offset: first.offset, epoch: first.epoch };
+    await client.leave(room);
+    const from = Math.max(0, first.offset - RECENT);
+    const again = await client.join(room, { recover: { [room]: { offset: from, epoch: first.epoch } } });
+    if (again.rooms.find((r) => r.room === room)?.recovered === false) {
+      addMessage("system", "", "older messages of this room have expired");
+    }
+  }
   await client.publish(room, "presence", { name: me });
   addMessage("system", "", `you joined ${roomName} as ${me}`);
 }

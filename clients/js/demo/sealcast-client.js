@@ -762,6 +762,14 @@ var RecordOpener = class {
     const out = { event: msg["event"] };
     if ("data" in msg)
       out.data = msg["data"];
+    if (typeof msg["id"] === "string")
+      out.id = msg["id"];
+    if (typeof msg["room"] === "string")
+      out.room = msg["room"];
+    if (typeof msg["offset"] === "number")
+      out.offset = msg["offset"];
+    if (typeof msg["epoch"] === "string")
+      out.epoch = msg["epoch"];
     return out;
   }
 };
@@ -875,8 +883,9 @@ async function clientHandshake(ephemeral, serverKeys, connected, opts = {}) {
 }
 
 // dist/client.js
-var LIFECYCLE = /* @__PURE__ */ new Set(["connected", "close", "error", "message", "reconnecting"]);
-var NOT_SENDABLE = /* @__PURE__ */ new Set(["authenticate", "connected", "encrypted", "key_update"]);
+var LIFECYCLE = /* @__PURE__ */ new Set(["connected", "close", "error", "message", "reconnecting", "rejoined"]);
+var NOT_SENDABLE = /* @__PURE__ */ new Set(["authenticate", "connected", "encrypted", "key_update", "joined", "ack"]);
+var MAX_TRACKED_ROOMS = 1024;
 var OPEN = 1;
 function connect(options) {
   return new SealcastClient(options);
@@ -888,6 +897,9 @@ var SealcastClient = class {
   listeners = /* @__PURE__ */ new Map();
   queue = [];
   rooms = /* @__PURE__ */ new Set();
+  /** The last position received in each joined room with history (recovery after a reconnect). */
+  positions = /* @__PURE__ */ new Map();
+  publishIds = 0;
   pinned;
   cur;
   _state = "connecting";
@@ -964,23 +976,48 @@ var SealcastClient = class {
     const msg = data === void 0 ? { event } : { event, data };
     return this.enqueue(msg);
   }
-  /** Publish to a room: `{"event":"publish","data":{"room","event","data"}}`. */
-  publish(room, event, data) {
-    return this.enqueue({ event: "publish", data: { room, event, data: data ?? null } });
+  /**
+   * Publish to a room: `{"event":"publish","data":{"room","event","data"},"id"}`. Resolves with the server's
+   * `ack` (in a room with history: the message's `offset` and `epoch`); rejects with the server's error
+   * (`SERVER_ERROR`), or `NOT_CONNECTED` if the session ended first. Pass the same `id` (at most 64 bytes) to
+   * retry: the server delivers a message once per user, room and id within its history TTL.
+   */
+  publish(room, event, data, options = {}) {
+    const id = options.id ?? `p${++this.publishIds}`;
+    if (typeof id !== "string" || id.length === 0 || new TextEncoder().encode(id).length > 64) {
+      return Promise.reject(new SealcastError("CONFIG", "publish id must be 1 to 64 bytes"));
+    }
+    return new Promise((resolve, reject) => {
+      const msg = { event: "publish", data: { room, event, data: data ?? null }, id };
+      this.enqueue(msg, (a) => a.publishes.set(id, { resolve, reject })).catch(reject);
+    });
   }
-  /** Join rooms; remembered and re-joined after a reconnect. */
-  join(rooms) {
+  /**
+   * Join rooms; remembered and re-joined after a reconnect (recovering missed messages in rooms with history).
+   * Resolves with the server's answer: the rooms joined and those refused, with the reason.
+   */
+  join(rooms, options = {}) {
     const list = Array.isArray(rooms) ? rooms : [rooms];
     for (const r of list)
       this.rooms.add(r);
-    return this.enqueue({ event: "join", data: { rooms: list } });
+    const data = options.recover ? { rooms: list, recover: options.recover } : { rooms: list };
+    return new Promise((resolve, reject) => {
+      this.enqueue({ event: "join", data }, (a) => a.joins.push({ resolve, reject })).catch(reject);
+    });
   }
   /** Leave rooms. */
   leave(rooms) {
     const list = Array.isArray(rooms) ? rooms : [rooms];
-    for (const r of list)
+    for (const r of list) {
       this.rooms.delete(r);
+      this.positions.delete(r);
+    }
     return this.enqueue({ event: "leave", data: { rooms: list } });
+  }
+  /** The last position received in a joined room with history (what a reconnect recovers from). */
+  position(room) {
+    const p = this.positions.get(room);
+    return p ? { ...p } : void 0;
   }
   /** Force an outbound key update now (encrypted sessions). */
   async updateKeys() {
@@ -1019,17 +1056,22 @@ var SealcastClient = class {
       }
     }
   }
-  enqueue(msg) {
+  /**
+   * Sends now or queues until connected. `onSent` runs, in order, when the message goes out on a session (the
+   * place to wait for its answer on that session).
+   */
+  enqueue(msg, onSent) {
     if (this._state === "closed")
       return Promise.reject(new SealcastError("NOT_CONNECTED", "client is closed"));
     const a = this.cur;
     if (this._state === "open" && a && a.phase === "open" && this.queue.length === 0) {
+      onSent?.(a);
       return this.sendNow(a, msg);
     }
     if (this.queue.length >= (this.opts.maxQueue ?? 1e3)) {
       return Promise.reject(new SealcastError("NOT_CONNECTED", "send queue full"));
     }
-    return new Promise((resolve, reject) => this.queue.push({ msg, resolve, reject }));
+    return new Promise((resolve, reject) => this.queue.push({ msg, resolve, reject, onSent }));
   }
   sendNow(a, msg) {
     const session = a.session;
@@ -1111,7 +1153,15 @@ var SealcastClient = class {
       this.afterClose({ code: CloseCode.Abnormal, reason: closeReason(CloseCode.Abnormal), willReconnect: false, error: err });
       return;
     }
-    const a = { ws, phase: "opening", inbound: Promise.resolve(), outbound: Promise.resolve(), timers: [] };
+    const a = {
+      ws,
+      phase: "opening",
+      inbound: Promise.resolve(),
+      outbound: Promise.resolve(),
+      timers: [],
+      joins: [],
+      publishes: /* @__PURE__ */ new Map()
+    };
     this.cur = a;
     try {
       ws.binaryType = "arraybuffer";
@@ -1161,7 +1211,7 @@ var SealcastClient = class {
       if (a.session) {
         const msg3 = await a.session.opener.openFrame(raw);
         if (msg3)
-          this.dispatch(msg3);
+          this.dispatch(a, msg3);
         return;
       }
       if (typeof raw !== "string")
@@ -1173,7 +1223,7 @@ var SealcastClient = class {
         return;
       }
       if (msg2 && typeof msg2 === "object" && typeof msg2.event === "string")
-        this.dispatch(msg2);
+        this.dispatch(a, msg2);
       return;
     }
     if (a.phase !== "handshake") {
@@ -1226,11 +1276,22 @@ var SealcastClient = class {
     this.retriedWithFreshToken = false;
     const queuedJoins = new Set(this.queue.flatMap((q2) => q2.msg.event === "join" ? q2.msg.data.rooms : []));
     const rejoin = [...this.rooms].filter((r) => !queuedJoins.has(r));
-    if (rejoin.length > 0)
-      void this.sendNow(a, { event: "join", data: { rooms: rejoin } }).catch(() => void 0);
+    if (rejoin.length > 0) {
+      const recover = {};
+      for (const r of rejoin) {
+        const p = this.positions.get(r);
+        if (p)
+          recover[r] = p;
+      }
+      const data = Object.keys(recover).length > 0 ? { rooms: rejoin, recover } : { rooms: rejoin };
+      a.joins.push(void 0);
+      void this.sendNow(a, { event: "join", data }).catch(() => void 0);
+    }
     const q = this.queue.splice(0);
-    for (const item of q)
+    for (const item of q) {
+      item.onSent?.(a);
       this.sendNow(a, item.msg).then(item.resolve, item.reject);
+    }
     const hb = this.opts.heartbeatMs ?? 3e4;
     if (hb > 0) {
       a.heartbeat = setInterval(() => {
@@ -1289,16 +1350,62 @@ var SealcastClient = class {
     await this.sendNow(a, { event: "refresh", data: { ...this.opts.auth ?? {}, token } }).catch(() => void 0);
     this.scheduleRefresh(a);
   }
-  dispatch(msg) {
+  dispatch(a, msg) {
+    const data = msg.data;
     if (msg.event === "error") {
+      const id = data && typeof data === "object" ? data["id"] : void 0;
+      const pending = typeof id === "string" ? a.publishes.get(id) : void 0;
+      if (pending && typeof id === "string") {
+        a.publishes.delete(id);
+        pending.reject(serverError(msg.data));
+        return;
+      }
       this.emit("error", serverError(msg.data));
       return;
     }
     if (msg.event === "heartbeat" || msg.event === "key_update")
       return;
-    this.emit("message", msg.event, msg.data);
+    if (msg.event === "ack") {
+      const id = data && typeof data === "object" ? data["id"] : void 0;
+      const pending = typeof id === "string" ? a.publishes.get(id) : void 0;
+      if (pending && typeof id === "string") {
+        a.publishes.delete(id);
+        pending.resolve(data);
+      }
+      return;
+    }
+    if (msg.event === "joined") {
+      const result = joinResult(msg.data);
+      this.track(result);
+      const pending = a.joins.shift();
+      if (pending)
+        pending.resolve(result);
+      else
+        this.emit("rejoined", result);
+      return;
+    }
+    const m = msg;
+    let meta;
+    if (typeof m.room === "string" && typeof m.offset === "number" && typeof m.epoch === "string") {
+      meta = { room: m.room, offset: m.offset, epoch: m.epoch };
+      if (this.rooms.has(m.room) && (this.positions.has(m.room) || this.positions.size < MAX_TRACKED_ROOMS)) {
+        this.positions.set(m.room, { offset: m.offset, epoch: m.epoch });
+      }
+    }
+    const extra = meta ? [meta] : [];
+    this.emit("message", msg.event, msg.data, ...extra);
     if (!LIFECYCLE.has(msg.event))
-      this.emit(msg.event, msg.data, msg.event);
+      this.emit(msg.event, msg.data, msg.event, ...extra);
+  }
+  /** A join's answer: rooms not recovered continue from the position the server reports now. */
+  track(result) {
+    for (const r of result.rooms) {
+      if (r.recovered === true || typeof r.offset !== "number" || typeof r.epoch !== "string")
+        continue;
+      if (this.positions.has(r.room) || this.positions.size < MAX_TRACKED_ROOMS) {
+        this.positions.set(r.room, { offset: r.offset, epoch: r.epoch });
+      }
+    }
   }
   /** Client-side failure of an attempt: close the socket with the mapped code. */
   fail(a, err) {
@@ -1318,6 +1425,12 @@ var SealcastClient = class {
       clearInterval(a.heartbeat);
     a.session?.destroy();
     a.session = void 0;
+    const gone = new SealcastError("NOT_CONNECTED", "the session ended before the server answered");
+    for (const j of a.joins.splice(0))
+      j?.reject(gone);
+    for (const p of a.publishes.values())
+      p.reject(gone);
+    a.publishes.clear();
     const ws = a.ws;
     ws.onopen = null;
     ws.onmessage = null;
@@ -1390,6 +1503,28 @@ function tokenExpiry(token) {
   } catch {
     return void 0;
   }
+}
+function joinResult(data) {
+  const d = data && typeof data === "object" ? data : {};
+  const rooms = [];
+  for (const r of Array.isArray(d.rooms) ? d.rooms : []) {
+    if (!r || typeof r.room !== "string")
+      continue;
+    const room = { room: r.room };
+    if (typeof r.offset === "number")
+      room.offset = r.offset;
+    if (typeof r.epoch === "string")
+      room.epoch = r.epoch;
+    if (typeof r.recovered === "boolean")
+      room.recovered = r.recovered;
+    rooms.push(room);
+  }
+  const refused = [];
+  for (const r of Array.isArray(d.refused) ? d.refused : []) {
+    if (r && typeof r.room === "string" && typeof r.reason === "string")
+      refused.push({ room: r.room, reason: r.reason });
+  }
+  return { rooms, refused };
 }
 function serverError(data) {
   const e = new SealcastError("SERVER_ERROR", "server error");

@@ -108,14 +108,45 @@ export interface CloseInfo {
 
 export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
 
-const LIFECYCLE = new Set(["connected", "close", "error", "message", "reconnecting"]);
+/** A place in a room's history stream. */
+export interface StreamPosition {
+  offset: number;
+  epoch: string;
+}
+
+/** The server's answer to a `join`. */
+export interface JoinResult {
+  /** Rooms joined; rooms with history add their latest `offset` and `epoch`, and `recovered` when asked to. */
+  rooms: { room: string; offset?: number; epoch?: string; recovered?: boolean }[];
+  /** Rooms refused, with the server's reason (`Room not allowed`, `Room refused`, `Invalid room name`, `Too many rooms`). */
+  refused: { room: string; reason: string }[];
+}
+
+/** The server's acknowledgement of a `publish`: in a room with history, the message's position. */
+export interface Ack {
+  id: string;
+  offset?: number;
+  epoch?: string;
+}
+
+/** Where a message delivered to a room with history sits in the room's stream. */
+export interface MessageMeta {
+  room: string;
+  offset: number;
+  epoch: string;
+}
+
+const LIFECYCLE = new Set(["connected", "close", "error", "message", "reconnecting", "rejoined"]);
 /** Events an application may not send itself. */
-const NOT_SENDABLE = new Set(["authenticate", "connected", "encrypted", "key_update"]);
+const NOT_SENDABLE = new Set(["authenticate", "connected", "encrypted", "key_update", "joined", "ack"]);
+/** Most rooms whose last position is tracked for recovery. */
+const MAX_TRACKED_ROOMS = 1024;
 
 interface Queued {
   msg: InnerMessage;
   resolve: () => void;
   reject: (e: unknown) => void;
+  onSent?: (a: Attempt) => void;
 }
 
 type Listener = (...args: any[]) => void;
@@ -128,6 +159,20 @@ interface Attempt {
   outbound: Promise<void>;
   timers: ReturnType<typeof setTimeout>[];
   heartbeat?: ReturnType<typeof setInterval>;
+  /** Joins sent on this session, answered (`joined`) in order; `undefined`: the automatic re-join. */
+  joins: (PendingJoin | undefined)[];
+  /** Publishes sent on this session, by id, waiting for their `ack` or `error`. */
+  publishes: Map<string, PendingPublish>;
+}
+
+interface PendingJoin {
+  resolve: (r: JoinResult) => void;
+  reject: (e: unknown) => void;
+}
+
+interface PendingPublish {
+  resolve: (a: Ack) => void;
+  reject: (e: unknown) => void;
 }
 
 const OPEN = 1;
@@ -144,6 +189,9 @@ export class SealcastClient {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly queue: Queued[] = [];
   private readonly rooms = new Set<string>();
+  /** The last position received in each joined room with history (recovery after a reconnect). */
+  private readonly positions = new Map<string, StreamPosition>();
+  private publishIds = 0;
   private pinned?: Promise<ResolvedServerKey[]>;
   private cur?: Attempt;
   private _state: ClientState = "connecting";
@@ -201,15 +249,20 @@ export class SealcastClient {
   /**
    * Subscribe. Lifecycle events: `connected` (info), `close` (CloseInfo),
    * `error` (SealcastError), `reconnecting` ({attempt, delayMs}),
-   * `message` (event, data) for every application message. Any other name
-   * subscribes to application messages with that event name: fn(data, event).
+   * `message` (event, data, meta) for every application message, `rejoined`
+   * (JoinResult) when a reconnect joined the rooms again (per room with history:
+   * `recovered` tells whether every missed message was delivered, before this
+   * event). Any other name subscribes to application messages with that event
+   * name: fn(data, event, meta). `meta` ({room, offset, epoch}) is set for
+   * messages of rooms with history.
    */
   on(event: "connected", fn: (info: ConnectedInfo) => void): this;
   on(event: "close", fn: (info: CloseInfo) => void): this;
   on(event: "error", fn: (err: SealcastError) => void): this;
   on(event: "reconnecting", fn: (info: { attempt: number; delayMs: number }) => void): this;
-  on(event: "message", fn: (event: string, data: unknown) => void): this;
-  on(event: string, fn: (data: unknown, event: string) => void): this;
+  on(event: "message", fn: (event: string, data: unknown, meta?: MessageMeta) => void): this;
+  on(event: "rejoined", fn: (result: JoinResult) => void): this;
+  on(event: string, fn: (data: unknown, event: string, meta?: MessageMeta) => void): this;
   on(event: string, fn: Listener): this {
     let set = this.listeners.get(event);
     if (!set) this.listeners.set(event, (set = new Set()));
@@ -238,23 +291,51 @@ export class SealcastClient {
     return this.enqueue(msg);
   }
 
-  /** Publish to a room: `{"event":"publish","data":{"room","event","data"}}`. */
-  publish(room: string, event: string, data?: unknown): Promise<void> {
-    return this.enqueue({ event: "publish", data: { room, event, data: data ?? null } });
+  /**
+   * Publish to a room: `{"event":"publish","data":{"room","event","data"},"id"}`. Resolves with the server's
+   * `ack` (in a room with history: the message's `offset` and `epoch`); rejects with the server's error
+   * (`SERVER_ERROR`), or `NOT_CONNECTED` if the session ended first. Pass the same `id` (at most 64 bytes) to
+   * retry: the server delivers a message once per user, room and id within its history TTL.
+   */
+  publish(room: string, event: string, data?: unknown, options: { id?: string } = {}): Promise<Ack> {
+    const id = options.id ?? `p${++this.publishIds}`;
+    if (typeof id !== "string" || id.length === 0 || new TextEncoder().encode(id).length > 64) {
+      return Promise.reject(new SealcastError("CONFIG", "publish id must be 1 to 64 bytes"));
+    }
+    return new Promise<Ack>((resolve, reject) => {
+      const msg: InnerMessage = { event: "publish", data: { room, event, data: data ?? null }, id };
+      this.enqueue(msg, (a) => a.publishes.set(id, { resolve, reject })).catch(reject);
+    });
   }
 
-  /** Join rooms; remembered and re-joined after a reconnect. */
-  join(rooms: string | string[]): Promise<void> {
+  /**
+   * Join rooms; remembered and re-joined after a reconnect (recovering missed messages in rooms with history).
+   * Resolves with the server's answer: the rooms joined and those refused, with the reason.
+   */
+  join(rooms: string | string[], options: { recover?: Record<string, StreamPosition> } = {}): Promise<JoinResult> {
     const list = Array.isArray(rooms) ? rooms : [rooms];
     for (const r of list) this.rooms.add(r);
-    return this.enqueue({ event: "join", data: { rooms: list } });
+    // `recover` asks for the messages after a position (e.g. to show a room's recent history on joining).
+    const data = options.recover ? { rooms: list, recover: options.recover } : { rooms: list };
+    return new Promise<JoinResult>((resolve, reject) => {
+      this.enqueue({ event: "join", data }, (a) => a.joins.push({ resolve, reject })).catch(reject);
+    });
   }
 
   /** Leave rooms. */
   leave(rooms: string | string[]): Promise<void> {
     const list = Array.isArray(rooms) ? rooms : [rooms];
-    for (const r of list) this.rooms.delete(r);
+    for (const r of list) {
+      this.rooms.delete(r);
+      this.positions.delete(r);
+    }
     return this.enqueue({ event: "leave", data: { rooms: list } });
+  }
+
+  /** The last position received in a joined room with history (what a reconnect recovers from). */
+  position(room: string): StreamPosition | undefined {
+    const p = this.positions.get(room);
+    return p ? { ...p } : undefined;
   }
 
   /** Force an outbound key update now (encrypted sessions). */
@@ -294,16 +375,21 @@ export class SealcastClient {
     }
   }
 
-  private enqueue(msg: InnerMessage): Promise<void> {
+  /**
+   * Sends now or queues until connected. `onSent` runs, in order, when the message goes out on a session (the
+   * place to wait for its answer on that session).
+   */
+  private enqueue(msg: InnerMessage, onSent?: (a: Attempt) => void): Promise<void> {
     if (this._state === "closed") return Promise.reject(new SealcastError("NOT_CONNECTED", "client is closed"));
     const a = this.cur;
     if (this._state === "open" && a && a.phase === "open" && this.queue.length === 0) {
+      onSent?.(a);
       return this.sendNow(a, msg);
     }
     if (this.queue.length >= (this.opts.maxQueue ?? 1000)) {
       return Promise.reject(new SealcastError("NOT_CONNECTED", "send queue full"));
     }
-    return new Promise((resolve, reject) => this.queue.push({ msg, resolve, reject }));
+    return new Promise((resolve, reject) => this.queue.push({ msg, resolve, reject, onSent }));
   }
 
   private sendNow(a: Attempt, msg: InnerMessage): Promise<void> {
@@ -381,7 +467,15 @@ export class SealcastClient {
       this.afterClose({ code: CloseCode.Abnormal, reason: closeReason(CloseCode.Abnormal), willReconnect: false, error: err });
       return;
     }
-    const a: Attempt = { ws, phase: "opening", inbound: Promise.resolve(), outbound: Promise.resolve(), timers: [] };
+    const a: Attempt = {
+      ws,
+      phase: "opening",
+      inbound: Promise.resolve(),
+      outbound: Promise.resolve(),
+      timers: [],
+      joins: [],
+      publishes: new Map(),
+    };
     this.cur = a;
     try {
       ws.binaryType = "arraybuffer";
@@ -435,7 +529,7 @@ export class SealcastClient {
     if (a.phase === "open") {
       if (a.session) {
         const msg = await a.session.opener.openFrame(raw);
-        if (msg) this.dispatch(msg);
+        if (msg) this.dispatch(a, msg);
         return;
       }
       if (typeof raw !== "string") return; // plaintext session: ignore binary frames
@@ -445,7 +539,7 @@ export class SealcastClient {
       } catch {
         return;
       }
-      if (msg && typeof msg === "object" && typeof (msg as InnerMessage).event === "string") this.dispatch(msg as InnerMessage);
+      if (msg && typeof msg === "object" && typeof (msg as InnerMessage).event === "string") this.dispatch(a, msg as InnerMessage);
       return;
     }
     if (a.phase !== "handshake") {
@@ -499,9 +593,22 @@ export class SealcastClient {
     // Re-join remembered rooms (except those a queued join asks for anyway), then flush the queue, in order.
     const queuedJoins = new Set(this.queue.flatMap((q) => (q.msg.event === "join" ? (q.msg.data as { rooms: string[] }).rooms : [])));
     const rejoin = [...this.rooms].filter((r) => !queuedJoins.has(r));
-    if (rejoin.length > 0) void this.sendNow(a, { event: "join", data: { rooms: rejoin } }).catch(() => undefined);
+    if (rejoin.length > 0) {
+      // Rooms with history recover what was missed since the last position received there.
+      const recover: Record<string, StreamPosition> = {};
+      for (const r of rejoin) {
+        const p = this.positions.get(r);
+        if (p) recover[r] = p;
+      }
+      const data = Object.keys(recover).length > 0 ? { rooms: rejoin, recover } : { rooms: rejoin };
+      a.joins.push(undefined);
+      void this.sendNow(a, { event: "join", data }).catch(() => undefined);
+    }
     const q = this.queue.splice(0);
-    for (const item of q) this.sendNow(a, item.msg).then(item.resolve, item.reject);
+    for (const item of q) {
+      item.onSent?.(a);
+      this.sendNow(a, item.msg).then(item.resolve, item.reject);
+    }
     const hb = this.opts.heartbeatMs ?? 30000;
     if (hb > 0) {
       a.heartbeat = setInterval(() => {
@@ -562,14 +669,59 @@ export class SealcastClient {
     this.scheduleRefresh(a);
   }
 
-  private dispatch(msg: InnerMessage): void {
+  private dispatch(a: Attempt, msg: InnerMessage): void {
+    const data = msg.data as Record<string, unknown> | null | undefined;
     if (msg.event === "error") {
+      const id = data && typeof data === "object" ? data["id"] : undefined;
+      const pending = typeof id === "string" ? a.publishes.get(id) : undefined;
+      if (pending && typeof id === "string") {
+        a.publishes.delete(id);
+        pending.reject(serverError(msg.data));
+        return;
+      }
       this.emit("error", serverError(msg.data));
       return;
     }
     if (msg.event === "heartbeat" || msg.event === "key_update") return;
-    this.emit("message", msg.event, msg.data);
-    if (!LIFECYCLE.has(msg.event)) this.emit(msg.event, msg.data, msg.event);
+    if (msg.event === "ack") {
+      const id = data && typeof data === "object" ? data["id"] : undefined;
+      const pending = typeof id === "string" ? a.publishes.get(id) : undefined;
+      if (pending && typeof id === "string") {
+        a.publishes.delete(id);
+        pending.resolve(data as unknown as Ack);
+      }
+      return;
+    }
+    if (msg.event === "joined") {
+      const result = joinResult(msg.data);
+      this.track(result);
+      const pending = a.joins.shift();
+      if (pending) pending.resolve(result);
+      else this.emit("rejoined", result);
+      return;
+    }
+    const m = msg;
+    let meta: MessageMeta | undefined;
+    if (typeof m.room === "string" && typeof m.offset === "number" && typeof m.epoch === "string") {
+      meta = { room: m.room, offset: m.offset, epoch: m.epoch };
+      if (this.rooms.has(m.room) && (this.positions.has(m.room) || this.positions.size < MAX_TRACKED_ROOMS)) {
+        this.positions.set(m.room, { offset: m.offset, epoch: m.epoch });
+      }
+    }
+    // `meta` only for messages of rooms with history: listeners of other messages get exactly what they did.
+    const extra = meta ? [meta] : [];
+    this.emit("message", msg.event, msg.data, ...extra);
+    if (!LIFECYCLE.has(msg.event)) this.emit(msg.event, msg.data, msg.event, ...extra);
+  }
+
+  /** A join's answer: rooms not recovered continue from the position the server reports now. */
+  private track(result: JoinResult): void {
+    for (const r of result.rooms) {
+      if (r.recovered === true || typeof r.offset !== "number" || typeof r.epoch !== "string") continue;
+      if (this.positions.has(r.room) || this.positions.size < MAX_TRACKED_ROOMS) {
+        this.positions.set(r.room, { offset: r.offset, epoch: r.epoch });
+      }
+    }
   }
 
   /** Client-side failure of an attempt: close the socket with the mapped code. */
@@ -587,6 +739,11 @@ export class SealcastClient {
     if (a.heartbeat) clearInterval(a.heartbeat);
     a.session?.destroy();
     a.session = undefined;
+    // Unanswered joins and publishes of this session: the app may publish again with the same id.
+    const gone = new SealcastError("NOT_CONNECTED", "the session ended before the server answered");
+    for (const j of a.joins.splice(0)) j?.reject(gone);
+    for (const p of a.publishes.values()) p.reject(gone);
+    a.publishes.clear();
     const ws = a.ws;
     ws.onopen = null;
     ws.onmessage = null;
@@ -658,6 +815,25 @@ export function tokenExpiry(token: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A `joined` payload, checked field by field (anything malformed is left out). */
+function joinResult(data: unknown): JoinResult {
+  const d = data && typeof data === "object" ? (data as { rooms?: unknown; refused?: unknown }) : {};
+  const rooms: JoinResult["rooms"] = [];
+  for (const r of Array.isArray(d.rooms) ? d.rooms : []) {
+    if (!r || typeof r.room !== "string") continue;
+    const room: JoinResult["rooms"][number] = { room: r.room };
+    if (typeof r.offset === "number") room.offset = r.offset;
+    if (typeof r.epoch === "string") room.epoch = r.epoch;
+    if (typeof r.recovered === "boolean") room.recovered = r.recovered;
+    rooms.push(room);
+  }
+  const refused: JoinResult["refused"] = [];
+  for (const r of Array.isArray(d.refused) ? d.refused : []) {
+    if (r && typeof r.room === "string" && typeof r.reason === "string") refused.push({ room: r.room, reason: r.reason });
+  }
+  return { rooms, refused };
 }
 
 function serverError(data: unknown): SealcastError {

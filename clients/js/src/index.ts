@@ -7,6 +7,10 @@ export type {
   ReconnectOptions,
   WebSocketLike,
   WebSocketConstructor,
+  StreamPosition,
+  JoinResult,
+  Ack,
+  MessageMeta,
 } from "./client.js";
 export {
   SealcastError,

@@ -324,6 +324,12 @@ export interface EnvelopeData {
 export interface InnerMessage {
   event: string;
   data?: unknown;
+  /** A client `publish`'s id (its idempotency key). */
+  id?: string;
+  /** A message of a room with history: the room, its offset and the stream's epoch (inside the record). */
+  room?: string;
+  offset?: number;
+  epoch?: string;
 }
 
 export function envelopeFrame(d: EnvelopeData): string {
@@ -535,6 +541,11 @@ export class RecordOpener {
     }
     const out: InnerMessage = { event: msg["event"] };
     if ("data" in msg) out.data = msg["data"];
+    // Protocol fields beside `event` and `data`, kept only with their expected types.
+    if (typeof msg["id"] === "string") out.id = msg["id"];
+    if (typeof msg["room"] === "string") out.room = msg["room"];
+    if (typeof msg["offset"] === "number") out.offset = msg["offset"];
+    if (typeof msg["epoch"] === "string") out.epoch = msg["epoch"];
     return out;
   }
 }

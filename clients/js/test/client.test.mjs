@@ -40,7 +40,7 @@ const once = (client, ev) => new Promise((r) => client.on(ev, (...a) => r(a.leng
  * Fake server. mode(connIndex) returns behaviour for each connection:
  *  "good" | "badConfirm" | "noCrypto" | "v2" | "unpinnedKid" | "reject4003" | "plain"
  */
-async function fakeServer({ mode = () => "good", s2cMax, c2sMax, sk } = {}) {
+async function fakeServer({ mode = () => "good", s2cMax, c2sMax, sk, answers = true } = {}) {
   sk = sk ?? (await T.generateServerStaticKey());
   const wss = new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/ws" });
   await new Promise((r) => wss.once("listening", r));
@@ -88,11 +88,15 @@ async function fakeServer({ mode = () => "good", s2cMax, c2sMax, sk } = {}) {
       c.ws.send(JSON.stringify({ event: "connected", data: { ...base, ...f } }));
       return;
     }
-    if (c.session) {
-      const m = await c.session.opener.openFrame(text);
-      if (m) c.inner.push(m);
-    } else {
-      c.inner.push(JSON.parse(text));
+    const m = c.session ? await c.session.opener.openFrame(text) : JSON.parse(text);
+    if (!m) return;
+    c.inner.push(m);
+    // Like the server: every join is answered, and so is every publish that carries an id.
+    if (answers && m.event === "join") {
+      await sendTo(c, { event: "joined", data: { rooms: (m.data?.rooms ?? []).map((room) => ({ room })), refused: [] } });
+    }
+    if (answers && m.event === "publish" && typeof m.id === "string") {
+      await sendTo(c, { event: "ack", data: { id: m.id } });
     }
   }
   async function sendTo(c, msg) {
@@ -137,7 +141,7 @@ test("authenticate payload shape, connected info, encrypted send/receive both wa
   assert.deepEqual(c.inner, [
     { event: "custom", data: { a: 1 } },
     { event: "join", data: { rooms: ["r1", "r2"] } },
-    { event: "publish", data: { room: "r1", event: "chat", data: { text: "hi" } } },
+    { event: "publish", data: { room: "r1", event: "chat", data: { text: "hi" } }, id: "p1" },
     { event: "leave", data: { rooms: ["r2"] } },
     { event: "bare" },
   ]);
@@ -308,6 +312,74 @@ test("reconnect with backoff performs a fresh handshake and re-joins rooms", asy
   await srv.close();
 });
 
+test("join resolves with the joined answer, publish with its ack; a refusal rejects with the server's error", async () => {
+  const srv = await fakeServer({ answers: false });
+  const client = mk(srv);
+  await client.ready();
+  const c = srv.conns[0];
+  const joined = client.join(["chat:1", "nope"]);
+  await waitFor(() => c.inner.length === 1);
+  const answer = { rooms: [{ room: "chat:1", offset: 4, epoch: "e1" }], refused: [{ room: "nope", reason: "Room not allowed" }] };
+  await srv.sendTo(c, { event: "joined", data: answer });
+  assert.deepEqual(await joined, answer);
+  assert.deepEqual(client.position("chat:1"), { offset: 4, epoch: "e1" });
+  const published = client.publish("chat:1", "chat", 1, { id: "mine" });
+  const refused = client.publish("elsewhere", "chat", 2).then(() => null, (e) => e);
+  await waitFor(() => c.inner.length === 3);
+  assert.equal(c.inner[1].id, "mine");
+  const autoId = c.inner[2].id;
+  assert.equal(typeof autoId, "string");
+  await srv.sendTo(c, { event: "error", data: { message: "Not a member of room", id: autoId } });
+  await srv.sendTo(c, { event: "ack", data: { id: "mine", offset: 5, epoch: "e1" } });
+  assert.deepEqual(await published, { id: "mine", offset: 5, epoch: "e1" });
+  const e = await refused;
+  assert.equal(e?.code, "SERVER_ERROR");
+  assert.equal(e?.serverMessage, "Not a member of room");
+  await assert.rejects(client.publish("r", "e", 1, { id: "x".repeat(65) }), (e) => e.code === "CONFIG");
+  // Answers never reach the application as messages.
+  const seen = [];
+  client.on("message", (event) => seen.push(event));
+  await srv.sendTo(c, { event: "m", data: 1, room: "chat:1", offset: 6, epoch: "e1" });
+  await waitFor(() => seen.length === 1);
+  assert.deepEqual(seen, ["m"]);
+  assert.deepEqual(client.position("chat:1"), { offset: 6, epoch: "e1" });
+});
+
+test("after a reconnect, rooms with history are joined again recovering from the last offset received", async () => {
+  const srv = await fakeServer({ answers: false });
+  const client = mk(srv, { reconnect: { initialMs: 10, maxMs: 40 } });
+  const metas = [];
+  client.on("m", (data, event, meta) => metas.push(meta));
+  await client.ready();
+  const joined = client.join(["chat:1", "plain"]);
+  await waitFor(() => srv.conns[0].inner.length === 1);
+  await srv.sendTo(srv.conns[0], { event: "joined", data: { rooms: [{ room: "chat:1", offset: 6, epoch: "e1" }, { room: "plain" }], refused: [] } });
+  await joined;
+  await srv.sendTo(srv.conns[0], { event: "m", data: 7, room: "chat:1", offset: 7, epoch: "e1" });
+  await waitFor(() => metas.length === 1);
+  assert.deepEqual(metas[0], { room: "chat:1", offset: 7, epoch: "e1" });
+  const rejoined = once(client, "rejoined");
+  srv.conns[0].ws.close(1001, "Server shutting down");
+  await waitFor(() => srv.conns[1]?.inner.length === 1);
+  assert.deepEqual(srv.conns[1].inner[0], {
+    event: "join",
+    data: { rooms: ["chat:1", "plain"], recover: { "chat:1": { offset: 7, epoch: "e1" } } },
+  });
+  // The missed message comes first, then the answer.
+  await srv.sendTo(srv.conns[1], { event: "m", data: 8, room: "chat:1", offset: 8, epoch: "e1" });
+  const answer = { rooms: [{ room: "chat:1", offset: 8, epoch: "e1", recovered: true }, { room: "plain" }], refused: [] };
+  await srv.sendTo(srv.conns[1], { event: "joined", data: answer });
+  assert.deepEqual(await rejoined, answer);
+  assert.deepEqual(client.position("chat:1"), { offset: 8, epoch: "e1" });
+  // Not recovered: the client continues from the position the server reports.
+  const again = once(client, "rejoined");
+  srv.conns[1].ws.close(1001, "Server shutting down");
+  await waitFor(() => srv.conns[2]?.inner.length === 1);
+  await srv.sendTo(srv.conns[2], { event: "joined", data: { rooms: [{ room: "chat:1", offset: 2, epoch: "e2", recovered: false }], refused: [] } });
+  assert.equal((await again).rooms[0].recovered, false);
+  assert.deepEqual(client.position("chat:1"), { offset: 2, epoch: "e2" });
+});
+
 test("rooms joined before the first session are joined once, in order with the queue", async () => {
   const srv = await fakeServer();
   const client = mk(srv);
@@ -319,7 +391,7 @@ test("rooms joined before the first session are joined once, in order with the q
   await waitFor(() => srv.conns[0].inner.length === 3);
   assert.deepEqual(srv.conns[0].inner, [
     { event: "join", data: { rooms: ["a", "b"] } },
-    { event: "publish", data: { room: "a", event: "chat", data: 1 } },
+    { event: "publish", data: { room: "a", event: "chat", data: 1 }, id: "p1" },
     { event: "last" },
   ]);
   client.close();

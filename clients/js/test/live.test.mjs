@@ -80,7 +80,7 @@ function assertEncryptedAfterConnected(c) {
   for (const x of rest) assert.equal(x.event, "encrypted", `${x.dir} frame ${x.event} is not encrypted`);
 }
 
-/** Publishes probes from `a` until `b` sees one (joins are not acknowledged). */
+/** Publishes probes from `a` until `b` sees one (another instance's join may take a moment to reach it). */
 async function synced(a, b, room) {
   for (let i = 0; i < 100; i++) {
     await a.publish(room, "probe", i);
@@ -174,7 +174,8 @@ test("rooms and publish between two clients; rooms claims are enforced", { skip 
   assert.equal((await alice.ready()).userId, "alice");
   assert.equal((await bob.ready()).userId, "bob");
   await alice.join("chat:lobby");
-  await bob.join(["chat:lobby", "secret"]); // "secret" is outside bob's claim: silently not joined
+  const joined = await bob.join(["chat:lobby", "secret"]); // "secret" is outside bob's claim: refused
+  assert.deepEqual(joined, { rooms: [{ room: "chat:lobby" }], refused: [{ room: "secret", reason: "Room not allowed" }] });
   await synced(alice, bob, "chat:lobby");
   await alice.publish("chat:lobby", "chat", { from: "alice", text: "hi bob" });
   await waitFor(() => bob.got.find((m) => m.event === "chat"), "bob gets the chat");
@@ -182,9 +183,7 @@ test("rooms and publish between two clients; rooms claims are enforced", { skip 
   await bob.publish("chat:lobby", "chat", { from: "bob", text: "hi alice" });
   await waitFor(() => alice.got.find((m) => m.event === "chat"), "alice gets the chat");
   // Bob is not in "secret": his publish there is refused with a server error.
-  await bob.publish("secret", "chat", "x");
-  await waitFor(() => bob.errors.find((e) => e.code === "SERVER_ERROR"), "server error");
-  assert.equal(bob.errors.find((e) => e.code === "SERVER_ERROR").serverMessage, "Not a member of room");
+  await assert.rejects(bob.publish("secret", "chat", "x"), (e) => e.code === "SERVER_ERROR" && e.serverMessage === "Not a member of room");
   // After leaving, bob gets nothing more from the room.
   await bob.leave("chat:lobby");
   await sleep(200);
@@ -359,6 +358,31 @@ test("with getToken, an operator disconnect (1008) reconnects once with a fresh 
   assert.deepEqual(authTokens(c), src.issued);
 });
 
+test("a reconnect recovers the messages missed in a history room, each once and in order", { skip }, async () => {
+  const s = await server({ env: { SEALCAST_API_KEY: API_KEY, SEALCAST_HISTORY_ROOMS: "chat:*" } });
+  const src = tokenSource(s, "ivan", 600);
+  const c = connect({ url: s.url, getToken: src.getToken, serverKeys: pinned(s), reconnect: { initialMs: 300, maxMs: 400 } });
+  const offsets = [];
+  c.on("m", (data, _event, meta) => offsets.push([data, meta?.offset]));
+  const rejoined = [];
+  c.on("rejoined", (r) => rejoined.push(r));
+  await c.ready();
+  const joined = await c.join("chat:live");
+  assert.equal(joined.rooms[0].offset, 0);
+  await api(s, "/api/publish", { room: "chat:live", event: "m", data: 1 });
+  await waitFor(() => offsets.length === 1, "the first message");
+  await api(s, "/api/disconnect", { user: "ivan" });
+  await waitFor(() => c.closes.length === 1, "the operator's close");
+  // Published while the client is away (its reconnect waits 150-300 ms).
+  for (let n = 2; n <= 6; n++) await api(s, "/api/publish", { room: "chat:live", event: "m", data: n });
+  await waitFor(() => rejoined.length === 1 && offsets.length === 6, "recovery");
+  assert.deepEqual(offsets, [1, 2, 3, 4, 5, 6].map((n) => [n, n]));
+  assert.equal(rejoined[0].rooms[0].recovered, true);
+  assert.deepEqual(c.position("chat:live")?.offset, 6);
+  // Positions travel inside the records: no frame on the wire names the room.
+  assert.ok(!c.wire.some((f) => f.data.includes("chat:live")));
+});
+
 test("too many sessions: the one fresh-token retry is spent, then the client stops", { skip }, async () => {
   const s = await server({ env: { SEALCAST_MAX_SESSIONS_PER_USER: "1" } });
   const holder = connect({ url: s.url, token: signToken(s.secret, "heidi", 600), serverKeys: pinned(s) });
@@ -420,8 +444,10 @@ test("--demo: the page, its token endpoint and the well-known keys are enough to
   await a.join(["demo:lobby", "lobby"]);
   await b.join("demo:lobby");
   await synced(a, b, "demo:lobby");
-  await a.publish("lobby", "chat", "x");
-  await waitFor(() => a.errors.find((e) => e.serverMessage === "Not a member of room"), "refused publish");
+  await assert.rejects(a.publish("lobby", "chat", "x"), (e) => e.serverMessage === "Not a member of room");
+  // Demo rooms keep history: a publish is acknowledged with its offset.
+  const ack = await a.publish("demo:lobby", "chat", "y");
+  assert.equal(typeof ack.offset, "number");
   assertEncryptedAfterConnected(a);
 });
 

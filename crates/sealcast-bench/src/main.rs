@@ -467,14 +467,24 @@ impl Session {
             }
         };
         self.send_app(&barrier).await?;
-        let reply = self.conn.recv_text().await.map_err(|e| format!("barrier: {e}"))?;
-        match self.opener.take() {
-            Some(mut opener) => Ok(opener
-                .open(&reply)
-                .map_err(|e| format!("barrier: {e}"))?
-                .unwrap_or_default()),
-            None => Ok(reply),
+        // sealcast answers the join itself (`joined`) before the barrier's answer.
+        let answers = match kind {
+            Kind::Ignis => 1,
+            Kind::Sealcast => 2,
+        };
+        let mut reply = Vec::new();
+        for _ in 0..answers {
+            let frame = self.conn.recv_text().await.map_err(|e| format!("barrier: {e}"))?;
+            reply = match self.opener.as_mut() {
+                Some(opener) => opener
+                    .open(&frame)
+                    .map_err(|e| format!("barrier: {e}"))?
+                    .unwrap_or_default(),
+                None => frame,
+            };
         }
+        self.opener = None;
+        Ok(reply)
     }
 
     /// Joins as the publisher: fails, saying what the server needs, when it refuses client publishes.

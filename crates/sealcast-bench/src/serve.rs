@@ -49,6 +49,13 @@ pub async fn serve() -> Result<(), String> {
             "SEALCAST_READ_BUFFER_SIZE",
             sealcast::Config::default().read_buffer_size,
         ))
+        // SEALCAST_HISTORY_ROOMS (comma-separated patterns) / SEALCAST_HISTORY_SIZE: fan-out into rooms with history.
+        .history_rooms(
+            std::env::var("SEALCAST_HISTORY_ROOMS")
+                .map(|v| v.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        )
+        .history_size(env("SEALCAST_HISTORY_SIZE", sealcast::Config::default().history_size))
         .message_rate(Rate::UNLIMITED)
         .max_sessions_per_user(usize::MAX)
         .authenticator(JwtAuthenticator::hs256(secret.as_bytes()))

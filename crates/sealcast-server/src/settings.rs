@@ -182,6 +182,15 @@ settings! {
         /// Most message bytes queued for one client and not yet written; beyond it the client is closed 4007.
         max_write_buffer_size: usize = lib().max_write_buffer_size, "SEALCAST_MAX_WRITE_BUFFER_SIZE";
     }
+    /// Room history: recovery after a reconnect, offsets on messages, idempotent publishes.
+    [history] HistorySettings {
+        /// Rooms whose messages are kept (exact names or `prefix*` patterns, as in the `rooms` claim); their messages carry `room`, `offset` and `epoch`. Empty: no history.
+        rooms: Vec<String> = lib().history_rooms, "SEALCAST_HISTORY_ROOMS";
+        /// Messages kept per history room (at most 100000).
+        size: usize = lib().history_size, "SEALCAST_HISTORY_SIZE";
+        /// How long a history room keeps a message, and how long a publish id is remembered for idempotency, in milliseconds.
+        ttl_ms: u64 = millis(lib().history_ttl), "SEALCAST_HISTORY_TTL_MS";
+    }
     /// The bus between instances. With neither `url` nor `cluster_nodes` the embedded bus is used (one instance).
     [redis] RedisSettings {
         /// One Redis server, e.g. `redis://127.0.0.1:6379`.
@@ -706,6 +715,9 @@ impl Settings {
         c.allowed_origins = s.allowed_origins.clone();
         c.read_buffer_size = l.read_buffer_size;
         c.max_write_buffer_size = l.max_write_buffer_size;
+        c.history_rooms = self.history.rooms.clone();
+        c.history_size = self.history.size;
+        c.history_ttl = Duration::from_millis(self.history.ttl_ms);
         c
     }
 
@@ -852,8 +864,14 @@ pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<St
 
 /// The key holding `Config` field `field` (durations carry an `_ms` suffix in the file).
 fn config_key(field: &'static str) -> &'static str {
+    // `Config::history_*` fields are the `[history]` section's keys.
+    let (section, name) = match field.strip_prefix("history_") {
+        Some(rest) => (Some("history"), rest),
+        None => (None, field),
+    };
     KEYS.iter()
-        .find(|k| k.name == field || k.name.strip_suffix("_ms") == Some(field))
+        .filter(|k| section.is_none_or(|s| k.section == s))
+        .find(|k| k.name == name || k.name.strip_suffix("_ms") == Some(name))
         .map_or(field, |k| k.id)
 }
 
@@ -868,6 +886,10 @@ fn config_problem(e: ConfigError) -> (&'static str, String) {
         ConfigError::EpochLimit => (
             "encryption.max_records_per_epoch",
             "must be between 2 and 1048576 (2^20)".to_owned(),
+        ),
+        ConfigError::HistorySize => (
+            "history.size",
+            format!("must be at most {}", sealcast::MAX_HISTORY_SIZE),
         ),
         ConfigError::BadRate(field) => {
             let k = config_key(field);
@@ -1711,7 +1733,15 @@ mod tests {
         for field in fields {
             let key = KEYS
                 .iter()
-                .find(|k| k.section != "auth" && (k.name == field || k.name.strip_suffix("_ms") == Some(field)))
+                .find(|k| {
+                    // `[history] ttl_ms` is `Config::history_ttl`: the section names the field's prefix.
+                    let name = if k.section == "history" {
+                        format!("history_{}", k.name)
+                    } else {
+                        k.name.to_owned()
+                    };
+                    k.section != "auth" && (name == field || name.strip_suffix("_ms") == Some(field))
+                })
                 .unwrap_or_else(|| panic!("Config field {field} has no setting (add it to `settings!`)"));
             // Another valid value for the key must reach `Settings::config`.
             let other = match Settings::default().values().into_iter().find(|(k, _)| k.id == key.id) {

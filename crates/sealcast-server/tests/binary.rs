@@ -1144,7 +1144,7 @@ async fn the_binary_serves_the_http_api_with_its_bearer_key() {
     c.send(json!({"event": "authenticate", "data": {"token": token}})).await;
     let id = id_of(&c.expect_event("connected").await);
     c.send(json!({"event": "join", "data": {"rooms": ["news"]}})).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.expect_event("joined").await;
     let publish = json!({"room": "news", "event": "headline", "data": {"n": 1}}).to_string();
     let (status, _) = http_post(addr, "/api/publish", None, &publish).await;
     assert_eq!(status, 401);

@@ -26,6 +26,7 @@
 //!   reader. Anything refused is dropped and counted, never delivered.
 
 mod conn;
+pub(crate) mod history;
 mod sign;
 
 pub use conn::{BusMode, RedisEndpoint};
@@ -183,7 +184,7 @@ impl RedisBusBuilder {
         }
         check_endpoint(&self.endpoint)?;
         let codec = Codec::new(self.secret.as_deref())?;
-        let (publish_tx, publish_rx) = mpsc::channel(self.publish_queue);
+        let (publish_tx, publish_rx) = mpsc::channel::<Outgoing>(self.publish_queue);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             endpoint: self.endpoint,
@@ -198,6 +199,7 @@ impl RedisBusBuilder {
             events: events_tx,
             publish_tx,
             counters: Counters::new(),
+            active: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -311,6 +313,11 @@ impl RedisBus {
         true
     }
 
+    /// The history store on this bus's Redis (used by the servers it is attached to, for `history_rooms`).
+    pub(crate) fn history(&self) -> history::RedisHistory {
+        history::RedisHistory::new(self.inner.clone())
+    }
+
     /// Waits until every interest change made so far is applied on Redis, or `timeout` passes (handy before
     /// addressing a freshly joined room from another instance).
     pub async fn settled(&self, timeout: Duration) -> bool {
@@ -344,7 +351,11 @@ impl Bus for RedisBus {
         }
         let payload = inner.codec.encode(&envelope);
         // Receivers would refuse it; do not spend Redis bandwidth on it.
-        if payload.len() > MAX_ENVELOPE_LEN || inner.publish_tx.try_send((envelope.target.channel(), payload)).is_err()
+        if payload.len() > MAX_ENVELOPE_LEN
+            || inner
+                .publish_tx
+                .try_send(Outgoing::Plain(envelope.target.channel(), payload))
+                .is_err()
         {
             inner.counters.publish_dropped.add(1);
         }
@@ -427,8 +438,10 @@ struct Inner {
     ready: AtomicBool,
     generation: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
-    publish_tx: mpsc::Sender<(String, String)>,
+    publish_tx: mpsc::Sender<Outgoing>,
     counters: Counters,
+    /// Channels the subscriber connection is subscribed to right now (cleared while it is down).
+    active: Mutex<HashSet<String>>,
     stop: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -543,6 +556,7 @@ impl Inner {
             i.counts.keys().cloned().collect()
         };
         self.apply(&mut conn, &wanted, true).await?;
+        *self.active.lock() = wanted.iter().cloned().collect();
         Ok((conn, wanted.into_iter().collect()))
     }
 
@@ -565,10 +579,13 @@ impl Inner {
         };
         let result = async {
             self.apply(conn, &add, true).await?;
+            self.active.lock().extend(add.iter().cloned());
             subscribed.extend(add);
             self.apply(conn, &remove, false).await?;
+            let mut active = self.active.lock();
             for channel in &remove {
                 subscribed.remove(channel);
+                active.remove(channel);
             }
             Ok(())
         }
@@ -652,12 +669,23 @@ async fn subscriber(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<Event
             }
         };
         inner.ready.store(false, Ordering::Release);
+        inner.active.lock().clear();
         tracing::warn!(reason = %why, "redis bus: subscription down, reconnecting");
     }
 }
 
-/// Publishes queued envelopes in order, in batches; drops (and counts) them while Redis is unreachable.
-async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<(String, String)>) {
+/// What the publisher task sends: a plain envelope, or a history operation (a script that appends and publishes,
+/// or claims an idempotency key and publishes), in the order they were queued.
+pub(crate) enum Outgoing {
+    /// `(channel, payload)`.
+    Plain(String, String),
+    /// A script run with its reply.
+    Script(Box<history::Op>),
+}
+
+/// Publishes queued envelopes in order, in batches; drops (and counts) them while Redis is unreachable. History
+/// operations run in the same order, between the batches of plain envelopes around them.
+async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     let mut link = PublishLink::default();
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
@@ -668,13 +696,13 @@ async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<(String, String)>) 
         if n == 0 {
             return;
         }
-        link.flush(&inner, &mut batch).await;
+        link.flush_all(&inner, &mut batch).await;
     }
     // Stopping: publish what is already queued, within a bound.
     let drain = async {
         rx.close();
         while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-            link.flush(&inner, &mut batch).await;
+            link.flush_all(&inner, &mut batch).await;
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
@@ -697,6 +725,59 @@ impl Default for PublishLink {
 }
 
 impl PublishLink {
+    /// Runs what was queued, in order: runs of plain envelopes as one batch each, scripts one by one.
+    async fn flush_all(&mut self, inner: &Inner, items: &mut Vec<Outgoing>) {
+        let mut plain = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Outgoing::Plain(channel, payload) => plain.push((channel, payload)),
+                Outgoing::Script(op) => {
+                    if !plain.is_empty() {
+                        self.flush(inner, &mut plain).await;
+                    }
+                    let result = match self.connected(inner).await {
+                        Ok(conn) => op.run(conn).await,
+                        Err(e) => Err(e.unwrap_or_else(|| {
+                            redis::RedisError::from((redis::ErrorKind::Io, "redis bus: reconnecting"))
+                        })),
+                    };
+                    if result.is_err() {
+                        // A broken connection is opened again (after the backoff) for what follows.
+                        self.conn = None;
+                        inner.counters.publish_dropped.add(1);
+                    } else {
+                        inner.counters.published.add(1);
+                    }
+                    (*op).answer(result);
+                }
+            }
+        }
+        if !plain.is_empty() {
+            self.flush(inner, &mut plain).await;
+        }
+    }
+
+    /// The publishing connection, opened if needed. `Err(None)`: not tried, inside the reconnect backoff.
+    async fn connected(&mut self, inner: &Inner) -> Result<&mut Conn, Option<redis::RedisError>> {
+        if self.conn.is_none() {
+            if Instant::now() < self.retry_at {
+                return Err(None);
+            }
+            match Conn::open(&inner.endpoint, None::<NoPush>).await {
+                Ok(c) => {
+                    self.backoff = MIN_BACKOFF;
+                    self.conn = Some(c);
+                }
+                Err(e) => {
+                    self.retry_at = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    return Err(Some(e));
+                }
+            }
+        }
+        self.conn.as_mut().ok_or(None)
+    }
+
     async fn flush(&mut self, inner: &Inner, batch: &mut Vec<(String, String)>) {
         let n = batch.len() as u64;
         let outcome = self.publish(inner, batch).await;
@@ -714,25 +795,7 @@ impl PublishLink {
 
     /// `Err(None)`: dropped without trying (inside the reconnect backoff).
     async fn publish(&mut self, inner: &Inner, batch: &[(String, String)]) -> Result<(), Option<redis::RedisError>> {
-        let conn = match &mut self.conn {
-            Some(c) => c,
-            None => {
-                if Instant::now() < self.retry_at {
-                    return Err(None);
-                }
-                match Conn::open(&inner.endpoint, None::<NoPush>).await {
-                    Ok(c) => {
-                        self.backoff = MIN_BACKOFF;
-                        self.conn.insert(c)
-                    }
-                    Err(e) => {
-                        self.retry_at = Instant::now() + self.backoff;
-                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                        return Err(Some(e));
-                    }
-                }
-            }
-        };
+        let conn = self.connected(inner).await?;
         match conn.publish_batch(inner.mode, batch).await {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -217,6 +217,7 @@ mod tests {
             data: RawValue::from_string("{\"k\": [1, 2]}".into()).unwrap(),
             exclude: vec![ClientId::parse(X).unwrap()],
             action: crate::protocol::envelope::Action::Deliver,
+            position: None,
         }
     }
 

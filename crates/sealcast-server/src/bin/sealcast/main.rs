@@ -359,8 +359,13 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let demo = settings.demo.enabled;
+    let mut config = settings.config();
+    if demo && config.history_rooms.is_empty() {
+        // The demo page shows a room's recent messages on joining.
+        config.history_rooms = vec![format!("{}*", demo::PREFIX)];
+    }
     let builder = Server::builder()
-        .config(settings.config())
+        .config(config)
         .allow_client_publish(settings.server.allow_client_publish || demo)
         .static_keys(keys)
         .room_validator(auth::rooms_claim_validator);
