@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: sealcast vs the Ignis reference peer (Bun + uWebSockets), same machine, same run.
 #
-#   bash bench/compare.sh [quick|full|setup]  # results in bench/results/<stamp>/, summary on stdout
+#   bash bench/compare.sh [quick|full|setup|history]  # results in bench/results/<stamp>/, summary on stdout
+#
+# `history` is sealcast alone (issue 16): fan-out into a room with history against the same fan-out without,
+# embedded and through Redis, and the server CPU of clients recovering missed messages against the same clients
+# joining and receiving them live.
 #
 # `setup` is what users meet when connections come and go (issue 21): wsenc/1 and the reference's encrypted mode
 # set up and torn down (TCP connect, upgrade, authenticate, handshake, Close frame, TCP close) 1, 100 and 1,000
@@ -101,6 +105,8 @@ REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 
 SERVER_PID=
+# Extra environment for every sealcast server `run` starts (the history profile sets it).
+SC_ENV=()
 # start_sealcast [ENV=VAL ...]: `sealcast-bench serve` is the server `sealcast serve` builds, with the shipped
 # defaults, plaintext allowed alongside wsenc/1, client publish on, and the per-connection message rate and
 # sessions-per-user caps lifted (the reference has neither; one publisher sends whole bursts).
@@ -142,7 +148,7 @@ run() {
   local name=$1 which=$2 pmode=$3; shift 3
   want "$name" || return 0
   [ "$which" = ignis ] && [ "$HAVE_PEER" = 0 ] && return 0
-  if [ "$which" = sealcast ]; then start_sealcast; else start_peer "$pmode"; fi
+  if [ "$which" = sealcast ]; then start_sealcast "${SC_ENV[@]}"; else start_peer "$pmode"; fi
   local target=("${SC[@]}"); [ "$which" = ignis ] && target=("${PEER[@]}")
   log "$name $which $*"
   local line
@@ -210,6 +216,26 @@ latency_cross() {
   echo "{\"name\":\"$name\",\"result\":${line:-null}}" >>"$OUT/results.jsonl"
   SERVER_PID=$A; stop_server; SERVER_PID=$B; stop_server
 }
+
+if [ "$PROFILE" = history ]; then
+  HIST=(SEALCAST_HISTORY_ROOMS=bench SEALCAST_HISTORY_SIZE=1000)
+  REDIS=(SEALCAST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT)
+  for r in $(seq "$REPEAT"); do
+    for bus in embedded redis; do
+      extra=(); [ "$bus" = redis ] && extra=("${REDIS[@]}")
+      for h in off on; do
+        SC_ENV=("${extra[@]}"); [ "$h" = on ] && SC_ENV+=("${HIST[@]}")
+        run "fanout_history_${h}_${bus}" sealcast plain --mode plain fanout --receivers 1000 --messages 500 --runs 5
+      done
+      SC_ENV=("${extra[@]}" "${HIST[@]}")
+      run "recover_${bus}" sealcast encrypted --mode encrypted recover --clients 1000 --missed 100
+    done
+  done
+  SC_ENV=()
+  python3 bench/report.py "$OUT/results.jsonl" | tee "$OUT/summary.md"
+  log "results in $OUT"
+  exit 0
+fi
 
 if [ "$PROFILE" = setup ]; then
   for r in $(seq "$REPEAT"); do

@@ -116,6 +116,9 @@ enum Cmd {
     Storm(StormArgs),
     /// End-to-end latency at a fixed publish rate (publisher may be on another instance).
     Latency(LatencyArgs),
+    /// Room history (sealcast): server CPU for clients recovering M missed messages on join, against the same
+    /// clients joining and receiving M live messages. The server needs the room in `SEALCAST_HISTORY_ROOMS`.
+    Recover(RecoverArgs),
     /// Run a sealcast server for benchmarks (see serve.rs: shipped defaults, abuse limits lifted).
     Serve,
     /// The bare handshake crypto limit on this core: keygen + 2 ECDH + HKDF per second.
@@ -174,6 +177,22 @@ struct StormArgs {
     pid_file: PathBuf,
     /// Deadline for the whole storm in seconds.
     #[arg(long, default_value_t = 300.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// Clients in each phase.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Messages each client missed (recovery) or receives live.
+    #[arg(long, default_value_t = 100)]
+    missed: usize,
+    /// Size of each delivered (plaintext) frame in bytes.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Deadline per phase in seconds.
+    #[arg(long, default_value_t = 60.0)]
     timeout: f64,
 }
 
@@ -1098,6 +1117,156 @@ async fn storm(t: &TargetArgs, a: &StormArgs) -> Res<Value> {
     }))
 }
 
+/// Reads until `n` text frames have arrived (records are counted, not opened), answering pings.
+async fn expect_frames(s: &mut Session, n: usize) -> Res<()> {
+    let mut got = 0;
+    loop {
+        while let Some((op, range)) = s.conn.next_frame() {
+            match op {
+                ws::OP_TEXT | ws::OP_BINARY => got += 1,
+                ws::OP_PING => {
+                    let p = s.conn.buf[range].to_vec();
+                    s.conn.pong(&p).await.map_err(|e| e.to_string())?;
+                }
+                ws::OP_CLOSE => return Err("closed".into()),
+                _ => {}
+            }
+        }
+        if got >= n {
+            return Ok(());
+        }
+        if s.conn.fill().await.map_err(|e| e.to_string())? == 0 {
+            return Err("eof".into());
+        }
+    }
+}
+
+/// Runs `each` on every session at once; the server's CPU seconds for the whole phase.
+async fn phase<F, Fut>(pid: Option<u32>, sessions: Vec<Session>, limit: f64, each: F) -> Res<(f64, Vec<Session>)>
+where
+    F: Fn(usize, Session) -> Fut,
+    Fut: std::future::Future<Output = Res<Session>> + Send + 'static,
+{
+    let (cpu0, _) = server_sample(pid);
+    let mut set = JoinSet::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        set.spawn(each(i, s));
+    }
+    let mut back = Vec::new();
+    let all = async {
+        while let Some(r) = set.join_next().await {
+            back.push(r.map_err(|e| e.to_string())??);
+        }
+        Ok::<_, String>(())
+    };
+    tokio::time::timeout(Duration::from_secs_f64(limit), all)
+        .await
+        .map_err(|_| "phase timed out".to_string())??;
+    // Let the server finish what it was doing (the last writes) before its CPU time is read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((server_sample(pid).0 - cpu0, back))
+}
+
+async fn recover(t: &TargetArgs, a: &RecoverArgs) -> Res<Value> {
+    if t.server != Kind::Sealcast {
+        return Err("recover measures sealcast's room history".into());
+    }
+    let ctx = Arc::new(Ctx::new(t, &t.url).await?);
+    let room = ctx.room.clone();
+    let mut publisher = ctx.open(2 * a.clients, false, true).await?;
+    publisher.join_to_publish(ctx.kind, &room).await?;
+    let open_all = |base: usize| {
+        let ctx = ctx.clone();
+        async move {
+            let mut out = Vec::with_capacity(a.clients);
+            for i in 0..a.clients {
+                out.push(ctx.open(base + i, is_encrypted(t.mode, i), true).await?);
+            }
+            Ok::<_, String>(out)
+        }
+    };
+    // `missed` publishes from `from` on; the last one carries an id, so that its ack says where the stream is.
+    let texts = |from: usize| -> Vec<String> {
+        (from..from + a.missed)
+            .map(|seq| {
+                let text = publish_text(&room, seq, a.payload, None);
+                match (seq + 1 == from + a.missed, text.strip_suffix('}')) {
+                    (true, Some(head)) => format!("{head},\"id\":\"last{seq}\"}}"),
+                    _ => text,
+                }
+            })
+            .collect()
+    };
+    // Phase A: the clients were away while `missed` messages went to the room; they come back and recover.
+    let away = open_all(0).await?;
+    for text in texts(0) {
+        publisher.send_app(&text).await?;
+    }
+    let (last, epoch) = loop {
+        let frame = publisher.conn.recv_text().await.map_err(|e| format!("ack: {e}"))?;
+        let v: Value = serde_json::from_slice(&frame).unwrap_or(Value::Null);
+        if v["event"] == "ack" {
+            break (
+                v["data"]["offset"]
+                    .as_u64()
+                    .ok_or("the ack has no offset: is the room in SEALCAST_HISTORY_ROOMS?")?,
+                v["data"]["epoch"].as_str().unwrap_or_default().to_owned(),
+            );
+        }
+        if v["event"] == "error" {
+            return Err(format!("publish refused: {v}"));
+        }
+    };
+    let from = last.saturating_sub(a.missed as u64);
+    let join = json!({"event": "join", "data": {"rooms": [room.clone()], "recover": {room.clone(): {"offset": from, "epoch": epoch}}}}).to_string();
+    let missed = a.missed;
+    let (recover_cpu, _back) = phase(t.server_pid, away, a.timeout, |_, mut s| {
+        let join = join.clone();
+        async move {
+            s.send_app(&join).await?;
+            expect_frames(&mut s, missed + 1).await?;
+            Ok(s)
+        }
+    })
+    .await?;
+    // Phase B: as many clients join and receive as many messages live.
+    let fresh = open_all(a.clients).await?;
+    let (cpu0, _) = server_sample(t.server_pid);
+    let plain_join = json!({"event": "join", "data": {"rooms": [room.clone()]}}).to_string();
+    let (join_cpu, joined) = phase(t.server_pid, fresh, a.timeout, |_, mut s| {
+        let join = plain_join.clone();
+        async move {
+            s.send_app(&join).await?;
+            expect_frames(&mut s, 1).await?;
+            Ok(s)
+        }
+    })
+    .await?;
+    let mut set = JoinSet::new();
+    for mut s in joined {
+        set.spawn(async move { expect_frames(&mut s, missed).await.map(|_| s) });
+    }
+    for text in texts(a.missed) {
+        publisher.send_app(&text).await?;
+    }
+    tokio::time::timeout(Duration::from_secs_f64(a.timeout), async {
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| e.to_string())??;
+        }
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|_| "live phase timed out".to_string())??;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let live_cpu = server_sample(t.server_pid).0 - cpu0;
+    Ok(json!({
+        "scenario": "recover", "server": "sealcast", "mode": format!("{:?}", t.mode).to_lowercase(),
+        "clients": a.clients, "missed": a.missed,
+        "recover_cpu_s": recover_cpu, "live_cpu_s": live_cpu, "live_join_cpu_s": join_cpu,
+        "recover_over_live": if live_cpu > 0.0 { recover_cpu / live_cpu } else { 0.0 },
+    }))
+}
+
 fn crypto_limit(seconds: f64) -> Res<Value> {
     use sealcast::crypto::backend::{hkdf_sha256, EcSecretKey};
     let peer = EcSecretKey::generate().map_err(|_| "rng")?.public_key();
@@ -1154,6 +1323,7 @@ fn main() -> ExitCode {
             Cmd::Idle(a) => idle(t, a).await,
             Cmd::Storm(a) => storm(t, a).await,
             Cmd::Latency(a) => latency(t, a).await,
+            Cmd::Recover(a) => recover(t, a).await,
             Cmd::CryptoLimit { seconds } => crypto_limit(*seconds),
             Cmd::Serve => Ok(Value::Null),
         }
