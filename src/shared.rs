@@ -276,9 +276,10 @@ impl Shared {
         }
     }
 
-    /// Whether a publish to `room` must wait for the history store's answer before it can be acknowledged.
-    pub(crate) fn publish_awaits(&self, room: &str, keyed: bool) -> bool {
-        matches!(self.history, Some(HistoryStore::Redis(_))) && (keyed || self.has_history(room))
+    /// Whether a publish must wait for the history store's answer: on Redis, one with an id (its `ack` needs the
+    /// position, its delivery the idempotency check). Without an id the append is only queued, in order.
+    pub(crate) fn publish_awaits(&self, keyed: bool) -> bool {
+        keyed && matches!(self.history, Some(HistoryStore::Redis(_)))
     }
 
     fn limits(&self) -> redis_history::Limits {
