@@ -1,8 +1,8 @@
 //! The Redis bus: several sealcast instances (and emitters) exchange envelopes through one Redis server or a
 //! Redis Cluster, wire-compatible with the reference framework (`ws:*` channels, the same JSON envelope).
 //!
-//! Each [`RedisBus`] owns two connections: a publisher and a subscriber, both driven by background tasks so
-//! [`Bus::publish`] and [`Bus::interest`] never wait on the network.
+//! Each [`RedisBus`] owns two connections (a third for history reads): a publisher and a subscriber, driven by
+//! background tasks so [`Bus::publish`] and [`Bus::interest`] never wait on the network.
 //!
 //! * **Subscriptions.** By default ([`Subscriptions::Interest`]) an instance subscribes only to `ws:broadcast` and
 //!   to the channels of the clients, users and rooms it has local members for (subscribe on the first local
