@@ -276,9 +276,10 @@ impl Shared {
         }
     }
 
-    /// Whether a publish to `room` must wait for the history store's answer before it can be acknowledged.
-    pub(crate) fn publish_awaits(&self, room: &str, keyed: bool) -> bool {
-        matches!(self.history, Some(HistoryStore::Redis(_))) && (keyed || self.has_history(room))
+    /// Whether a publish must wait for the history store's answer: on Redis, one with an id (its `ack` needs the
+    /// position, its delivery the idempotency check). Without an id the append is only queued, in order.
+    pub(crate) fn publish_awaits(&self, keyed: bool) -> bool {
+        keyed && matches!(self.history, Some(HistoryStore::Redis(_)))
     }
 
     fn limits(&self) -> redis_history::Limits {
@@ -759,7 +760,79 @@ impl Shared {
     }
 }
 
+/// Whether `b` can be delivered in one batch with `a`: room deliveries to the same room, excluding the same
+/// clients, both with or both without a history position.
+fn same_run(a: &Envelope, b: &Envelope) -> bool {
+    a.action == Action::Deliver
+        && b.action == Action::Deliver
+        && matches!(a.target, Target::Room(_))
+        && a.target == b.target
+        && a.exclude == b.exclude
+        && a.position.is_some() == b.position.is_some()
+}
+
+impl Shared {
+    /// Delivers a run of room envelopes (see [`same_run`]) with one visit of each member's queue.
+    fn deliver_run(&self, run: &[&Envelope]) {
+        let Some(first) = run.first() else {
+            return;
+        };
+        let Target::Room(room) = &first.target else {
+            run.iter().for_each(|e| self.deliver(e));
+            return;
+        };
+        let mut frames = Vec::with_capacity(run.len());
+        for env in run {
+            if !event::is_valid_application_event(&env.event) {
+                self.count_dropped();
+                continue;
+            }
+            let text = match &env.position {
+                Some(at) => outbound::history_message(
+                    &env.event,
+                    &env.data,
+                    room.as_str(),
+                    StreamPos {
+                        offset: at.offset,
+                        epoch: &at.epoch,
+                    },
+                ),
+                None => outbound::message(&env.event, Some(&env.data)),
+            };
+            frames.push(TextFrame::new(&text));
+        }
+        // History messages go out under the joiners' lock, as one delivery; a room with a recovering join takes
+        // the one-by-one path (its joiners hold or filter message by message).
+        let joiners = first.position.is_some().then(|| self.joiners.lock());
+        if joiners.as_ref().is_some_and(|j| j.contains_key(room)) {
+            drop(joiners);
+            run.iter().for_each(|e| self.deliver(e));
+            return;
+        }
+        self.registry
+            .deliver_all(&first.target, &frames, &Exclude::from_ids(&first.exclude));
+        drop(joiners);
+        for _ in &frames {
+            self.telemetry.bus_delivered();
+        }
+    }
+}
+
 impl Deliver for Shared {
+    fn deliver_batch(&self, envelopes: &[&Envelope]) {
+        let mut rest = envelopes;
+        while let Some(first) = rest.first() {
+            let len = rest.iter().take_while(|e| same_run(first, e)).count().max(1);
+            let (run, tail) = rest.split_at(len.min(rest.len()));
+            if run.len() > 1 {
+                self.deliver_run(run);
+            } else {
+                self.deliver(first);
+            }
+            rest = tail;
+        }
+    }
+
     fn deliver(&self, env: &Envelope) {
         if env.action == Action::Disconnect {
             self.disconnect_target(&env.target, false);

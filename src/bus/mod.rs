@@ -52,6 +52,10 @@ pub trait Bus: Send + Sync + 'static {
 pub(crate) trait Deliver: Send + Sync {
     /// Delivers a parsed envelope to the local clients it addresses.
     fn deliver(&self, envelope: &Envelope);
+    /// Delivers several, in order (an implementation may batch consecutive ones for one target).
+    fn deliver_batch(&self, envelopes: &[&Envelope]) {
+        envelopes.iter().for_each(|e| self.deliver(e));
+    }
     /// Counts an envelope refused before it could be delivered.
     fn count_dropped(&self);
 }
@@ -87,6 +91,21 @@ impl Inbox {
         }
         if let Some(shared) = self.shared.upgrade() {
             shared.deliver(envelope);
+        }
+    }
+
+    /// [`Self::deliver`] for several envelopes in order; consecutive ones for one room are delivered together
+    /// (each member's queue visited once), which is what a transport should call when several have arrived.
+    pub fn deliver_batch(&self, envelopes: &[Envelope]) {
+        let mine: Vec<&Envelope> = envelopes
+            .iter()
+            .filter(|e| e.server_id != *self.server_id || e.position.is_some())
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.deliver_batch(&mine);
         }
     }
 

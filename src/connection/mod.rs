@@ -290,7 +290,7 @@ impl Reader<'_> {
                 data,
                 to_self,
                 id,
-            } if self.shared.publish_awaits(&room, id.is_some()) => {
+            } if self.shared.publish_awaits(id.is_some()) => {
                 let publish = self.publish_awaited(&room, &event, data, to_self, id.as_deref());
                 Box::pin(guarded(entry, publish)).await
             }

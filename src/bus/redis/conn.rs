@@ -161,23 +161,31 @@ impl Conn {
 
     /// Publishes `payloads` in order on their channels; returns per message how many subscribers got it.
     pub(crate) async fn publish_batch(&mut self, mode: BusMode, batch: &[(String, String)]) -> RedisResult<Vec<i64>> {
+        let cmds: Vec<redis::Cmd> = batch
+            .iter()
+            .map(|(channel, payload)| publish_cmd(mode, channel, payload))
+            .collect();
+        self.run_in_order(&cmds).await
+    }
+
+    /// Runs `cmds` in order: one pipeline (one round trip) on one server; on a cluster one command each (their
+    /// keys or channels live on different shards).
+    pub(crate) async fn run_in_order<T: redis::FromRedisValue>(&mut self, cmds: &[redis::Cmd]) -> RedisResult<Vec<T>> {
         match self {
-            // One pipeline: one round trip, order kept.
             Self::Single(c) => {
                 let mut pipe = redis::pipe();
-                for (channel, payload) in batch {
-                    pipe.cmd(mode.publish_command()).arg(channel).arg(payload);
+                for cmd in cmds {
+                    pipe.add_command(cmd.clone());
                 }
                 match tokio::time::timeout(RESPONSE_TIMEOUT * 2, pipe.query_async(c)).await {
                     Ok(r) => r,
                     Err(_) => Err(timeout_error()),
                 }
             }
-            // Channels live on different shards: one command each, in order.
             Self::Cluster(_) => {
-                let mut out = Vec::with_capacity(batch.len());
-                for (channel, payload) in batch {
-                    out.push(self.run(&publish_cmd(mode, channel, payload)).await?);
+                let mut out = Vec::with_capacity(cmds.len());
+                for cmd in cmds {
+                    out.push(self.run(cmd).await?);
                 }
                 Ok(out)
             }

@@ -154,6 +154,37 @@ enum Kind {
 }
 
 /// A script queued for the publisher task.
+/// Runs queued scripts in order (one round trip on one server) and answers each.
+pub(super) async fn run_all(conn: &mut Conn, ops: Vec<Op>) -> bool {
+    let cmds: Vec<redis::Cmd> = ops.iter().map(|op| op.cmd().clone()).collect();
+    match conn.run_in_order::<Value>(&cmds).await {
+        Ok(values) => {
+            let mut values = values.into_iter();
+            for op in ops {
+                let answer = match values.next() {
+                    Some(v) => op.read_answer(v),
+                    None => Err(redis::RedisError::from((
+                        redis::ErrorKind::Parse,
+                        "missing script answer",
+                    ))),
+                };
+                op.answer(answer);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, scripts = ops.len(), "redis history: scripts failed");
+            for op in ops {
+                op.answer(Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "redis bus: scripts failed",
+                ))));
+            }
+            false
+        }
+    }
+}
+
 pub(crate) struct Op {
     cmd: redis::Cmd,
     kind: Kind,
@@ -161,8 +192,13 @@ pub(crate) struct Op {
 }
 
 impl Op {
-    pub(super) async fn run(&self, conn: &mut Conn) -> redis::RedisResult<Appended> {
-        let v: Value = conn.run(&self.cmd).await?;
+    /// The script command to run.
+    pub(super) fn cmd(&self) -> &redis::Cmd {
+        &self.cmd
+    }
+
+    /// The script's answer, read.
+    pub(super) fn read_answer(&self, v: Value) -> redis::RedisResult<Appended> {
         let bad = || redis::RedisError::from((redis::ErrorKind::Parse, "unexpected history script answer"));
         match self.kind {
             Kind::Claim => Ok(Appended {

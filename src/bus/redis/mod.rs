@@ -1,8 +1,8 @@
 //! The Redis bus: several sealcast instances (and emitters) exchange envelopes through one Redis server or a
 //! Redis Cluster, wire-compatible with the reference framework (`ws:*` channels, the same JSON envelope).
 //!
-//! Each [`RedisBus`] owns two connections: a publisher and a subscriber, both driven by background tasks so
-//! [`Bus::publish`] and [`Bus::interest`] never wait on the network.
+//! Each [`RedisBus`] owns two connections (a third for history reads): a publisher and a subscriber, driven by
+//! background tasks so [`Bus::publish`] and [`Bus::interest`] never wait on the network.
 //!
 //! * **Subscriptions.** By default ([`Subscriptions::Interest`]) an instance subscribes only to `ws:broadcast` and
 //!   to the channels of the clients, users and rooms it has local members for (subscribe on the first local
@@ -186,6 +186,7 @@ impl RedisBusBuilder {
         let codec = Codec::new(self.secret.as_deref())?;
         let (publish_tx, publish_rx) = mpsc::channel::<Outgoing>(self.publish_queue);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             endpoint: self.endpoint,
             mode,
@@ -200,12 +201,14 @@ impl RedisBusBuilder {
             publish_tx,
             counters: Counters::new(),
             active: Mutex::new(HashSet::new()),
+            inbound: inbound_tx,
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),
         });
         let tasks = vec![
             runtime.spawn(subscriber(inner.clone(), events_rx)),
             runtime.spawn(publisher(inner.clone(), publish_rx)),
+            runtime.spawn(deliverer(inner.clone(), inbound_rx)),
         ];
         *inner.tasks.lock() = tasks;
         Ok(RedisBus {
@@ -442,6 +445,9 @@ struct Inner {
     counters: Counters,
     /// Channels the subscriber connection is subscribed to right now (cleared while it is down).
     active: Mutex<HashSet<String>>,
+    /// Accepted envelopes on their way to the deliverer task. Unbounded like the connection's own push channel
+    /// it drains (what arrives is what Redis sent to this subscriber), so nothing is dropped here.
+    inbound: mpsc::UnboundedSender<Envelope>,
     stop: CancellationToken,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -487,12 +493,13 @@ impl Inner {
                 .ok()
                 .filter(|env| env.target.channel() == channel)
         });
-        let inboxes = self.inboxes.read();
         match accepted {
-            Some(env) => inboxes.iter().for_each(|i| i.deliver(&env)),
+            Some(env) => {
+                let _ = self.inbound.send(env);
+            }
             None => {
                 self.counters.rejected.add(1);
-                inboxes.iter().for_each(Inbox::count_dropped);
+                self.inboxes.read().iter().for_each(Inbox::count_dropped);
             }
         }
     }
@@ -674,6 +681,30 @@ async fn subscriber(inner: Arc<Inner>, mut events: mpsc::UnboundedReceiver<Event
     }
 }
 
+/// Most envelopes delivered in one batch.
+const DELIVER_BATCH: usize = 256;
+
+/// Delivers what the subscriber accepted, in order, taking everything already waiting at once: consecutive
+/// messages of one room then visit each member's queue once (`Inbox::deliver_batch`), as a client's publish
+/// burst does on its own instance. Nothing is held back: a batch is whatever had arrived.
+async fn deliverer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Envelope>) {
+    let mut batch = Vec::with_capacity(DELIVER_BATCH);
+    loop {
+        let n = tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            n = rx.recv_many(&mut batch, DELIVER_BATCH) => n,
+        };
+        if n == 0 {
+            return;
+        }
+        let inboxes: Vec<Inbox> = inner.inboxes.read().clone();
+        for inbox in &inboxes {
+            inbox.deliver_batch(&batch);
+        }
+        batch.clear();
+    }
+}
+
 /// What the publisher task sends: a plain envelope, or a history operation (a script that appends and publishes,
 /// or claims an idempotency key and publishes), in the order they were queued.
 pub(crate) enum Outgoing {
@@ -728,32 +759,52 @@ impl PublishLink {
     /// Runs what was queued, in order: runs of plain envelopes as one batch each, scripts one by one.
     async fn flush_all(&mut self, inner: &Inner, items: &mut Vec<Outgoing>) {
         let mut plain = Vec::new();
+        let mut scripts = Vec::new();
         for item in items.drain(..) {
             match item {
-                Outgoing::Plain(channel, payload) => plain.push((channel, payload)),
+                Outgoing::Plain(channel, payload) => {
+                    self.run_scripts(inner, &mut scripts).await;
+                    plain.push((channel, payload));
+                }
                 Outgoing::Script(op) => {
                     if !plain.is_empty() {
                         self.flush(inner, &mut plain).await;
                     }
-                    let result = match self.connected(inner).await {
-                        Ok(conn) => op.run(conn).await,
-                        Err(e) => Err(e.unwrap_or_else(|| {
-                            redis::RedisError::from((redis::ErrorKind::Io, "redis bus: reconnecting"))
-                        })),
-                    };
-                    if result.is_err() {
-                        // A broken connection is opened again (after the backoff) for what follows.
-                        self.conn = None;
-                        inner.counters.publish_dropped.add(1);
-                    } else {
-                        inner.counters.published.add(1);
-                    }
-                    (*op).answer(result);
+                    scripts.push(*op);
                 }
             }
         }
+        self.run_scripts(inner, &mut scripts).await;
         if !plain.is_empty() {
             self.flush(inner, &mut plain).await;
+        }
+    }
+
+    /// Runs consecutive history scripts together (one pipeline on one server), in order.
+    async fn run_scripts(&mut self, inner: &Inner, scripts: &mut Vec<history::Op>) {
+        if scripts.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(scripts);
+        let n = ops.len() as u64;
+        let ok = match self.connected(inner).await {
+            Ok(conn) => history::run_all(conn, ops).await,
+            Err(_) => {
+                for op in ops {
+                    op.answer(Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "redis bus: reconnecting",
+                    ))));
+                }
+                false
+            }
+        };
+        if ok {
+            inner.counters.published.add(n);
+        } else {
+            // A broken connection is opened again (after the backoff) for what follows.
+            self.conn = None;
+            inner.counters.publish_dropped.add(n);
         }
     }
 
