@@ -3,8 +3,9 @@
 //!
 //! Oracles: the decision agrees with an independent `serde_json::Value` reading of the frame; reserved events
 //! are never accepted; join/leave room lists sanitise to joinable, unique names; a publish or custom message
-//! re-encoded as the server would deliver it (`outbound::message`) parses back to the same event and data; the
-//! error answer is a valid `error` frame.
+//! re-encoded as the server would deliver it (`outbound::message`) parses back to the same event and data; a
+//! join's `recover` positions and a publish's `id` agree with the `Value` reading; the error answer is a valid
+//! `error` frame.
 
 use std::borrow::Cow;
 
@@ -103,11 +104,49 @@ fn check_against_value(data: &[u8], decision: Decision) {
         return;
     }
     assert_eq!(decision, expected, "event {name:?} routed as {decision:?}");
+    if let Ok(text) = std::str::from_utf8(data) {
+        check_positions(text, &obj);
+    }
     if decision == Decision::Custom {
         assert!(
             event::is_valid_application_event(name),
             "custom event {name:?} accepted"
         );
+    }
+}
+
+/// What an accepted frame asks of history (issue 16) is what its `Value` reading says: a join's `recover`
+/// positions (room, offset, epoch) and a publish's top-level `id`.
+fn check_positions(text: &str, obj: &Map<String, Value>) {
+    match inbound::parse(text) {
+        Ok(ClientMessage::Join { recover, .. }) => {
+            let mut got: Vec<(String, u64, String)> =
+                recover.into_iter().map(|r| (r.room, r.offset, r.epoch)).collect();
+            got.sort();
+            let mut want: Vec<(String, u64, String)> = obj
+                .get("data")
+                .and_then(|d| d.get("recover"))
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(room, p)| {
+                            Some((
+                                room.clone(),
+                                p.get("offset")?.as_u64()?,
+                                p.get("epoch")?.as_str()?.to_owned(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            want.sort();
+            assert_eq!(got, want, "recover positions differ from the frame's");
+        }
+        Ok(ClientMessage::Publish { id, .. }) => {
+            let want = obj.get("id").and_then(Value::as_str);
+            assert_eq!(id.as_deref(), want, "publish id differs from the frame's");
+        }
+        _ => {}
     }
 }
 

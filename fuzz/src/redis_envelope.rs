@@ -4,8 +4,8 @@
 //! Oracles: an accepted envelope never carries a reserved or invalid event name and respects every limit;
 //! `to_json` → `parse` gives the same envelope and the same JSON again; an accepted envelope agrees with an
 //! independent `serde_json::Value` reading (its client target and `exclude` entries being that reading's text
-//! parsed as client ids, the entries that are not ids left out); a channel name maps to a target whose channel is
-//! that name.
+//! parsed as client ids, the entries that are not ids left out, its history position being that reading's
+//! `offset` and `epoch`); a channel name maps to a target whose channel is that name.
 
 use sealcast::protocol::envelope::{MAX_ENVELOPE_LEN, MAX_EXCLUDE, MAX_TARGET_LEN};
 use sealcast::protocol::event;
@@ -73,6 +73,19 @@ fn check_against_value(data: &[u8], env: &Envelope) {
         Target::User(t) => assert_eq!((kind, target), (Some("user"), Some(t.as_str()))),
         Target::Room(t) => assert_eq!((kind, target), (Some("room"), Some(t.as_str()))),
     }
+    let field = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let want_position = match (
+        field("offset").and_then(Value::as_u64),
+        field("epoch").and_then(Value::as_str),
+    ) {
+        (Some(offset), Some(epoch)) => Some((offset, epoch)),
+        _ => None,
+    };
+    let got_position = env.position.as_ref().map(|p| (p.offset, p.epoch.as_str()));
+    assert_eq!(
+        got_position, want_position,
+        "history position differs from the envelope's"
+    );
     let want_data = obj.get("data").cloned().unwrap_or(Value::Null);
     let got_data: Value = serde_json::from_str(env.data.get()).unwrap_or_else(|e| panic!("data is not JSON: {e}"));
     assert_eq!(got_data, want_data);
