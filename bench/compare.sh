@@ -111,14 +111,18 @@ SC_ENV=()
 # defaults, plaintext allowed alongside wsenc/1, client publish on, and the per-connection message rate and
 # sessions-per-user caps lifted (the reference has neither; one publisher sends whole bursts).
 # SERVE_BIN (default: this build) picks the build whose server runs.
+# Every server start logs to a file of its own, kept in $OUT/logs (a run that loses messages can be read after).
+LOGN=0
 start_sealcast() {
-  rm -f "$WORK/sealcast.log"
+  LOGN=$((LOGN + 1))
+  local lf="$OUT/logs/sealcast-$LOGN.log"
+  mkdir -p "$OUT/logs"
   env SEALCAST_BIND=127.0.0.1:$SC_PORT SEALCAST_SERVER_KEY_FILE="$WORK/key.pem" SEALCAST_REQUIRE_ENCRYPTION=false \
     SEALCAST_LOG=warn "$@" \
-    taskset -c "$SERVER_CPU" "${SERVE_BIN:-$BIN}/sealcast-bench" serve >"$WORK/sealcast.log" 2>&1 &
+    taskset -c "$SERVER_CPU" "${SERVE_BIN:-$BIN}/sealcast-bench" serve >"$lf" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$WORK/sealcast.log" && return 0; sleep 0.1; done
-  log "sealcast did not start"; cat "$WORK/sealcast.log" >&2; return 1
+  for _ in $(seq 100); do grep -q "listening on" "$lf" && return 0; sleep 0.1; done
+  log "sealcast did not start"; cat "$lf" >&2; return 1
 }
 # start_peer plain|encrypted [PORT]
 start_peer() {
@@ -150,7 +154,7 @@ run() {
   [ "$which" = ignis ] && [ "$HAVE_PEER" = 0 ] && return 0
   if [ "$which" = sealcast ]; then start_sealcast "${SC_ENV[@]}"; else start_peer "$pmode"; fi
   local target=("${SC[@]}"); [ "$which" = ignis ] && target=("${PEER[@]}")
-  log "$name $which $*"
+  log "$name $which $* (sealcast log: logs/sealcast-$LOGN.log)"
   local line
   line=$("${BENCH[@]}" "${target[@]}" --server-pid "$SERVER_PID" "$@" || true)
   stop_server
