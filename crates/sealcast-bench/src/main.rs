@@ -932,15 +932,26 @@ async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
     for mut s in subs {
         handles.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(total);
-            while lat.len() < total {
-                let Ok(frame) = s.conn.recv_text().await else { break };
+            // The first and last sequence numbers seen: a loss at the start (a late subscription) or at the end
+            // (a stall) shows here.
+            let mut seqs = (u64::MAX, 0u64);
+            let ended = loop {
+                if lat.len() >= total {
+                    break None;
+                }
+                let frame = match s.conn.recv_text().await {
+                    Ok(f) => f,
+                    Err(e) => break Some(e.to_string()),
+                };
                 let v: Value = serde_json::from_slice(&frame).unwrap_or(Value::Null);
                 if let Some(t) = v["data"]["t"].as_u64() {
                     let now = epoch.elapsed().as_micros() as u64;
                     lat.push(now.saturating_sub(t) as f64 / 1e3);
+                    let seq = v["data"]["seq"].as_u64().unwrap_or(0);
+                    seqs = (seqs.0.min(seq), seqs.1.max(seq));
                 }
-            }
-            lat
+            };
+            (lat, seqs, ended)
         }));
     }
     let period = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
@@ -953,10 +964,14 @@ async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
     }
     let mut all = Vec::new();
     let mut lost = 0usize;
+    let mut seen = Vec::new();
     for h in handles {
         match tokio::time::timeout(Duration::from_secs(10), h).await {
-            Ok(Ok(l)) => {
+            Ok(Ok((l, (first, last), ended))) => {
                 lost += total - l.len();
+                if l.len() < total {
+                    seen.push(json!({"received": l.len(), "first_seq": first, "last_seq": last, "ended": ended}));
+                }
                 all.extend(l);
             }
             _ => lost += total,
@@ -966,7 +981,7 @@ async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
     Ok(json!({
         "scenario": "latency", "server": format!("{:?}", t.server).to_lowercase(),
         "cross_instance": a.pub_url.is_some(), "rate": a.rate, "seconds": a.seconds,
-        "subscribers": a.subscribers, "samples": all.len(), "lost": lost,
+        "subscribers": a.subscribers, "samples": all.len(), "lost": lost, "short_subscribers": seen,
         "p50_ms": percentile(&all, 0.5), "p99_ms": percentile(&all, 0.99), "p999_ms": percentile(&all, 0.999),
         "max_ms": all.last().copied().unwrap_or(0.0),
     }))
