@@ -928,6 +928,9 @@ async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
     }
     let epoch = Instant::now();
     let total = (a.rate as f64 * a.seconds) as usize;
+    // Subscribers stop at the last message or 3 s after the publisher's last send is due, so that a message
+    // lost counts as one, not as a subscriber that never finished.
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(a.seconds + 3.0);
     let mut handles = Vec::new();
     for mut s in subs {
         handles.push(tokio::spawn(async move {
@@ -939,9 +942,10 @@ async fn latency(t: &TargetArgs, a: &LatencyArgs) -> Res<Value> {
                 if lat.len() >= total {
                     break None;
                 }
-                let frame = match s.conn.recv_text().await {
-                    Ok(f) => f,
-                    Err(e) => break Some(e.to_string()),
+                let frame = match tokio::time::timeout_at(end, s.conn.recv_text()).await {
+                    Ok(Ok(f)) => f,
+                    Ok(Err(e)) => break Some(e.to_string()),
+                    Err(_) => break Some("deadline".to_owned()),
                 };
                 let v: Value = serde_json::from_slice(&frame).unwrap_or(Value::Null);
                 if let Some(t) = v["data"]["t"].as_u64() {
