@@ -484,6 +484,17 @@ impl Shared {
         }
     }
 
+    /// Waits (up to `SUBSCRIBE_WAIT`, while the bus is up) until envelopes for `target` published on other
+    /// instances reach this one: a join answered before that could miss a message published right after the
+    /// answer. True once they do.
+    pub(crate) async fn await_subscribed(&self, target: &Target) -> bool {
+        let deadline = Instant::now() + SUBSCRIBE_WAIT;
+        while !self.bus.is_subscribed(target) && self.bus.is_ready() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.bus.is_subscribed(target)
+    }
+
     /// [`Self::join_room`] for every store. On Redis, a recovery closes the subscribe-then-read race this way:
     /// the room's channel is subscribed first (and waited for), the client is registered as a joiner that holds
     /// the room's live messages, the missed ones are read from the stream, and then — under the joiners' lock,
@@ -523,12 +534,7 @@ impl Shared {
             room: room.clone(),
             joiner: joiner.clone(),
         };
-        let channel = target.channel();
-        let deadline = Instant::now() + SUBSCRIBE_WAIT;
-        while !r.is_subscribed(&channel) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let subscribed = r.is_subscribed(&channel);
+        let subscribed = self.await_subscribed(&target).await;
         self.joiners
             .lock()
             .entry(room.clone())

@@ -44,6 +44,14 @@ pub trait Bus: Send + Sync + 'static {
         true
     }
 
+    /// Whether envelopes for `target` published elsewhere reach this instance now. An interest-based transport
+    /// answers false until the channel `interest` asked for is subscribed; a join waits for it (bounded) before
+    /// it is answered. The default: everything flows from the start.
+    fn is_subscribed(&self, target: &Target) -> bool {
+        let _ = target;
+        true
+    }
+
     /// Detaches the server `server_id` and releases the transport's resources.
     fn shutdown(&self, server_id: &str) -> BusFuture;
 }

@@ -40,7 +40,7 @@ use crate::protocol::envelope::MAX_TARGET_LEN;
 use crate::protocol::event::{errors, refusals};
 use crate::protocol::frame::{Decoder, Inbound};
 use crate::protocol::outbound::StreamPos;
-use crate::protocol::{outbound, ClientId, CloseCode, RoomName, UserId};
+use crate::protocol::{outbound, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{Entry, JoinResult};
 use crate::session::HandshakeRequest;
 use crate::shared::{SendError, Shared};
@@ -552,10 +552,15 @@ impl Reader<'_> {
                 .iter()
                 .find(|r| r.room == name)
                 .map(|r| (r.offset, r.epoch.as_str()));
+            let target = Target::Room(room.clone());
             let j = self
                 .shared
                 .join_room_awaited(&self.entry.id, &self.entry.mailbox, room, recover)
                 .await;
+            if matches!(j.result, JoinResult::Joined) {
+                // `joined` promises delivery from here on: the bus must carry the room to this instance first.
+                self.shared.await_subscribed(&target).await;
+            }
             match j.result {
                 JoinResult::Joined | JoinResult::AlreadyMember => joined.push(outbound::JoinedRoom {
                     room: name,

@@ -40,6 +40,57 @@ async fn every_join_is_answered_with_the_rooms_joined_and_each_refusal_with_its_
     assert_eq!(join(&mut c, json!({})).await, json!({"rooms": [], "refused": []}));
 }
 
+/// A bus that carries a room to this instance only 300 ms after the interest in it (a remote transport whose
+/// subscription takes time).
+struct SlowSubscription {
+    inner: sealcast::LocalBus,
+    asked: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+const SUBSCRIPTION_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl sealcast::Bus for SlowSubscription {
+    fn attach(&self, inbox: sealcast::Inbox) {
+        self.inner.attach(inbox);
+    }
+    fn publish(&self, envelope: sealcast::protocol::Envelope) {
+        self.inner.publish(envelope);
+    }
+    fn interest(&self, _: &sealcast::protocol::Target, on: bool) {
+        if on {
+            *self.asked.lock().unwrap() = Some(std::time::Instant::now());
+        }
+    }
+    fn is_subscribed(&self, _: &sealcast::protocol::Target) -> bool {
+        self.asked
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t.elapsed() >= SUBSCRIPTION_DELAY)
+    }
+    fn shutdown(&self, server_id: &str) -> sealcast::bus::BusFuture {
+        self.inner.shutdown(server_id)
+    }
+}
+
+/// `joined` promises delivery from then on, so a join is answered only once the bus carries the room to this
+/// instance: a message published elsewhere right after the answer cannot be missed.
+#[tokio::test]
+async fn a_join_is_answered_once_the_bus_carries_the_room() {
+    let bus = SlowSubscription {
+        inner: sealcast::LocalBus::new(),
+        asked: std::sync::Mutex::new(None),
+    };
+    let t = TestServer::start(common::builder().bus(bus)).await;
+    let (mut c, _) = t.login("user:a").await;
+    let started = std::time::Instant::now();
+    join(&mut c, json!({"rooms": ["chat:1"]})).await;
+    assert!(
+        started.elapsed() >= SUBSCRIPTION_DELAY,
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_join_over_the_room_limit_is_refused_as_too_many_rooms() {
     let t = TestServer::start(publishing().max_rooms_per_client(4)).await;

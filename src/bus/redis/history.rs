@@ -333,13 +333,6 @@ impl RedisHistory {
         })
     }
 
-    /// Whether the subscriber is subscribed to `channel` right now.
-    pub(crate) fn is_subscribed(&self, channel: &str) -> bool {
-        let inner = &self.0.inner;
-        let patterns = inner.subscriptions == super::Subscriptions::Patterns;
-        inner.ready.load(std::sync::atomic::Ordering::Acquire) && (patterns || inner.active.lock().contains(channel))
-    }
-
     fn enqueue(&self, cmd: redis::Cmd, kind: Kind, reply: Option<Reply>) -> Result<(), Unavailable> {
         let op = Box::new(Op { cmd, kind, reply });
         self.0

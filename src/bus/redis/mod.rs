@@ -396,6 +396,10 @@ impl Bus for RedisBus {
         self.inner.ready.load(Ordering::Acquire) && !self.inner.stop.is_cancelled()
     }
 
+    fn is_subscribed(&self, target: &crate::protocol::Target) -> bool {
+        self.inner.is_subscribed(&target.channel())
+    }
+
     fn shutdown(&self, server_id: &str) -> BusFuture {
         let inner = self.inner.clone();
         let last = {
@@ -461,6 +465,12 @@ fn bytes(v: &Value) -> Option<&[u8]> {
 }
 
 impl Inner {
+    /// Whether the subscriber is subscribed to `channel` right now (every channel, with pattern subscriptions).
+    pub(crate) fn is_subscribed(&self, channel: &str) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && (self.subscriptions == Subscriptions::Patterns || self.active.lock().contains(channel))
+    }
+
     fn on_push(&self, generation: u64, push: PushInfo) {
         let current = generation == self.generation.load(Ordering::Acquire);
         match (push.kind, push.data.as_slice()) {
