@@ -234,7 +234,15 @@ fn room_channel(room: &str) -> String {
 }
 
 /// Whether `entries` are exactly the messages `from + 1 ..= last`, unexpired, at most `max` of them.
-fn complete(entries: &[redis_history::Entry], from: u64, last: u64, max: usize, now_ms: u64, ttl_ms: u64) -> bool {
+/// `entries` are (offset, appended at) pairs.
+fn complete(
+    entries: impl ExactSizeIterator<Item = (u64, u64)>,
+    from: u64,
+    last: u64,
+    max: usize,
+    now_ms: u64,
+    ttl_ms: u64,
+) -> bool {
     if from > last {
         return false;
     }
@@ -243,9 +251,8 @@ fn complete(entries: &[redis_history::Entry], from: u64, last: u64, max: usize, 
         return false;
     }
     entries
-        .iter()
         .zip(from.saturating_add(1)..)
-        .all(|(e, want)| e.offset == want && now_ms.saturating_sub(e.at_ms) < ttl_ms)
+        .all(|((offset, at_ms), want)| offset == want && now_ms.saturating_sub(at_ms) < ttl_ms)
 }
 
 fn position_of(offset: u64, epoch: &str) -> StreamPosition {
@@ -542,17 +549,7 @@ impl Shared {
             .push(joiner.clone());
         let max = self.config.outbound_queue;
         let read = match subscribed {
-            true => Some(
-                r.read(
-                    &keys,
-                    redis_history::Read::After {
-                        from: from.saturating_add(1),
-                        count: max.saturating_add(1),
-                    },
-                    limits,
-                )
-                .await,
-            ),
+            true => Some(r.replay(&keys, room.as_str(), from, max, limits).await),
             false => None,
         };
         let joined = {
@@ -565,27 +562,29 @@ impl Shared {
             let mut position = None;
             let mut replayed_to = 0;
             let mut recovered = false;
-            if let Some(Ok(snapshot)) = read {
+            if let Some(Ok(replay)) = read {
                 let now_ms = redis_history::now_ms();
                 let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
-                let complete = snapshot.position.epoch == from_epoch
-                    && complete(&snapshot.entries, from, snapshot.position.offset, max, now_ms, ttl_ms);
+                // The read may have been shared with clients further behind: this one's part starts after `from`.
+                let mine = replay
+                    .entries
+                    .get(replay.entries.partition_point(|e| e.offset <= from)..)
+                    .unwrap_or_default();
+                let complete = replay.position.epoch == from_epoch
+                    && complete(
+                        mine.iter().map(|e| (e.offset, e.at_ms)),
+                        from,
+                        replay.position.offset,
+                        max,
+                        now_ms,
+                        ttl_ms,
+                    );
                 if result == JoinResult::Joined && complete {
-                    let frames: Vec<TextFrame> = snapshot
-                        .entries
-                        .iter()
-                        .map(|e| {
-                            let at = StreamPos {
-                                offset: e.offset,
-                                epoch: &snapshot.position.epoch,
-                            };
-                            TextFrame::new(&outbound::history_message(&e.event, &e.data, room.as_str(), at))
-                        })
-                        .collect();
+                    let frames: Vec<TextFrame> = mine.iter().map(|e| e.frame.clone()).collect();
                     recovered = frames.is_empty() || mailbox.push_frames(&frames);
-                    replayed_to = snapshot.position.offset;
+                    replayed_to = replay.position.offset;
                 }
-                position = Some(snapshot.position);
+                position = Some(replay.position.clone());
             }
             if result == JoinResult::Joined {
                 match held {
@@ -667,7 +666,12 @@ impl Shared {
             let ok = snapshot.position.epoch == p.epoch
                 && p.offset <= snapshot.position.offset
                 && complete(
-                    snapshot.entries.get(..wanted).unwrap_or(&snapshot.entries),
+                    snapshot
+                        .entries
+                        .get(..wanted)
+                        .unwrap_or(&snapshot.entries)
+                        .iter()
+                        .map(|e| (e.offset, e.at_ms)),
                     p.offset,
                     p.offset.saturating_add(wanted as u64),
                     limit,

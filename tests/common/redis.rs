@@ -360,13 +360,18 @@ impl Instance {
 impl Instance {
     /// Like [`Self::start`], with client publishes on and history for `chat:*` rooms keeping `size` messages.
     pub async fn start_history(bus: RedisBusBuilder, size: usize) -> Self {
+        Self::start_history_queue(bus, size, 4096).await
+    }
+
+    /// [`Self::start_history`] with an outbound queue of `queue` messages (the most a recovery replays).
+    pub async fn start_history_queue(bus: RedisBusBuilder, size: usize, queue: usize) -> Self {
         let bus = bus.build().expect("bus");
         let b = crate::common::builder()
             .bus(bus.clone())
             .allow_client_publish(true)
             .history_rooms(vec!["chat:*".into()])
             .history_size(size)
-            .outbound_queue(4096);
+            .outbound_queue(queue);
         let t = TestServer::start(b).await;
         assert!(bus.wait_ready(WAIT).await, "bus ready");
         Self { t, bus }

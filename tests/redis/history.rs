@@ -147,6 +147,64 @@ async fn a_wrong_epoch_or_an_offset_older_than_the_window_is_not_recovered() {
     assert_eq!(room_of(&joined, "chat:w")["recovered"], true);
 }
 
+/// Clients coming back at once share reads of the room's stream (one in flight per room, covering the oldest
+/// offset asked for); each still gets exactly its own missed messages, or `recovered: false` when its gap is
+/// beyond its queue, its epoch is wrong or its offset is ahead of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_recovering_one_room_at_once_each_get_exactly_what_they_missed() {
+    let redis = Redis::start();
+    let a = Instance::start_history_queue(single(&redis), 1000, 50).await;
+    for n in 1..=130 {
+        a.t.server.publish("chat:storm", "m", &n, None).await.unwrap();
+    }
+    let epoch =
+        a.t.server
+            .history("chat:storm", None, Some(1))
+            .await
+            .unwrap()
+            .position
+            .epoch;
+    let span = |a: u64, b: u64| Some((a..=b).collect::<Vec<u64>>());
+    // (offset, epoch, what the client should get: the offsets replayed, or None for `recovered: false`)
+    let cases: Vec<(u64, &str, Option<Vec<u64>>)> = vec![
+        (85, &epoch, span(86, 130)),
+        (100, &epoch, span(101, 130)),
+        (125, &epoch, span(126, 130)),
+        (129, &epoch, span(130, 130)),
+        (130, &epoch, Some(vec![])),
+        (70, &epoch, None),
+        (0, &epoch, None),
+        (110, "another", None),
+        (1000, &epoch, None),
+    ];
+    let mut clients = Vec::new();
+    for round in 0..4 {
+        for (i, case) in cases.iter().enumerate() {
+            let (c, _) = a.t.login(&format!("user:{round}-{i}")).await;
+            clients.push((c, case.clone()));
+        }
+    }
+    let joins = clients.iter_mut().map(|(c, (offset, epoch, _))| {
+        c.send(json!({"event": "join", "data": {"rooms": ["chat:storm"],
+            "recover": {"chat:storm": {"offset": offset, "epoch": epoch}}}}))
+    });
+    futures_util::future::join_all(joins).await;
+    for (c, (offset, _, want)) in &mut clients {
+        let mut replayed = Vec::new();
+        let joined = loop {
+            let m = c.recv().await;
+            if m["event"] == "joined" {
+                break m["data"].clone();
+            }
+            replayed.push(m["offset"].as_u64().unwrap());
+        };
+        let r = room_of(&joined, "chat:storm");
+        assert_eq!(r["recovered"], want.is_some(), "from {offset}: {joined}");
+        assert_eq!(r["offset"], 130);
+        assert_eq!(&replayed, want.as_ref().unwrap_or(&vec![]), "from {offset}");
+    }
+}
+
 /// The same user retries a publish with the same id through the other instance: acknowledged twice with one
 /// offset, delivered once.
 async fn idempotent_retries_deliver_once(a: &Instance, b: &Instance) {

@@ -26,6 +26,7 @@ use redis::Value;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::replay::Replays;
 use super::{BusMode, Conn, Inner, Outgoing, MAX_ENVELOPE_LEN};
 use crate::history::IdKey;
 use crate::protocol::{Envelope, StreamPosition};
@@ -90,6 +91,11 @@ local last = tonumber(redis.call('HGET', KEYS[2], 'offset'))
 local entries = {}
 if ARGV[2] == 'after' then
   entries = redis.call('XRANGE', KEYS[1], '0-' .. ARGV[3], '+', 'COUNT', ARGV[4])
+elseif ARGV[2] == 'recent' then
+  local start = math.max(tonumber(ARGV[3]), last - tonumber(ARGV[4]) + 1)
+  if start <= last then
+    entries = redis.call('XRANGE', KEYS[1], '0-' .. start, '+', 'COUNT', ARGV[4])
+  end
 elseif ARGV[2] == 'latest' then
   entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[4])
 end
@@ -98,6 +104,7 @@ return {last, epoch, entries}
 );
 
 /// The keys of one room.
+#[derive(Clone)]
 pub(crate) struct Keys {
     prefix: String,
     channel: String,
@@ -281,6 +288,9 @@ pub(crate) enum Read {
     Position,
     /// Up to `count` entries from offset `from` on.
     After { from: u64, count: usize },
+    /// The entries from offset `from` on, but only the latest `count` of the stream: what a recovery from
+    /// `from - 1` or later can use, if it misses at most `count`.
+    Recent { from: u64, count: usize },
     /// The latest `count` entries (returned oldest first).
     Latest { count: usize },
 }
@@ -289,6 +299,8 @@ struct State {
     inner: Arc<Inner>,
     /// The connection reads go through (multiplexed; opened on first use, dropped on an error).
     reader: Mutex<Option<Conn>>,
+    /// Recoveries sharing reads.
+    replays: Replays,
 }
 
 /// The history store of a [`super::RedisBus`]. Cheap to clone.
@@ -314,7 +326,12 @@ impl RedisHistory {
         Self(Arc::new(State {
             inner,
             reader: Mutex::new(None),
+            replays: Replays::default(),
         }))
+    }
+
+    pub(super) fn replays(&self) -> &Replays {
+        &self.0.replays
     }
 
     /// The keys of the room published on `channel`, or `None` when a cluster cannot keep them on the channel's
@@ -428,6 +445,7 @@ impl RedisHistory {
         let (mode, from, count) = match what {
             Read::Position => ("position", 0, 0),
             Read::After { from, count } => ("after", from, count),
+            Read::Recent { from, count } => ("recent", from, count),
             Read::Latest { count } => ("latest", 0, count),
         };
         let mut cmd = redis::cmd("EVAL");

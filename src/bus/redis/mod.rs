@@ -27,6 +27,7 @@
 
 mod conn;
 pub(crate) mod history;
+pub(crate) mod replay;
 mod sign;
 
 pub use conn::{BusMode, RedisEndpoint};
