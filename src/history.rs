@@ -95,6 +95,18 @@ pub(crate) struct IdKey {
     pub(crate) id: Box<str>,
 }
 
+impl IdKey {
+    /// A key in the namespace of the servers' API and emitters (`Server::publish`, the HTTP API's
+    /// `idempotency_key`, `Emitter::publish`); `None` unless it is 1 to 64 bytes long.
+    pub(crate) fn of_server(room: &RoomName, key: &str) -> Option<Self> {
+        (!key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN).then(|| Self {
+            who: SERVER_KEYS.into(),
+            room: room.clone(),
+            id: key.into(),
+        })
+    }
+}
+
 /// The namespace of keys used through the HTTP API and the `Server` methods.
 pub(crate) const SERVER_KEYS: &str = "server";
 

@@ -21,7 +21,7 @@ use crate::bus::{Bus, Deliver, Inbox, LocalBus};
 use crate::client_info::ClientInfo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::StaticKeySet;
-use crate::history::{HistoryError, HistoryPage, IdKey, Published, StreamPosition, SERVER_KEYS};
+use crate::history::{HistoryError, HistoryPage, IdKey, Published, StreamPosition};
 use crate::hooks::{Authenticator, Hook, UpgradeRequest};
 use crate::limits::{Accepted, ConnectionLimits, Refusal};
 use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
@@ -37,14 +37,7 @@ fn raw_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, SendError>
 
 /// An idempotency key of the server's API (the `Server` methods and the HTTP API share one namespace).
 pub(crate) fn server_key(room: &RoomName, key: &str) -> Result<IdKey, SendError> {
-    if key.is_empty() || key.len() > crate::history::MAX_IDEMPOTENCY_KEY_LEN {
-        return Err(SendError::InvalidIdempotencyKey);
-    }
-    Ok(IdKey {
-        who: SERVER_KEYS.into(),
-        room: room.clone(),
-        id: key.into(),
-    })
+    IdKey::of_server(room, key).ok_or(SendError::InvalidIdempotencyKey)
 }
 
 /// The client ids of an `exclude` list; text that is not a client id could never match one and is left out.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::common::*;
 use crate::redis_harness::{Cluster, Instance, Redis};
 use sealcast::bus::{RedisBus, RedisBusBuilder, RedisEndpoint};
+use sealcast::Emitter;
 use serde_json::{json, Value};
 
 fn single(redis: &Redis) -> RedisBusBuilder {
@@ -203,6 +204,60 @@ async fn clients_recovering_one_room_at_once_each_get_exactly_what_they_missed()
         assert_eq!(r["offset"], 130);
         assert_eq!(&replayed, want.as_ref().unwrap_or(&vec![]), "from {offset}");
     }
+}
+
+/// An emitter given the fleet's history settings appends as the servers do: its messages carry the room's next
+/// offset, are replayed to a recovering client, and a repeated idempotency key is not delivered again.
+async fn an_emitter_with_history_is_recovered_like_a_server(a: &Instance, emitter: Emitter) {
+    let emitter = emitter.with_history(vec!["chat:*".into()], 1000, Duration::from_secs(300));
+    let room = "chat:emitted";
+    let (mut c, _) = a.t.login("user:reader").await;
+    let joined = join(&mut c, json!({"rooms": [room]})).await;
+    let epoch = room_of(&joined, room)["epoch"].as_str().expect("an epoch").to_owned();
+    assert!(a.bus.settled(WAIT).await);
+    let receivers = emitter.to_room(room, "m", &1, &[]).await.unwrap();
+    assert_eq!(receivers, 1, "one instance subscribed");
+    assert_eq!(
+        c.recv().await,
+        json!({"event": "m", "data": 1, "room": room, "offset": 1, "epoch": epoch})
+    );
+    c.close().await;
+    emitter.to_room(room, "m", &2, &[]).await.unwrap();
+    let first = emitter.publish(room, "m", &3, Some("k3")).await.unwrap();
+    let again = emitter.publish(room, "m", &3, Some("k3")).await.unwrap();
+    assert_eq!(first.position.as_ref().map(|p| p.offset), Some(3));
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!(
+        again.position, first.position,
+        "the retry is answered with the original position"
+    );
+    let (mut c, _) = a.t.login("user:reader").await;
+    c.send(json!({"event": "join", "data": {"rooms": [room], "recover": {room: {"offset": 1, "epoch": epoch}}}}))
+        .await;
+    // The replay comes before the answer.
+    for n in [2, 3] {
+        let m = c.recv().await;
+        assert_eq!((m["data"].clone(), m["offset"].clone()), (json!(n), json!(n)), "{m}");
+    }
+    let joined = c.expect_event("joined").await;
+    assert_eq!(room_of(&joined, room)["recovered"], true, "{joined}");
+    c.expect_silence().await;
+}
+
+#[tokio::test]
+async fn an_emitter_with_history_appends_its_messages_to_the_room_s_stream() {
+    let redis = Redis::start();
+    let a = Instance::start_history(single(&redis), 1000).await;
+    let emitter = Emitter::connect(RedisEndpoint::single(redis.url())).await.unwrap();
+    an_emitter_with_history_is_recovered_like_a_server(&a, emitter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emitter_with_history_appends_its_messages_on_a_cluster() {
+    let cluster = start_cluster().await;
+    let a = Instance::start_history(cluster_bus(&cluster), 1000).await;
+    let emitter = Emitter::connect(RedisEndpoint::cluster(cluster.urls())).await.unwrap();
+    an_emitter_with_history_is_recovered_like_a_server(&a, emitter).await;
 }
 
 /// The same user retries a publish with the same id through the other instance: acknowledged twice with one

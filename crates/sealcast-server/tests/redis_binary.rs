@@ -31,9 +31,15 @@ fn serve(redis_url: &str) -> Serve {
 
 /// `serve` with the admin listener at `admin_bind`.
 fn serve_with_admin(redis_url: &str, admin_bind: &str) -> Serve {
+    serve_with_env(redis_url, admin_bind, &[])
+}
+
+/// `serve` with more environment variables.
+fn serve_with_env(redis_url: &str, admin_bind: &str, env: &[(&str, &str)]) -> Serve {
     let port = redis_harness::free_port();
     let mut child = Command::new(BIN)
         .arg("serve")
+        .envs(env.iter().copied())
         .env("SEALCAST_BIND", format!("127.0.0.1:{port}"))
         .env("SEALCAST_JWT_SECRET", SECRET)
         .env("SEALCAST_ADMIN_BIND", admin_bind)
@@ -126,6 +132,46 @@ async fn two_serve_processes_share_a_redis_and_emit_reaches_them() {
         .success());
     a.expect_silence().await;
     b.expect_silence().await;
+}
+
+/// `emit --id` with the fleet's history rooms appends like a server: the message carries its offset, and the
+/// same id again is not delivered twice.
+#[tokio::test]
+async fn emit_with_an_id_into_a_history_room_is_kept_and_delivered_once() {
+    let redis = Redis::start();
+    let s = serve_with_env(&redis.url(), "off", &[("SEALCAST_HISTORY_ROOMS", "chat:*")]);
+    let mut c = login(&s, "alice").await;
+    c.send(json!({"event": "join", "data": {"rooms": ["chat:1"]}})).await;
+    let joined = c.expect_event("joined").await;
+    let epoch = joined["rooms"][0]["epoch"].as_str().unwrap().to_owned();
+    let emit = || {
+        let out = Command::new(BIN)
+            .args([
+                "emit",
+                "--redis-url",
+                &redis.url(),
+                "--room",
+                "chat:1",
+                "--event",
+                "news",
+            ])
+            .args(["--data", "7", "--id", "k1"])
+            .env("SEALCAST_BUS_SECRET", "bus-secret")
+            .env("SEALCAST_HISTORY_ROOMS", "chat:*")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // `joined` is answered once the instance hears the room's channel.
+    let first = emit();
+    let m = c.recv().await;
+    assert_eq!((m["data"].clone(), m["offset"].clone()), (json!(7), json!(1)), "{m}");
+    assert!(first.contains("published at offset"), "{first}");
+    assert!(first.contains(&epoch), "{first}");
+    let again = emit();
+    assert!(again.contains("already published with this id"), "{again}");
+    c.expect_silence().await;
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::replay::Replays;
-use super::{BusMode, Conn, Inner, Outgoing, MAX_ENVELOPE_LEN};
+use super::{BusMode, Codec, Conn, Inner, Outgoing, MAX_ENVELOPE_LEN};
 use crate::history::IdKey;
 use crate::protocol::{Envelope, StreamPosition};
 
@@ -68,8 +68,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if KEYS[3] then
   redis.call('SET', KEYS[3], offset .. ' ' .. epoch, 'PX', ARGV[3])
 end
-redis.call(ARGV[8], ARGV[9], ARGV[10] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}')
-return {offset, epoch, 0}
+local receivers = redis.call(ARGV[8], ARGV[9], ARGV[10] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}')
+return {offset, epoch, 0, receivers}
 "#
 );
 
@@ -147,6 +147,8 @@ pub(crate) struct Appended {
     pub(crate) position: Option<StreamPosition>,
     /// The idempotency key was already used.
     pub(crate) duplicate: bool,
+    /// How many subscribers Redis handed an appended message to (0 for a duplicate or a claim).
+    pub(crate) receivers: usize,
 }
 
 /// The bus could not do it: the queue is full or Redis failed.
@@ -158,6 +160,119 @@ type Reply = oneshot::Sender<Result<Appended, Unavailable>>;
 enum Kind {
     Append,
     Claim,
+}
+
+fn bad_answer() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, "unexpected history script answer"))
+}
+
+/// What the append script answered.
+pub(crate) fn append_answer(v: &Value) -> redis::RedisResult<Appended> {
+    let Value::Array(parts) = v else {
+        return Err(bad_answer());
+    };
+    let (offset, epoch, dup, receivers) = match parts.as_slice() {
+        [o, e, d] => (int(o), text(e), int(d), Some(0)),
+        [o, e, d, n] => (int(o), text(e), int(d), int(n)),
+        _ => return Err(bad_answer()),
+    };
+    match (offset, epoch, dup, receivers) {
+        (Some(offset), Some(epoch), Some(dup), Some(n)) => Ok(Appended {
+            position: Some(StreamPosition {
+                offset: u64::try_from(offset).map_err(|_| bad_answer())?,
+                epoch,
+            }),
+            duplicate: dup == 1,
+            receivers: usize::try_from(n).unwrap_or(0),
+        }),
+        _ => Err(bad_answer()),
+    }
+}
+
+/// What the claim script answered.
+pub(crate) fn claim_answer(v: &Value) -> redis::RedisResult<Appended> {
+    Ok(Appended {
+        position: None,
+        duplicate: int(v).ok_or_else(bad_answer)? == 1,
+        receivers: 0,
+    })
+}
+
+/// The keys of the room published on `channel`, or `None` when a cluster cannot keep them on the channel's slot
+/// (braces without a usable hash tag in the name). On `single` (one server: no slots) any key works.
+pub(crate) fn room_keys(channel: &str, single: bool) -> Option<Keys> {
+    let prefix = match hash_tag(channel) {
+        Some(tag) => format!("{{{tag}}}"),
+        None if !channel.contains(['{', '}']) => format!("{{{channel}}}"),
+        None if single => String::new(),
+        None => return None,
+    };
+    Some(Keys {
+        prefix,
+        channel: channel.to_owned(),
+    })
+}
+
+/// The envelope's JSON (signed if the fleet signs) without its closing brace: the append script adds the
+/// position.
+pub(crate) fn envelope_head(codec: &Codec, envelope: &Envelope) -> Result<String, Unavailable> {
+    let json = codec.encode(envelope);
+    // Room for the position the script appends; receivers refuse larger envelopes.
+    if json.len() + 64 > MAX_ENVELOPE_LEN {
+        return Err(Unavailable);
+    }
+    json.strip_suffix('}').map(str::to_owned).ok_or(Unavailable)
+}
+
+/// The command that publishes in `mode`, as the scripts call it.
+pub(crate) fn publish_command(mode: BusMode) -> &'static str {
+    match mode {
+        BusMode::Classic => "PUBLISH",
+        BusMode::Sharded => "SPUBLISH",
+    }
+}
+
+/// The append script for `envelope` (whose [`envelope_head`] is `head`), with the idempotency `key` if any.
+pub(crate) fn append_cmd(
+    keys: &Keys,
+    envelope: &Envelope,
+    head: String,
+    key: Option<&IdKey>,
+    limits: Limits,
+    mode: BusMode,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(APPEND)
+        .arg(if key.is_some() { 3 } else { 2 })
+        .arg(keys.stream())
+        .arg(keys.meta());
+    if let Some(k) = key {
+        cmd.arg(keys.id(k));
+    }
+    cmd.arg(new_epoch())
+        .arg(limits.size)
+        .arg(millis(limits.ttl))
+        .arg(millis(limits.ttl.max(META_TTL)))
+        .arg(now_ms())
+        .arg(&envelope.event)
+        .arg(envelope.data.get())
+        .arg(publish_command(mode))
+        .arg(&keys.channel)
+        .arg(head);
+    cmd
+}
+
+/// The claim script: publishes `payload` (an encoded envelope) if `key` is free for `ttl`.
+pub(crate) fn claim_cmd(keys: &Keys, key: &IdKey, ttl: Duration, payload: String, mode: BusMode) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(CLAIM)
+        .arg(1)
+        .arg(keys.id(key))
+        .arg(millis(ttl))
+        .arg(publish_command(mode))
+        .arg(&keys.channel)
+        .arg(payload);
+    cmd
 }
 
 /// A script queued for the publisher task.
@@ -206,31 +321,9 @@ impl Op {
 
     /// The script's answer, read.
     pub(super) fn read_answer(&self, v: Value) -> redis::RedisResult<Appended> {
-        let bad = || redis::RedisError::from((redis::ErrorKind::Parse, "unexpected history script answer"));
         match self.kind {
-            Kind::Claim => Ok(Appended {
-                position: None,
-                duplicate: int(&v).ok_or_else(bad)? == 1,
-            }),
-            Kind::Append => {
-                let Value::Array(parts) = v else {
-                    return Err(bad());
-                };
-                let (offset, epoch, dup) = match parts.as_slice() {
-                    [o, e, d] => (int(o), text(e), int(d)),
-                    _ => return Err(bad()),
-                };
-                match (offset, epoch, dup) {
-                    (Some(offset), Some(epoch), Some(dup)) => Ok(Appended {
-                        position: Some(StreamPosition {
-                            offset: u64::try_from(offset).map_err(|_| bad())?,
-                            epoch,
-                        }),
-                        duplicate: dup == 1,
-                    }),
-                    _ => Err(bad()),
-                }
-            }
+            Kind::Claim => claim_answer(&v),
+            Kind::Append => append_answer(&v),
         }
     }
 
@@ -334,20 +427,12 @@ impl RedisHistory {
         &self.0.replays
     }
 
-    /// The keys of the room published on `channel`, or `None` when a cluster cannot keep them on the channel's
-    /// slot (braces without a usable hash tag in the name).
+    /// The keys of the room published on `channel` ([`room_keys`]).
     pub(crate) fn keys(&self, channel: &str) -> Option<Keys> {
-        let prefix = match hash_tag(channel) {
-            Some(tag) => format!("{{{tag}}}"),
-            None if !channel.contains(['{', '}']) => format!("{{{channel}}}"),
-            // One server has no slots: any key works.
-            None if matches!(self.0.inner.endpoint, super::RedisEndpoint::Single(_)) => String::new(),
-            None => return None,
-        };
-        Some(Keys {
-            prefix,
-            channel: channel.to_owned(),
-        })
+        room_keys(
+            channel,
+            matches!(self.0.inner.endpoint, super::RedisEndpoint::Single(_)),
+        )
     }
 
     fn enqueue(&self, cmd: redis::Cmd, kind: Kind, reply: Option<Reply>) -> Result<(), Unavailable> {
@@ -357,16 +442,6 @@ impl RedisHistory {
             .publish_tx
             .try_send(Outgoing::Script(op))
             .map_err(|_| Unavailable)
-    }
-
-    /// The envelope's JSON (signed if the fleet signs) without its closing brace: the script appends the position.
-    fn head(&self, envelope: &Envelope) -> Result<String, Unavailable> {
-        let json = self.0.inner.codec.encode(envelope);
-        // Room for the position the script appends; receivers refuse larger envelopes.
-        if json.len() + 64 > MAX_ENVELOPE_LEN {
-            return Err(Unavailable);
-        }
-        json.strip_suffix('}').map(str::to_owned).ok_or(Unavailable)
     }
 
     /// Queues an append (with the idempotency `key`, if any) that publishes `envelope` with its position; with
@@ -379,25 +454,8 @@ impl RedisHistory {
         limits: Limits,
         reply: bool,
     ) -> Result<Option<oneshot::Receiver<Result<Appended, Unavailable>>>, Unavailable> {
-        let head = self.head(envelope)?;
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(APPEND)
-            .arg(if key.is_some() { 3 } else { 2 })
-            .arg(keys.stream())
-            .arg(keys.meta());
-        if let Some(k) = key {
-            cmd.arg(keys.id(k));
-        }
-        cmd.arg(new_epoch())
-            .arg(limits.size)
-            .arg(millis(limits.ttl))
-            .arg(millis(limits.ttl.max(META_TTL)))
-            .arg(now_ms())
-            .arg(&envelope.event)
-            .arg(envelope.data.get())
-            .arg(self.publish_command())
-            .arg(&keys.channel)
-            .arg(head);
+        let head = envelope_head(&self.0.inner.codec, envelope)?;
+        let cmd = append_cmd(keys, envelope, head, key, limits, self.0.inner.mode);
         let (tx, rx) = if reply {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -420,24 +478,10 @@ impl RedisHistory {
         if payload.len() > MAX_ENVELOPE_LEN {
             return Err(Unavailable);
         }
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(CLAIM)
-            .arg(1)
-            .arg(keys.id(key))
-            .arg(millis(ttl))
-            .arg(self.publish_command())
-            .arg(&keys.channel)
-            .arg(payload);
+        let cmd = claim_cmd(keys, key, ttl, payload, self.0.inner.mode);
         let (tx, rx) = oneshot::channel();
         self.enqueue(cmd, Kind::Claim, Some(tx))?;
         Ok(rx)
-    }
-
-    fn publish_command(&self) -> &'static str {
-        match self.0.inner.mode {
-            BusMode::Classic => "PUBLISH",
-            BusMode::Sharded => "SPUBLISH",
-        }
     }
 
     /// Reads the room's position and, as asked, entries.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 use sealcast::bus::{BusMode, RedisBus};
+use sealcast::history::Published;
 use sealcast::{Emitter, ServerBuilder};
 use sealcast_server::settings::{CredentialUrl, RedisSettings, Secret};
 use serde_json::value::RawValue;
@@ -114,6 +115,21 @@ pub struct EmitArgs {
     /// Client ids that must not receive it (room and broadcast; comma separated).
     #[arg(long, value_delimiter = ',')]
     exclude: Vec<String>,
+    /// Idempotency key (1 to 64 bytes; with --room): a message whose key was already used for the room within the
+    /// history TTL, by an emitter or a server, is not delivered again.
+    #[arg(long, requires = "room", conflicts_with = "exclude")]
+    id: Option<String>,
+    /// The fleet's history rooms (`serve`'s `[history] rooms`, comma separated): messages to them get the room's
+    /// next offset and are kept for recovering clients. Every instance and emitter must agree.
+    #[arg(long, env = "SEALCAST_HISTORY_ROOMS", value_delimiter = ',')]
+    history_rooms: Vec<String>,
+    /// Messages kept per history room (`serve`'s `[history] size`).
+    #[arg(long, env = "SEALCAST_HISTORY_SIZE", default_value_t = sealcast::Config::default().history_size)]
+    history_size: usize,
+    /// How long a history room keeps a message and a key is remembered, in milliseconds (`serve`'s `[history]
+    /// ttl_ms`).
+    #[arg(long, env = "SEALCAST_HISTORY_TTL_MS", default_value_t = 300_000)]
+    history_ttl_ms: u64,
 }
 
 pub fn run(args: EmitArgs) -> ExitCode {
@@ -125,8 +141,8 @@ pub fn run(args: EmitArgs) -> ExitCode {
         }
     };
     match runtime.block_on(emit(args)) {
-        Ok(receivers) => {
-            println!("sealcast emit: published to {receivers} subscriber(s)");
+        Ok(outcome) => {
+            println!("sealcast emit: {outcome}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -136,16 +152,26 @@ pub fn run(args: EmitArgs) -> ExitCode {
     }
 }
 
-async fn emit(args: EmitArgs) -> Result<usize, Box<dyn std::error::Error>> {
+async fn emit(args: EmitArgs) -> Result<String, Box<dyn std::error::Error>> {
     let redis = args.bus.settings();
     let endpoint = redis
         .endpoint()
         .ok_or("set --redis-url or --redis-cluster-nodes (or SEALCAST_REDIS_URL / SEALCAST_REDIS_CLUSTER_NODES)")?;
     let mode = redis.bus_mode.unwrap_or_else(|| endpoint.default_mode());
     let data: Box<RawValue> = serde_json::from_str(&args.data).map_err(|e| format!("--data is not valid JSON: {e}"))?;
-    let emitter = Emitter::connect_with(endpoint, mode, redis.secret()).await?;
+    let mut emitter = Emitter::connect_with(endpoint, mode, redis.secret()).await?;
+    if !args.history_rooms.is_empty() {
+        emitter = emitter.with_history(
+            args.history_rooms.clone(),
+            args.history_size,
+            Duration::from_millis(args.history_ttl_ms),
+        );
+    }
     let exclude: Vec<&str> = args.exclude.iter().map(String::as_str).collect();
     let n = if let Some(room) = &args.room {
+        if let Some(id) = &args.id {
+            return Ok(describe(&emitter.publish(room, &args.event, &data, Some(id)).await?));
+        }
         emitter.to_room(room, &args.event, &data, &exclude).await?
     } else if let Some(user) = &args.user {
         emitter.to_user(user, &args.event, &data).await?
@@ -154,5 +180,17 @@ async fn emit(args: EmitArgs) -> Result<usize, Box<dyn std::error::Error>> {
     } else {
         emitter.broadcast(&args.event, &data, &exclude).await?
     };
-    Ok(n)
+    Ok(format!("published to {n} subscriber(s)"))
+}
+
+/// What a publish with an idempotency key came to.
+fn describe(published: &Published) -> String {
+    let at = match &published.position {
+        Some(p) => format!(" at offset {} of epoch {}", p.offset, p.epoch),
+        None => String::new(),
+    };
+    match published.duplicate {
+        true => format!("already published with this id{at}: not sent again"),
+        false => format!("published{at}"),
+    }
 }

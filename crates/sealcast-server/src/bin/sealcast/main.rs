@@ -49,7 +49,7 @@ enum Command {
     /// Mint an HS256 token for a user, signed with the server's `auth.jwt_secret` (--secret or SEALCAST_JWT_SECRET).
     Token(TokenArgs),
     /// Publish one message to a fleet through Redis (like the reference's emitter).
-    Emit(emit::EmitArgs),
+    Emit(Box<emit::EmitArgs>),
     /// Generate a wsenc/1 server static key (PKCS#8 PEM) and print its kid and public key.
     Keygen(KeygenArgs),
 }
@@ -141,7 +141,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Emit(args) => emit::run(args),
+        Command::Emit(args) => emit::run(*args),
         Command::Token(args) => {
             let Some(secret) = args.secret.map(zeroize::Zeroizing::new) else {
                 eprintln!("sealcast token: {NO_TOKEN_SECRET}");
