@@ -1204,13 +1204,18 @@ async fn recover(t: &TargetArgs, a: &RecoverArgs) -> Res<Value> {
             Ok::<_, String>(out)
         }
     };
-    // `missed` publishes from `from` on; the last one carries an id, so that its ack says where the stream is.
+    // `missed` publishes from `from` on; the last one carries an id, so that its ack says where the stream is. The
+    // id is new in every run: a run against a Redis that still remembers an earlier run's ids would have its last
+    // message acknowledged as a duplicate and not delivered.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let texts = |from: usize| -> Vec<String> {
         (from..from + a.missed)
             .map(|seq| {
                 let text = publish_text(&room, seq, a.payload, None);
                 match (seq + 1 == from + a.missed, text.strip_suffix('}')) {
-                    (true, Some(head)) => format!("{head},\"id\":\"last{seq}\"}}"),
+                    (true, Some(head)) => format!("{head},\"id\":\"last{seq}-{run}\"}}"),
                     _ => text,
                 }
             })
