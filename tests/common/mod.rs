@@ -390,3 +390,45 @@ pub fn scraped_series(scrape: &str) -> std::collections::HashSet<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Joins `rooms` and waits for the `joined` answer, which it returns.
+pub async fn join(c: &mut Client, rooms: &[&str]) -> Value {
+    c.send(json!({"event": "join", "data": {"rooms": rooms}})).await;
+    c.expect_event("joined").await
+}
+
+/// Asks who is in `room` and returns the answer frame (`presence`, or an `error`), skipping member events.
+pub async fn ask_presence(c: &mut Client, room: &str) -> Value {
+    c.send(json!({"event": "presence", "data": {"room": room}})).await;
+    loop {
+        let v = c.recv().await;
+        if v["event"] == "presence" || v["event"] == "error" {
+            return v;
+        }
+    }
+}
+
+/// The client ids a presence answer lists, sorted.
+pub fn listed(answer: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = answer["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x["client"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Reads frames until a `member_joined` or `member_left` event and returns `(event, data)`.
+pub async fn next_member_event(c: &mut Client) -> (String, Value) {
+    loop {
+        let v = c.recv().await;
+        let name = v["event"].as_str().unwrap_or_default().to_owned();
+        if name == "member_joined" || name == "member_left" {
+            return (name, v["data"].clone());
+        }
+    }
+}
