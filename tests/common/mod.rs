@@ -432,3 +432,34 @@ pub async fn next_member_event(c: &mut Client) -> (String, Value) {
         }
     }
 }
+
+/// A connection that costs the test next to nothing: a raw TCP socket that upgrades to WebSocket and sends
+/// `authenticate` with `token` in one write, then reads and drops whatever the server sends until it closes. For
+/// tests that need thousands of members (a tungstenite client per member would be heavy).
+pub async fn raw_member(port: u16, token: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let _ = s.set_nodelay(true);
+    let payload = json!({"event": "authenticate", "data": {"token": token}}).to_string();
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    // One masked text frame; a zero masking key leaves the payload as it is.
+    bytes.push(0x81);
+    match payload.len() {
+        n if n < 126 => bytes.push(0x80 | n as u8),
+        n => {
+            bytes.push(0x80 | 126);
+            bytes.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    bytes.extend_from_slice(payload.as_bytes());
+    s.write_all(&bytes).await.expect("write");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+}
