@@ -3,6 +3,7 @@
 
 use crate::common::enc::*;
 use crate::common::*;
+use sealcast::client::{Client as EncClient, ClientConfig, ClientError};
 use sealcast::presence::PresenceError;
 use sealcast::ServerBuilder;
 use serde_json::{json, Value};
@@ -180,4 +181,34 @@ async fn answers_and_events_are_sealed_records_on_encrypted_sessions() {
         .wire
         .iter()
         .all(|raw| !raw.contains("member_joined") && !raw.contains(&b.id())));
+}
+
+#[tokio::test]
+async fn the_rust_client_asks_who_is_there_and_hears_members_come_and_go() {
+    let t = TestServer::start(presence(enc_builder())).await;
+    let config = |token: &str| ClientConfig::new(t.url(), token).pin(test_key().pinned());
+    let mut a = EncClient::connect(config("user:alice")).await.unwrap();
+    a.join(&["chat:1"]).await.unwrap();
+    let mut b = EncClient::connect(config("user:bob")).await.unwrap();
+    b.join(&["chat:1"]).await.unwrap();
+    let answer = b.presence("chat:1").await.unwrap();
+    assert_eq!((answer.clients, answer.users, answer.truncated), (2, 2, false));
+    assert!(answer
+        .members
+        .iter()
+        .any(|m| m.client == a.id() && m.user.as_deref() == Some("alice")));
+    let joined = a.recv().await.unwrap().member_event().expect("a member event");
+    assert!(joined.joined && joined.client == b.id() && joined.room == "chat:1");
+    let b_id = b.id().to_owned();
+    b.close().await;
+    let left = a.recv().await.unwrap().member_event().expect("a member event");
+    assert_eq!(
+        (left.joined, left.client, left.user.as_deref()),
+        (false, b_id, Some("bob"))
+    );
+    let refused = a.presence("chat:2").await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Refused(m) if m == "Not a member of room"),
+        "{refused:?}"
+    );
 }
