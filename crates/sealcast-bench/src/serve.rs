@@ -56,6 +56,17 @@ pub async fn serve() -> Result<(), String> {
                 .unwrap_or_default(),
         )
         .history_size(env("SEALCAST_HISTORY_SIZE", sealcast::Config::default().history_size))
+        // SEALCAST_PRESENCE_ROOMS (comma-separated patterns) / _EVENTS / _MAX_MEMBERS: the presence scenario.
+        .presence_rooms(
+            std::env::var("SEALCAST_PRESENCE_ROOMS")
+                .map(|v| v.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        )
+        .presence_events(env("SEALCAST_PRESENCE_EVENTS", true))
+        .presence_max_members(env(
+            "SEALCAST_PRESENCE_MAX_MEMBERS",
+            sealcast::Config::default().presence_max_members,
+        ))
         .message_rate(Rate::UNLIMITED)
         .max_sessions_per_user(usize::MAX)
         .authenticator(JwtAuthenticator::hs256(secret.as_bytes()))

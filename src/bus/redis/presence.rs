@@ -598,9 +598,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Answers the waiting queries (after the writes).
-    async fn answer(&mut self, conn: Option<&mut Conn>) {
-        let queries = std::mem::take(&mut *self.p.0.queries.lock());
+    /// Answers `queries` (taken before the writes: every change recorded before them is written by now).
+    async fn answer(&mut self, queries: Vec<Query>, conn: Option<&mut Conn>) {
         match conn {
             Some(conn) => {
                 for q in queries {
@@ -616,10 +615,13 @@ impl Worker {
         }
     }
 
-    /// One round: write, then heartbeat when due, then answer.
+    /// One round: write, then heartbeat when due, then answer the queries that were waiting when it began. A
+    /// query is queued after the changes its client made before it, so taking the queries first means the writes
+    /// that follow include all of those; queries that arrive meanwhile wake the next round.
     async fn round(&mut self, beat: bool) {
+        let queries = std::mem::take(&mut *self.p.0.queries.lock());
         let Some(mut conn) = self.conn().await else {
-            self.answer(None).await;
+            self.answer(queries, None).await;
             return;
         };
         let mut ok = true;
@@ -640,7 +642,7 @@ impl Worker {
                 }
             }
         }
-        self.answer(ok.then_some(&mut conn)).await;
+        self.answer(queries, ok.then_some(&mut conn)).await;
     }
 
     /// Stopping: the last leaves are written, and this instance leaves the set (nothing of it is left to clean).
@@ -648,6 +650,8 @@ impl Worker {
         let Some(mut conn) = self.conn().await else {
             return;
         };
+        let queries = std::mem::take(&mut *self.p.0.queries.lock());
+        self.answer(queries, None).await;
         if self.write(&mut conn).await.is_err() {
             return;
         }
@@ -656,7 +660,6 @@ impl Worker {
             let _ = conn.run::<Value>(redis::cmd("DEL").arg(rooms_key(&me))).await;
             let _ = conn.run::<Value>(redis::cmd("ZREM").arg(INSTANCES).arg(&*me)).await;
         }
-        self.answer(None).await;
     }
 }
 
