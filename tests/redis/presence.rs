@@ -125,3 +125,22 @@ async fn members_are_written_again_after_redis_lost_them() {
     }
     assert!(listed_again, "the instance never wrote its member again");
 }
+
+#[tokio::test]
+async fn a_stopping_instance_says_its_members_left() {
+    let redis = Redis::start();
+    let a = Instance::start_presence(single(&redis), 1000).await;
+    let b = Instance::start_presence(single(&redis), 1000).await;
+    let (mut x, _) = a.t.login("user:xavier").await;
+    join(&mut x, &["chat:s"]).await;
+    let (mut y, dy) = b.t.login("user:yvonne").await;
+    join(&mut y, &["chat:s"]).await;
+    assert_eq!(next_member_event(&mut x).await.0, "member_joined");
+    b.t.server.shutdown().await;
+    let (name, data) = next_member_event(&mut x).await;
+    assert_eq!(
+        (name.as_str(), data["client"].clone()),
+        ("member_left", json!(id_of(&dy)))
+    );
+    assert_eq!(a.t.server.presence("chat:s").await.map(|p| p.clients), Ok(1));
+}

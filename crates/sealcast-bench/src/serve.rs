@@ -1,6 +1,7 @@
 //! `sealcast-bench serve`: the sealcast server as `sealcast serve` wires it (HS256 tokens, wsenc/1 static key,
 //! shipped defaults), with the abuse limits the reference does not have lifted so a load generator can drive
-//! it: the per-connection message rate (one publisher sends whole bursts) and sessions per user.
+//! it: the per-connection message and join rates (one publisher sends whole bursts; the presence scenario joins
+//! hundreds of times from one session) and sessions per user.
 
 use std::net::SocketAddr;
 
@@ -68,6 +69,7 @@ pub async fn serve() -> Result<(), String> {
             sealcast::Config::default().presence_max_members,
         ))
         .message_rate(Rate::UNLIMITED)
+        .join_rate(Rate::UNLIMITED)
         .max_sessions_per_user(usize::MAX)
         .authenticator(JwtAuthenticator::hs256(secret.as_bytes()))
         .room_validator(auth::rooms_claim_validator)
