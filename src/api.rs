@@ -1,15 +1,17 @@
-//! The HTTP API on the public listener, for application backends: `POST /api/publish`, `POST /api/disconnect`
-//! and `POST /api/history`, authorised with `Authorization: Bearer <key>` (compared in constant time).
+//! The HTTP API on the public listener, for application backends: `POST /api/publish`, `POST /api/disconnect`,
+//! `POST /api/history` and `POST /api/presence`, authorised with `Authorization: Bearer <key>` (compared in constant time).
 //!
 //! Publish and disconnect go through the bus, so they reach every instance. Accepted requests answer 202
 //! `{"status":"accepted"}` (a publish to a room with history adds its `offset` and `epoch`, and `"duplicate":true`
 //! when its `idempotency_key` was already used); `history` answers 200
-//! `{"publications":[{"offset","event","data"}],"offset","epoch"}`. Errors answer
+//! `{"publications":[{"offset","event","data"}],"offset","epoch"}`; `presence` answers 200 what a member's
+//! `presence` query gets, `{"room","members":[{"client","user","since"}],"clients","users","truncated"}`. Errors answer
 //! `{"error":{"code":..,"message":..}}` with a stable code: `unauthorized` (401), `invalid_request` (400),
 //! `reserved_event` (400), `history_not_enabled` (400, the room matches no `history_rooms` pattern),
 //! `unrecoverable_position` (409, `since` is of another epoch or out of the window), `payload_too_large` (413,
 //! bodies over [`API_BODY_LIMIT`]), `history_unavailable` (503, the Redis history store is unreachable: retry with
-//! the same `idempotency_key`).
+//! the same `idempotency_key`), `presence_not_enabled` (400, the room matches no `presence_rooms` pattern),
+//! `presence_unavailable` (503, the Redis presence store is unreachable: retry).
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::history::{HistoryError, StreamPosition};
+use crate::presence::PresenceError;
 use crate::protocol::envelope::MAX_EXCLUDE;
 use crate::protocol::{ClientId, RoomName, Target, UserId};
 use crate::server::server_key;
@@ -40,7 +43,7 @@ struct Api {
 }
 
 impl Server {
-    /// The HTTP API router (`/api/publish`, `/api/disconnect`, `/api/history`) guarded by the bearer `api_key`. Merge it into
+    /// The HTTP API router (`/api/publish`, `/api/disconnect`, `/api/history`, `/api/presence`) guarded by the bearer `api_key`. Merge it into
     /// the public app (of any state `S`: the router carries its own); leave it out to disable the API.
     pub fn api_router<S>(&self, api_key: &str) -> Router<S>
     where
@@ -54,6 +57,7 @@ impl Server {
             .route("/api/publish", post(publish))
             .route("/api/disconnect", post(disconnect))
             .route("/api/history", post(history))
+            .route("/api/presence", post(presence))
             .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
             .with_state(api)
     }
@@ -156,6 +160,12 @@ struct HistoryRequest {
     room: String,
     since: Option<StreamPosition>,
     limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceRequest {
+    room: String,
 }
 
 #[derive(Deserialize)]
@@ -306,6 +316,29 @@ async fn history(
             StatusCode::SERVICE_UNAVAILABLE,
             "history_unavailable",
             "the history store is unreachable; retry",
+        )),
+        Err(e) => Err(invalid(&e.to_string())),
+    }
+}
+
+async fn presence(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: PresenceRequest = read(&api, &headers, body)?;
+    let room = RoomName::parse(&req.room).ok_or_else(|| invalid("room must be 1 to 1024 bytes long"))?;
+    match api.shared.presence(&room).await {
+        Ok(answer) => Ok(axum::Json(answer).into_response()),
+        Err(PresenceError::Unavailable) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "presence_unavailable",
+            "the presence store is unreachable; retry",
+        )),
+        Err(PresenceError::NotEnabled) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "presence_not_enabled",
+            "this room keeps no presence (presence.rooms)",
         )),
         Err(e) => Err(invalid(&e.to_string())),
     }

@@ -192,7 +192,7 @@ pub enum ClientError {
     /// A [`ReconnectingClient`] already stopped on an earlier error (which it returned then).
     #[error("the client has stopped")]
     Stopped,
-    /// The server refused a `publish` with this error text (e.g. `Not a member of room`).
+    /// The server refused a `publish` or a presence query with this error text (e.g. `Not a member of room`).
     #[error("publish refused: {0}")]
     Refused(String),
 }
@@ -263,6 +263,70 @@ pub struct Ack {
     /// A room with history: the stream's epoch.
     pub epoch: Option<String>,
 }
+
+/// The server's answer to a presence query ([`Client::presence`]): who is in a room.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct RoomPresence {
+    /// The room.
+    pub room: String,
+    /// At most the server's `presence_max_members` members, in no particular order.
+    pub members: Vec<RoomMember>,
+    /// How many clients are in the room (exact).
+    pub clients: usize,
+    /// How many distinct users they belong to (exact).
+    pub users: usize,
+    /// `members` lists fewer than `clients`.
+    pub truncated: bool,
+}
+
+/// A member in [`RoomPresence`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct RoomMember {
+    /// Its client id.
+    pub client: String,
+    /// Its user, if any.
+    pub user: Option<String>,
+    /// When it joined the room (ISO 8601, UTC).
+    pub since: String,
+}
+
+/// A `member_joined` or `member_left` event ([`Message::member_event`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct MemberEvent {
+    /// True for `member_joined`, false for `member_left`.
+    #[serde(skip)]
+    pub joined: bool,
+    /// The room.
+    pub room: String,
+    /// The client that joined or left.
+    pub client: String,
+    /// Its user, if any.
+    pub user: Option<String>,
+}
+
+impl Message {
+    /// The presence event this message is (`member_joined` / `member_left` in a presence room), if it is one.
+    pub fn member_event(&self) -> Option<MemberEvent> {
+        let joined = match self.event.as_str() {
+            event::MEMBER_JOINED => true,
+            event::MEMBER_LEFT => false,
+            _ => return None,
+        };
+        let mut e: MemberEvent = serde_json::from_value(self.data.clone()).ok()?;
+        e.joined = joined;
+        Some(e)
+    }
+}
+
+/// The error texts that answer a presence query.
+const PRESENCE_ERRORS: [&str; 3] = [
+    event::errors::NOT_IN_ROOM,
+    event::errors::PRESENCE_NOT_ENABLED,
+    event::errors::PRESENCE_UNAVAILABLE,
+];
 
 /// Most messages held while a `join` or a `publish` waits for its answer; beyond it the wait fails, since a
 /// server that never answers must not grow the client without bound.
@@ -453,6 +517,24 @@ impl Client {
                     let text = m.data.get("message").and_then(Value::as_str).unwrap_or_default();
                     return Err(ClientError::Refused(text.to_owned()));
                 }
+                _ => self.hold(m)?,
+            }
+        }
+    }
+
+    /// Asks who is in `room` (the client must be in it, and the room must keep presence) and waits for the
+    /// answer; a refusal (`Not a member of room`, `Presence not enabled for room`, `Presence unavailable`) is
+    /// [`ClientError::Refused`]. Messages arriving meanwhile are kept for [`Self::recv`].
+    pub async fn presence(&mut self, room: &str) -> Result<RoomPresence, ClientError> {
+        self.send(event::PRESENCE, &json!({ "room": room })).await?;
+        loop {
+            let m = self.read().await?;
+            let text = m.data.get("message").and_then(Value::as_str).unwrap_or_default();
+            match m.event.as_str() {
+                event::PRESENCE if m.data.get("room").and_then(Value::as_str) == Some(room) => {
+                    return serde_json::from_value(m.data).map_err(|_| ClientError::Protocol("malformed presence"))
+                }
+                event::ERROR if PRESENCE_ERRORS.contains(&text) => return Err(ClientError::Refused(text.to_owned())),
                 _ => self.hold(m)?,
             }
         }

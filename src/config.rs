@@ -97,7 +97,20 @@ pub struct Config {
     /// How long a history room keeps a message, and how long a publish id is remembered for idempotency.
     /// Default 300 s.
     pub history_ttl: Duration,
+    /// Rooms that keep presence, as room patterns (exact names, or `prefix*`): their members may ask who is in
+    /// them (`presence`) and, with `presence_events`, are told who joins and leaves. Empty (the default): no
+    /// presence.
+    pub presence_rooms: Vec<String>,
+    /// Send `member_joined` / `member_left` to the members of presence rooms, while the room has at most
+    /// `presence_max_members` clients (larger rooms get no events: see docs/presence.md). Default `true`.
+    pub presence_events: bool,
+    /// Most members listed in a presence answer (the counts stay exact; `truncated` says the list is cut), and
+    /// the largest room that gets join and leave events. At most [`MAX_PRESENCE_MEMBERS`]. Default 1,000.
+    pub presence_max_members: usize,
 }
+
+/// Largest `presence_max_members`.
+pub const MAX_PRESENCE_MEMBERS: usize = 100_000;
 
 /// Largest `history_size`: the number of messages one room may keep.
 pub const MAX_HISTORY_SIZE: usize = 100_000;
@@ -137,6 +150,9 @@ impl Default for Config {
             history_rooms: Vec::new(),
             history_size: 100,
             history_ttl: Duration::from_secs(300),
+            presence_rooms: Vec::new(),
+            presence_events: true,
+            presence_max_members: 1_000,
         }
     }
 }
@@ -173,6 +189,13 @@ pub enum ConfigError {
     /// [`crate::bus::RedisBus`] have one).
     #[error("history_rooms is set but this bus keeps no history: use LocalBus or RedisBus")]
     HistoryUnsupported,
+    /// `presence_max_members` is over [`MAX_PRESENCE_MEMBERS`].
+    #[error("presence_max_members must be at most {MAX_PRESENCE_MEMBERS}")]
+    PresenceMaxMembers,
+    /// Presence rooms are configured but the bus keeps no presence (only [`crate::LocalBus`] and
+    /// [`crate::bus::RedisBus`] do).
+    #[error("presence_rooms is set but this bus keeps no presence: use LocalBus or RedisBus")]
+    PresenceUnsupported,
     /// `build` was called outside a Tokio runtime.
     #[error("ServerBuilder::build must be called inside a Tokio runtime")]
     NoRuntime,
@@ -202,6 +225,7 @@ impl Config {
             ("max_concurrent_handshakes", self.max_concurrent_handshakes),
             ("max_sessions_per_user", self.max_sessions_per_user),
             ("history_size", self.history_size),
+            ("presence_max_members", self.presence_max_members),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -217,6 +241,9 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.presence_max_members > MAX_PRESENCE_MEMBERS {
+            return Err(ConfigError::PresenceMaxMembers);
         }
         if self.history_size > MAX_HISTORY_SIZE {
             return Err(ConfigError::HistorySize);
@@ -346,7 +373,7 @@ mod tests {
                 let wanted = format!("default {}", short.trim_start_matches(' '));
                 let wanted = wanted.replace("default : any", "default: any");
                 // An empty pattern list means "every origin" for origins but "no room" for history.
-                let wanted = if name == "history_rooms" {
+                let wanted = if name == "history_rooms" || name == "presence_rooms" {
                     "default: none".to_owned()
                 } else {
                     wanted
@@ -405,6 +432,9 @@ mod tests {
             ("history_rooms", list(&d.history_rooms)),
             ("history_size", count(d.history_size)),
             ("history_ttl", secs(d.history_ttl)),
+            ("presence_rooms", list(&d.presence_rooms)),
+            ("presence_events", flag(d.presence_events)),
+            ("presence_max_members", count(d.presence_max_members)),
         ];
         check_builder_docs(&expected);
         let docs = field_docs();

@@ -47,6 +47,7 @@ mod mailbox;
 pub mod metrics;
 #[cfg(test)]
 mod module_graph;
+pub mod presence;
 pub mod protocol;
 pub mod redact;
 mod registry;
@@ -60,7 +61,7 @@ pub mod wsenc;
 
 pub use bus::{Bus, Inbox, LocalBus};
 pub use client_info::{ClientInfo, ClientState};
-pub use config::{Config, ConfigError, MAX_HISTORY_SIZE};
+pub use config::{Config, ConfigError, MAX_HISTORY_SIZE, MAX_PRESENCE_MEMBERS};
 pub use emitter::{Emitter, EmitterError};
 pub use hooks::{
     AuthRequest, Connected, Disconnected, Hook, HookError, Identity, IncomingMessage, Outgoing, RoomRequest,

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::bus::Bus;
 use crate::client_info::{ClientInfo, ClientState};
 use crate::mailbox::Mailbox;
+use crate::presence::LocalPresence;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::{room, ClientId, RoomName, Target, UserId};
 use crate::telemetry::Telemetry;
@@ -310,15 +311,23 @@ pub(crate) struct Registry {
     bus: Arc<dyn Bus>,
     telemetry: Arc<Telemetry>,
     max_rooms_per_client: usize,
+    /// Members of presence rooms, kept under the write lock with the room index.
+    presence: Arc<LocalPresence>,
 }
 
 impl Registry {
-    pub(crate) fn new(bus: Arc<dyn Bus>, telemetry: Arc<Telemetry>, max_rooms_per_client: usize) -> Self {
+    pub(crate) fn new(
+        bus: Arc<dyn Bus>,
+        telemetry: Arc<Telemetry>,
+        max_rooms_per_client: usize,
+        presence: Arc<LocalPresence>,
+    ) -> Self {
         Self {
             idx: RwLock::new(Indexes::default()),
             bus,
             telemetry,
             max_rooms_per_client,
+            presence,
         }
     }
 
@@ -407,6 +416,9 @@ impl Registry {
             if !s.rooms.insert(room.clone()) {
                 return JoinResult::AlreadyMember;
             }
+            if self.presence.is_presence_room(room.as_str()) {
+                self.presence.joined(&room, entry.id, s.user_id.as_ref());
+            }
         }
         if add_to(&mut idx.rooms, room.clone(), entry) {
             self.room_changed(room, true);
@@ -429,6 +441,9 @@ impl Registry {
     }
 
     fn drop_member(&self, idx: &mut Indexes, id: &ClientId, room: RoomName) {
+        if self.presence.is_presence_room(room.as_str()) {
+            self.presence.left(&room, id);
+        }
         if remove_from(&mut idx.rooms, &room, id) {
             self.room_changed(room, false);
         }

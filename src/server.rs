@@ -24,10 +24,11 @@ use crate::crypto::StaticKeySet;
 use crate::history::{HistoryError, HistoryPage, IdKey, Published, StreamPosition};
 use crate::hooks::{Authenticator, Hook, UpgradeRequest};
 use crate::limits::{Accepted, ConnectionLimits, Refusal};
+use crate::presence::{LocalPresence, Presence, PresenceError};
 use crate::protocol::{room, ClientId, CloseCode, RoomName, Target, UserId};
 use crate::registry::{JoinResult, Registry};
 use crate::session::Handshake;
-use crate::shared::{check_event, HistoryStore, Hooks, SendError, Shared};
+use crate::shared::{check_event, HistoryStore, Hooks, PresenceStore, SendError, Shared};
 use crate::telemetry::{StatsSnapshot, Telemetry};
 use crate::wsenc::{SharedKeys, WsEnc1};
 
@@ -300,6 +301,14 @@ impl Server {
         self.shared.history_page_awaited(&room, since, limit).await
     }
 
+    /// Who is in `room` (it must match `presence_rooms`): its members on every instance sharing the bus (at most
+    /// `presence_max_members` of them, in no particular order), with exact `clients` and `users` counts. On the
+    /// Redis bus this instance's own joins and leaves are always included; see docs/presence.md.
+    pub async fn presence(&self, room: &str) -> Result<Presence, PresenceError> {
+        let room = RoomName::parse(room).ok_or(PresenceError::InvalidRoom)?;
+        self.shared.presence(&room).await
+    }
+
     /// Sends to every authenticated client on every instance, except the clients in `exclude`.
     pub fn broadcast<T: Serialize + ?Sized>(&self, event: &str, data: &T, exclude: &[&str]) -> Result<(), SendError> {
         self.shared
@@ -414,6 +423,10 @@ impl Server {
                 e.mailbox.kill_with(CloseCode::ShuttingDown);
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), s.tracker.wait()).await;
+        }
+        if let PresenceStore::Redis(p) = &s.presence_store {
+            // Every client has left by now: their leaves are written (and `member_left` sent) before the bus stops.
+            p.shutdown().await;
         }
         s.bus.shutdown(&s.server_id).await;
     }
@@ -560,6 +573,16 @@ pub struct ServerBuilder {
     bus: Option<Arc<dyn Bus>>,
     /// The bus's history store, when the bus has one.
     history: Option<HistoryStore>,
+    /// The bus's kind, for presence: the embedded bus, Redis, or another (which keeps no presence).
+    presence_bus: PresenceBus,
+}
+
+#[derive(Default)]
+enum PresenceBus {
+    #[default]
+    Local,
+    Redis(RedisBus),
+    Other,
 }
 
 macro_rules! setters {
@@ -635,6 +658,12 @@ impl ServerBuilder {
         history_size: usize,
         /// Age limit of history messages and of remembered publish ids (default 300 s).
         history_ttl: Duration,
+        /// Room patterns (exact or `prefix*`) that keep presence (default: none).
+        presence_rooms: Vec<String>,
+        /// `member_joined` / `member_left` events in presence rooms (default on).
+        presence_events: bool,
+        /// Most members in a presence answer, and the largest room with events (default 1,000).
+        presence_max_members: usize,
     }
 
     /// Replaces the whole configuration.
@@ -711,6 +740,11 @@ impl ServerBuilder {
             (_, Some(redis)) => Some(HistoryStore::Redis(redis.history())),
             _ => None,
         };
+        self.presence_bus = match (any.downcast_ref::<LocalBus>(), any.downcast_ref::<RedisBus>()) {
+            (Some(_), _) => PresenceBus::Local,
+            (_, Some(redis)) => PresenceBus::Redis(redis.clone()),
+            _ => PresenceBus::Other,
+        };
         self.bus = Some(Arc::new(bus));
         self
     }
@@ -747,8 +781,27 @@ impl ServerBuilder {
             return Err(ConfigError::HistoryUnsupported);
         }
         let server_id: Arc<str> = Uuid::new_v4().to_string().into();
+        let presence = Arc::new(LocalPresence::new(self.config.presence_rooms.clone()));
+        let with_presence = !self.config.presence_rooms.is_empty();
+        let presence_store = match self.presence_bus {
+            _ if !with_presence => PresenceStore::None,
+            PresenceBus::Local => PresenceStore::Local,
+            PresenceBus::Redis(redis) => {
+                let settings = crate::bus::redis::presence::Settings {
+                    max_members: self.config.presence_max_members,
+                    events: self.config.presence_events,
+                };
+                PresenceStore::Redis(redis.presence(server_id.clone(), presence.clone(), settings))
+            }
+            PresenceBus::Other => return Err(ConfigError::PresenceUnsupported),
+        };
         let shared = Arc::new(Shared {
-            registry: Registry::new(bus.clone(), telemetry.clone(), self.config.max_rooms_per_client),
+            registry: Registry::new(
+                bus.clone(),
+                telemetry.clone(),
+                self.config.max_rooms_per_client,
+                presence.clone(),
+            ),
             seal_permits: Semaphore::new(self.config.encrypted_batch_limit),
             transform_permits: Semaphore::new(self.config.encrypted_batch_limit),
             auth_permits: Semaphore::new(self.config.max_concurrent_authentications),
@@ -772,7 +825,15 @@ impl ServerBuilder {
             peerless: std::sync::Once::new(),
             history,
             joiners: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            presence,
+            presence_store,
         });
+        if matches!(shared.presence_store, PresenceStore::Local) {
+            tokio::spawn(crate::shared::local_presence_events(
+                Arc::downgrade(&shared),
+                shared.shutdown.clone(),
+            ));
+        }
         bus.attach(Inbox::new(server_id, Arc::downgrade(&shared) as Weak<dyn Deliver>));
         Ok(Server { shared })
     }

@@ -25,6 +25,7 @@ use crate::history::{
 use crate::hooks::{Authenticator, MessageHandler, OnConnected, OnDisconnected, OutboundTransformer, RoomValidator};
 use crate::limits::ConnectionLimits;
 use crate::mailbox::Mailbox;
+use crate::presence::{LocalPresence, Presence, PresenceError};
 use crate::protocol::outbound::{StreamPos, TextFrame};
 use crate::protocol::{event, outbound, room, Action, ClientId, CloseCode, Envelope, RoomName, Target};
 use crate::registry::{Exclude, JoinResult, Registry};
@@ -114,6 +115,21 @@ pub(crate) struct Shared {
     /// Redis history: clients joining with a recovery, per room, holding the live messages that arrive while their
     /// replay is read. Deliveries of history messages from the bus take this lock.
     pub(crate) joiners: Mutex<HashMap<RoomName, Vec<Arc<Joiner>>>>,
+    /// This instance's members of presence rooms (kept by the registry).
+    pub(crate) presence: Arc<LocalPresence>,
+    /// Where presence queries are answered.
+    pub(crate) presence_store: PresenceStore,
+}
+
+/// Where a server's presence lives.
+#[derive(Clone)]
+pub(crate) enum PresenceStore {
+    /// In process: this instance's members are the room's ([`crate::LocalBus`]).
+    Local,
+    /// In Redis, cluster-wide ([`crate::bus::RedisBus`]).
+    Redis(crate::bus::redis::presence::RedisPresence),
+    /// The bus keeps no presence (`presence_rooms` must then be empty).
+    None,
 }
 
 /// Where a server's room history lives: the bus's store.
@@ -770,6 +786,75 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Who is in `room` (it must match `presence_rooms`): from this instance on the embedded bus, from Redis on
+    /// the Redis bus (after this instance's own pending joins and leaves are written, so it reads its own
+    /// changes).
+    pub(crate) async fn presence(&self, room: &RoomName) -> Result<Presence, PresenceError> {
+        if !self.presence.is_presence_room(room.as_str()) {
+            return Err(PresenceError::NotEnabled);
+        }
+        let max = self.config.presence_max_members;
+        match &self.presence_store {
+            PresenceStore::Local => Ok(self.presence.query(room, max)),
+            PresenceStore::Redis(r) => r.query(room, max).await,
+            PresenceStore::None => Err(PresenceError::NotEnabled),
+        }
+    }
+
+    /// Queues `member_joined` / `member_left` about `client` for the room's local members (but that client).
+    pub(crate) fn deliver_presence(&self, room: &RoomName, event_name: &str, client: &ClientId, data: &RawValue) {
+        let text = TextFrame::new(&outbound::message(event_name, Some(data)));
+        self.registry.deliver(
+            &Target::Room(room.clone()),
+            &text,
+            &Exclude::from_ids(std::slice::from_ref(client)),
+        );
+    }
+}
+
+/// Carries out presence changes on the embedded bus: `member_joined` / `member_left` for the room's other
+/// members (with `presence_events`, while the room has at most `presence_max_members` clients counting the one
+/// that joined or left). Runs until `stop`, or the server is gone.
+pub(crate) async fn local_presence_events(shared: std::sync::Weak<Shared>, stop: CancellationToken) {
+    loop {
+        let Some(local) = shared.upgrade().map(|s| s.presence.clone()) else {
+            return;
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = local.changed() => {}
+        }
+        drop(local);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let pending = shared.presence.take();
+        if !shared.config.presence_events {
+            continue;
+        }
+        for c in pending.changes {
+            let count = shared.presence.count(c.room.as_str()) + usize::from(!c.joined);
+            if count > shared.config.presence_max_members {
+                continue;
+            }
+            let name = if c.joined {
+                event::MEMBER_JOINED
+            } else {
+                event::MEMBER_LEFT
+            };
+            let data = outbound::member_data(
+                c.room.as_str(),
+                &c.client.to_string(),
+                c.user.as_ref().map(|u| u.as_str()),
+            );
+            if let Ok(data) = RawValue::from_string(data) {
+                shared.deliver_presence(&c.room, name, &c.client, &data);
+            }
+        }
+    }
+}
+
 /// Whether `b` can be delivered in one batch with `a`: room deliveries to the same room, excluding the same
 /// clients, both with or both without a history position.
 fn same_run(a: &Envelope, b: &Envelope) -> bool {
@@ -846,6 +931,16 @@ impl Deliver for Shared {
     fn deliver(&self, env: &Envelope) {
         if env.action == Action::Disconnect {
             self.disconnect_target(&env.target, false);
+            self.telemetry.bus_delivered();
+            return;
+        }
+        if env.action == Action::Presence {
+            // Envelope::parse checked the event (member_joined / member_left) and rebuilt the data.
+            if let (Target::Room(room), Some(client)) = (&env.target, env.exclude.first()) {
+                if self.config.presence_events {
+                    self.deliver_presence(room, &env.event, client, &env.data);
+                }
+            }
             self.telemetry.bus_delivered();
             return;
         }

@@ -32,6 +32,8 @@ pub enum Decision {
     Leave,
     /// Publish.
     Publish,
+    /// Presence query.
+    Presence,
     /// Custom application event.
     Custom,
 }
@@ -53,6 +55,7 @@ pub fn route(frame: &[u8]) -> Decision {
                 ClientMessage::Join { .. } => Decision::Join,
                 ClientMessage::Leave(_) => Decision::Leave,
                 ClientMessage::Publish { .. } => Decision::Publish,
+                ClientMessage::Presence(_) => Decision::Presence,
                 ClientMessage::Custom { .. } => Decision::Custom,
             }
         }
@@ -98,6 +101,7 @@ fn check_against_value(data: &[u8], decision: Decision) {
         event::JOIN => Decision::Join,
         event::LEAVE => Decision::Leave,
         event::PUBLISH => Decision::Publish,
+        event::PRESENCE => Decision::Presence,
         _ => Decision::Custom,
     };
     if let Decision::Error(_) = decision {
@@ -146,6 +150,10 @@ fn check_positions(text: &str, obj: &Map<String, Value>) {
             let want = obj.get("id").and_then(Value::as_str);
             assert_eq!(id.as_deref(), want, "publish id differs from the frame's");
         }
+        Ok(ClientMessage::Presence(room)) => {
+            let want = obj.get("data").and_then(|d| d.get("room")).and_then(Value::as_str);
+            assert_eq!(Some(room.as_ref()), want, "presence room differs from the frame's");
+        }
         _ => {}
     }
 }
@@ -180,6 +188,7 @@ fn check_message(msg: &ClientMessage<'_>) {
             );
             check_delivery(event, *data);
         }
+        ClientMessage::Presence(_) => {}
         ClientMessage::Custom { event, data, id } => {
             assert!(event::is_valid_application_event(event), "custom {event:?} accepted");
             check_delivery(event, *data);

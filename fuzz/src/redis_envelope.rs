@@ -5,11 +5,13 @@
 //! `to_json` → `parse` gives the same envelope and the same JSON again; an accepted envelope agrees with an
 //! independent `serde_json::Value` reading (its client target and `exclude` entries being that reading's text
 //! parsed as client ids, the entries that are not ids left out, its history position being that reading's
-//! `offset` and `epoch`); a channel name maps to a target whose channel is that name.
+//! `offset` and `epoch`); a channel name maps to a target whose channel is that name. A presence envelope is the
+//! one kind that carries a reserved name: `member_joined` or `member_left`, to a room, about the one client it
+//! excludes, its data rebuilt as `{"room","client","user"}` naming that room and client.
 
 use sealcast::protocol::envelope::{MAX_ENVELOPE_LEN, MAX_EXCLUDE, MAX_TARGET_LEN};
 use sealcast::protocol::event;
-use sealcast::protocol::{ClientId, Envelope, EnvelopeError, Target};
+use sealcast::protocol::{Action, ClientId, Envelope, EnvelopeError, Target};
 use serde_json::Value;
 
 /// The fuzz target.
@@ -23,6 +25,10 @@ pub fn check(data: &[u8]) {
         }
     };
     assert!(data.len() <= MAX_ENVELOPE_LEN);
+    if env.action == Action::Presence {
+        check_presence(&env);
+        return;
+    }
     assert!(
         event::is_valid_application_event(&env.event) && !event::is_reserved(&env.event),
         "envelope with event {:?} accepted",
@@ -100,6 +106,30 @@ fn check_against_value(data: &[u8], env: &Envelope) {
     assert!(raw_exclude.len() <= MAX_EXCLUDE);
     let want_exclude: Vec<ClientId> = raw_exclude.into_iter().filter_map(ClientId::parse).collect();
     assert_eq!(env.exclude, want_exclude);
+}
+
+fn check_presence(env: &Envelope) {
+    assert!(
+        env.event == event::MEMBER_JOINED || env.event == event::MEMBER_LEFT,
+        "presence envelope with event {:?} accepted",
+        env.event
+    );
+    let Target::Room(room) = &env.target else {
+        panic!("presence envelope to a non-room target accepted");
+    };
+    let d: Value = serde_json::from_str(env.data.get()).unwrap_or_else(|e| panic!("data is not JSON: {e}"));
+    assert_eq!(d.get("room").and_then(Value::as_str), Some(room.as_str()));
+    let client = d.get("client").and_then(Value::as_str).and_then(ClientId::parse);
+    assert_eq!(
+        env.exclude,
+        client.into_iter().collect::<Vec<_>>(),
+        "exclude is not the client"
+    );
+    assert!(env.position.is_none());
+    let json = env.to_json();
+    let back = Envelope::parse(json.as_bytes()).unwrap_or_else(|e| panic!("own serialisation refused: {e}: {json}"));
+    assert_same(env, &back);
+    assert_eq!(back.action, Action::Presence);
 }
 
 fn check_channel(data: &[u8]) {

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use crate::protocol::{Envelope, EnvelopeError, Target};
+use crate::protocol::{Action, Envelope, EnvelopeError, Target};
 
 /// A future returned by [`Bus::shutdown`].
 pub type BusFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -85,6 +85,11 @@ impl Inbox {
         &self.server_id
     }
 
+    /// Whether this server delivers `envelope`: another instance's, or its own history and presence envelopes.
+    fn wants(&self, envelope: &Envelope) -> bool {
+        envelope.server_id != *self.server_id || envelope.position.is_some() || envelope.action == Action::Presence
+    }
+
     /// False once the server is gone.
     pub fn is_open(&self) -> bool {
         self.shared.strong_count() > 0
@@ -92,9 +97,9 @@ impl Inbox {
 
     /// Delivers a parsed envelope to the local clients it addresses. The server's own envelopes are skipped
     /// (it delivered them itself), except those with a history position, which it delivers only as they come
-    /// back from the bus, in offset order.
+    /// back from the bus, in offset order, and presence events, which every instance delivers from the bus.
     pub fn deliver(&self, envelope: &Envelope) {
-        if envelope.server_id == *self.server_id && envelope.position.is_none() {
+        if !self.wants(envelope) {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {
@@ -105,10 +110,7 @@ impl Inbox {
     /// [`Self::deliver`] for several envelopes in order; consecutive ones for one room are delivered together
     /// (each member's queue visited once), which is what a transport should call when several have arrived.
     pub fn deliver_batch(&self, envelopes: &[Envelope]) {
-        let mine: Vec<&Envelope> = envelopes
-            .iter()
-            .filter(|e| e.server_id != *self.server_id || e.position.is_some())
-            .collect();
+        let mine: Vec<&Envelope> = envelopes.iter().filter(|e| self.wants(e)).collect();
         if mine.is_empty() {
             return;
         }

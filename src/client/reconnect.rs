@@ -251,6 +251,11 @@ impl ReconnectingClient {
         self.current()?.leave(rooms).await
     }
 
+    /// Asks who is in a joined room, on the current session.
+    pub async fn presence(&mut self, room: &str) -> Result<super::RoomPresence, ClientError> {
+        self.current()?.presence(room).await
+    }
+
     /// Publishes to a joined room on the current session and waits for the acknowledgement.
     pub async fn publish<T: Serialize + ?Sized>(
         &mut self,

@@ -80,6 +80,8 @@ pub(crate) enum Action<'m> {
         /// The client's id for this publish: answer `ack`, and deliver a retry with the same id only once.
         id: Option<Cow<'m, str>>,
     },
+    /// Answer a `presence` query about a room the client is in (and that keeps presence).
+    Presence(Cow<'m, str>),
     /// Hand a custom event to the message handler.
     Custom {
         /// Event name.
@@ -444,6 +446,16 @@ impl<'c> Core<'c> {
                     },
                 }
             }
+            (_, ClientMessage::Presence(room)) => {
+                if room == self.id || !rooms.is_member(&room) {
+                    // Only members learn who else is there; own-id rooms have no presence.
+                    Action::Reply(errors::NOT_IN_ROOM)
+                } else if !room::allowed(&self.config.presence_rooms, &room) {
+                    Action::Reply(errors::PRESENCE_NOT_ENABLED)
+                } else {
+                    Action::Presence(room)
+                }
+            }
             (_, ClientMessage::Custom { event, data, id }) => Action::Custom { event, data, id },
             (_, ClientMessage::Heartbeat | ClientMessage::Authenticate(_)) => Action::None,
         }
@@ -650,6 +662,7 @@ mod tests {
                 data.map_or("-", RawValue::get),
                 id.map_or(String::new(), |id| format!(" id={id}"))
             ),
+            Action::Presence(room) => format!("presence {room}"),
             Action::Custom { event, data, id } => {
                 format!(
                     "custom {event} {} {}",
@@ -1144,6 +1157,27 @@ mod tests {
         };
         let mut core = established(&c, now, limited);
         assert_eq!(send(&mut core, now, publish), "reply Room not allowed");
+    }
+
+    #[test]
+    fn a_presence_query_needs_membership_and_a_presence_room() {
+        let now = Instant::now();
+        let c = Config {
+            presence_rooms: vec!["chat".into()],
+            ..config()
+        };
+        let mut core = established(&c, now, identity(None));
+        let ask = |room: &str| format!(r#"{{"event":"presence","data":{{"room":"{room}"}}}}"#);
+        assert_eq!(send(&mut core, now, &ask("chat")), "presence chat");
+        assert_eq!(send(&mut core, now, &ask("other")), "reply Not a member of room");
+        assert_eq!(send(&mut core, now, &ask(ID)), "reply Not a member of room");
+
+        let none = config();
+        let mut core = established(&none, now, identity(None));
+        assert_eq!(
+            send(&mut core, now, &ask("chat")),
+            "reply Presence not enabled for room"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - publishes only to rooms the client is in (never its own-id room) when client publish is on; joins only of
 //!   rooms the validator allowed out of those asked for; default rooms, joins and publishes within the credentials'
 //!   room claim;
+//! - presence answers only about a room the client is in (never its own-id room) that matches `presence_rooms`;
 //! - pings only to an established session when pings are on; rekeys only for a refresh by the same user.
 //!
 //! The fuzz target `connection_core` calls [`check`]; the unit tests below run it over generated scripts and
@@ -64,7 +65,7 @@ const EVENTS: [&str; 8] = [
     "a",
 ];
 /// The documented error texts (README, "Errors").
-const ERROR_TEXTS: [&str; 11] = [
+const ERROR_TEXTS: [&str; 12] = [
     errors::INVALID_MESSAGE_FORMAT,
     errors::NOT_AUTHENTICATED,
     errors::ALREADY_AUTHENTICATED,
@@ -76,6 +77,7 @@ const ERROR_TEXTS: [&str; 11] = [
     errors::TOO_MANY_SESSIONS,
     errors::NOT_IN_ROOM,
     errors::ROOM_NOT_ALLOWED,
+    errors::PRESENCE_NOT_ENABLED,
 ];
 
 /// The documented `reason` texts of refused joins.
@@ -107,6 +109,11 @@ fn run(data: &[u8]) -> Reached {
         allow_client_publish: flags & 2 != 0,
         send_pings: flags & 4 != 0,
         publish_to_self: flags & 8 != 0,
+        presence_rooms: if flags & 16 != 0 {
+            ROOMS.iter().take(2).map(|r| (*r).to_owned()).collect()
+        } else {
+            Vec::new()
+        },
         max_sessions_per_user: 2,
         max_payload_length: 2048,
         max_preauth_payload_length: 256,
@@ -542,6 +549,7 @@ impl<'c> Harness<'c> {
                 | Action::ValidateRooms(_)
                 | Action::Leave(_)
                 | Action::Publish { .. }
+                | Action::Presence(_)
                 | Action::Custom { .. }
         );
         if encrypted && asked_by_client && matches!(cause, Cause::Frame { .. }) {
@@ -641,6 +649,18 @@ impl<'c> Harness<'c> {
                     "a publish with a reserved event name {event:?}"
                 );
             }
+            Action::Presence(room) => {
+                assert!(established, "a presence query before the session");
+                assert!(
+                    self.rooms.0.contains(room.as_ref()),
+                    "a presence answer about a room the client is not in"
+                );
+                assert_ne!(room.as_ref(), ID, "a presence answer about the own-id room");
+                assert!(
+                    crate::protocol::room::allowed(&self.config.presence_rooms, room),
+                    "a presence answer about a room without presence"
+                );
+            }
             Action::Custom { .. } | Action::KeyUpdate => assert!(established, "a session event before the session"),
             Action::None | Action::Pong(_) | Action::Established(_) | Action::Rekey => {}
         }
@@ -691,7 +711,7 @@ impl<'c> Harness<'c> {
 fn json_message(s: &mut Script<'_>) -> Vec<u8> {
     let room = s.pick(&ROOMS);
     let event = s.pick(&EVENTS);
-    let message = match s.byte() % 10 {
+    let message = match s.byte() % 11 {
         0 => serde_json::json!({"event": "join", "data": {"rooms": [room, s.pick(&ROOMS)]}}),
         8 => serde_json::json!({"event": "join", "data": {"rooms": [room],
             "recover": {room: {"offset": s.byte(), "epoch": "e"}, s.pick(&ROOMS): {"offset": 1, "epoch": "x"}}}}),
@@ -705,6 +725,7 @@ fn json_message(s: &mut Script<'_>) -> Vec<u8> {
         4 => serde_json::json!({"event": "heartbeat"}),
         5 => serde_json::json!({"event": event, "data": [1, 2], "id": 7}),
         6 => serde_json::json!({"event": "authenticate", "data": {"token": "t"}}),
+        10 => serde_json::json!({"event": "presence", "data": {"room": room}}),
         _ => serde_json::json!({"event": "refresh"}),
     };
     message.to_string().into_bytes()

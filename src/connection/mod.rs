@@ -36,8 +36,9 @@ use crate::history::IdKey;
 use crate::hooks::{invoke, AuthRequest, Connected, Disconnected, IncomingMessage, RoomRequest, UpgradeRequest};
 use crate::limits::Slot;
 use crate::mailbox::{Mailbox, Outbound, Task};
+use crate::presence::PresenceError;
 use crate::protocol::envelope::MAX_TARGET_LEN;
-use crate::protocol::event::{errors, refusals};
+use crate::protocol::event::{self, errors, refusals};
 use crate::protocol::frame::{Decoder, Inbound};
 use crate::protocol::outbound::StreamPos;
 use crate::protocol::{outbound, ClientId, CloseCode, RoomName, Target, UserId};
@@ -298,6 +299,7 @@ impl Reader<'_> {
                 let msg = self.incoming(&event, data, id);
                 Box::pin(guarded(entry, self.custom(msg))).await
             }
+            Action::Presence(room) => Box::pin(guarded(entry, self.presence(&room))).await,
             action => self.act(action),
         }
     }
@@ -348,6 +350,7 @@ impl Reader<'_> {
             | Action::Refresh(_)
             | Action::ValidateRooms(_)
             | Action::Join(_)
+            | Action::Presence(_)
             | Action::Custom { .. } => {}
         }
         ControlFlow::Continue(())
@@ -691,6 +694,24 @@ impl Reader<'_> {
             data: parse(data).unwrap_or(Value::Null),
             id: parse(id),
         }
+    }
+
+    /// Answers a `presence` query (the core checked membership and `presence_rooms`), through the queue like
+    /// every other frame: sealed on an encrypted session.
+    async fn presence(&self, room: &str) -> Flow {
+        let frame = match RoomName::parse(room) {
+            Some(room) => match self.shared.presence(&room).await {
+                Ok(answer) => match RawValue::from_string(answer.to_json()) {
+                    Ok(data) => outbound::message(event::PRESENCE, Some(&data)),
+                    Err(_) => outbound::error(errors::PRESENCE_UNAVAILABLE),
+                },
+                Err(PresenceError::Unavailable) => outbound::error(errors::PRESENCE_UNAVAILABLE),
+                Err(_) => outbound::error(errors::PRESENCE_NOT_ENABLED),
+            },
+            None => outbound::error(errors::NOT_IN_ROOM),
+        };
+        self.mailbox().push_system(frame);
+        ControlFlow::Continue(())
     }
 
     async fn custom(&mut self, msg: IncomingMessage) -> Flow {

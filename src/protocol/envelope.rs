@@ -105,10 +105,27 @@ pub enum Action {
     /// [`crate::CloseCode::PolicyViolation`] (1008). On the wire: `"type":"disconnect"`, `"target":"client:<id>"`
     /// or `"user:<id>"`, `"event":"disconnect"`; reference servers ignore the unknown type.
     Disconnect,
+    /// Deliver a presence event (`member_joined` / `member_left`, a reserved name) to a room's local members. On
+    /// the wire: `"type":"presence"`, `"target":"<room>"`, `data` `{"room","client","user"}` (rebuilt from its
+    /// parsed fields on receipt), `exclude` the client it is about. Every instance delivers these, its own
+    /// included.
+    Presence,
 }
 
 /// The wire `type` of disconnect envelopes.
 pub const DISCONNECT_TYPE: &str = "disconnect";
+/// The wire `type` of presence envelopes.
+pub const PRESENCE_TYPE: &str = "presence";
+
+#[derive(Deserialize)]
+struct PresenceData<'a> {
+    #[serde(borrow)]
+    room: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    client: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    user: Option<std::borrow::Cow<'a, str>>,
+}
 
 /// One message travelling between instances.
 #[derive(Clone)]
@@ -192,10 +209,37 @@ impl Envelope {
         }
     }
 
+    /// A presence event (`member_joined` or `member_left`) about `client` (of `user`) in `room`, for the room's
+    /// other members.
+    pub fn presence(
+        server_id: impl Into<String>,
+        room: RoomName,
+        joined: bool,
+        client: ClientId,
+        user: Option<&UserId>,
+    ) -> Option<Self> {
+        let data = super::outbound::member_data(room.as_str(), &client.to_string(), user.map(UserId::as_str));
+        Some(Self {
+            server_id: server_id.into(),
+            target: Target::Room(room),
+            event: if joined {
+                event::MEMBER_JOINED
+            } else {
+                event::MEMBER_LEFT
+            }
+            .to_owned(),
+            data: RawValue::from_string(data).ok()?,
+            exclude: vec![client],
+            action: Action::Presence,
+            position: None,
+        })
+    }
+
     /// The wire `type` and `target` fields (what the bus signature covers).
     pub(crate) fn wire_kind_target(&self) -> (&'static str, Option<String>) {
         match self.action {
             Action::Deliver => (self.target.kind(), self.target.id_text()),
+            Action::Presence => (PRESENCE_TYPE, self.target.id_text()),
             Action::Disconnect => (
                 DISCONNECT_TYPE,
                 self.target.id_text().map(|id| format!("{}:{id}", self.target.kind())),
@@ -239,6 +283,9 @@ impl Envelope {
         let w: Wire<'_> = serde_json::from_str(text).map_err(|_| EnvelopeError::Malformed)?;
         if w.kind == DISCONNECT_TYPE {
             return Self::parse_disconnect(w);
+        }
+        if w.kind == PRESENCE_TYPE {
+            return Self::parse_presence(w);
         }
         if !event::is_valid_application_event(&w.event) {
             return Err(EnvelopeError::BadEvent);
@@ -284,6 +331,36 @@ impl Envelope {
         })
     }
 
+    /// `{"type":"presence","target":R,"event":"member_joined"|"member_left","data":{"room":R,"client":C,"user":U}}`:
+    /// the data must name the target room, a client id and a valid user (or `null`), and is rebuilt from them.
+    fn parse_presence(w: Wire<'_>) -> Result<Self, EnvelopeError> {
+        let joined = match w.event.as_ref() {
+            event::MEMBER_JOINED => true,
+            event::MEMBER_LEFT => false,
+            _ => return Err(EnvelopeError::BadEvent),
+        };
+        if w.offset.is_some() || w.epoch.is_some() {
+            return Err(EnvelopeError::Malformed);
+        }
+        let raw = w.target.ok_or(EnvelopeError::BadTarget)?;
+        if raw.len() > MAX_TARGET_LEN {
+            return Err(EnvelopeError::Limit);
+        }
+        let room = RoomName::parse(&raw).ok_or(EnvelopeError::BadTarget)?;
+        let data = w.data.ok_or(EnvelopeError::Malformed)?;
+        let d: PresenceData<'_> = serde_json::from_str(data.get()).map_err(|_| EnvelopeError::Malformed)?;
+        if d.room != raw {
+            return Err(EnvelopeError::BadTarget);
+        }
+        let client = ClientId::parse(&d.client).ok_or(EnvelopeError::Malformed)?;
+        let user = match d.user {
+            Some(u) if u.len() > MAX_TARGET_LEN => return Err(EnvelopeError::Limit),
+            Some(u) => Some(UserId::parse(&u).ok_or(EnvelopeError::Malformed)?),
+            None => None,
+        };
+        Self::presence(w.server_id.into_owned(), room, joined, client, user.as_ref()).ok_or(EnvelopeError::Malformed)
+    }
+
     /// `{"type":"disconnect","target":"client:<id>"|"user:<id>","event":"disconnect"}`, nothing excluded.
     fn parse_disconnect(w: Wire<'_>) -> Result<Self, EnvelopeError> {
         if w.event != event::DISCONNECT {
@@ -322,6 +399,44 @@ mod tests {
 
     fn client(id: &str) -> Target {
         Target::Client(ClientId::parse(id).unwrap())
+    }
+
+    #[test]
+    fn a_presence_envelope_round_trips_and_its_data_is_checked() {
+        let room = RoomName::parse("chat:1").unwrap();
+        let client = ClientId::parse(C1).unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        let env = Envelope::presence("s1", room.clone(), true, client, Some(&alice)).unwrap();
+        let back = Envelope::parse(env.to_json().as_bytes()).unwrap();
+        assert_eq!(back.action, Action::Presence);
+        assert_eq!(back.event, "member_joined");
+        assert_eq!(back.exclude, vec![client]);
+        assert_eq!(
+            back.data.get(),
+            format!(r#"{{"room":"chat:1","client":"{C1}","user":"alice"}}"#)
+        );
+        let left = Envelope::presence("s1", room, false, client, None).unwrap();
+        let back = Envelope::parse(left.to_json().as_bytes()).unwrap();
+        assert_eq!(
+            (back.event.as_str(), back.data.get().contains(r#""user":null"#)),
+            ("member_left", true)
+        );
+        let base = |event: &str, data: &str| {
+            format!(r#"{{"serverId":"s","type":"presence","target":"chat:1","event":"{event}","data":{data}}}"#)
+        };
+        for bad in [
+            base("chat", &format!(r#"{{"room":"chat:1","client":"{C1}"}}"#)),
+            base("member_left", &format!(r#"{{"room":"other","client":"{C1}"}}"#)),
+            base("member_left", r#"{"room":"chat:1","client":"nope"}"#),
+            base(
+                "member_left",
+                &format!(r#"{{"room":"chat:1","client":"{C1}","user":7}}"#),
+            ),
+            base("member_left", "null"),
+            base("member_left", "[1]"),
+        ] {
+            assert!(Envelope::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

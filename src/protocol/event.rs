@@ -29,9 +29,18 @@ pub const JOINED: &str = "joined";
 /// history room).
 pub const ACK: &str = "ack";
 
+/// Client → server: who is in a room `{"room":R}`; server → client: the answer, `{"room","members","clients",
+/// "users","truncated"}` (rooms matching `presence_rooms` only).
+pub const PRESENCE: &str = "presence";
+/// Server → client: a client joined a presence room the recipient is in, `{"room","client","user"}`.
+pub const MEMBER_JOINED: &str = "member_joined";
+/// Server → client: a client left a presence room the recipient is in (left, disconnected, was closed, or its
+/// instance died), `{"room","client","user"}`.
+pub const MEMBER_LEFT: &str = "member_left";
+
 /// Names no application message may carry, whoever publishes it (client, server API, bus, emitter): delivering
 /// one would confuse or kill encrypted sessions (wsenc/1 §8a).
-pub const RESERVED: [&str; 12] = [
+pub const RESERVED: [&str; 15] = [
     AUTHENTICATE,
     CONNECTED,
     ENCRYPTED,
@@ -44,6 +53,9 @@ pub const RESERVED: [&str; 12] = [
     REFRESH,
     JOINED,
     ACK,
+    PRESENCE,
+    MEMBER_JOINED,
+    MEMBER_LEFT,
 ];
 
 /// True when `event` is one of [`RESERVED`].
@@ -89,6 +101,10 @@ pub mod errors {
     /// The history store could not take a `publish` (Redis unreachable): nothing was delivered; retry with the
     /// same `id`.
     pub const PUBLISH_FAILED: &str = "Publish failed";
+    /// A `presence` query for a room that does not match `presence_rooms`.
+    pub const PRESENCE_NOT_ENABLED: &str = "Presence not enabled for room";
+    /// The presence store could not answer (Redis unreachable).
+    pub const PRESENCE_UNAVAILABLE: &str = "Presence unavailable";
 }
 
 /// The fixed `reason` texts of the `refused` entries of `joined`; they never echo client input.

@@ -42,6 +42,8 @@ pub enum ClientMessage<'a> {
         /// makes retries idempotent.
         id: Option<Cow<'a, str>>,
     },
+    /// `{"event":"presence","data":{"room":R}}`: who is in a room (the room's text, unsanitised).
+    Presence(Cow<'a, str>),
     /// Any other, non-reserved event, for the application's message handler.
     Custom {
         /// Event name.
@@ -104,6 +106,12 @@ struct Position<'a> {
 }
 
 #[derive(Deserialize)]
+struct RoomData<'a> {
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
 struct PublishData<'a> {
     #[serde(borrow)]
     room: Cow<'a, str>,
@@ -139,6 +147,7 @@ pub fn parse(text: &str) -> Result<ClientMessage<'_>, InboundError> {
         event::JOIN => parse_join(data),
         event::LEAVE => parse_rooms(data).map(|(rooms, _)| ClientMessage::Leave(rooms)),
         event::PUBLISH => parse_publish(data, frame.id),
+        event::PRESENCE => parse_presence(data),
         name if event::is_reserved(name) => Err(InboundError::ReservedEvent),
         name if name.is_empty() || name.len() > event::MAX_EVENT_LEN => Err(InboundError::InvalidFormat),
         _ => Ok(ClientMessage::Custom {
@@ -183,6 +192,12 @@ fn parse_rooms(data: Option<&RawValue>) -> Result<Rooms<'_>, InboundError> {
 fn parse_join(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundError> {
     let (rooms, recover) = parse_rooms(data)?;
     Ok(ClientMessage::Join { rooms, recover })
+}
+
+fn parse_presence(data: Option<&RawValue>) -> Result<ClientMessage<'_>, InboundError> {
+    let data = data.filter(|d| is_object(d)).ok_or(InboundError::InvalidFormat)?;
+    let p: RoomData<'_> = serde_json::from_str(data.get()).map_err(|_| InboundError::InvalidFormat)?;
+    Ok(ClientMessage::Presence(p.room))
 }
 
 fn parse_publish<'a>(data: Option<&'a RawValue>, id: Option<&'a RawValue>) -> Result<ClientMessage<'a>, InboundError> {
@@ -309,6 +324,33 @@ mod tests {
         let over = format!("\"{}\"", "x".repeat(event::MAX_PUBLISH_ID_LEN + 1));
         for bad in [over.as_str(), "7", r#""""#, "{}"] {
             assert_eq!(parse(&with(bad)).err(), Some(InboundError::InvalidFormat), "{bad}");
+        }
+    }
+
+    #[test]
+    fn presence_names_one_room() {
+        match parse(r#"{"event":"presence","data":{"room":"chat:1"}}"#).unwrap() {
+            ClientMessage::Presence(room) => assert_eq!(room, "chat:1"),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"event":"presence"}"#,
+            r#"{"event":"presence","data":{}}"#,
+            r#"{"event":"presence","data":{"room":7}}"#,
+            r#"{"event":"presence","data":"chat:1"}"#,
+            r#"{"event":"presence","data":{"room":["a"]}}"#,
+        ] {
+            assert_eq!(parse(bad).err(), Some(InboundError::InvalidFormat), "{bad}");
+        }
+    }
+
+    #[test]
+    fn presence_events_are_reserved_for_the_server() {
+        for ev in ["member_joined", "member_left"] {
+            let f = format!(r#"{{"event":"{ev}","data":{{}}}}"#);
+            assert_eq!(parse(&f).err(), Some(InboundError::ReservedEvent), "{ev}");
+            let p = format!(r#"{{"event":"publish","data":{{"room":"r","event":"{ev}","data":{{}}}}}}"#);
+            assert_eq!(parse(&p).err(), Some(InboundError::ReservedEvent), "{ev}");
         }
     }
 

@@ -60,6 +60,23 @@ pub fn error_with_id(message: &str, id: &str) -> String {
     frame(event::ERROR, &data)
 }
 
+/// `{"room":R,"client":C,"user":U}` (`user` is `null` for a client without one): the data of `member_joined` and
+/// `member_left`.
+pub fn member_data(room: &str, client: &str, user: Option<&str>) -> String {
+    let mut out = String::with_capacity(room.len() + client.len() + 48);
+    out.push_str("{\"room\":");
+    push_json_str(&mut out, room);
+    out.push_str(",\"client\":");
+    push_json_str(&mut out, client);
+    out.push_str(",\"user\":");
+    match user {
+        Some(u) => push_json_str(&mut out, u),
+        None => out.push_str("null"),
+    }
+    out.push('}');
+    out
+}
+
 /// A message's place in a room's history stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamPos<'a> {

@@ -390,3 +390,76 @@ pub fn scraped_series(scrape: &str) -> std::collections::HashSet<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Joins `rooms` and waits for the `joined` answer, which it returns.
+pub async fn join(c: &mut Client, rooms: &[&str]) -> Value {
+    c.send(json!({"event": "join", "data": {"rooms": rooms}})).await;
+    c.expect_event("joined").await
+}
+
+/// Asks who is in `room` and returns the answer frame (`presence`, or an `error`), skipping member events.
+pub async fn ask_presence(c: &mut Client, room: &str) -> Value {
+    c.send(json!({"event": "presence", "data": {"room": room}})).await;
+    loop {
+        let v = c.recv().await;
+        if v["event"] == "presence" || v["event"] == "error" {
+            return v;
+        }
+    }
+}
+
+/// The client ids a presence answer lists, sorted.
+pub fn listed(answer: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = answer["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| x["client"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Reads frames until a `member_joined` or `member_left` event and returns `(event, data)`.
+pub async fn next_member_event(c: &mut Client) -> (String, Value) {
+    loop {
+        let v = c.recv().await;
+        let name = v["event"].as_str().unwrap_or_default().to_owned();
+        if name == "member_joined" || name == "member_left" {
+            return (name, v["data"].clone());
+        }
+    }
+}
+
+/// A connection that costs the test next to nothing: a raw TCP socket that upgrades to WebSocket and sends
+/// `authenticate` with `token` in one write, then reads and drops whatever the server sends until it closes. For
+/// tests that need thousands of members (a tungstenite client per member would be heavy).
+pub async fn raw_member(port: u16, token: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let _ = s.set_nodelay(true);
+    let payload = json!({"event": "authenticate", "data": {"token": token}}).to_string();
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    // One masked text frame; a zero masking key leaves the payload as it is.
+    bytes.push(0x81);
+    match payload.len() {
+        n if n < 126 => bytes.push(0x80 | n as u8),
+        n => {
+            bytes.push(0x80 | 126);
+            bytes.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    bytes.extend_from_slice(payload.as_bytes());
+    s.write_all(&bytes).await.expect("write");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+}

@@ -378,6 +378,20 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Like [`Self::start`], with presence in `chat:*` rooms (at most `max_members` listed).
+    pub async fn start_presence(bus: RedisBusBuilder, max_members: usize) -> Self {
+        let bus = bus.build().expect("bus");
+        let b = crate::common::builder()
+            .bus(bus.clone())
+            .presence_rooms(vec!["chat:*".into()])
+            .presence_max_members(max_members);
+        let t = TestServer::start(b).await;
+        assert!(bus.wait_ready(WAIT).await, "bus ready");
+        Self { t, bus }
+    }
+}
+
 /// Waits until every instance's interest changes are applied on Redis.
 pub async fn settle(instances: &[&Instance]) {
     for i in instances {

@@ -171,7 +171,7 @@ proptest! {
     ) {
         let frame = json!({"event": "publish", "data": {"room": "r", "event": ev, "data": data}}).to_string();
         prop_assert_eq!(inbound::parse(&frame).err(), Some(InboundError::ReservedEvent));
-        if !["heartbeat", "authenticate", "join", "leave", "publish", "refresh"].contains(&ev) {
+        if !["heartbeat", "authenticate", "join", "leave", "publish", "refresh", "presence"].contains(&ev) {
             let frame = json!({"event": ev, "data": data}).to_string();
             prop_assert_eq!(inbound::parse(&frame).err(), Some(InboundError::ReservedEvent));
         }

@@ -9,4 +9,5 @@ mod redis_harness;
 mod cluster;
 mod faults;
 mod history;
+mod presence;
 mod single;

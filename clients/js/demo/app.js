@@ -102,6 +102,36 @@ function addMessage(kind, who, text) {
   list.scrollTop = list.scrollHeight;
 }
 
+/** Who is in the room: client id → name (a user with several tabs is listed once). */
+const members = new Map();
+/** Names whose last connection just left, with the timer that will say so. */
+const leaving = new Map();
+const nameOf = (user) => (typeof user === "string" ? user.replace(/^demo:/, "") : "anonymous");
+
+function renderMembers() {
+  const list = $("members");
+  const names = [...new Set(members.values())].sort();
+  list.replaceChildren(
+    ...names.map((n) => {
+      const li = document.createElement("li");
+      li.className = "member";
+      li.dataset.name = n;
+      li.textContent = n === me ? `${n} (you)` : n;
+      return li;
+    }),
+  );
+  $("member-count").textContent = `· ${names.length}`;
+}
+
+/** The member list from the server (`presence`), then kept current by `member_joined` / `member_left`. */
+async function loadMembers() {
+  const answer = await client.presence(room);
+  members.clear();
+  for (const m of answer.members) members.set(m.client, nameOf(m.user));
+  renderMembers();
+  if (answer.truncated) $("member-count").textContent = `· ${answer.users} (first ${answer.members.length} shown)`;
+}
+
 /** How many of a room's last messages the page shows on joining. */
 const RECENT = 20;
 
@@ -144,9 +174,38 @@ async function join(name, roomName) {
   client.on("chat", (data, _event, meta) =>
     addMessage(earlier(meta) ? "history" : "theirs", String(data?.name ?? "?"), String(data?.text ?? "")),
   );
-  client.on("presence", (data, _event, meta) => {
-    if (!earlier(meta)) addMessage("system", "", `${String(data?.name ?? "?")} joined`);
+  client.on("member_joined", (data) => {
+    if (data.room !== room) return;
+    const name = nameOf(data.user);
+    const back = leaving.get(name);
+    if (back) {
+      clearTimeout(back);
+      leaving.delete(name);
+    } else if (![...members.values()].includes(name)) {
+      addMessage("system", "", `${name} joined`);
+    }
+    members.set(data.client, name);
+    renderMembers();
   });
+  client.on("member_left", (data) => {
+    if (data.room !== room) return;
+    const name = nameOf(data.user);
+    members.delete(data.client);
+    renderMembers();
+    // Said only when the user's last connection left and does not come back at once (a page joining again to
+    // show a room's recent messages leaves and joins).
+    if (![...members.values()].includes(name) && !leaving.has(name)) {
+      leaving.set(
+        name,
+        setTimeout(() => {
+          leaving.delete(name);
+          addMessage("system", "", `${name} left`);
+        }, 1500),
+      );
+    }
+  });
+  // After a reconnect the list is asked for again: events in between were missed.
+  client.on("rejoined", () => loadMembers().catch(() => undefined));
   const first = (await client.join(room)).rooms.find((r) => r.room === room);
   if (first && typeof first.offset === "number" && first.offset > 0) {
     // The room keeps history: join again asking for its last messages, which arrive before the answer.
@@ -158,7 +217,7 @@ async function join(name, roomName) {
       addMessage("system", "", "older messages of this room have expired");
     }
   }
-  await client.publish(room, "presence", { name: me });
+  await loadMembers();
   addMessage("system", "", `you joined ${roomName} as ${me}`);
 }
 

@@ -884,7 +884,18 @@ async function clientHandshake(ephemeral, serverKeys, connected, opts = {}) {
 
 // dist/client.js
 var LIFECYCLE = /* @__PURE__ */ new Set(["connected", "close", "error", "message", "reconnecting", "rejoined"]);
-var NOT_SENDABLE = /* @__PURE__ */ new Set(["authenticate", "connected", "encrypted", "key_update", "joined", "ack"]);
+var NOT_SENDABLE = /* @__PURE__ */ new Set([
+  "authenticate",
+  "connected",
+  "encrypted",
+  "key_update",
+  "joined",
+  "ack",
+  "presence",
+  "member_joined",
+  "member_left"
+]);
+var PRESENCE_ERRORS = /* @__PURE__ */ new Set(["Not a member of room", "Presence not enabled for room", "Presence unavailable"]);
 var MAX_TRACKED_ROOMS = 1024;
 var OPEN = 1;
 function connect(options) {
@@ -1003,6 +1014,19 @@ var SealcastClient = class {
     const data = options.recover ? { rooms: list, recover: options.recover } : { rooms: list };
     return new Promise((resolve, reject) => {
       this.enqueue({ event: "join", data }, (a) => a.joins.push({ resolve, reject })).catch(reject);
+    });
+  }
+  /**
+   * Who is in a room the client has joined (the room must keep presence: the server's `presence.rooms`).
+   * Resolves with the member list (at most the server's `presence.max_members`) and exact `clients` / `users`
+   * counts; rejects with `SERVER_ERROR` (`Not a member of room`, `Presence not enabled for room`, `Presence
+   * unavailable`), or `NOT_CONNECTED` if the session ended first. Listen to `member_joined` / `member_left` to
+   * keep the list current.
+   */
+  presence(room) {
+    return new Promise((resolve, reject) => {
+      const msg = { event: "presence", data: { room } };
+      this.enqueue(msg, (a) => a.presences.push({ resolve, reject })).catch(reject);
     });
   }
   /** Leave rooms. */
@@ -1160,7 +1184,8 @@ var SealcastClient = class {
       outbound: Promise.resolve(),
       timers: [],
       joins: [],
-      publishes: /* @__PURE__ */ new Map()
+      publishes: /* @__PURE__ */ new Map(),
+      presences: []
     };
     this.cur = a;
     try {
@@ -1360,7 +1385,16 @@ var SealcastClient = class {
         pending.reject(serverError(msg.data));
         return;
       }
+      const text = data && typeof data === "object" ? data["message"] : void 0;
+      if (typeof text === "string" && PRESENCE_ERRORS.has(text) && a.presences.length > 0) {
+        a.presences.shift()?.reject(serverError(msg.data));
+        return;
+      }
       this.emit("error", serverError(msg.data));
+      return;
+    }
+    if (msg.event === "presence") {
+      a.presences.shift()?.resolve(msg.data);
       return;
     }
     if (msg.event === "heartbeat" || msg.event === "key_update")
@@ -1429,6 +1463,8 @@ var SealcastClient = class {
     for (const j of a.joins.splice(0))
       j?.reject(gone);
     for (const p of a.publishes.values())
+      p.reject(gone);
+    for (const p of a.presences.splice(0))
       p.reject(gone);
     a.publishes.clear();
     const ws = a.ws;

@@ -129,6 +129,36 @@ export interface Ack {
   epoch?: string;
 }
 
+/** A member of a presence room, as `presence()` lists it. */
+export interface PresenceMember {
+  /** Its client id. */
+  client: string;
+  /** Its user, or null. */
+  user: string | null;
+  /** When it joined the room (ISO 8601, UTC). */
+  since: string;
+}
+
+/** The server's answer to `presence(room)`: who is in the room. */
+export interface Presence {
+  room: string;
+  /** At most the server's `presence.max_members` members, in no particular order. */
+  members: PresenceMember[];
+  /** How many clients are in the room (exact). */
+  clients: number;
+  /** How many distinct users they belong to (exact). */
+  users: number;
+  /** `members` lists fewer than `clients`. */
+  truncated: boolean;
+}
+
+/** The data of `member_joined` and `member_left`. */
+export interface MemberEvent {
+  room: string;
+  client: string;
+  user: string | null;
+}
+
 /** Where a message delivered to a room with history sits in the room's stream. */
 export interface MessageMeta {
   room: string;
@@ -138,7 +168,19 @@ export interface MessageMeta {
 
 const LIFECYCLE = new Set(["connected", "close", "error", "message", "reconnecting", "rejoined"]);
 /** Events an application may not send itself. */
-const NOT_SENDABLE = new Set(["authenticate", "connected", "encrypted", "key_update", "joined", "ack"]);
+const NOT_SENDABLE = new Set([
+  "authenticate",
+  "connected",
+  "encrypted",
+  "key_update",
+  "joined",
+  "ack",
+  "presence",
+  "member_joined",
+  "member_left",
+]);
+/** The error texts that answer a presence query. */
+const PRESENCE_ERRORS = new Set(["Not a member of room", "Presence not enabled for room", "Presence unavailable"]);
 /** Most rooms whose last position is tracked for recovery. */
 const MAX_TRACKED_ROOMS = 1024;
 
@@ -163,6 +205,13 @@ interface Attempt {
   joins: (PendingJoin | undefined)[];
   /** Publishes sent on this session, by id, waiting for their `ack` or `error`. */
   publishes: Map<string, PendingPublish>;
+  /** Presence queries sent on this session, answered (`presence` or a presence error) in order. */
+  presences: PendingPresence[];
+}
+
+interface PendingPresence {
+  resolve: (p: Presence) => void;
+  reject: (e: unknown) => void;
 }
 
 interface PendingJoin {
@@ -262,6 +311,7 @@ export class SealcastClient {
   on(event: "reconnecting", fn: (info: { attempt: number; delayMs: number }) => void): this;
   on(event: "message", fn: (event: string, data: unknown, meta?: MessageMeta) => void): this;
   on(event: "rejoined", fn: (result: JoinResult) => void): this;
+  on(event: "member_joined" | "member_left", fn: (data: MemberEvent, event: string) => void): this;
   on(event: string, fn: (data: unknown, event: string, meta?: MessageMeta) => void): this;
   on(event: string, fn: Listener): this {
     let set = this.listeners.get(event);
@@ -319,6 +369,20 @@ export class SealcastClient {
     const data = options.recover ? { rooms: list, recover: options.recover } : { rooms: list };
     return new Promise<JoinResult>((resolve, reject) => {
       this.enqueue({ event: "join", data }, (a) => a.joins.push({ resolve, reject })).catch(reject);
+    });
+  }
+
+  /**
+   * Who is in a room the client has joined (the room must keep presence: the server's `presence.rooms`).
+   * Resolves with the member list (at most the server's `presence.max_members`) and exact `clients` / `users`
+   * counts; rejects with `SERVER_ERROR` (`Not a member of room`, `Presence not enabled for room`, `Presence
+   * unavailable`), or `NOT_CONNECTED` if the session ended first. Listen to `member_joined` / `member_left` to
+   * keep the list current.
+   */
+  presence(room: string): Promise<Presence> {
+    return new Promise<Presence>((resolve, reject) => {
+      const msg: InnerMessage = { event: "presence", data: { room } };
+      this.enqueue(msg, (a) => a.presences.push({ resolve, reject })).catch(reject);
     });
   }
 
@@ -475,6 +539,7 @@ export class SealcastClient {
       timers: [],
       joins: [],
       publishes: new Map(),
+      presences: [],
     };
     this.cur = a;
     try {
@@ -679,7 +744,16 @@ export class SealcastClient {
         pending.reject(serverError(msg.data));
         return;
       }
+      const text = data && typeof data === "object" ? data["message"] : undefined;
+      if (typeof text === "string" && PRESENCE_ERRORS.has(text) && a.presences.length > 0) {
+        a.presences.shift()?.reject(serverError(msg.data));
+        return;
+      }
       this.emit("error", serverError(msg.data));
+      return;
+    }
+    if (msg.event === "presence") {
+      a.presences.shift()?.resolve(msg.data as unknown as Presence);
       return;
     }
     if (msg.event === "heartbeat" || msg.event === "key_update") return;
@@ -743,6 +817,7 @@ export class SealcastClient {
     const gone = new SealcastError("NOT_CONNECTED", "the session ended before the server answered");
     for (const j of a.joins.splice(0)) j?.reject(gone);
     for (const p of a.publishes.values()) p.reject(gone);
+    for (const p of a.presences.splice(0)) p.reject(gone);
     a.publishes.clear();
     const ws = a.ws;
     ws.onopen = null;

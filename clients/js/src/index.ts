@@ -11,6 +11,9 @@ export type {
   JoinResult,
   Ack,
   MessageMeta,
+  Presence,
+  PresenceMember,
+  MemberEvent,
 } from "./client.js";
 export {
   SealcastError,

@@ -81,7 +81,7 @@ function assertRawFrames(raw, secrets) {
   for (const f of raw) for (const s of secrets) assert.ok(!f.data.includes(s), `plaintext ${s} on the wire`);
 }
 
-test("two browsers chat through the demo page; the wire shows only encrypted frames", { skip }, async () => {
+test("two browsers chat through the demo page and see each other in the member list; the wire shows only encrypted frames", { skip }, async () => {
   const server = await startServer({ args: ["--demo"] });
   cleanups.push(() => server.stop());
   const browser = await chromium.launch({
@@ -108,8 +108,11 @@ test("two browsers chat through the demo page; the wire shows only encrypted fra
 
   await join(alice, "alice", "lobby");
   await join(bob, "bob", "lobby");
-  // Bob announces himself after joining: when alice sees it, both are in the room.
+  // Presence: alice hears bob join (member_joined), bob's page lists alice (the presence answer).
   await alice.page.waitForSelector(".msg.system >> text=bob joined");
+  await alice.page.waitForSelector('#members .member[data-name="bob"]');
+  await bob.page.waitForSelector('#members .member[data-name="alice"]');
+  assert.deepEqual(await alice.page.$$eval("#members .member", (lis) => lis.map((li) => li.dataset.name)), ["alice", "bob"]);
   await say(alice, "hello bob, this is secret sauce");
   await bob.page.waitForSelector('.msg.theirs:has(.who:text-is("alice")) .text >> text=hello bob, this is secret sauce');
   await say(bob, "hi alice, got it ✓");
@@ -123,4 +126,8 @@ test("two browsers chat through the demo page; the wire shows only encrypted fra
   mkdirSync(OUT, { recursive: true });
   await alice.page.screenshot({ path: `${OUT}demo-alice.png` });
   await bob.page.screenshot({ path: `${OUT}demo-bob.png` });
+  // Bob closes his page: he leaves alice's member list (member_left).
+  await bob.page.context().close();
+  await alice.page.waitForSelector('#members .member[data-name="bob"]', { state: "detached" });
+  await alice.page.waitForSelector(".msg.system >> text=bob left");
 });

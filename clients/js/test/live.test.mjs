@@ -383,6 +383,33 @@ test("a reconnect recovers the messages missed in a history room, each once and 
   assert.ok(!c.wire.some((f) => f.data.includes("chat:live")));
 });
 
+test("presence: who is in a room, and member_joined / member_left as clients come and go", { skip }, async () => {
+  const s = await server({ env: { SEALCAST_PRESENCE_ROOMS: "chat:*" } });
+  const alice = connect({ url: s.url, token: await mintToken(s.secret, "alice"), serverKeys: pinned(s) });
+  const bob = connect({ url: s.url, token: await mintToken(s.secret, "bob"), serverKeys: pinned(s) });
+  const events = [];
+  alice.on("member_joined", (data) => events.push(["joined", data]));
+  alice.on("member_left", (data) => events.push(["left", data]));
+  const aliceId = (await alice.ready()).id;
+  const bobId = (await bob.ready()).id;
+  await alice.join("chat:p");
+  await bob.join("chat:p");
+  const answer = await bob.presence("chat:p");
+  assert.equal(answer.room, "chat:p");
+  assert.deepEqual([answer.clients, answer.users, answer.truncated], [2, 2, false]);
+  assert.deepEqual(answer.members.map((m) => m.client).sort(), [aliceId, bobId].sort());
+  assert.match(answer.members[0].since, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+  await waitFor(() => events.length === 1, "member_joined");
+  assert.deepEqual(events[0], ["joined", { room: "chat:p", client: bobId, user: "bob" }]);
+  bob.close();
+  await waitFor(() => events.length === 2, "member_left");
+  assert.deepEqual(events[1], ["left", { room: "chat:p", client: bobId, user: "bob" }]);
+  assert.equal((await alice.presence("chat:p")).clients, 1);
+  await assert.rejects(alice.presence("chat:other"), (e) => e.code === "SERVER_ERROR" && e.serverMessage === "Not a member of room");
+  await assert.rejects(alice.send("presence", { room: "chat:p" }), (e) => e.code === "CONFIG");
+  assertEncryptedAfterConnected(alice);
+});
+
 test("too many sessions: the one fresh-token retry is spent, then the client stops", { skip }, async () => {
   const s = await server({ env: { SEALCAST_MAX_SESSIONS_PER_USER: "1" } });
   const holder = connect({ url: s.url, token: signToken(s.secret, "heidi", 600), serverKeys: pinned(s) });

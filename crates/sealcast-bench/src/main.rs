@@ -119,6 +119,11 @@ enum Cmd {
     /// Room history (sealcast): server CPU for clients recovering M missed messages on join, against the same
     /// clients joining and receiving M live messages. The server needs the room in `SEALCAST_HISTORY_ROOMS`.
     Recover(RecoverArgs),
+    /// Presence (sealcast): M members held in a presence room `<room>-p` and a plain room `<room>-q`; then the
+    /// server CPU of a presence query against a join (of a room already joined), and of a join + leave of the
+    /// presence room against the plain one. The server needs `SEALCAST_PRESENCE_ROOMS=<room>-p` and
+    /// `SEALCAST_PRESENCE_EVENTS=false` (members do not read; above `max_members` no events are sent anyway).
+    Presence(PresenceArgs),
     /// Run a sealcast server for benchmarks (see serve.rs: shipped defaults, abuse limits lifted).
     Serve,
     /// The bare handshake crypto limit on this core: keygen + 2 ECDH + HKDF per second.
@@ -193,6 +198,22 @@ struct RecoverArgs {
     payload: usize,
     /// Deadline per phase in seconds.
     #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct PresenceArgs {
+    /// Members held in each room.
+    #[arg(long, default_value_t = 10_000)]
+    members: usize,
+    /// Operations of each kind measured (queries, joins, join + leave pairs), one after another.
+    #[arg(long, default_value_t = 500)]
+    ops: usize,
+    /// Members being set up at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Deadline for setting up the members, in seconds.
+    #[arg(long, default_value_t = 300.0)]
     timeout: f64,
 }
 
@@ -504,6 +525,20 @@ impl Session {
         }
         self.opener = None;
         Ok(reply)
+    }
+
+    /// The next application message, opened on a wsenc/1 session (every record must be opened, in order).
+    async fn recv_app(&mut self) -> Res<Vec<u8>> {
+        loop {
+            let frame = self.conn.recv_text().await.map_err(|e| e.to_string())?;
+            match self.opener.as_mut() {
+                Some(opener) => match opener.open(&frame).map_err(|e| e.to_string())? {
+                    Some(inner) => return Ok(inner),
+                    None => continue,
+                },
+                None => return Ok(frame),
+            }
+        }
     }
 
     /// Joins as the publisher: fails, saying what the server needs, when it refuses client publishes.
@@ -1291,6 +1326,100 @@ async fn recover(t: &TargetArgs, a: &RecoverArgs) -> Res<Value> {
     }))
 }
 
+/// Server CPU seconds and wall seconds of `work`.
+async fn cpu_of(pid: Option<u32>, work: impl std::future::Future<Output = Res<()>>) -> Res<(f64, f64)> {
+    let (cpu0, _) = server_sample(pid);
+    let started = Instant::now();
+    work.await?;
+    let wall = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((server_sample(pid).0 - cpu0, wall))
+}
+
+/// Sends `frames` one after another, each followed by its one answer frame (`None`: no answer).
+async fn one_by_one(s: &mut Session, frames: &[(String, bool)], times: usize) -> Res<()> {
+    for _ in 0..times {
+        for (frame, answered) in frames {
+            s.send_app(frame).await?;
+            if *answered {
+                expect_frames(s, 1).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn presence(t: &TargetArgs, a: &PresenceArgs) -> Res<Value> {
+    if t.server != Kind::Sealcast {
+        return Err("presence measures sealcast's presence".into());
+    }
+    let ctx = Arc::new(Ctx::new(t, &t.url).await?);
+    let (p, q) = (format!("{}-p", ctx.room), format!("{}-q", ctx.room));
+    let join = |rooms: &[&str]| json!({"event": "join", "data": {"rooms": rooms}}).to_string();
+    let leave = |room: &str| json!({"event": "leave", "data": {"rooms": [room]}}).to_string();
+    let both = join(&[&p, &q]);
+    let mode = t.mode;
+    let mut members = Vec::with_capacity(a.members);
+    let setup = async {
+        let mut set = JoinSet::new();
+        let mut next = 0;
+        while next < a.members || !set.is_empty() {
+            while next < a.members && set.len() < a.concurrency.max(1) {
+                let (c, both, i) = (ctx.clone(), both.clone(), next);
+                set.spawn(async move {
+                    let mut s = c.open(i, is_encrypted(mode, i), true).await?;
+                    s.send_app(&both).await?;
+                    expect_frames(&mut s, 1).await?;
+                    Ok::<_, String>(s)
+                });
+                next += 1;
+            }
+            if let Some(r) = set.join_next().await {
+                members.push(r.map_err(|e| e.to_string())??);
+            }
+        }
+        Ok::<_, String>(())
+    };
+    tokio::time::timeout(Duration::from_secs_f64(a.timeout), setup)
+        .await
+        .map_err(|_| "setting up the members timed out".to_string())??;
+    let mut probe = ctx.open(a.members, is_encrypted(t.mode, a.members), true).await?;
+    probe.send_app(&both).await?;
+    probe.recv_app().await?;
+    // The first answer says whether the room keeps presence (and how many it counts).
+    probe
+        .send_app(&json!({"event": "presence", "data": {"room": p}}).to_string())
+        .await?;
+    let first = probe.recv_app().await?;
+    let v: Value = serde_json::from_slice(&first).unwrap_or(Value::Null);
+    if v["event"] != "presence" {
+        return Err(format!("no presence answer (is {p} in SEALCAST_PRESENCE_ROOMS?): {v}"));
+    }
+    let counted = v["data"]["clients"].as_u64().unwrap_or(0);
+    let ask = json!({"event": "presence", "data": {"room": p}}).to_string();
+    let pid = t.server_pid;
+    let (query_cpu, query_wall) = cpu_of(pid, one_by_one(&mut probe, &[(ask, true)], a.ops)).await?;
+    let (rejoin_cpu, rejoin_wall) = cpu_of(pid, one_by_one(&mut probe, &[(join(&[&q]), true)], a.ops)).await?;
+    // Join + leave: the probe leaves both rooms first, then enters and leaves each `ops` times.
+    probe.send_app(&leave(&p)).await?;
+    probe.send_app(&leave(&q)).await?;
+    let churn = |room: &str| vec![(join(&[room]), true), (leave(room), false)];
+    let (presence_cpu, presence_wall) = cpu_of(pid, one_by_one(&mut probe, &churn(&p), a.ops)).await?;
+    let (plain_cpu, plain_wall) = cpu_of(pid, one_by_one(&mut probe, &churn(&q), a.ops)).await?;
+    drop(members);
+    let per = |x: f64| x * 1e6 / a.ops as f64;
+    Ok(json!({
+        "scenario": "presence", "server": "sealcast", "mode": format!("{:?}", t.mode).to_lowercase(),
+        "members": a.members, "counted": counted, "ops": a.ops,
+        "query_cpu_us": per(query_cpu), "query_wall_us": per(query_wall),
+        "rejoin_cpu_us": per(rejoin_cpu), "rejoin_wall_us": per(rejoin_wall),
+        "query_over_join": if rejoin_cpu > 0.0 { query_cpu / rejoin_cpu } else { 0.0 },
+        "presence_join_leave_cpu_us": per(presence_cpu), "presence_join_leave_wall_us": per(presence_wall),
+        "plain_join_leave_cpu_us": per(plain_cpu), "plain_join_leave_wall_us": per(plain_wall),
+        "presence_over_plain": if plain_cpu > 0.0 { presence_cpu / plain_cpu } else { 0.0 },
+    }))
+}
+
 fn crypto_limit(seconds: f64) -> Res<Value> {
     use sealcast::crypto::backend::{hkdf_sha256, EcSecretKey};
     let peer = EcSecretKey::generate().map_err(|_| "rng")?.public_key();
@@ -1348,6 +1477,7 @@ fn main() -> ExitCode {
             Cmd::Storm(a) => storm(t, a).await,
             Cmd::Latency(a) => latency(t, a).await,
             Cmd::Recover(a) => recover(t, a).await,
+            Cmd::Presence(a) => presence(t, a).await,
             Cmd::CryptoLimit { seconds } => crypto_limit(*seconds),
             Cmd::Serve => Ok(Value::Null),
         }

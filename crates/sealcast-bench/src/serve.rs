@@ -1,6 +1,7 @@
 //! `sealcast-bench serve`: the sealcast server as `sealcast serve` wires it (HS256 tokens, wsenc/1 static key,
 //! shipped defaults), with the abuse limits the reference does not have lifted so a load generator can drive
-//! it: the per-connection message rate (one publisher sends whole bursts) and sessions per user.
+//! it: the per-connection message and join rates (one publisher sends whole bursts; the presence scenario joins
+//! hundreds of times from one session) and sessions per user.
 
 use std::net::SocketAddr;
 
@@ -56,7 +57,19 @@ pub async fn serve() -> Result<(), String> {
                 .unwrap_or_default(),
         )
         .history_size(env("SEALCAST_HISTORY_SIZE", sealcast::Config::default().history_size))
+        // SEALCAST_PRESENCE_ROOMS (comma-separated patterns) / _EVENTS / _MAX_MEMBERS: the presence scenario.
+        .presence_rooms(
+            std::env::var("SEALCAST_PRESENCE_ROOMS")
+                .map(|v| v.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        )
+        .presence_events(env("SEALCAST_PRESENCE_EVENTS", true))
+        .presence_max_members(env(
+            "SEALCAST_PRESENCE_MAX_MEMBERS",
+            sealcast::Config::default().presence_max_members,
+        ))
         .message_rate(Rate::UNLIMITED)
+        .join_rate(Rate::UNLIMITED)
         .max_sessions_per_user(usize::MAX)
         .authenticator(JwtAuthenticator::hs256(secret.as_bytes()))
         .room_validator(auth::rooms_claim_validator)

@@ -191,6 +191,15 @@ settings! {
         /// How long a history room keeps a message, and how long a publish id is remembered for idempotency, in milliseconds.
         ttl_ms: u64 = millis(lib().history_ttl), "SEALCAST_HISTORY_TTL_MS";
     }
+    /// Presence: who is in a room, and join/leave events (docs/presence.md).
+    [presence] PresenceSettings {
+        /// Rooms that keep presence (exact names or `prefix*` patterns): members may ask who is there (`presence`) and hear `member_joined` / `member_left`. Empty: no presence.
+        rooms: Vec<String> = lib().presence_rooms, "SEALCAST_PRESENCE_ROOMS";
+        /// Send `member_joined` / `member_left` to a presence room's members while it has at most `max_members` clients.
+        events: bool = lib().presence_events, "SEALCAST_PRESENCE_EVENTS";
+        /// Most members listed in a presence answer (counts stay exact; at most 100000), and the largest room that gets join/leave events.
+        max_members: usize = lib().presence_max_members, "SEALCAST_PRESENCE_MAX_MEMBERS";
+    }
     /// The bus between instances. With neither `url` nor `cluster_nodes` the embedded bus is used (one instance).
     [redis] RedisSettings {
         /// One Redis server, e.g. `redis://127.0.0.1:6379`.
@@ -718,6 +727,9 @@ impl Settings {
         c.history_rooms = self.history.rooms.clone();
         c.history_size = self.history.size;
         c.history_ttl = Duration::from_millis(self.history.ttl_ms);
+        c.presence_rooms = self.presence.rooms.clone();
+        c.presence_events = self.presence.events;
+        c.presence_max_members = self.presence.max_members;
         c
     }
 
@@ -864,10 +876,11 @@ pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<St
 
 /// The key holding `Config` field `field` (durations carry an `_ms` suffix in the file).
 fn config_key(field: &'static str) -> &'static str {
-    // `Config::history_*` fields are the `[history]` section's keys.
-    let (section, name) = match field.strip_prefix("history_") {
-        Some(rest) => (Some("history"), rest),
-        None => (None, field),
+    // `Config::history_*` and `presence_*` fields are the `[history]` and `[presence]` sections' keys.
+    let (section, name) = match (field.strip_prefix("history_"), field.strip_prefix("presence_")) {
+        (Some(rest), _) => (Some("history"), rest),
+        (_, Some(rest)) => (Some("presence"), rest),
+        _ => (None, field),
     };
     KEYS.iter()
         .filter(|k| section.is_none_or(|s| k.section == s))
@@ -890,6 +903,10 @@ fn config_problem(e: ConfigError) -> (&'static str, String) {
         ConfigError::HistorySize => (
             "history.size",
             format!("must be at most {}", sealcast::MAX_HISTORY_SIZE),
+        ),
+        ConfigError::PresenceMaxMembers => (
+            "presence.max_members",
+            format!("must be at most {}", sealcast::MAX_PRESENCE_MEMBERS),
         ),
         ConfigError::BadRate(field) => {
             let k = config_key(field);
@@ -1735,8 +1752,8 @@ mod tests {
                 .iter()
                 .find(|k| {
                     // `[history] ttl_ms` is `Config::history_ttl`: the section names the field's prefix.
-                    let name = if k.section == "history" {
-                        format!("history_{}", k.name)
+                    let name = if k.section == "history" || k.section == "presence" {
+                        format!("{}_{}", k.section, k.name)
                     } else {
                         k.name.to_owned()
                     };

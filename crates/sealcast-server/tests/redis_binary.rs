@@ -1,4 +1,5 @@
-//! The binary with Redis: two `sealcast serve` processes on one Redis, and `sealcast emit`.
+//! The binary with Redis: two `sealcast serve` processes on one Redis, and `sealcast emit`; presence when an
+//! instance is killed (`kill -9`, on one Redis and on a Cluster) and in a 10,000-member room.
 
 // The harness the library's integration tests use (repository root `tests/common/`).
 #[path = "../../../tests/common/mod.rs"]
@@ -9,8 +10,10 @@ mod redis_harness;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use std::time::{Duration, Instant};
+
 use common::*;
-use redis_harness::Redis;
+use redis_harness::{Cluster, Redis};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealcast");
@@ -31,22 +34,21 @@ fn serve(redis_url: &str) -> Serve {
 
 /// `serve` with the admin listener at `admin_bind`.
 fn serve_with_admin(redis_url: &str, admin_bind: &str) -> Serve {
-    serve_with_env(redis_url, admin_bind, &[])
+    serve_with_env(&[("SEALCAST_REDIS_URL", redis_url), ("SEALCAST_ADMIN_BIND", admin_bind)])
 }
 
-/// `serve` with more environment variables.
-fn serve_with_env(redis_url: &str, admin_bind: &str, env: &[(&str, &str)]) -> Serve {
+/// `serve` with these variables on top of the common ones (a Redis URL or cluster nodes among them).
+fn serve_with_env(envs: &[(&str, &str)]) -> Serve {
     let port = redis_harness::free_port();
     let mut child = Command::new(BIN)
         .arg("serve")
-        .envs(env.iter().copied())
         .env("SEALCAST_BIND", format!("127.0.0.1:{port}"))
         .env("SEALCAST_JWT_SECRET", SECRET)
-        .env("SEALCAST_ADMIN_BIND", admin_bind)
-        .env("SEALCAST_REDIS_URL", redis_url)
+        .env("SEALCAST_ADMIN_BIND", "off")
         .env("SEALCAST_BUS_SECRET", "bus-secret")
         .env("SEALCAST_ALLOW_CLIENT_PUBLISH", "true")
         .env("SEALCAST_REQUIRE_ENCRYPTION", "false")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -70,11 +72,16 @@ fn token(sub: &str) -> String {
 }
 
 async fn login(s: &Serve, sub: &str) -> Client {
+    login_with_id(s, sub).await.0
+}
+
+/// A client of `sub` on `s`, and its client id.
+async fn login_with_id(s: &Serve, sub: &str) -> (Client, String) {
     let mut c = Client::connect(&format!("ws://127.0.0.1:{}/ws", s.1)).await;
     c.send(json!({"event": "authenticate", "data": {"token": token(sub)}}))
         .await;
-    c.expect_event("connected").await;
-    c
+    let connected = c.expect_event("connected").await;
+    (c, id_of(&connected))
 }
 
 #[tokio::test]
@@ -139,7 +146,8 @@ async fn two_serve_processes_share_a_redis_and_emit_reaches_them() {
 #[tokio::test]
 async fn emit_with_an_id_into_a_history_room_is_kept_and_delivered_once() {
     let redis = Redis::start();
-    let s = serve_with_env(&redis.url(), "off", &[("SEALCAST_HISTORY_ROOMS", "chat:*")]);
+    let url = redis.url();
+    let s = serve_with_env(&[("SEALCAST_REDIS_URL", &url), ("SEALCAST_HISTORY_ROOMS", "chat:*")]);
     let mut c = login(&s, "alice").await;
     c.send(json!({"event": "join", "data": {"rooms": ["chat:1"]}})).await;
     let joined = c.expect_event("joined").await;
@@ -191,4 +199,95 @@ async fn the_dashboards_redis_queries_name_series_a_redis_backed_server_exports(
     for series in &redis_series {
         assert!(exported.contains(series), "{series} is not exported: {exported:?}");
     }
+}
+
+/// Presence in `chat:*` rooms, on this bus.
+fn presence_env<'a>(bus: &'a [(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut envs = vec![("SEALCAST_PRESENCE_ROOMS", "chat:*"), ("SEALCAST_API_KEY", "api-key")];
+    envs.extend_from_slice(bus);
+    envs
+}
+
+/// Alice on one instance, Bob on another, both in `chat:k`; the second instance is killed with SIGKILL. The
+/// survivor must send `member_left` for Bob within the documented bound (about 6 s: docs/presence.md) and stop
+/// listing him.
+async fn a_killed_instances_members_leave(bus: &[(&str, &str)]) {
+    let envs = presence_env(bus);
+    let (s1, mut s2) = (serve_with_env(&envs), serve_with_env(&envs));
+    let mut a = login(&s1, "alice").await;
+    join(&mut a, &["chat:k"]).await;
+    let (mut b, b_id) = login_with_id(&s2, "bob").await;
+    join(&mut b, &["chat:k"]).await;
+    assert_eq!(next_member_event(&mut a).await.0, "member_joined");
+    s2.0.kill().unwrap();
+    let killed = Instant::now();
+    let left = redis_harness::try_event(&mut a, "member_left", Duration::from_secs(20))
+        .await
+        .expect("member_left for the killed instance's member");
+    println!("member_left {:?} after kill -9", killed.elapsed());
+    assert_eq!(left, json!({"room": "chat:k", "client": b_id, "user": "bob"}));
+    let answer = ask_presence(&mut a, "chat:k").await;
+    assert_eq!(
+        (answer["data"]["clients"].clone(), answer["data"]["users"].clone()),
+        (json!(1), json!(1))
+    );
+    assert!(!listed(&answer["data"]).contains(&b_id));
+    let _ = s2.0.wait();
+}
+
+#[tokio::test]
+async fn a_killed_instances_members_leave_on_one_redis() {
+    let redis = Redis::start();
+    a_killed_instances_members_leave(&[("SEALCAST_REDIS_URL", &redis.url())]).await;
+}
+
+#[tokio::test]
+async fn a_killed_instances_members_leave_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(3, 0)).await.unwrap();
+    let nodes = cluster.urls().join(",");
+    a_killed_instances_members_leave(&[("SEALCAST_REDIS_CLUSTER_NODES", &nodes)]).await;
+}
+
+/// 10,000 members, half on each of two instances, 100 sessions each of 100 users: the list stops at
+/// `max_members` (1,000) and the counts are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10000_member_room_is_cut_at_max_members_with_exact_counts() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let bus = [("SEALCAST_REDIS_URL", url.as_str())];
+    let mut envs = presence_env(&bus);
+    envs.extend_from_slice(&[
+        ("SEALCAST_DEFAULT_ROOMS", "chat:big"),
+        ("SEALCAST_MAX_CONNECTIONS_PER_IP", "20000"),
+        ("SEALCAST_CONNECTION_RATE_PER_IP", "100000"),
+        ("SEALCAST_CONNECTION_RATE_PER_IP_BURST", "100000"),
+    ]);
+    let (s1, s2) = (serve_with_env(&envs), serve_with_env(&envs));
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let tokens: Vec<String> = (0..100)
+        .map(|u| {
+            let claims = jwt::claims(&format!("u{u}"), None);
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+        })
+        .collect();
+    for i in 0..10_000 {
+        let port = if i % 2 == 0 { s1.1 } else { s2.1 };
+        raw_member(port, &tokens[i % 100]).await;
+    }
+    let api: std::net::SocketAddr = ([127, 0, 0, 1], s1.1).into();
+    let started = Instant::now();
+    let mut answer = json!(null);
+    while started.elapsed() < Duration::from_secs(120) {
+        let (status, body) = http_post(api, "/api/presence", Some("Bearer api-key"), r#"{"room":"chat:big"}"#).await;
+        assert_eq!(status, 200, "{body}");
+        answer = body;
+        if answer["clients"] == 10_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answer["clients"], 10_000, "all members registered");
+    assert_eq!(answer["users"], 100);
+    assert_eq!(answer["members"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(answer["truncated"], true);
 }

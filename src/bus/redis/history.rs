@@ -140,6 +140,23 @@ fn hash_tag(key: &str) -> Option<&str> {
     rest.get(..close).filter(|t| !t.is_empty())
 }
 
+/// The prefix that puts a key on `channel`'s slot: the channel's hash tag, or the channel itself as the tag;
+/// `None` when a cluster cannot (braces in the name without a usable tag). Presence keys use it too.
+pub(super) fn key_prefix(endpoint: &super::RedisEndpoint, channel: &str) -> Option<String> {
+    tag_prefix(channel, matches!(endpoint, super::RedisEndpoint::Single(_)))
+}
+
+/// [`key_prefix`] on one server (`single`: no slots) or a cluster.
+fn tag_prefix(channel: &str, single: bool) -> Option<String> {
+    match hash_tag(channel) {
+        Some(tag) => Some(format!("{{{tag}}}")),
+        None if !channel.contains(['{', '}']) => Some(format!("{{{channel}}}")),
+        // One server has no slots: any key works.
+        None if single => Some(String::new()),
+        None => None,
+    }
+}
+
 /// What a script answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Appended {
@@ -201,14 +218,8 @@ pub(crate) fn claim_answer(v: &Value) -> redis::RedisResult<Appended> {
 /// The keys of the room published on `channel`, or `None` when a cluster cannot keep them on the channel's slot
 /// (braces without a usable hash tag in the name). On `single` (one server: no slots) any key works.
 pub(crate) fn room_keys(channel: &str, single: bool) -> Option<Keys> {
-    let prefix = match hash_tag(channel) {
-        Some(tag) => format!("{{{tag}}}"),
-        None if !channel.contains(['{', '}']) => format!("{{{channel}}}"),
-        None if single => String::new(),
-        None => return None,
-    };
     Some(Keys {
-        prefix,
+        prefix: tag_prefix(channel, single)?,
         channel: channel.to_owned(),
     })
 }
@@ -337,7 +348,7 @@ impl Op {
     }
 }
 
-fn int(v: &Value) -> Option<i64> {
+pub(super) fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(n) => Some(*n),
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
@@ -345,7 +356,7 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(super) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),

@@ -27,6 +27,7 @@
 
 mod conn;
 pub(crate) mod history;
+pub(crate) mod presence;
 pub(crate) mod replay;
 mod sign;
 
@@ -320,6 +321,16 @@ impl RedisBus {
     /// The history store on this bus's Redis (used by the servers it is attached to, for `history_rooms`).
     pub(crate) fn history(&self) -> history::RedisHistory {
         history::RedisHistory::new(self.inner.clone())
+    }
+
+    /// Starts the presence worker of the server `server_id` on this bus's Redis (for `presence_rooms`).
+    pub(crate) fn presence(
+        &self,
+        server_id: Arc<str>,
+        local: Arc<crate::presence::LocalPresence>,
+        settings: presence::Settings,
+    ) -> presence::RedisPresence {
+        presence::RedisPresence::start(self.inner.clone(), server_id, local, settings)
     }
 
     /// Waits until every interest change made so far is applied on Redis, or `timeout` passes (handy before

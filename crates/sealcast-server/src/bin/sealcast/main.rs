@@ -364,6 +364,10 @@ async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
         // The demo page shows a room's recent messages on joining.
         config.history_rooms = vec![format!("{}*", demo::PREFIX)];
     }
+    if demo && config.presence_rooms.is_empty() {
+        // The demo page lists who is in the room.
+        config.presence_rooms = vec![format!("{}*", demo::PREFIX)];
+    }
     let builder = Server::builder()
         .config(config)
         .allow_client_publish(settings.server.allow_client_publish || demo)
