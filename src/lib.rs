@@ -50,6 +50,7 @@ mod module_graph;
 pub mod protocol;
 pub mod redact;
 mod registry;
+mod roomkeys;
 mod serde_str;
 mod serve;
 mod server;

@@ -9,6 +9,7 @@
 use std::borrow::Borrow;
 use std::collections::{hash_map, HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,6 +21,7 @@ use crate::client_info::{ClientInfo, ClientState};
 use crate::mailbox::Mailbox;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::{room, ClientId, RoomName, Target, UserId};
+use crate::roomkeys::RoomKeys;
 use crate::telemetry::Telemetry;
 
 pub(crate) struct Entry {
@@ -29,6 +31,9 @@ pub(crate) struct Entry {
     /// and logs, hooks and `connected` show it.
     pub(crate) id_str: Arc<str>,
     pub(crate) mailbox: Arc<Mailbox>,
+    /// The session takes group records (wsenc/1 §11): room fan-outs prepare the room key's shared body for it.
+    /// Set once, before the connection enters any room.
+    room_keys: AtomicBool,
     connected_at: SystemTime,
     state: Mutex<EntryState>,
 }
@@ -100,6 +105,7 @@ impl Entry {
             id,
             id_str: id.to_string().into(),
             mailbox,
+            room_keys: AtomicBool::new(false),
             connected_at: SystemTime::now(),
             state: Mutex::new(EntryState {
                 phase: ClientState::Unauthorized,
@@ -109,6 +115,15 @@ impl Entry {
                 encrypted: false,
             }),
         })
+    }
+
+    /// Marks the session as taking group records (before [`Registry::authenticate`] puts it in rooms).
+    pub(crate) fn set_room_keys(&self) {
+        self.room_keys.store(true, Ordering::Relaxed);
+    }
+
+    fn takes_room_keys(&self) -> bool {
+        self.room_keys.load(Ordering::Relaxed)
     }
 
     pub(crate) fn phase(&self) -> ClientState {
@@ -258,6 +273,24 @@ impl Members {
     }
 }
 
+/// Queues a room's `frames` for every member not in `exclude`: group-capable members get them as room frames
+/// under the room's current key (prepared once, at the first such member), the others as they are.
+fn deliver_room(index: &Index, room: &RoomName, keys: &RoomKeys, frames: &[TextFrame], exclude: &Exclude) -> usize {
+    let mut group: Option<Option<Vec<crate::session::RoomFrame>>> = None;
+    index
+        .iter()
+        .filter(|(id, _)| !exclude.skips(id))
+        .filter(|(_, e)| {
+            if e.takes_room_keys() {
+                if let Some(room_frames) = group.get_or_insert_with(|| keys.frames(room, frames)) {
+                    return e.mailbox.push_room_frames(room_frames);
+                }
+            }
+            e.mailbox.push_frames(frames)
+        })
+        .count()
+}
+
 /// Queues `frames` for every member of `index` not in `exclude`; how many were queued.
 fn deliver_each(index: &Index, frames: &[TextFrame], exclude: &Exclude) -> usize {
     index
@@ -310,6 +343,7 @@ pub(crate) struct Registry {
     bus: Arc<dyn Bus>,
     telemetry: Arc<Telemetry>,
     max_rooms_per_client: usize,
+    room_keys: RoomKeys,
 }
 
 impl Registry {
@@ -319,6 +353,7 @@ impl Registry {
             bus,
             telemetry,
             max_rooms_per_client,
+            room_keys: RoomKeys::default(),
         }
     }
 
@@ -408,6 +443,8 @@ impl Registry {
                 return JoinResult::AlreadyMember;
             }
         }
+        // A joiner never receives a key made before it joined (wsenc/1 §11).
+        self.room_keys.forget(room.as_str());
         if add_to(&mut idx.rooms, room.clone(), entry) {
             self.room_changed(room, true);
         }
@@ -429,6 +466,8 @@ impl Registry {
     }
 
     fn drop_member(&self, idx: &mut Indexes, id: &ClientId, room: RoomName) {
+        // A former member never receives a key made after it left (wsenc/1 §11).
+        self.room_keys.forget(room.as_str());
         if remove_from(&mut idx.rooms, &room, id) {
             self.room_changed(room, false);
         }
@@ -504,7 +543,14 @@ impl Registry {
                 let entry = idx.authenticated.get(id);
                 return usize::from(entry.is_some_and(|e| e.mailbox.push_frames(frames)));
             }
-            Target::Room(room) => idx.rooms.get(room),
+            Target::Room(room) => {
+                return match idx.rooms.get(room) {
+                    // Group records pay off only with several recipients.
+                    Some(Members::Many(map)) => deliver_room(map, room, &self.room_keys, frames, exclude),
+                    Some(one) => one.deliver(frames, exclude),
+                    None => 0,
+                };
+            }
             Target::User(user) => idx.users.get(user),
         };
         members.map_or(0, |m| m.deliver(frames, exclude))

@@ -28,10 +28,13 @@ pub const JOINED: &str = "joined";
 /// Server → client: a `publish` that carried an `id` was accepted, `{"id":..}` (plus `offset`/`epoch` in a
 /// history room).
 pub const ACK: &str = "ack";
+/// Server → client, inside a record of a session with group records (wsenc/1 §11): a room's key
+/// `{"room":..,"epoch":..,"key":..}`.
+pub const ROOM_KEY: &str = "room_key";
 
 /// Names no application message may carry, whoever publishes it (client, server API, bus, emitter): delivering
 /// one would confuse or kill encrypted sessions (wsenc/1 §8a).
-pub const RESERVED: [&str; 12] = [
+pub const RESERVED: [&str; 13] = [
     AUTHENTICATE,
     CONNECTED,
     ENCRYPTED,
@@ -44,6 +47,7 @@ pub const RESERVED: [&str; 12] = [
     REFRESH,
     JOINED,
     ACK,
+    ROOM_KEY,
 ];
 
 /// True when `event` is one of [`RESERVED`].
