@@ -21,5 +21,6 @@ mod key_reload;
 mod lifecycle;
 mod limits;
 mod local_bus;
+mod roomkeys;
 mod rooms;
 mod wire;
