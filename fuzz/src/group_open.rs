@@ -36,7 +36,9 @@ pub fn session() -> (RecordOpener, Vec<u8>) {
     let key = room_key();
     let body = key.seal_body(3, MESSAGE, None).unwrap_or_else(|_| panic!("seal body"));
     let mut out = Vec::new();
-    sealer.seal_group(&key, &body, &mut out).unwrap_or_else(|_| panic!("seal group"));
+    sealer
+        .seal_group(&key, &body, &mut out)
+        .unwrap_or_else(|_| panic!("seal group"));
     assert_eq!(out.len(), 2, "the room_key record, then the group record");
     let frame = out.pop().map(|f| f.to_vec()).unwrap_or_default();
     let delivery = out.pop().map(|f| f.to_vec()).unwrap_or_default();
@@ -44,8 +46,11 @@ pub fn session() -> (RecordOpener, Vec<u8>) {
     (opener, frame)
 }
 
-/// The `data` fields of a frame, decoded: `(seq, iv, ct, body)`.
-fn fields(frame: &[u8]) -> Option<(u64, Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// A group record's `data` fields, decoded: `seq`, `iv`, `ct`, `body`.
+type Fields = (u64, Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// The `data` fields of a frame, decoded.
+fn fields(frame: &[u8]) -> Option<Fields> {
     let v: Value = serde_json::from_slice(frame).ok()?;
     let d = v.get("data")?;
     Some((
@@ -62,7 +67,11 @@ pub fn check(data: &[u8]) {
     match opener.open(data) {
         Ok(Some(inner)) => {
             assert_eq!(inner, MESSAGE, "an accepted group record carries the sealed message");
-            assert_eq!(fields(data), fields(&valid), "only the valid record's fields are accepted");
+            assert_eq!(
+                fields(data),
+                fields(&valid),
+                "only the valid record's fields are accepted"
+            );
             assert!(opener.open(data).is_err(), "a replay is refused");
         }
         Ok(None) => panic!("a control record was accepted in a group record's place"),
@@ -73,7 +82,11 @@ pub fn check(data: &[u8]) {
             } else {
                 assert!(code == 4005 || code == 4006, "{e:?} closes {code}");
             }
-            assert_eq!(opener.open(&valid), Err(OpenError::Poisoned), "a failed opener stays failed");
+            assert_eq!(
+                opener.open(&valid),
+                Err(OpenError::Poisoned),
+                "a failed opener stays failed"
+            );
         }
     }
 }
