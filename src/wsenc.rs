@@ -46,6 +46,11 @@ pub struct WsEnc1 {
     telemetry: Option<Arc<Telemetry>>,
 }
 
+/// Room messages shorter than this (their JSON text, in bytes) go to group-capable sessions as per-recipient
+/// records too: below about 1 KiB sealing a small header per recipient costs as much as sealing the whole message
+/// (measured: BENCHMARKS.md, group records), and the header makes the frame longer.
+pub const GROUP_RECORD_MIN_LEN: usize = 1024;
+
 /// The `authenticate` and `connected` field that negotiates group records (wsenc/1 §11).
 pub const ROOM_KEYS_FIELD: &str = "roomKeys";
 
@@ -172,7 +177,7 @@ impl Sealer for RecordSealer {
     }
 
     fn seal_room(&mut self, message: &RoomMessage<'_>, out: &mut Frames<'_>) -> Result<(), CloseCode> {
-        if self.room_keys_enabled() {
+        if self.room_keys_enabled() && message.text().len() >= GROUP_RECORD_MIN_LEN {
             if let Some((key, body)) = message.group(self.padding()) {
                 return self
                     .seal_group_to(key, body, out)

@@ -52,6 +52,8 @@ pub struct RoomKey {
     epoch: u64,
     key: Zeroizing<[u8; ROOM_KEY_LEN]>,
     aead: AeadKey,
+    /// The `room_key` record's inner message, made once: every member's delivery seals the same text.
+    delivery: Zeroizing<Vec<u8>>,
 }
 
 impl RoomKey {
@@ -61,7 +63,14 @@ impl RoomKey {
             return Err(InvalidRoomKey);
         }
         let aead = AeadKey::new(&key);
-        Ok(Self { room, epoch, key, aead })
+        let delivery = delivery_message(&room, epoch, &key);
+        Ok(Self {
+            room,
+            epoch,
+            key,
+            aead,
+            delivery,
+        })
     }
 
     /// The room this key belongs to.
@@ -159,18 +168,8 @@ impl RoomKey {
     }
 
     /// The inner message of the `room_key` record that delivers this key (key material: zeroized on drop).
-    pub(crate) fn delivery_message(&self) -> Zeroizing<Vec<u8>> {
-        let room = serde_json::to_string(&*self.room).unwrap_or_default();
-        let key = Zeroizing::new(b64::encode(&*self.key));
-        let mut m = Zeroizing::new(Vec::with_capacity(64 + room.len() + key.len()));
-        m.extend_from_slice(br#"{"event":"room_key","data":{"room":"#);
-        m.extend_from_slice(room.as_bytes());
-        m.extend_from_slice(br#","epoch":"#);
-        m.extend_from_slice(itoa::Buffer::new().format(self.epoch).as_bytes());
-        m.extend_from_slice(br#","key":""#);
-        m.extend_from_slice(key.as_bytes());
-        m.extend_from_slice(br#""}}"#);
-        m
+    pub(crate) fn delivery_message(&self) -> &[u8] {
+        &self.delivery
     }
 
     /// Parses the `data` of a `room_key` inner message (exact schema) into a key.
@@ -198,6 +197,21 @@ impl fmt::Debug for RoomKey {
             .field("key", &"[redacted]")
             .finish_non_exhaustive()
     }
+}
+
+/// `{"event":"room_key","data":{"room":..,"epoch":..,"key":..}}` (key material: zeroized on drop).
+fn delivery_message(room: &str, epoch: u64, key: &[u8; ROOM_KEY_LEN]) -> Zeroizing<Vec<u8>> {
+    let room = serde_json::to_string(room).unwrap_or_default();
+    let key = Zeroizing::new(b64::encode(key));
+    let mut m = Zeroizing::new(Vec::with_capacity(64 + room.len() + key.len()));
+    m.extend_from_slice(br#"{"event":"room_key","data":{"room":"#);
+    m.extend_from_slice(room.as_bytes());
+    m.extend_from_slice(br#","epoch":"#);
+    m.extend_from_slice(itoa::Buffer::new().format(epoch).as_bytes());
+    m.extend_from_slice(br#","key":""#);
+    m.extend_from_slice(key.as_bytes());
+    m.extend_from_slice(br#""}}"#);
+    m
 }
 
 /// `0x00000000 ‖ u64be(counter)`.

@@ -279,13 +279,11 @@ impl RecordSealer {
             return Err(SealError::InvalidPlaintext);
         };
         if !sent.holds(key) {
-            let delivery = key.delivery_message();
-            self.seal_to(&delivery, sink)?;
+            // Sealed in place: the sealing buffer holds only ciphertext afterwards.
+            self.seal_to(key.delivery_message(), sink)?;
             if let Some(sent) = self.keys_sent.as_mut() {
                 sent.sent(key);
             }
-            // The sealing buffer held the key's plaintext before it was encrypted in place; clear it anyway.
-            self.scratch.zeroize();
         }
         if self.seq.saturating_add(1) >= self.limit {
             self.key_update(sink)?;

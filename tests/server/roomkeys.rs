@@ -28,6 +28,12 @@ fn is_group_record(raw: &str) -> bool {
     v["event"] == "encrypted" && v["data"]["body"].is_string()
 }
 
+/// A room message's data long enough for a group record (shorter messages go per recipient:
+/// `sealcast::wsenc::GROUP_RECORD_MIN_LEN`).
+fn big(n: u64) -> Value {
+    json!({"n": n, "pad": "x".repeat(sealcast::wsenc::GROUP_RECORD_MIN_LEN)})
+}
+
 /// A copy of `key`, as a member that kept it would hold it.
 fn kept(key: &RoomKey) -> RoomKey {
     RoomKey::new(key.room().into(), key.epoch(), Zeroizing::new(*key.key_bytes())).unwrap()
@@ -55,10 +61,10 @@ async fn raw_frames(c: &mut RawEnc, n: usize) -> Vec<String> {
 async fn roomkeys_a_room_message_arrives_as_a_group_record_that_opens() {
     let t = TestServer::start(enc_builder()).await;
     let (mut a, mut b) = two_members(&t, "r").await;
-    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
     for c in [&mut a, &mut b] {
         let (m, raw) = c.recv_with_raw().await;
-        assert_eq!((m["event"].as_str(), &m["data"]), (Some("chat"), &json!({"n": 1})));
+        assert_eq!((m["event"].as_str(), &m["data"]), (Some("chat"), &big(1)));
         assert!(is_group_record(&raw), "{raw}");
     }
     let (ka, kb) = (a.opener.room_key("r").unwrap(), b.opener.room_key("r").unwrap());
@@ -73,7 +79,7 @@ async fn roomkeys_a_room_message_arrives_as_a_group_record_that_opens() {
 async fn roomkeys_an_ex_member_cannot_open_what_is_sent_after_it_left() {
     let t = TestServer::start(enc_builder()).await;
     let (mut a, mut b) = two_members(&t, "r").await;
-    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
     a.recv().await;
     b.recv().await;
     let old = kept(a.opener.room_key("r").expect("a got the key"));
@@ -82,9 +88,9 @@ async fn roomkeys_an_ex_member_cannot_open_what_is_sent_after_it_left() {
     // Another member so that the room still gets group records.
     let mut c = RawEnc::login_room_keys(&t, "user:c").await;
     c.join(&["r"]).await;
-    t.server.send_to_room("r", "chat", &json!({"n": 2}), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
     let (m, raw) = b.recv_with_raw().await;
-    assert_eq!(m["data"], json!({"n": 2}));
+    assert_eq!(m["data"], big(2));
     let new = b.opener.room_key("r").unwrap();
     assert_ne!(new.epoch(), old.epoch(), "the key was rotated");
     let body = body_of(&raw);
@@ -101,19 +107,19 @@ async fn roomkeys_an_ex_member_cannot_open_what_is_sent_after_it_left() {
 async fn roomkeys_a_joiner_gets_a_fresh_key_and_not_the_one_before_its_join() {
     let t = TestServer::start(enc_builder()).await;
     let (mut a, mut b) = two_members(&t, "r").await;
-    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
     let (_, before) = a.recv_with_raw().await;
     b.recv().await;
     let mut c = RawEnc::login_room_keys(&t, "user:c").await;
     c.join(&["r"]).await;
-    t.server.send_to_room("r", "chat", &json!({"n": 2}), &[]).unwrap();
-    assert_eq!(c.recv().await["data"], json!({"n": 2}));
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
+    assert_eq!(c.recv().await["data"], big(2));
     let joiner = kept(c.opener.room_key("r").unwrap());
     assert!(
         joiner.open_body(&body_of(&before)).is_err(),
         "the joiner's key does not open what was sent before it joined"
     );
-    assert_eq!(a.recv().await["data"], json!({"n": 2}));
+    assert_eq!(a.recv().await["data"], big(2));
     assert_eq!(a.opener.room_key("r").unwrap().epoch(), joiner.epoch());
 }
 
@@ -124,8 +130,8 @@ async fn roomkeys_a_body_swapped_between_rooms_is_caught() {
     let (mut a, mut b) = two_members(&t, "r1").await;
     a.join(&["r2"]).await;
     b.join(&["r2"]).await;
-    t.server.send_to_room("r1", "chat", &json!({"n": 1}), &[]).unwrap();
-    t.server.send_to_room("r2", "chat", &json!({"n": 2}), &[]).unwrap();
+    t.server.send_to_room("r1", "chat", &big(1), &[]).unwrap();
+    t.server.send_to_room("r2", "chat", &big(2), &[]).unwrap();
     // room_key r1, group record r1, room_key r2, group record r2
     let frames = raw_frames(&mut b, 4).await;
     assert!(is_group_record(&frames[1]) && is_group_record(&frames[3]));
@@ -141,7 +147,7 @@ async fn roomkeys_a_body_swapped_between_rooms_is_caught() {
 async fn roomkeys_a_record_moved_to_another_recipient_is_caught() {
     let t = TestServer::start(enc_builder()).await;
     let (mut a, mut b) = two_members(&t, "r").await;
-    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
     let fa = raw_frames(&mut a, 2).await;
     let fb = raw_frames(&mut b, 2).await;
     assert!(is_group_record(&fa[1]) && is_group_record(&fb[1]));
@@ -157,8 +163,8 @@ async fn roomkeys_a_record_moved_to_another_recipient_is_caught() {
 async fn roomkeys_a_body_swapped_between_messages_is_caught() {
     let t = TestServer::start(enc_builder()).await;
     let (_a, mut b) = two_members(&t, "r").await;
-    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
-    t.server.send_to_room("r", "chat", &json!({"n": 2}), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
     let frames = raw_frames(&mut b, 3).await;
     b.opener.open(frames[0].as_bytes()).unwrap();
     let err = b
@@ -180,7 +186,7 @@ async fn roomkeys_a_mixed_room_gives_each_member_its_own_form() {
     l.join(&["r"]).await;
     p.send(json!({"event": "join", "data": {"rooms": ["r"]}})).await;
     p.expect_event("joined").await;
-    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
     let (gm, graw) = g.recv_with_raw().await;
     assert!(is_group_record(&graw), "{graw}");
     let (lm, lraw) = l.recv_with_raw().await;
@@ -191,7 +197,7 @@ async fn roomkeys_a_mixed_room_gives_each_member_its_own_form() {
     let pm = p.recv().await;
     assert_eq!(pm["event"], "chat", "plaintext: {pm}");
     for m in [&gm, &lm, &pm] {
-        assert_eq!(m["data"], json!({"n": 1}));
+        assert_eq!(m["data"], big(1));
     }
 }
 
@@ -200,7 +206,7 @@ async fn roomkeys_raw_frames_show_no_plaintext_and_no_key() {
     let t = TestServer::start(enc_builder()).await;
     let (mut a, _b) = two_members(&t, "the-room").await;
     t.server
-        .send_to_room("the-room", "whisper", &json!({"text": "s3cr3t-payload"}), &[])
+        .send_to_room("the-room", "whisper", &json!({"text": "s3cr3t-payload", "pad": big(0)}), &[])
         .unwrap();
     let (m, _) = a.recv_with_raw().await;
     assert_eq!(m["data"]["text"], "s3cr3t-payload");
@@ -222,11 +228,11 @@ async fn roomkeys_group_records_and_key_updates_interleave() {
     let t = TestServer::start(enc_builder().max_records_per_epoch(4)).await;
     let (mut a, mut b) = two_members(&t, "r").await;
     for n in 0..12 {
-        t.server.send_to_room("r", "chat", &json!(n), &[]).unwrap();
+        t.server.send_to_room("r", "chat", &big(n), &[]).unwrap();
     }
     for c in [&mut a, &mut b] {
         for n in 0..12 {
-            assert_eq!(c.recv().await["data"], json!(n));
+            assert_eq!(c.recv().await["data"], big(n));
         }
         assert!(c.opener.epoch() >= 3, "key updates happened");
     }
@@ -246,10 +252,10 @@ async fn roomkeys_the_rust_client_negotiates_and_reads_group_records() {
         x.join(&["r"]).await.unwrap();
     }
     eventually("all joined", || t.server.clients_by_room("r").len() == 3).await;
-    a.publish("r", "msg", &"hi").await.unwrap();
+    a.publish("r", "msg", &big(1)).await.unwrap();
     for x in [&mut b, &mut c] {
         let m = x.recv().await.unwrap();
-        assert_eq!((m.event.as_str(), m.data), ("msg", json!("hi")));
+        assert_eq!((m.event.as_str(), m.data), ("msg", big(1)));
     }
 }
 
@@ -260,7 +266,7 @@ async fn roomkeys_a_recovery_replay_is_readable_by_the_recovering_member() {
     let t = TestServer::start(enc_builder().history_rooms(vec!["chat:*".into()])).await;
     let (mut a, _b) = two_members(&t, "chat:1").await;
     for n in 1..=3 {
-        t.server.send_to_room("chat:1", "m", &n, &[]).unwrap();
+        t.server.send_to_room("chat:1", "m", &big(n), &[]).unwrap();
     }
     let first = a.recv().await;
     let epoch = first["epoch"].clone();
@@ -277,10 +283,26 @@ async fn roomkeys_a_recovery_replay_is_readable_by_the_recovering_member() {
             replayed.push(m["data"].clone());
         }
     }
-    assert_eq!(replayed, [json!(1), json!(2), json!(3)]);
+    assert_eq!(replayed, [big(1), big(2), big(3)]);
     c.expect_event("joined").await;
-    t.server.send_to_room("chat:1", "m", &4, &[]).unwrap();
+    t.server.send_to_room("chat:1", "m", &big(4), &[]).unwrap();
     let (m, raw) = c.recv_with_raw().await;
-    assert_eq!(m["data"], json!(4));
+    assert_eq!(m["data"], big(4));
+    assert!(is_group_record(&raw));
+}
+
+/// A short room message goes per recipient even to a group-capable member: below the threshold a per-recipient
+/// record costs less.
+#[tokio::test]
+async fn roomkeys_a_short_room_message_goes_per_recipient() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, _b) = two_members(&t, "r").await;
+    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
+    let (m, raw) = a.recv_with_raw().await;
+    assert_eq!(m["data"], json!({"n": 1}));
+    assert!(!is_group_record(&raw), "{raw}");
+    assert!(a.opener.room_key("r").is_none(), "no key was needed");
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
+    let (_, raw) = a.recv_with_raw().await;
     assert!(is_group_record(&raw));
 }
