@@ -390,7 +390,7 @@ mod tests {
     fn a_delivery_message_parses_back_into_the_same_key() {
         let k = key("a \"quoted\" room", 9, 4);
         let msg = k.delivery_message();
-        let v: serde_json::Value = serde_json::from_slice(&msg).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(msg).unwrap();
         assert_eq!(v["event"], ROOM_KEY_EVENT);
         let back = RoomKey::from_delivery(&v["data"].to_string()).unwrap();
         assert_eq!(back.room(), k.room());

@@ -217,8 +217,10 @@ pub struct RecordSealer {
     limit: u64,
     pad_bucket: Option<NonZeroUsize>,
     scratch: Vec<u8>,
-    /// Group records (§11) negotiated: the room keys this session's client holds. Boxed, and `None` for a
-    /// session without them, so that an idle session stays small.
+    /// Group records (§11) negotiated.
+    room_keys: bool,
+    /// The room keys this session's client holds: boxed, and made at the first group record, so that an idle
+    /// session stays small.
     keys_sent: Option<Box<KeysSent>>,
 }
 
@@ -235,18 +237,19 @@ impl RecordSealer {
             limit: MAX_RECORDS_PER_EPOCH,
             pad_bucket: None,
             scratch: Vec::new(),
+            room_keys: false,
             keys_sent: None,
         }
     }
 
     /// Sends group records (§11) from now on: the client advertised them and the server answered `roomKeys`.
     pub fn enable_room_keys(&mut self) {
-        self.keys_sent.get_or_insert_with(Box::default);
+        self.room_keys = true;
     }
 
     /// True if this session gets group records.
     pub fn room_keys_enabled(&self) -> bool {
-        self.keys_sent.is_some()
+        self.room_keys
     }
 
     /// The padding bucket, if any.
@@ -275,15 +278,13 @@ impl RecordSealer {
         if body.epoch() != key.epoch() {
             return Err(SealError::InvalidPlaintext);
         }
-        let Some(sent) = self.keys_sent.as_ref() else {
+        if !self.room_keys {
             return Err(SealError::InvalidPlaintext);
-        };
-        if !sent.holds(key) {
+        }
+        if !self.keys_sent.as_ref().is_some_and(|sent| sent.holds(key)) {
             // Sealed in place: the sealing buffer holds only ciphertext afterwards.
             self.seal_to(key.delivery_message(), sink)?;
-            if let Some(sent) = self.keys_sent.as_mut() {
-                sent.sent(key);
-            }
+            self.keys_sent.get_or_insert_with(Box::default).sent(key);
         }
         if self.seq.saturating_add(1) >= self.limit {
             self.key_update(sink)?;

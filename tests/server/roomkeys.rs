@@ -206,7 +206,12 @@ async fn roomkeys_raw_frames_show_no_plaintext_and_no_key() {
     let t = TestServer::start(enc_builder()).await;
     let (mut a, _b) = two_members(&t, "the-room").await;
     t.server
-        .send_to_room("the-room", "whisper", &json!({"text": "s3cr3t-payload", "pad": big(0)}), &[])
+        .send_to_room(
+            "the-room",
+            "whisper",
+            &json!({"text": "s3cr3t-payload", "pad": big(0)}),
+            &[],
+        )
         .unwrap();
     let (m, _) = a.recv_with_raw().await;
     assert_eq!(m["data"]["text"], "s3cr3t-payload");

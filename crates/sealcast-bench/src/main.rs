@@ -66,7 +66,8 @@ struct TargetArgs {
     #[arg(long, global = true, value_enum, default_value = "sealcast")]
     server: Kind,
     /// Receivers' session type (`mixed`: every other receiver encrypted; `group`: encrypted with group records,
-    /// wsenc/1 §11, counting only group records). Encrypted by default, as a default sealcast server requires it.
+    /// wsenc/1 §11; frames shorter than the payload, the `room_key` records, are not counted). Encrypted by default,
+    /// as a default sealcast server requires it.
     #[arg(long, global = true, value_enum, default_value = "encrypted")]
     mode: Mode,
     /// HS256 secret to mint sealcast tokens with.
@@ -451,7 +452,7 @@ impl Ctx {
             };
             return Err(format!("auth failed: {}{hint}", String::from_utf8_lossy(&first)));
         }
-        let group = opener.as_ref().is_some() && self.room_keys;
+        let group = (opener.as_ref().is_some() && self.room_keys).then_some(0);
         Ok(Session {
             conn,
             sealer,
@@ -466,8 +467,9 @@ struct Session {
     sealer: Option<RecordSealer>,
     /// Opens the reply to the join barrier on a wsenc/1 session; dropped once read (receivers only count).
     opener: Option<RecordOpener>,
-    /// Group records negotiated: only they are counted (not the `room_key` records before them).
-    group: bool,
+    /// Group records negotiated: frames shorter than this are `room_key` records (a delivered message is at least
+    /// as long as its payload) and are not counted. Set by `fanout` to the payload size.
+    group: Option<usize>,
 }
 
 impl Session {
@@ -547,8 +549,8 @@ async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat
         let mut n = 0u64;
         while let Some((op, range)) = s.conn.next_frame() {
             match op {
-                ws::OP_TEXT | ws::OP_BINARY if s.group => {
-                    n += u64::from(memchr::memmem::find(&s.conn.buf[range], b"\"body\":\"").is_some());
+                ws::OP_TEXT | ws::OP_BINARY if s.group.is_some() => {
+                    n += u64::from(range.len() >= s.group.unwrap_or(0));
                 }
                 ws::OP_TEXT | ws::OP_BINARY => n += 1,
                 ws::OP_PING => {
@@ -724,7 +726,10 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
     }
     let counters = Counters::new(a.receivers);
     let mut tasks = JoinSet::new();
-    for (i, s) in sessions.into_iter().enumerate() {
+    for (i, mut s) in sessions.into_iter().enumerate() {
+        if s.group.is_some() {
+            s.group = Some(a.payload);
+        }
         // Long runs (large rooms) outlast the servers' 90 s silence limit without heartbeats.
         tasks.spawn(count_frames(s, counters.clone(), i, Some(HEARTBEAT_PERIOD)));
     }
