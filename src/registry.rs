@@ -23,6 +23,7 @@ use crate::protocol::outbound::TextFrame;
 use crate::protocol::{room, ClientId, RoomName, Target, UserId};
 use crate::roomkeys::RoomKeys;
 use crate::telemetry::Telemetry;
+use crate::wsenc::GROUP_RECORD_MIN_LEN;
 
 pub(crate) struct Entry {
     pub(crate) id: ClientId,
@@ -545,8 +546,10 @@ impl Registry {
             }
             Target::Room(room) => {
                 return match idx.rooms.get(room) {
-                    // Group records pay off only with several recipients.
-                    Some(Members::Many(map)) => deliver_room(map, room, &self.room_keys, frames, exclude),
+                    // Group records pay off only with several recipients and messages that are not short.
+                    Some(Members::Many(map)) if frames.iter().any(|f| f.text().len() >= GROUP_RECORD_MIN_LEN) => {
+                        deliver_room(map, room, &self.room_keys, frames, exclude)
+                    }
                     Some(one) => one.deliver(frames, exclude),
                     None => 0,
                 };
