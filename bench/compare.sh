@@ -73,8 +73,8 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$ROOT/bench/results/$STAMP}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
-SC_PORT=18080
-PEER_PORT=18090
+SC_PORT=${SC_PORT:-18080}
+PEER_PORT=${PEER_PORT:-18090}
 REDIS_PORT=${REDIS_PORT:-16379}
 export SEALCAST_JWT_SECRET="bench-secret-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
@@ -276,6 +276,11 @@ done
 for r in $(seq "$REPEAT"); do
   run fanout_mixed_1000 sealcast plain --mode mixed fanout --receivers 1000 --messages 500 --runs 5
 done
+# (3b) group records (wsenc/1 §11, sealcast only): encrypted receivers that advertise roomKeys; the body is sealed
+# once per message, each receiver gets a header of its own.
+for r in $(seq "$REPEAT"); do
+  run fanout_group_1000 sealcast encrypted --mode group fanout --receivers 1000 --messages 500 --runs 5
+done
 # Throughput vs room size (plot), plaintext, ~200 k deliveries per burst.
 for n in $SIZES; do
   m=$((200000 / n)); [ $m -gt 1000 ] && m=1000
@@ -290,6 +295,9 @@ done
 # (5) idle memory per connection.
 REPEAT=$REPEAT_SWEEP pair idle_plain plain --mode plain --concurrency 64 idle --connections "$MEMN" --steps "$MEMSTEPS"
 REPEAT=$REPEAT_SWEEP pair idle_encrypted encrypted --mode encrypted --concurrency 64 idle --connections "$MEMN" --steps "$MEMSTEPS"
+for r in $(seq "$REPEAT_SWEEP"); do
+  run idle_group sealcast encrypted --mode group --concurrency 64 idle --connections "$MEMN" --steps "$MEMSTEPS"
+done
 # (6) latency at 1,000 msg/s: single instance (both), and across two reference instances through Redis.
 REPEAT=$REPEAT_SWEEP pair latency_single plain latency --rate 1000 --seconds 10 --subscribers 10
 if [ "$PROFILE" = full ]; then

@@ -10,9 +10,10 @@ use sealcast::crypto::backend::{hkdf_sha256, random_bytes, sha256, AeadKey, EcPu
 use sealcast::crypto::record::{aad, nonce};
 use sealcast::crypto::schedule::TrafficSecret;
 use sealcast::crypto::{
-    server_handshake, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer, StaticKey,
+    server_handshake, ClientHandshake, Direction, HandshakeRequest, RecordOpener, RecordSealer, RoomKey, StaticKey,
     StaticKeySet, PROTO,
 };
+use zeroize::Zeroizing;
 
 /// An inner message of exactly `len` bytes.
 fn message(len: usize) -> Vec<u8> {
@@ -191,6 +192,76 @@ fn handshake(c: &mut Criterion) {
     g.finish();
 }
 
+/// Members of the room in the group-record benchmarks.
+const MEMBERS: usize = 1_000;
+
+/// A fresh room key, as the server makes one (OS randomness).
+fn fresh_room_key(epoch: u64) -> RoomKey {
+    let mut key = Zeroizing::new([0u8; 32]);
+    random_bytes(&mut *key).unwrap();
+    RoomKey::new("bench".into(), epoch, key).unwrap()
+}
+
+fn group_sealers() -> Vec<RecordSealer> {
+    (0..MEMBERS)
+        .map(|i| {
+            let mut s = RecordSealer::new(Direction::S2c, TrafficSecret::from_bytes(&[i as u8; 32]), [7; 32], 1);
+            s.enable_room_keys();
+            s
+        })
+        .collect()
+}
+
+/// One 256-byte room message to 1,000 encrypted members: sealed per recipient (§6) or as group records (§11),
+/// and the first message after a rotation (a fresh key, delivered in a `room_key` record to every member).
+fn room_keys(c: &mut Criterion) {
+    let msg = message(256);
+    let mut g = c.benchmark_group("room_keys");
+    g.throughput(Throughput::Elements(MEMBERS as u64));
+    g.bench_function("per_recipient_1000x256B", |b| {
+        let mut sealers = group_sealers();
+        let mut out = Vec::with_capacity(4);
+        b.iter(|| {
+            for s in &mut sealers {
+                out.clear();
+                s.seal(black_box(&msg), &mut out).unwrap();
+                black_box(&out);
+            }
+        })
+    });
+    g.bench_function("group_1000x256B", |b| {
+        let mut sealers = group_sealers();
+        let key = fresh_room_key(1);
+        let mut out = Vec::with_capacity(4);
+        let mut counter = 0;
+        b.iter(|| {
+            let body = key.seal_body(counter % 1_000_000, black_box(&msg), None).unwrap();
+            counter += 1;
+            for s in &mut sealers {
+                out.clear();
+                s.seal_group(&key, &body, &mut out).unwrap();
+                black_box(&out);
+            }
+        })
+    });
+    g.bench_function("rotation_then_group_1000x256B", |b| {
+        let mut sealers = group_sealers();
+        let mut out = Vec::with_capacity(4);
+        let mut epoch = 1;
+        b.iter(|| {
+            epoch += 1;
+            let key = fresh_room_key(epoch);
+            let body = key.seal_body(0, black_box(&msg), None).unwrap();
+            for s in &mut sealers {
+                out.clear();
+                s.seal_group(&key, &body, &mut out).unwrap();
+                black_box(&out);
+            }
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(700))
@@ -201,6 +272,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = records, handshake
+    targets = records, handshake, room_keys
 }
 criterion_main!(benches);

@@ -1,5 +1,5 @@
-//! Fan-out: one room of 1,000 local subscribers on real loopback WebSockets, plaintext and wsenc/1-encrypted
-//! in the same run. Each iteration sends a burst with `send_to_room` and waits until every subscriber has
+//! Fan-out: one room of 1,000 local subscribers on real loopback WebSockets, plaintext, wsenc/1-encrypted per
+//! recipient, and wsenc/1 with group records (§11: sealed once, a header per recipient) in the same run. Each iteration sends a burst with `send_to_room` and waits until every subscriber has
 //! received all of it, so the figure is end-to-end deliveries per second (serialise once, queue, seal per
 //! recipient if encrypted, write, client read). Subscribers count frames without parsing or decrypting them,
 //! so both modes spend the same client-side effort and the difference is the server's sealing.
@@ -25,12 +25,17 @@ struct Bench {
     received: Arc<AtomicU64>,
 }
 
-async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, counter: Arc<AtomicU64>) {
+/// A subscriber of `room`; with `key`, a wsenc/1 session (advertising group records with `group`). Group
+/// subscribers do not count the `room_key` record that precedes a new key's first group record.
+async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, group: bool, counter: Arc<AtomicU64>) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
     let mut data = Map::new();
     let hs = key.map(|_| ClientHandshake::new().expect("keygen"));
     if let Some(hs) = &hs {
         hs.insert_auth_fields(&mut data, None);
+        if group {
+            data.insert("roomKeys".into(), json!(1));
+        }
     }
     let auth = json!({"event": "authenticate", "data": Value::Object(data)}).to_string();
     ws.send(Message::text(auth)).await.expect("send");
@@ -56,7 +61,9 @@ async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, counter: Arc<
         // The first text frame is the join's answer (`joined`), not a delivery.
         let mut answered = false;
         while let Some(Ok(m)) = ws.next().await {
-            if m.is_text() && std::mem::replace(&mut answered, true) {
+            // A delivered message is at least as long as its payload; the `room_key` records are shorter.
+            let counted = !group || m.len() >= PAYLOAD;
+            if m.is_text() && std::mem::replace(&mut answered, true) && counted {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -83,10 +90,12 @@ async fn setup() -> Bench {
     });
     let received = Arc::new(AtomicU64::new(0));
     for _ in 0..SUBSCRIBERS {
-        subscribe(&url, "plain", None, received.clone()).await;
-        subscribe(&url, "enc", Some(&key), received.clone()).await;
+        subscribe(&url, "plain", None, false, received.clone()).await;
+        subscribe(&url, "enc", Some(&key), false, received.clone()).await;
+        subscribe(&url, "group", Some(&key), true, received.clone()).await;
     }
-    while server.clients_by_room("plain").len() + server.clients_by_room("enc").len() < 2 * SUBSCRIBERS {
+    let members = |room| server.clients_by_room(room).len();
+    while members("plain") + members("enc") + members("group") < 3 * SUBSCRIBERS {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Bench { server, received }
@@ -102,6 +111,7 @@ fn fanout(c: &mut Criterion) {
     for (name, room) in [
         ("plaintext_room_1000_256B", "plain"),
         ("encrypted_room_1000_256B", "enc"),
+        ("group_records_room_1000_256B", "group"),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {

@@ -55,6 +55,7 @@ pub struct ClientConfig {
     kid: Option<[u8; 8]>,
     require_encryption: bool,
     max_records_per_epoch: u64,
+    room_keys: bool,
     token_provider: Option<TokenProvider>,
     refresh_margin: Duration,
     backoff_initial: Duration,
@@ -84,6 +85,7 @@ impl ClientConfig {
             kid: None,
             require_encryption: true,
             max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
+            room_keys: true,
             token_provider: None,
             refresh_margin: Duration::from_secs(60),
             backoff_initial: Duration::from_millis(500),
@@ -150,6 +152,14 @@ impl ClientConfig {
     /// Records per epoch this client sends before updating its keys (default 2^20).
     pub fn max_records_per_epoch(mut self, limit: u64) -> Self {
         self.max_records_per_epoch = limit;
+        self
+    }
+
+    /// Whether to advertise group records (wsenc/1 §11, `"roomKeys": 1`): room messages then arrive sealed once
+    /// under the room's key with a header of this session's own (default: true). Off, every message is a
+    /// per-recipient record.
+    pub fn room_keys(mut self, enabled: bool) -> Self {
+        self.room_keys = enabled;
         self
     }
 }
@@ -369,6 +379,9 @@ impl Client {
         } else {
             let hs = ClientHandshake::new()?;
             hs.insert_auth_fields(&mut auth, config.kid);
+            if config.room_keys {
+                auth.insert(crate::wsenc::ROOM_KEYS_FIELD.into(), Value::from(1));
+            }
             Some(hs)
         };
         let frame = json!({ "event": event::AUTHENTICATE, "data": Value::Object(auth) });
@@ -385,8 +398,12 @@ impl Client {
         };
         if let Some(hs) = handshake {
             let hello = ServerHello::from_connected_data(&client.connected)?;
-            let (mut sealer, opener) =
+            let (mut sealer, mut opener) =
                 hs.finish(&config.pinned, &hello, client.id(), client.user_id().unwrap_or(""))?;
+            // Group records only when both sides asked for them; the server's answer is what counts.
+            if config.room_keys && client.connected.get(crate::wsenc::ROOM_KEYS_FIELD) == Some(&Value::from(1)) {
+                opener.enable_room_keys();
+            }
             sealer
                 .set_epoch_limit(config.max_records_per_epoch)
                 .map_err(|_| ClientError::Protocol("invalid epoch limit"))?;

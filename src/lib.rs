@@ -51,6 +51,7 @@ pub mod presence;
 pub mod protocol;
 pub mod redact;
 mod registry;
+mod roomkeys;
 mod serde_str;
 mod serve;
 mod server;

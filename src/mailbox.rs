@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::CloseCode;
-use crate::session::Sealer;
+use crate::session::{RoomFrame, Sealer};
 use crate::telemetry::Telemetry;
 
 /// One item of a connection's outbound queue. Kept small (see the size test): a fan-out writes one of these into
@@ -29,6 +29,9 @@ pub(crate) enum Outbound {
     /// A serialised application message `{"event":..,"data":..}`, framed once and shared by every recipient of a
     /// fan-out. The outbound transformer sees it.
     Text(TextFrame),
+    /// A message to a room whose members include group-capable sessions (wsenc/1 §11): those seal it as a
+    /// group record, everyone else treats it as [`Self::Text`].
+    Room(RoomFrame),
     /// A protocol frame (`connected`, `error`): never transformed, still sealed on encrypted sessions.
     System(Box<str>),
     /// A pong answering a client's ping, carrying the ping's payload; sent in queue order with everything else.
@@ -48,6 +51,7 @@ impl Outbound {
     pub(crate) fn text_len(&self) -> usize {
         match self {
             Self::Text(frame) => frame.text().len(),
+            Self::Room(frame) => frame.text_frame().text().len(),
             Self::System(text) => text.len(),
             _ => 0,
         }
@@ -167,6 +171,15 @@ impl Mailbox {
         let bytes = frames.iter().map(|f| f.text().len()).sum();
         let pushed = self.try_push_with(frames.len(), bytes, |q| {
             q.extend(frames.iter().cloned().map(Outbound::Text))
+        });
+        self.settle(pushed, frames.len())
+    }
+
+    /// [`Self::push_frames`] for a room's frames prepared for group records (wsenc/1 §11).
+    pub(crate) fn push_room_frames(&self, frames: &[RoomFrame]) -> bool {
+        let bytes = frames.iter().map(|f| f.text_frame().text().len()).sum();
+        let pushed = self.try_push_with(frames.len(), bytes, |q| {
+            q.extend(frames.iter().cloned().map(Outbound::Room))
         });
         self.settle(pushed, frames.len())
     }

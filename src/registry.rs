@@ -9,6 +9,7 @@
 use std::borrow::Borrow;
 use std::collections::{hash_map, HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -21,7 +22,9 @@ use crate::mailbox::Mailbox;
 use crate::presence::LocalPresence;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::{room, ClientId, RoomName, Target, UserId};
+use crate::roomkeys::RoomKeys;
 use crate::telemetry::Telemetry;
+use crate::wsenc::GROUP_RECORD_MIN_LEN;
 
 pub(crate) struct Entry {
     pub(crate) id: ClientId,
@@ -30,6 +33,9 @@ pub(crate) struct Entry {
     /// and logs, hooks and `connected` show it.
     pub(crate) id_str: Arc<str>,
     pub(crate) mailbox: Arc<Mailbox>,
+    /// The session takes group records (wsenc/1 §11): room fan-outs prepare the room key's shared body for it.
+    /// Set once, before the connection enters any room.
+    room_keys: AtomicBool,
     connected_at: SystemTime,
     state: Mutex<EntryState>,
 }
@@ -101,6 +107,7 @@ impl Entry {
             id,
             id_str: id.to_string().into(),
             mailbox,
+            room_keys: AtomicBool::new(false),
             connected_at: SystemTime::now(),
             state: Mutex::new(EntryState {
                 phase: ClientState::Unauthorized,
@@ -110,6 +117,15 @@ impl Entry {
                 encrypted: false,
             }),
         })
+    }
+
+    /// Marks the session as taking group records (before [`Registry::authenticate`] puts it in rooms).
+    pub(crate) fn set_room_keys(&self) {
+        self.room_keys.store(true, Ordering::Relaxed);
+    }
+
+    fn takes_room_keys(&self) -> bool {
+        self.room_keys.load(Ordering::Relaxed)
     }
 
     pub(crate) fn phase(&self) -> ClientState {
@@ -259,6 +275,24 @@ impl Members {
     }
 }
 
+/// Queues a room's `frames` for every member not in `exclude`: group-capable members get them as room frames
+/// under the room's current key (prepared once, at the first such member), the others as they are.
+fn deliver_room(index: &Index, room: &RoomName, keys: &RoomKeys, frames: &[TextFrame], exclude: &Exclude) -> usize {
+    let mut group: Option<Option<Vec<crate::session::RoomFrame>>> = None;
+    index
+        .iter()
+        .filter(|(id, _)| !exclude.skips(id))
+        .filter(|(_, e)| {
+            if e.takes_room_keys() {
+                if let Some(room_frames) = group.get_or_insert_with(|| keys.frames(room, frames)) {
+                    return e.mailbox.push_room_frames(room_frames);
+                }
+            }
+            e.mailbox.push_frames(frames)
+        })
+        .count()
+}
+
 /// Queues `frames` for every member of `index` not in `exclude`; how many were queued.
 fn deliver_each(index: &Index, frames: &[TextFrame], exclude: &Exclude) -> usize {
     index
@@ -313,6 +347,7 @@ pub(crate) struct Registry {
     max_rooms_per_client: usize,
     /// Members of presence rooms, kept under the write lock with the room index.
     presence: Arc<LocalPresence>,
+    room_keys: RoomKeys,
 }
 
 impl Registry {
@@ -328,6 +363,7 @@ impl Registry {
             telemetry,
             max_rooms_per_client,
             presence,
+            room_keys: RoomKeys::default(),
         }
     }
 
@@ -420,6 +456,8 @@ impl Registry {
                 self.presence.joined(&room, entry.id, s.user_id.as_ref());
             }
         }
+        // A joiner never receives a key made before it joined (wsenc/1 §11).
+        self.room_keys.forget(room.as_str());
         if add_to(&mut idx.rooms, room.clone(), entry) {
             self.room_changed(room, true);
         }
@@ -444,6 +482,8 @@ impl Registry {
         if self.presence.is_presence_room(room.as_str()) {
             self.presence.left(&room, id);
         }
+        // A former member never receives a key made after it left (wsenc/1 §11).
+        self.room_keys.forget(room.as_str());
         if remove_from(&mut idx.rooms, &room, id) {
             self.room_changed(room, false);
         }
@@ -519,7 +559,16 @@ impl Registry {
                 let entry = idx.authenticated.get(id);
                 return usize::from(entry.is_some_and(|e| e.mailbox.push_frames(frames)));
             }
-            Target::Room(room) => idx.rooms.get(room),
+            Target::Room(room) => {
+                return match idx.rooms.get(room) {
+                    // Group records pay off only with several recipients and messages that are not short.
+                    Some(Members::Many(map)) if frames.iter().any(|f| f.text().len() >= GROUP_RECORD_MIN_LEN) => {
+                        deliver_room(map, room, &self.room_keys, frames, exclude)
+                    }
+                    Some(one) => one.deliver(frames, exclude),
+                    None => 0,
+                };
+            }
             Target::User(user) => idx.users.get(user),
         };
         members.map_or(0, |m| m.deliver(frames, exclude))

@@ -6,13 +6,16 @@
 //! and an [`Opener`] (owned by the reader: every inbound frame goes through it). wsenc/1 is one implementation;
 //! applications can plug their own.
 
-use bytes::BytesMut;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
 
-use crate::crypto::RecordSink;
+use crate::crypto::{RecordSink, RoomKey, SealedBody};
 
 use crate::hooks::Hook;
-use crate::protocol::outbound::{put_frame, put_header, OP_TEXT};
+use crate::protocol::outbound::{put_frame, put_header, TextFrame, OP_TEXT};
 use crate::protocol::CloseCode;
 use crate::redact::debug_redacted;
 
@@ -50,18 +53,119 @@ pub trait Sealer: Send + Sync + 'static {
     /// [`Self::seal`] can rebuild (wsenc/1 drops its expanded AES-GCM schedule), so that idle sessions stay small.
     /// The default does nothing.
     fn idle(&mut self) {}
+
+    /// Seals a message to a room. A sealer that supports group records (wsenc/1 §11, see [`Self::room_keys`])
+    /// seals only a small header of its own and appends the body the fan-out sealed once for every recipient;
+    /// the default seals [`RoomMessage::text`] like any other message.
+    fn seal_room(&mut self, message: &RoomMessage<'_>, out: &mut Frames<'_>) -> Result<(), CloseCode> {
+        self.seal(message.text(), out)
+    }
+
+    /// True if [`Self::seal_room`] sends group records, so the fan-out must prepare the room's key and shared
+    /// body for this session. The default is false.
+    fn room_keys(&self) -> bool {
+        false
+    }
 }
+
+/// A message to a room, as the fan-out hands it to each recipient's [`Sealer::seal_room`]: its text and, for
+/// group records, the room's current key and the body sealed once under it (sealed by the first recipient's
+/// writer that needs it, then shared).
+#[derive(Debug)]
+pub struct RoomMessage<'a> {
+    frame: &'a RoomFrame,
+}
+
+impl<'a> RoomMessage<'a> {
+    pub(crate) fn new(frame: &'a RoomFrame) -> Self {
+        Self { frame }
+    }
+
+    /// The message (`{"event":..,"data":..}` JSON text).
+    pub fn text(&self) -> &str {
+        self.frame.0.text.text()
+    }
+
+    /// The room key and the body sealed under it, padded to `pad`; `None` if the message cannot be sealed so
+    /// (the sealer then falls back to a per-recipient record). The first call seals, later ones share the result.
+    pub(crate) fn group(&self, pad: Option<NonZeroUsize>) -> Option<(&'a RoomKey, &'a SealedBody)> {
+        let inner = &*self.frame.0;
+        let body = inner
+            .body
+            .get_or_init(|| {
+                inner
+                    .key
+                    .seal_body(inner.counter, inner.text.text().as_bytes(), pad)
+                    .ok()
+            })
+            .as_ref()?;
+        Some((&inner.key, body))
+    }
+}
+
+/// A fan-out's message to a room with group-capable members: the shared frame for everyone else, and what group
+/// records need. One `Arc`, so a queued copy is one pointer.
+#[derive(Clone)]
+pub(crate) struct RoomFrame(Arc<RoomFrameInner>);
+
+struct RoomFrameInner {
+    text: TextFrame,
+    key: Arc<RoomKey>,
+    /// The body's counter under `key`, unique per message.
+    counter: u64,
+    body: OnceLock<Option<SealedBody>>,
+}
+
+impl RoomFrame {
+    pub(crate) fn new(text: TextFrame, key: Arc<RoomKey>, counter: u64) -> Self {
+        Self(Arc::new(RoomFrameInner {
+            text,
+            key,
+            counter,
+            body: OnceLock::new(),
+        }))
+    }
+
+    /// The plaintext frame, for recipients without group records.
+    pub(crate) fn text_frame(&self) -> &TextFrame {
+        &self.0.text
+    }
+}
+
+impl std::fmt::Debug for RoomFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomFrame")
+            .field("epoch", &self.0.key.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared bodies (group records) at least this long are written from the shared buffer itself; shorter ones are
+/// copied into the connection's write buffer.
+const SHARED_TAIL_MIN: usize = 2048;
 
 /// Where a [`Sealer`] puts what it sends: each frame is appended, already framed as a WebSocket text frame, to
 /// the connection's write buffer, so sealed records go out without another copy.
 pub struct Frames<'a> {
     buf: &'a mut BytesMut,
     count: u64,
+    /// Shared tails (group records' bodies) and the offsets in `buf` they follow.
+    tails: Vec<(usize, Bytes)>,
 }
 
 impl<'a> Frames<'a> {
     pub(crate) fn new(buf: &'a mut BytesMut) -> Self {
-        Self { buf, count: 0 }
+        Self {
+            buf,
+            count: 0,
+            tails: Vec::new(),
+        }
+    }
+
+    /// The shared tails appended, each with the offset in the write buffer it follows (ascending): the writer
+    /// sends the buffer up to there, then the tail, without copying it.
+    pub(crate) fn take_tails(&mut self) -> Vec<(usize, Bytes)> {
+        std::mem::take(&mut self.tails)
     }
 
     /// Appends `text` as one text frame.
@@ -84,6 +188,24 @@ impl RecordSink for Frames<'_> {
         self.buf.resize(start + len, 0);
         self.count += 1;
         self.buf.get_mut(start..).unwrap_or_default()
+    }
+
+    fn next_prefix(&mut self, len: usize, tail_len: usize) -> &mut [u8] {
+        put_header(self.buf, OP_TEXT, len.saturating_add(tail_len));
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        self.count += 1;
+        self.buf.get_mut(start..).unwrap_or_default()
+    }
+
+    fn put_tail(&mut self, tail: &Bytes) {
+        // A small body is cheaper to copy than to send as a buffer of its own: a vectored write of two buffers per
+        // message cost more kernel time than the copy (measured: BENCHMARKS.md, group records).
+        if tail.len() < SHARED_TAIL_MIN {
+            self.buf.extend_from_slice(tail);
+        } else {
+            self.tails.push((self.buf.len(), tail.clone()));
+        }
     }
 }
 

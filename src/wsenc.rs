@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::crypto::{self, RecordOpener, RecordSealer, StaticKeySet};
 use crate::hooks::{Hook, HookFuture};
 use crate::protocol::CloseCode;
-use crate::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, Sealer, Session};
+use crate::session::{Frames, HandshakeOutcome, HandshakeRequest, Opener, RoomMessage, Sealer, Session};
 use crate::telemetry::Telemetry;
 
 /// The server's static key set, replaceable at runtime ([`crate::Server::reload_static_keys`]). Clones share
@@ -42,7 +42,22 @@ pub struct WsEnc1 {
     keys: SharedKeys,
     max_records_per_epoch: u64,
     padding: Option<NonZeroUsize>,
+    room_keys: bool,
     telemetry: Option<Arc<Telemetry>>,
+}
+
+/// Room messages shorter than this (their JSON text, in bytes) go to group-capable sessions as per-recipient
+/// records too: below about 1 KiB sealing a small header per recipient costs as much as sealing the whole message
+/// (measured: BENCHMARKS.md, group records), and the header makes the frame longer.
+pub const GROUP_RECORD_MIN_LEN: usize = 1024;
+
+/// The `authenticate` and `connected` field that negotiates group records (wsenc/1 §11).
+pub const ROOM_KEYS_FIELD: &str = "roomKeys";
+
+/// True if the `authenticate` payload advertises group records: `"roomKeys": 1`. Any other value (a later
+/// version, a string, `true`) is not this extension and is ignored.
+pub fn advertises_room_keys(data: &Map<String, Value>) -> bool {
+    data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64) == Some(1)
 }
 
 impl std::fmt::Debug for WsEnc1 {
@@ -66,8 +81,16 @@ impl WsEnc1 {
             keys,
             max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
             padding: None,
+            room_keys: true,
             telemetry: None,
         }
+    }
+
+    /// Whether clients that advertise group records (wsenc/1 §11) get them (default: true). Off, every room
+    /// message is sealed per recipient and `connected` never carries `roomKeys`.
+    pub fn room_keys(mut self, enabled: bool) -> Self {
+        self.room_keys = enabled;
+        self
     }
 
     /// Records per direction and epoch before a key update (default and maximum 2^20; lower it for tests).
@@ -94,6 +117,7 @@ impl WsEnc1 {
 
     /// Runs the server side of the handshake on an `authenticate` payload.
     pub fn establish(&self, client_id: &str, user_id: Option<&str>, data: Map<String, Value>) -> HandshakeOutcome {
+        let room_keys = self.room_keys && advertises_room_keys(&data);
         let request = match crypto::HandshakeRequest::from_auth_data(&Value::Object(data)) {
             Ok(Some(request)) => request,
             Ok(None) => return HandshakeOutcome::Plaintext,
@@ -115,6 +139,10 @@ impl WsEnc1 {
         sealer.set_padding(self.padding);
         let mut connected_fields = Map::new();
         hello.insert_into(&mut connected_fields);
+        if room_keys {
+            sealer.enable_room_keys();
+            connected_fields.insert(ROOM_KEYS_FIELD.into(), Value::from(1));
+        }
         HandshakeOutcome::Encrypted(Session {
             connected_fields,
             sealer: Box::new(sealer),
@@ -146,6 +174,21 @@ impl Sealer for RecordSealer {
 
     fn idle(&mut self) {
         self.release_idle_memory();
+    }
+
+    fn seal_room(&mut self, message: &RoomMessage<'_>, out: &mut Frames<'_>) -> Result<(), CloseCode> {
+        if self.room_keys_enabled() && message.text().len() >= GROUP_RECORD_MIN_LEN {
+            if let Some((key, body)) = message.group(self.padding()) {
+                return self
+                    .seal_group_to(key, body, out)
+                    .map_err(|e| close_code(e.close_code()));
+            }
+        }
+        Sealer::seal(self, message.text(), out)
+    }
+
+    fn room_keys(&self) -> bool {
+        self.room_keys_enabled()
     }
 }
 

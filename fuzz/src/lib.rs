@@ -14,6 +14,7 @@
 pub mod auth_token;
 pub mod authenticate;
 pub mod client_message;
+pub mod group_open;
 pub mod ignis_open;
 pub mod record_open;
 pub mod redis_envelope;
@@ -23,10 +24,11 @@ pub type Check = fn(&[u8]);
 
 /// The fuzz targets of the library's parsers, by name, with their checks (the directory names under `corpus/` and
 /// `regressions/`); `config` is the one other target.
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("client_message", client_message::check),
     ("authenticate", authenticate::check),
     ("record_open", record_open::check),
+    ("group_open", group_open::check),
     ("redis_envelope", redis_envelope::check),
     ("ignis_open", ignis_open::check),
     ("auth_token", auth_token::check),

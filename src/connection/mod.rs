@@ -518,6 +518,9 @@ impl Reader<'_> {
         // `connected` is the last plaintext frame; the sealer takes over right behind it in the same queue.
         self.mailbox().push_system(connected);
         if let Some(sealer) = e.sealer {
+            if sealer.room_keys() {
+                self.entry.set_room_keys();
+            }
             self.mailbox().push(Outbound::Encrypt(sealer));
         }
         let rooms: Vec<RoomName> = e.rooms.iter().filter_map(|r| RoomName::parse(r)).collect();

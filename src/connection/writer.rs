@@ -22,7 +22,7 @@ use crate::mailbox::{Outbound, Receiver, Task};
 use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_PONG, OP_TEXT, PING_FRAME};
 use crate::protocol::{event, outbound, CloseCode, Message as AppMessage};
 use crate::registry::Entry;
-use crate::session::{Frames, Sealer};
+use crate::session::{Frames, RoomFrame, RoomMessage, Sealer};
 use crate::shared::Shared;
 use crate::telemetry::HookKind;
 
@@ -142,6 +142,8 @@ fn consume(chunks: &mut VecDeque<Chunk>, mut n: usize) {
 /// An outbound message's text before sealing: shared with the other recipients, or this connection's own.
 enum Payload {
     Shared(TextFrame),
+    /// A room message: a group record for sessions that take them (wsenc/1 §11), else as `Shared`.
+    Room(RoomFrame),
     Own(Box<str>),
 }
 
@@ -241,8 +243,10 @@ impl<'a> Writer<'a> {
             self.buf.reserve(text + text / 2 + batch.len() * SEALED_OVERHEAD);
         }
         while let Some(item) = batch.pop_front() {
-            let transform = matches!(item, Outbound::Text(_)) && self.shared.hooks.outbound_transformer.is_some();
-            let seal = matches!(item, Outbound::Text(_) | Outbound::System(_)) && self.sealer.is_some();
+            let transform = matches!(item, Outbound::Text(_) | Outbound::Room(_))
+                && self.shared.hooks.outbound_transformer.is_some();
+            let seal =
+                matches!(item, Outbound::Text(_) | Outbound::Room(_) | Outbound::System(_)) && self.sealer.is_some();
             if seal && permit.is_none() {
                 // Bounds sealing work in flight across connections; never held across a socket write.
                 *permit = self.shared.seal_permits.try_acquire().ok();
@@ -253,6 +257,7 @@ impl<'a> Writer<'a> {
             }
             let payload = match item {
                 Outbound::Text(frame) => Payload::Shared(frame),
+                Outbound::Room(frame) => Payload::Room(frame),
                 Outbound::System(text) => Payload::Own(text),
                 Outbound::Pong(payload) => {
                     put_frame(&mut self.buf, OP_PONG, &payload);
@@ -304,10 +309,15 @@ impl<'a> Writer<'a> {
             }
             let item = batch.pop_front()?;
             match item {
-                Outbound::Text(frame) if shared.hooks.outbound_transformer.is_some() => {
+                Outbound::Text(_) | Outbound::Room(_) if shared.hooks.outbound_transformer.is_some() => {
                     permit = None;
-                    let payload = match transform(shared, self.entry, frame.text()).await {
-                        Some(None) => Payload::Shared(frame),
+                    let (text, unchanged) = match item {
+                        Outbound::Room(frame) => (frame.text_frame().clone(), Payload::Room(frame)),
+                        Outbound::Text(frame) => (frame.clone(), Payload::Shared(frame)),
+                        _ => continue,
+                    };
+                    let payload = match transform(shared, self.entry, text.text()).await {
+                        Some(None) => unchanged,
                         Some(Some(text)) => Payload::Own(text.into_boxed_str()),
                         None => continue,
                     };
@@ -337,22 +347,34 @@ impl<'a> Writer<'a> {
             match payload {
                 // The common case: the fan-out's frame as it is, no copy.
                 Payload::Shared(frame) => self.push_chunk(Chunk::Shared(frame)),
+                Payload::Room(frame) => self.push_chunk(Chunk::Shared(frame.text_frame().clone())),
                 Payload::Own(text) => put_frame(&mut self.buf, OP_TEXT, text.as_bytes()),
             }
             return Ok(());
         };
-        let inner = match &payload {
-            Payload::Shared(frame) => frame.text(),
-            Payload::Own(text) => text,
-        };
         let mark = self.buf.len();
         let mut frames = Frames::new(&mut self.buf);
-        if let Err(code) = sealer.seal(inner, &mut frames) {
+        let sealed = match &payload {
+            Payload::Shared(frame) => sealer.seal(frame.text(), &mut frames),
+            Payload::Room(frame) => sealer.seal_room(&RoomMessage::new(frame), &mut frames),
+            Payload::Own(text) => sealer.seal(text, &mut frames),
+        };
+        if let Err(code) = sealed {
             self.buf.truncate(mark);
             self.flush_own();
             return Err(code);
         }
         self.shared.telemetry.records_out(frames.count());
+        let tails = frames.take_tails();
+        // A group record's shared body follows its header in the byte stream without being copied: the buffer
+        // up to each body's place goes first, then the body.
+        let mut sent = 0;
+        for (at, tail) in tails {
+            let own = self.buf.split_to(at.saturating_sub(sent));
+            sent = at;
+            self.chunks.push_back(Chunk::Own(own.freeze()));
+            self.chunks.push_back(Chunk::Own(tail));
+        }
         Ok(())
     }
 

@@ -65,12 +65,14 @@
 pub mod b64;
 #[doc(hidden)]
 pub mod backend;
+pub mod group;
 pub mod handshake;
 pub mod ignis;
 pub mod keys;
 pub mod record;
 pub mod schedule;
 
+pub use group::{InvalidRoomKey, RoomKey, SealedBody};
 pub use handshake::{server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, ServerHello};
 pub use keys::{KeyError, PinnedKey, StaticKey, StaticKeySet};
 pub(crate) use record::RecordSink;

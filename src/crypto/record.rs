@@ -7,10 +7,11 @@ use std::num::NonZeroUsize;
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::b64;
 use super::backend::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
+use super::group::{self, KeysSent, RoomKey, RoomKeyRing, SealedBody, ROOM_KEY_EVENT};
 use super::schedule::{TrafficSecret, TH_LEN};
 use super::{
     Direction, CLOSE_DECRYPTION_FAILED, CLOSE_ENCRYPTION_REQUIRED, CLOSE_KEY_EXHAUSTED, MAX_RECORDS_PER_EPOCH,
@@ -22,6 +23,9 @@ pub const MAX_WIRE_SEQ: u64 = (1 << 53) - 1;
 pub const AAD_LEN: usize = 56;
 
 const AAD_LABEL: &[u8; 11] = b"wsenc/1 rec";
+/// The AAD label of a group record's per-recipient header (§11): same layout as [`aad`], another label, so a
+/// header can never be opened as an ordinary record or the other way round.
+const HEADER_AAD_LABEL: &[u8; 11] = b"wsenc/1 hdr";
 /// The inner control message that ends an epoch.
 pub const KEY_UPDATE_MESSAGE: &[u8] = br#"{"event":"key_update","data":{}}"#;
 const KEY_UPDATE_EVENT: &str = "key_update";
@@ -30,7 +34,8 @@ const RESERVED_INNER: [&str; 3] = ["authenticate", "connected", "encrypted"];
 const ENV_PREFIX: &[u8] = br#"{"event":"encrypted","data":{"seq":"#;
 const ENV_IV: &[u8] = br#","iv":""#;
 const ENV_CT: &[u8] = br#"","ct":""#;
-const ENV_SUFFIX: &[u8] = br#""}}"#;
+pub(crate) const ENV_SUFFIX: &[u8] = br#""}}"#;
+const ENV_BODY: &[u8] = br#"","body":""#;
 
 /// `nonce(d, n, seq) = iv_d_n XOR (0x00000000 ‖ u64be(seq))`.
 pub fn nonce(iv: &[u8; NONCE_LEN], seq: u64) -> [u8; NONCE_LEN] {
@@ -44,9 +49,24 @@ pub fn nonce(iv: &[u8; NONCE_LEN], seq: u64) -> [u8; NONCE_LEN] {
 
 /// `AAD(d, n, seq) = "wsenc/1 rec" ‖ dir ‖ th ‖ u32be(n) ‖ u64be(seq)` (56 bytes, on the stack).
 pub fn aad(direction: Direction, th: &[u8; TH_LEN], epoch: u32, seq: u64) -> [u8; AAD_LEN] {
+    aad_labelled(AAD_LABEL, direction, th, epoch, seq)
+}
+
+/// `hdr_aad(d, n, seq) = "wsenc/1 hdr" ‖ dir ‖ th ‖ u32be(n) ‖ u64be(seq)`: the AAD of a group record's header.
+pub fn header_aad(direction: Direction, th: &[u8; TH_LEN], epoch: u32, seq: u64) -> [u8; AAD_LEN] {
+    aad_labelled(HEADER_AAD_LABEL, direction, th, epoch, seq)
+}
+
+fn aad_labelled(
+    label_bytes: &[u8; 11],
+    direction: Direction,
+    th: &[u8; TH_LEN],
+    epoch: u32,
+    seq: u64,
+) -> [u8; AAD_LEN] {
     let mut a = [0u8; AAD_LEN];
     let (label, rest) = a.split_at_mut(AAD_LABEL.len());
-    label.copy_from_slice(AAD_LABEL);
+    label.copy_from_slice(label_bytes);
     let (dir, rest) = rest.split_at_mut(1);
     dir.copy_from_slice(&[direction.byte()]);
     let (t, rest) = rest.split_at_mut(TH_LEN);
@@ -171,6 +191,14 @@ impl OpenError {
     }
 }
 
+/// The plaintext length after zero padding to a multiple of `pad` bytes (`None`: no padding).
+pub(crate) fn padded_len(len: usize, pad: Option<NonZeroUsize>) -> Result<usize, SealError> {
+    match pad {
+        None => Ok(len),
+        Some(b) => len.div_ceil(b.get()).checked_mul(b.get()).ok_or(SealError::TooLarge),
+    }
+}
+
 fn check_limit(limit: u64, next_seq: u64) -> Result<(), InvalidEpochLimit> {
     if (2..=MAX_RECORDS_PER_EPOCH).contains(&limit) && next_seq < limit {
         Ok(())
@@ -189,6 +217,11 @@ pub struct RecordSealer {
     limit: u64,
     pad_bucket: Option<NonZeroUsize>,
     scratch: Vec<u8>,
+    /// Group records (§11) negotiated.
+    room_keys: bool,
+    /// The room keys this session's client holds: boxed, and made at the first group record, so that an idle
+    /// session stays small.
+    keys_sent: Option<Box<KeysSent>>,
 }
 
 impl RecordSealer {
@@ -204,7 +237,60 @@ impl RecordSealer {
             limit: MAX_RECORDS_PER_EPOCH,
             pad_bucket: None,
             scratch: Vec::new(),
+            room_keys: false,
+            keys_sent: None,
         }
+    }
+
+    /// Sends group records (§11) from now on: the client advertised them and the server answered `roomKeys`.
+    pub fn enable_room_keys(&mut self) {
+        self.room_keys = true;
+    }
+
+    /// True if this session gets group records.
+    pub fn room_keys_enabled(&self) -> bool {
+        self.room_keys
+    }
+
+    /// The padding bucket, if any.
+    pub fn padding(&self) -> Option<NonZeroUsize> {
+        self.pad_bucket
+    }
+
+    /// Seals one room message as a group record (§11): the `room_key` record first if the client does not hold
+    /// `key` yet, then the header record, whose envelope ends with `body`'s shared bytes. Frames appended to
+    /// `out` are complete (header and body in one buffer each); the server shares the body instead.
+    /// Fails with [`SealError::InvalidPlaintext`] when group records are not enabled or `body` is not `key`'s.
+    pub fn seal_group(&mut self, key: &RoomKey, body: &SealedBody, out: &mut Vec<Bytes>) -> Result<(), SealError> {
+        let mut records = Vec::new();
+        let sealed = self.seal_group_to(key, body, &mut records);
+        out.extend(records.into_iter().map(BytesMut::freeze));
+        sealed
+    }
+
+    /// [`Self::seal_group`] into a [`RecordSink`]: the shared body goes to [`RecordSink::put_tail`].
+    pub(crate) fn seal_group_to(
+        &mut self,
+        key: &RoomKey,
+        body: &SealedBody,
+        sink: &mut impl RecordSink,
+    ) -> Result<(), SealError> {
+        if body.epoch() != key.epoch() {
+            return Err(SealError::InvalidPlaintext);
+        }
+        if !self.room_keys {
+            return Err(SealError::InvalidPlaintext);
+        }
+        if !self.keys_sent.as_ref().is_some_and(|sent| sent.holds(key)) {
+            // Sealed in place: the sealing buffer holds only ciphertext afterwards.
+            self.seal_to(key.delivery_message(), sink)?;
+            self.keys_sent.get_or_insert_with(Box::default).sent(key);
+        }
+        if self.seq.saturating_add(1) >= self.limit {
+            self.key_update(sink)?;
+        }
+        let header = group::header(body);
+        self.seal_envelope(&header, None, HEADER_AAD_LABEL, Some(body.wire()), sink)
     }
 
     /// Lowers the per-epoch record limit (`2..=2^20`, above the next seq); for tests.
@@ -301,17 +387,24 @@ impl RecordSealer {
         pad: Option<NonZeroUsize>,
         sink: &mut impl RecordSink,
     ) -> Result<(), SealError> {
+        self.seal_envelope(inner, pad, AAD_LABEL, None, sink)
+    }
+
+    /// Seals `inner` at the current seq under the AAD with `label` and writes its envelope; with `tail`, the
+    /// envelope is a group record's: `"body":"` follows `ct`, and the shared `tail` (the body and the closing
+    /// `"}}`) is handed to the sink as it is.
+    fn seal_envelope(
+        &mut self,
+        inner: &[u8],
+        pad: Option<NonZeroUsize>,
+        label: &[u8; 11],
+        tail: Option<&Bytes>,
+        sink: &mut impl RecordSink,
+    ) -> Result<(), SealError> {
         if self.seq >= self.limit {
             return Err(SealError::KeyExhausted);
         }
-        let pt_len = match pad {
-            None => inner.len(),
-            Some(b) => inner
-                .len()
-                .div_ceil(b.get())
-                .checked_mul(b.get())
-                .ok_or(SealError::TooLarge)?,
-        };
+        let pt_len = padded_len(inner.len(), pad)?;
         let ct_len = pt_len.checked_add(TAG_LEN).ok_or(SealError::TooLarge)?;
         if ct_len > usize::MAX / 2 {
             return Err(SealError::TooLarge);
@@ -323,7 +416,7 @@ impl RecordSealer {
         self.scratch.resize(pt_len, 0);
 
         let nonce = nonce(&self.keys.iv, self.seq);
-        let aad = aad(self.direction, &self.th, self.epoch, self.seq);
+        let aad = aad_labelled(label, self.direction, &self.th, self.epoch, self.seq);
         let tag = self
             .keys
             .aead()
@@ -338,18 +431,23 @@ impl RecordSealer {
             + ENV_IV.len()
             + b64::encoded_len(NONCE_LEN)
             + ENV_CT.len()
-            + b64::encoded_len(ct_len)
-            + ENV_SUFFIX.len();
-        let mut out = Fill(sink.next_record(total));
+            + b64::encoded_len(ct_len);
+        let mut out = match tail {
+            None => Fill(sink.next_record(total + ENV_SUFFIX.len())),
+            Some(tail) => Fill(sink.next_prefix(total + ENV_BODY.len(), tail.len())),
+        };
         out.put(ENV_PREFIX)?;
         out.put(seq_str)?;
         out.put(ENV_IV)?;
         out.put_b64(&nonce)?;
         out.put(ENV_CT)?;
         out.put_b64(&self.scratch)?;
-        out.put(ENV_SUFFIX)?;
+        out.put(if tail.is_some() { ENV_BODY } else { ENV_SUFFIX })?;
         if !out.0.is_empty() {
             return Err(SealError::TooLarge);
+        }
+        if let Some(tail) = tail {
+            sink.put_tail(tail);
         }
         self.seq += 1;
         Ok(())
@@ -361,6 +459,13 @@ pub(crate) trait RecordSink {
     /// Returns `len` bytes for the next record. The sealer overwrites all of them with ASCII (JSON and base64url)
     /// before asking for more; after a sealing error the space holds garbage and must be discarded.
     fn next_record(&mut self, len: usize) -> &mut [u8];
+
+    /// Returns `len` bytes for the start of a record whose last `tail_len` bytes will be a shared tail, passed
+    /// to [`Self::put_tail`] once the start is filled.
+    fn next_prefix(&mut self, len: usize, tail_len: usize) -> &mut [u8];
+
+    /// Ends the record started by [`Self::next_prefix`] with its shared tail.
+    fn put_tail(&mut self, tail: &Bytes);
 }
 
 /// Each record in a buffer of its own.
@@ -368,6 +473,19 @@ impl RecordSink for Vec<BytesMut> {
     fn next_record(&mut self, len: usize) -> &mut [u8] {
         self.push(BytesMut::zeroed(len));
         self.last_mut().map(|b| &mut b[..]).unwrap_or_default()
+    }
+
+    fn next_prefix(&mut self, len: usize, tail_len: usize) -> &mut [u8] {
+        let mut b = BytesMut::with_capacity(len.saturating_add(tail_len));
+        b.resize(len, 0);
+        self.push(b);
+        self.last_mut().map(|b| &mut b[..]).unwrap_or_default()
+    }
+
+    fn put_tail(&mut self, tail: &Bytes) {
+        if let Some(last) = self.last_mut() {
+            last.extend_from_slice(tail);
+        }
     }
 }
 
@@ -422,7 +540,17 @@ struct WireData<'a> {
     iv: &'a str,
     #[serde(borrow)]
     ct: &'a str,
+    /// A group record's shared body (§11); when present it must be a string (`null` is malformed).
+    #[serde(borrow, default, deserialize_with = "some_str")]
+    body: Option<&'a str>,
 }
+
+fn some_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de str>, D::Error> {
+    <&'de str>::deserialize(d).map(Some)
+}
+
+/// A strictly parsed envelope: `seq`, `iv`, `ct` and, for a group record, `body`.
+type Parsed<'a> = (u64, &'a str, &'a str, Option<&'a str>);
 
 #[derive(Deserialize)]
 struct InnerProbe<'a> {
@@ -437,7 +565,7 @@ fn starts_with_object(s: &[u8]) -> bool {
 }
 
 /// A JSON integer literal `0 | [1-9][0-9]*` in `0..=2^53-1`; no sign, fraction or exponent.
-fn parse_seq(raw: &str) -> Option<u64> {
+pub(crate) fn parse_seq(raw: &str) -> Option<u64> {
     let b = raw.as_bytes();
     if b.is_empty() || b.len() > 16 || !b.iter().all(u8::is_ascii_digit) {
         return None;
@@ -475,7 +603,7 @@ fn take_b64url(s: &[u8]) -> Option<(&str, &[u8])> {
 /// `{"event":"encrypted","data":{"seq":<digits>,"iv":"<b64url>","ct":"<b64url>"}}` with no
 /// whitespace. It only accepts frames that the strict serde path accepts with the same result;
 /// `None` means "use the strict path".
-fn parse_canonical(frame: &[u8]) -> Option<(u64, &str, &str)> {
+fn parse_canonical(frame: &[u8]) -> Option<Parsed<'_>> {
     let rest = frame.strip_prefix(ENV_PREFIX)?;
     let n = rest.iter().position(|b| !b.is_ascii_digit())?;
     let (digits, rest) = rest.split_at_checked(n)?;
@@ -484,14 +612,19 @@ fn parse_canonical(frame: &[u8]) -> Option<(u64, &str, &str)> {
     let (iv, rest) = take_b64url(rest)?;
     let rest = rest.strip_prefix(ENV_CT)?;
     let (ct, rest) = take_b64url(rest)?;
+    if rest == ENV_SUFFIX {
+        return Some((seq, iv, ct, None));
+    }
+    let rest = rest.strip_prefix(ENV_BODY)?;
+    let (body, rest) = take_b64url(rest)?;
     if rest != ENV_SUFFIX {
         return None;
     }
-    Some((seq, iv, ct))
+    Some((seq, iv, ct, Some(body)))
 }
 
 /// The strictly parsed envelope: `(seq, iv, ct)`.
-fn parse_envelope(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
+fn parse_envelope(frame: &[u8]) -> Result<Parsed<'_>, OpenError> {
     if let Some(parsed) = parse_canonical(frame) {
         return Ok(parsed);
     }
@@ -499,8 +632,8 @@ fn parse_envelope(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
 }
 
 /// The general strict parser (any key order, JSON whitespace).
-fn parse_envelope_strict(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
-    let strict = || -> Option<(Option<u64>, &str, &str)> {
+fn parse_envelope_strict(frame: &[u8]) -> Result<Parsed<'_>, OpenError> {
+    let strict = || -> Option<(Option<u64>, &str, &str, Option<&str>)> {
         if !starts_with_object(frame) {
             return None;
         }
@@ -509,11 +642,11 @@ fn parse_envelope_strict(frame: &[u8]) -> Result<(u64, &str, &str), OpenError> {
             return None;
         }
         let data: WireData<'_> = serde_json::from_str(env.data.get()).ok()?;
-        Some((parse_seq(data.seq.get()), data.iv, data.ct))
+        Some((parse_seq(data.seq.get()), data.iv, data.ct, data.body))
     };
     match strict() {
-        Some((Some(seq), iv, ct)) => Ok((seq, iv, ct)),
-        Some((None, _, _)) => Err(OpenError::MalformedEnvelope),
+        Some((Some(seq), iv, ct, body)) => Ok((seq, iv, ct, body)),
+        Some((None, _, _, _)) => Err(OpenError::MalformedEnvelope),
         None => Err(classify_failure(frame)),
     }
 }
@@ -536,6 +669,7 @@ fn classify_failure(frame: &[u8]) -> OpenError {
 enum Inner {
     Application,
     KeyUpdate,
+    RoomKey,
 }
 
 fn check_inner(pt: &[u8]) -> Result<Inner, OpenError> {
@@ -547,6 +681,8 @@ fn check_inner(pt: &[u8]) -> Result<Inner, OpenError> {
     let event = probe.event.as_ref();
     if event == KEY_UPDATE_EVENT {
         Ok(Inner::KeyUpdate)
+    } else if event == ROOM_KEY_EVENT {
+        Ok(Inner::RoomKey)
     } else if RESERVED_INNER.contains(&event) {
         Err(OpenError::ReservedInnerEvent)
     } else {
@@ -563,6 +699,19 @@ pub struct RecordOpener {
     keys: EpochKeys,
     limit: u64,
     poisoned: bool,
+    /// Group records (§11) accepted: the room keys received. `None` unless enabled.
+    rooms: Option<Box<RoomKeyRing>>,
+}
+
+/// The `data` of a `room_key` inner message.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomKeyMessage<'a> {
+    #[serde(borrow)]
+    #[allow(dead_code, reason = "checked by the schema only")]
+    event: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 impl RecordOpener {
@@ -577,7 +726,19 @@ impl RecordOpener {
             keys: EpochKeys::new(ts0),
             limit: MAX_RECORDS_PER_EPOCH,
             poisoned: false,
+            rooms: None,
         }
+    }
+
+    /// Accepts group records and `room_key` records (§11) from now on: the client advertised `roomKeys` and the
+    /// server answered it. `room_key` records are then consumed ([`Self::open`] returns `Ok(None)`).
+    pub fn enable_room_keys(&mut self) {
+        self.rooms.get_or_insert_with(Box::default);
+    }
+
+    /// The latest key received for `room`, if any (group records enabled).
+    pub fn room_key(&self, room: &str) -> Option<&RoomKey> {
+        self.rooms.as_ref()?.by_room(room)
     }
 
     /// Lowers the per-epoch record limit (`2..=2^20`, above the expected seq); for tests.
@@ -634,7 +795,10 @@ impl RecordOpener {
 
     fn open_inner(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, OpenError> {
         // 1. exact schema
-        let (seq, iv_b64, ct_b64) = parse_envelope(frame)?;
+        let (seq, iv_b64, ct_b64, body_b64) = parse_envelope(frame)?;
+        if body_b64.is_some() && self.rooms.is_none() {
+            return Err(OpenError::MalformedEnvelope);
+        }
         // 2. seq == expected (a seq at or past the epoch limit is 4006)
         if seq >= self.limit {
             return Err(OpenError::KeyExhausted);
@@ -655,15 +819,51 @@ impl RecordOpener {
             .split_at_mut_checked(body_len)
             .ok_or(OpenError::CiphertextTooShort)?;
         let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::CiphertextTooShort)?;
-        let aad = aad(self.direction, &self.th, self.epoch, seq);
+        let aad = match body_b64 {
+            None => aad(self.direction, &self.th, self.epoch, seq),
+            Some(_) => header_aad(self.direction, &self.th, self.epoch, seq),
+        };
         self.keys
             .aead()
             .open_in_place(&nonce, &aad, body, &tag)
             .map_err(|_| OpenError::AuthFailed)?;
+        if let Some(shared) = body_b64 {
+            // §11: the header names the room key and the shared body's digest.
+            let (epoch, digest) = group::parse_header(body).ok_or(OpenError::InvalidInner)?;
+            let key = self
+                .rooms
+                .as_ref()
+                .and_then(|rooms| rooms.by_epoch(epoch))
+                .ok_or(OpenError::AuthFailed)?;
+            let shared = b64::decode(shared).map_err(|_| OpenError::BadEncoding)?;
+            if key.digest(&shared) != digest {
+                return Err(OpenError::AuthFailed);
+            }
+            let inner = key.open_body(&shared)?;
+            if !matches!(check_inner(&inner)?, Inner::Application) {
+                return Err(OpenError::ReservedInnerEvent);
+            }
+            if seq.saturating_add(1) >= self.limit {
+                return Err(OpenError::KeyExhausted);
+            }
+            self.expected = seq + 1;
+            return Ok(Some(inner));
+        }
         // 5. strip padding, validate the inner message
         let end = body.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
         buf.truncate(end);
-        let kind = check_inner(&buf)?;
+        let mut kind = check_inner(&buf)?;
+        if matches!(kind, Inner::RoomKey) {
+            if let Some(rooms) = self.rooms.as_mut() {
+                let text = std::str::from_utf8(&buf).map_err(|_| OpenError::InvalidInner)?;
+                let message: RoomKeyMessage<'_> = serde_json::from_str(text).map_err(|_| OpenError::InvalidInner)?;
+                rooms.insert(RoomKey::from_delivery(message.data.get())?);
+                buf.zeroize();
+            } else {
+                // Without group records it is an ordinary (reserved) event name: the application decides.
+                kind = Inner::Application;
+            }
+        }
         // 6. advance
         match kind {
             Inner::KeyUpdate => {
@@ -673,13 +873,13 @@ impl RecordOpener {
                 self.expected = 0;
                 Ok(None)
             }
-            Inner::Application => {
+            Inner::Application | Inner::RoomKey => {
                 // The last slot of an epoch is reserved for key_update.
                 if seq.saturating_add(1) >= self.limit {
                     return Err(OpenError::KeyExhausted);
                 }
                 self.expected = seq + 1;
-                Ok(Some(buf))
+                Ok(matches!(kind, Inner::Application).then_some(buf))
             }
         }
     }
@@ -878,5 +1078,109 @@ mod tests {
         assert_eq!(v["event"], "encrypted");
         assert_eq!(v["data"]["seq"], 0);
         assert!(parse_envelope(&out[0]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use zeroize::Zeroizing;
+
+    fn pair(limit: u64) -> (RecordSealer, RecordOpener) {
+        let ts = || TrafficSecret::from_bytes(&[5; 32]);
+        let mut s = RecordSealer::new(Direction::S2c, ts(), [4; 32], 1);
+        let mut o = RecordOpener::new(Direction::S2c, ts(), [4; 32], 1);
+        s.set_epoch_limit(limit).unwrap();
+        o.set_epoch_limit(limit).unwrap();
+        s.enable_room_keys();
+        o.enable_room_keys();
+        (s, o)
+    }
+
+    fn room_key(room: &str, epoch: u64, byte: u8) -> RoomKey {
+        RoomKey::new(room.into(), epoch, Zeroizing::new([byte; 32])).unwrap()
+    }
+
+    const MSG: &[u8] = br#"{"event":"m","data":{"text":"hi"}}"#;
+
+    #[test]
+    fn a_group_record_opens_after_its_key_was_delivered_once() {
+        let (mut s, mut o) = pair(MAX_RECORDS_PER_EPOCH);
+        let key = room_key("lobby", 3, 1);
+        let mut out = Vec::new();
+        for counter in 0..3 {
+            let body = key.seal_body(counter, MSG, None).unwrap();
+            s.seal_group(&key, &body, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 4, "one room_key record, then three group records");
+        assert_eq!(o.open(&out[0]).unwrap(), None, "the room_key record is consumed");
+        assert_eq!(o.room_key("lobby").unwrap().key_bytes(), key.key_bytes());
+        for f in &out[1..] {
+            assert!(f.ends_with(b"\"}}") && memchr::memmem::find(f, b"\"body\":\"").is_some());
+            assert_eq!(o.open(f).unwrap().as_deref(), Some(MSG));
+        }
+    }
+
+    #[test]
+    fn an_opener_without_room_keys_refuses_group_records() {
+        let (mut s, _) = pair(MAX_RECORDS_PER_EPOCH);
+        let mut o = RecordOpener::new(Direction::S2c, TrafficSecret::from_bytes(&[5; 32]), [4; 32], 1);
+        let key = room_key("r", 1, 1);
+        let mut out = Vec::new();
+        s.seal_group(&key, &key.seal_body(0, MSG, None).unwrap(), &mut out)
+            .unwrap();
+        // Without the extension a room_key record is an ordinary message for the application.
+        assert!(o.open(&out[0]).unwrap().is_some());
+        assert_eq!(o.open(&out[1]), Err(OpenError::MalformedEnvelope));
+    }
+
+    /// Splices a body from another room or epoch into a recipient's record: the digest check refuses it.
+    #[test]
+    fn a_body_swapped_into_another_record_is_refused() {
+        let (mut s, mut o) = pair(MAX_RECORDS_PER_EPOCH);
+        let (a, b) = (room_key("a", 1, 1), room_key("b", 2, 2));
+        let mut out = Vec::new();
+        s.seal_group(&a, &a.seal_body(0, MSG, None).unwrap(), &mut out).unwrap();
+        s.seal_group(&b, &b.seal_body(0, MSG, None).unwrap(), &mut out).unwrap();
+        let other = b.seal_body(1, MSG, None).unwrap();
+        s.seal_group(&b, &other, &mut out).unwrap();
+        // out: key a, rec a, key b, rec b, rec b'
+        for f in &out[..4] {
+            o.open(f).unwrap();
+        }
+        let text = String::from_utf8(out[4].to_vec()).unwrap();
+        let original = std::str::from_utf8(other.body_b64u()).unwrap();
+        let sealed_a = String::from_utf8(out[1].to_vec()).unwrap();
+        let body_a = sealed_a.rsplit_once("\"body\":\"").unwrap().1.trim_end_matches("\"}}");
+        let forged = text.replace(original, body_a);
+        assert_eq!(o.open(forged.as_bytes()), Err(OpenError::AuthFailed));
+    }
+
+    #[test]
+    fn group_records_count_towards_the_epoch_limit_and_key_updates_still_happen() {
+        let (mut s, mut o) = pair(4);
+        let key = room_key("r", 1, 1);
+        let mut out = Vec::new();
+        for counter in 0..6 {
+            s.seal_group(&key, &key.seal_body(counter, MSG, None).unwrap(), &mut out)
+                .unwrap();
+        }
+        let opened: Vec<_> = out.iter().map(|f| o.open(f).unwrap()).collect();
+        assert_eq!(opened.iter().filter(|m| m.is_some()).count(), 6);
+        assert!(o.epoch() >= 2, "key updates interleave with group records");
+        assert_eq!(s.epoch(), o.epoch());
+    }
+
+    #[test]
+    fn a_record_whose_key_was_never_delivered_is_refused() {
+        let (mut s, mut o) = pair(MAX_RECORDS_PER_EPOCH);
+        let key = room_key("r", 1, 1);
+        let mut out = Vec::new();
+        s.seal_group(&key, &key.seal_body(0, MSG, None).unwrap(), &mut out)
+            .unwrap();
+        let mut o2 = RecordOpener::new(Direction::S2c, TrafficSecret::from_bytes(&[5; 32]), [4; 32], 2);
+        o2.enable_room_keys();
+        assert_eq!(o2.open(&out[1]), Err(OpenError::AuthFailed), "unknown epoch");
+        assert!(o.open(&out[0]).is_ok());
     }
 }

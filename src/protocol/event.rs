@@ -28,6 +28,9 @@ pub const JOINED: &str = "joined";
 /// Server → client: a `publish` that carried an `id` was accepted, `{"id":..}` (plus `offset`/`epoch` in a
 /// history room).
 pub const ACK: &str = "ack";
+/// Server → client, inside a record of a session with group records (wsenc/1 §11): a room's key
+/// `{"room":..,"epoch":..,"key":..}`.
+pub const ROOM_KEY: &str = "room_key";
 
 /// Client → server: who is in a room `{"room":R}`; server → client: the answer, `{"room","members","clients",
 /// "users","truncated"}` (rooms matching `presence_rooms` only).
@@ -40,7 +43,7 @@ pub const MEMBER_LEFT: &str = "member_left";
 
 /// Names no application message may carry, whoever publishes it (client, server API, bus, emitter): delivering
 /// one would confuse or kill encrypted sessions (wsenc/1 §8a).
-pub const RESERVED: [&str; 15] = [
+pub const RESERVED: [&str; 16] = [
     AUTHENTICATE,
     CONNECTED,
     ENCRYPTED,
@@ -56,6 +59,7 @@ pub const RESERVED: [&str; 15] = [
     PRESENCE,
     MEMBER_JOINED,
     MEMBER_LEFT,
+    ROOM_KEY,
 ];
 
 /// True when `event` is one of [`RESERVED`].

@@ -142,6 +142,11 @@ impl RoomName {
     pub(crate) fn from_shared(text: Arc<str>) -> Option<Self> {
         bounded(&text).then_some(Self(text))
     }
+
+    /// The name's shared text (a clone of the `Arc`).
+    pub(crate) fn as_shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 #[cfg(test)]

@@ -64,16 +64,41 @@ impl RawEnc {
     }
 
     pub async fn login_with_kid(t: &TestServer, token: &str, pinned: &[PinnedKey], kid: Option<[u8; 8]>) -> Self {
+        Self::login_with(t, token, pinned, kid, false).await
+    }
+
+    /// A session that advertises group records (wsenc/1 §11, `"roomKeys": 1`) and accepts them if the server
+    /// answers `roomKeys`.
+    pub async fn login_room_keys(t: &TestServer, token: &str) -> Self {
+        let raw = Self::login_with(t, token, &[test_key().pinned()], None, true).await;
+        assert_eq!(raw.connected["roomKeys"], 1, "the server answers roomKeys");
+        raw
+    }
+
+    async fn login_with(
+        t: &TestServer,
+        token: &str,
+        pinned: &[PinnedKey],
+        kid: Option<[u8; 8]>,
+        room_keys: bool,
+    ) -> Self {
         let mut c = t.connect().await;
         let hs = ClientHandshake::new().expect("keygen");
-        c.send(authenticate_frame(&hs, token, kid)).await;
+        let mut auth = authenticate_frame(&hs, token, kid);
+        if room_keys {
+            auth["data"]["roomKeys"] = 1.into();
+        }
+        c.send(auth).await;
         let first = c.recv().await;
         assert_eq!(first["event"], "connected", "{first}");
         let connected = first["data"].clone();
         let hello = ServerHello::from_connected_data(&connected).expect("crypto fields");
         let id = connected["id"].as_str().unwrap().to_owned();
         let user = connected["userId"].as_str().unwrap_or("").to_owned();
-        let (sealer, opener) = hs.finish(pinned, &hello, &id, &user).expect("confirm verifies");
+        let (sealer, mut opener) = hs.finish(pinned, &hello, &id, &user).expect("confirm verifies");
+        if room_keys && connected["roomKeys"] == 1 {
+            opener.enable_room_keys();
+        }
         Self {
             c,
             sealer,
@@ -118,6 +143,28 @@ impl RawEnc {
             match self.opener.open(raw.as_bytes()).expect("record opens") {
                 Some(inner) => return serde_json::from_slice(&inner).unwrap(),
                 None => continue,
+            }
+        }
+    }
+
+    /// Joins `rooms` and waits for the `joined` answer.
+    pub async fn join(&mut self, rooms: &[&str]) {
+        self.send(json!({"event": "join", "data": {"rooms": rooms}})).await;
+        self.expect_event("joined").await;
+    }
+
+    /// Leaves `rooms` (no answer comes).
+    pub async fn leave(&mut self, rooms: &[&str]) {
+        self.send(json!({"event": "leave", "data": {"rooms": rooms}})).await;
+    }
+
+    /// The next application message and the raw frame that carried it (`room_key` and `key_update` records
+    /// skipped).
+    pub async fn recv_with_raw(&mut self) -> (Value, String) {
+        loop {
+            let raw = self.recv_raw().await;
+            if let Some(inner) = self.opener.open(raw.as_bytes()).expect("record opens") {
+                return (serde_json::from_slice(&inner).unwrap(), raw);
             }
         }
     }

@@ -839,3 +839,239 @@ fn the_parser_reads_assignments_strictly() {
     ))
     .is_err());
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Appendix D: group records (§11)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Everything Appendix D states: its `name = value` lines, the two example records and the wire lines.
+struct AppendixD {
+    values: BTreeMap<String, String>,
+    wire: Vec<&'static str>,
+}
+
+fn appendix_d() -> AppendixD {
+    let (blocks, _) = split_blocks(section("## Appendix D"));
+    let mut d = AppendixD {
+        values: BTreeMap::new(),
+        wire: Vec::new(),
+    };
+    let mut record = None;
+    for block in blocks {
+        match block.lang.as_str() {
+            "text" => {
+                for line in block.lines {
+                    let t = line.trim();
+                    let (name, value) = if let Some(rest) = t.strip_prefix("ct = ") {
+                        let prefix = record
+                            .take()
+                            .unwrap_or_else(|| panic!("{SPEC_PATH}: Appendix D ct without a record"));
+                        (format!("{prefix}_ct"), rest.to_owned())
+                    } else if let Some((head, pt)) = t.split_once(": plaintext = ") {
+                        let prefix = if head.starts_with("room_key record") {
+                            "room_key"
+                        } else {
+                            "header"
+                        };
+                        record = Some(prefix);
+                        let pt = pt.rsplit_once(" (").map_or(pt, |(p, _)| p);
+                        (format!("{prefix}_pt"), pt.to_owned())
+                    } else if let Some((name, value)) = t.split_once(" = ") {
+                        let value = value.trim();
+                        let value = if name.trim() == "message" {
+                            value.rsplit_once(" (").map_or(value, |(v, _)| v)
+                        } else {
+                            value.split_whitespace().next().unwrap_or_default()
+                        };
+                        (name.trim().to_owned(), value.to_owned())
+                    } else {
+                        panic!("{SPEC_PATH}: Appendix D line not understood by tests/crypto/spec.rs: {t}");
+                    };
+                    d.values.insert(name, value);
+                }
+            }
+            "json" => d.wire.extend(block.lines),
+            other => panic!("{SPEC_PATH}: unexpected code block `{other}` in Appendix D"),
+        }
+    }
+    d
+}
+
+impl AppendixD {
+    fn value(&self, name: &str) -> &str {
+        self.values
+            .get(name)
+            .unwrap_or_else(|| panic!("{SPEC_PATH}: Appendix D does not give `{name}`"))
+    }
+
+    fn room_key(&self) -> sealcast::crypto::RoomKey {
+        let k: [u8; 32] = arr(&hex(self.value("K_r"), "K_r"), "K_r");
+        sealcast::crypto::RoomKey::new(
+            self.value("room").into(),
+            self.value("epoch").parse().expect("epoch"),
+            zeroize::Zeroizing::new(k),
+        )
+        .expect("room key")
+    }
+}
+
+#[test]
+fn appendix_d_values_match_the_implementation() {
+    let d = appendix_d();
+    let known = [
+        "room",
+        "epoch",
+        "counter",
+        "K_r",
+        "message",
+        "body_aad",
+        "body",
+        "digest",
+        "room_key_pt",
+        "room_key_ct",
+        "header_pt",
+        "header_ct",
+    ];
+    for name in d.values.keys() {
+        assert!(
+            known.contains(&name.as_str()),
+            "{SPEC_PATH}: Appendix D value `{name}` is not checked"
+        );
+    }
+    assert_eq!(
+        hex(d.value("K_r"), "K_r"),
+        sha256(&[b"wsenc/1 test room key"]),
+        "{SPEC_PATH}: K_r is SHA-256 of its label"
+    );
+    let key = d.room_key();
+    let counter: u64 = d.value("counter").parse().expect("counter");
+    let sealed = key
+        .seal_body(counter, d.value("message").as_bytes(), None)
+        .expect("seal body");
+    let body = b64::decode(std::str::from_utf8(sealed.body_b64u()).unwrap()).unwrap();
+    assert_eq!(hex::encode(&body), d.value("body"), "{SPEC_PATH}: Appendix D body");
+    assert_eq!(
+        hex::encode(sealed.digest()),
+        d.value("digest"),
+        "{SPEC_PATH}: Appendix D digest"
+    );
+    // body_aad, through the primitive: the body opens under exactly this AAD.
+    let body_aad = hex(d.value("body_aad"), "body_aad");
+    let mut body_nonce = [0u8; 12];
+    body_nonce[4..].copy_from_slice(&counter.to_be_bytes());
+    let (ct, tag) = body[8..].split_at(body.len() - 8 - 16);
+    let mut pt = ct.to_vec();
+    AeadKey::new(key.key_bytes())
+        .open_in_place(&body_nonce, &body_aad, &mut pt, tag.try_into().unwrap())
+        .expect("body opens under body_aad");
+    assert_eq!(pt, d.value("message").as_bytes());
+
+    // The two records, sealed by the implementation on Appendix A's session.
+    let a = appendix_a();
+    let mut sealer = a.session().sealer_at(Direction::S2c, 0, 1);
+    sealer.enable_room_keys();
+    let mut out: Vec<Bytes> = Vec::new();
+    sealer.seal_group(&key, &sealed, &mut out).expect("seal group");
+    assert_eq!(out.len(), 2, "room_key record, then the group record");
+    let session = a.session();
+    let ts = session.traffic_secret(Direction::S2c, 0);
+    let key_s2c = ts.key();
+    let iv_s2c = ts.iv();
+    for (i, (pt_name, ct_name, label)) in [
+        ("room_key_pt", "room_key_ct", &b"wsenc/1 rec"[..]),
+        ("header_pt", "header_ct", &b"wsenc/1 hdr"[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let wire: Value = serde_json::from_slice(&out[i]).unwrap();
+        let ct = b64::decode(wire["data"]["ct"].as_str().unwrap()).unwrap();
+        assert_eq!(hex::encode(&ct), d.value(ct_name), "{SPEC_PATH}: Appendix D {ct_name}");
+        let seq = 1 + i as u64;
+        let mut aad = aad(Direction::S2c, &session.th, 0, seq);
+        aad[..11].copy_from_slice(label);
+        let (body, tag) = ct.split_at(ct.len() - 16);
+        let mut pt = body.to_vec();
+        AeadKey::new(&key_s2c)
+            .open_in_place(&nonce(&iv_s2c, seq), &aad, &mut pt, tag.try_into().unwrap())
+            .expect("record opens");
+        let expected = if pt_name == "header_pt" {
+            hex(d.value(pt_name), pt_name)
+        } else {
+            d.value(pt_name).as_bytes().to_vec()
+        };
+        assert_eq!(pt, expected, "{SPEC_PATH}: Appendix D {pt_name}");
+    }
+    assert_eq!(d.wire.len(), 2, "{SPEC_PATH}: Appendix D gives two wire records");
+    for (sent, line) in out.iter().zip(&d.wire) {
+        assert_eq!(
+            std::str::from_utf8(sent).unwrap(),
+            *line,
+            "{SPEC_PATH}: Appendix D wire form"
+        );
+    }
+}
+
+/// The client side of Appendix D: the wire lines open, and each negative check of the appendix fails.
+#[test]
+fn appendix_d_records_open_and_the_negative_checks_fail() {
+    let d = appendix_d();
+    let a = appendix_a();
+    let session = a.session();
+    let opener = |room_keys: bool, first: u64| {
+        let mut o = RecordOpener::new(
+            Direction::S2c,
+            session.traffic_secret(Direction::S2c, 0),
+            session.th,
+            first,
+        );
+        if room_keys {
+            o.enable_room_keys();
+        }
+        o
+    };
+    let (key_line, group_line) = (d.wire[0].as_bytes(), d.wire[1].as_bytes());
+    let mut o = opener(true, 1);
+    assert_eq!(o.open(key_line).unwrap(), None, "the room_key record is consumed");
+    assert_eq!(o.room_key("lobby").unwrap().key_bytes(), d.room_key().key_bytes());
+    assert_eq!(o.open(group_line).unwrap().unwrap(), d.value("message").as_bytes());
+
+    // Without the room_key record before it.
+    assert!(opener(true, 2).open(group_line).is_err());
+    // On a session that did not negotiate roomKeys.
+    let mut plain = opener(false, 1);
+    assert!(plain.open(key_line).unwrap().is_some());
+    assert_eq!(plain.open(group_line).unwrap_err().close_code(), 4005);
+    // The header sealed with the §6 label: rebuild the record's ct under `wsenc/1 rec`.
+    let ts = session.traffic_secret(Direction::S2c, 0);
+    let mut hdr = hex(d.value("header_pt"), "header_pt");
+    let tag = AeadKey::new(&ts.key())
+        .seal_in_place(&nonce(&ts.iv(), 2), &aad(Direction::S2c, &session.th, 0, 2), &mut hdr)
+        .unwrap();
+    hdr.extend_from_slice(&tag);
+    let original: Value = serde_json::from_slice(group_line).unwrap();
+    let relabelled = std::str::from_utf8(group_line)
+        .unwrap()
+        .replace(original["data"]["ct"].as_str().unwrap(), &b64::encode(&hdr));
+    let mut o = opener(true, 1);
+    o.open(key_line).unwrap();
+    assert_eq!(o.open(relabelled.as_bytes()).unwrap_err().close_code(), 4005);
+    // The body of another counter or epoch, and one flipped bit of the body.
+    let key = d.room_key();
+    let body_b64 = original["data"]["body"].as_str().unwrap();
+    let mut variants = Vec::new();
+    let other = key.seal_body(4, d.value("message").as_bytes(), None).unwrap();
+    variants.push(std::str::from_utf8(other.body_b64u()).unwrap().to_owned());
+    let k8 = sealcast::crypto::RoomKey::new("lobby".into(), 8, zeroize::Zeroizing::new(*key.key_bytes())).unwrap();
+    let other = k8.seal_body(3, d.value("message").as_bytes(), None).unwrap();
+    variants.push(std::str::from_utf8(other.body_b64u()).unwrap().to_owned());
+    let mut flipped = b64::decode(body_b64).unwrap();
+    flipped[20] ^= 1;
+    variants.push(b64::encode(&flipped));
+    for body in variants {
+        let forged = std::str::from_utf8(group_line).unwrap().replace(body_b64, &body);
+        let mut o = opener(true, 1);
+        o.open(key_line).unwrap();
+        assert_eq!(o.open(forged.as_bytes()).unwrap_err().close_code(), 4005);
+    }
+}

@@ -74,3 +74,20 @@ fn record_seeds_reach_the_valid_records() {
         assert_eq!(fuzz_checks::record_open::run(&data), accepted, "{seed}");
     }
 }
+
+#[test]
+fn group_seeds_reach_the_valid_record_and_the_edits_are_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/group_open");
+    for (seed, accepted) in [
+        ("valid", true),
+        ("valid_spaced", true),
+        ("valid_body_first", true),
+        ("body_flipped", false),
+        ("no_body", false),
+        ("seq_replayed", false),
+    ] {
+        let data = std::fs::read(root.join(seed)).expect("seed");
+        let (mut opener, _) = fuzz_checks::group_open::session();
+        assert_eq!(opener.open(&data).is_ok_and(|m| m.is_some()), accepted, "{seed}");
+    }
+}

@@ -22,5 +22,6 @@ mod lifecycle;
 mod limits;
 mod local_bus;
 mod presence;
+mod roomkeys;
 mod rooms;
 mod wire;

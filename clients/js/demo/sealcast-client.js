@@ -373,6 +373,11 @@ var LABEL_KEY = utf8("wsenc/1 key");
 var LABEL_IV = utf8("wsenc/1 iv");
 var LABEL_UPD = utf8("wsenc/1 upd");
 var LABEL_REC = utf8("wsenc/1 rec");
+var LABEL_HDR = utf8("wsenc/1 hdr");
+var LABEL_GRP = utf8("wsenc/1 grp");
+var LABEL_DIG = utf8("wsenc/1 dig");
+var MAX_ROOM_KEYS = 4096;
+var ROOM_KEYS_FIELD = "roomKeys";
 var ZERO_SALT = new Uint8Array(32);
 var MAX_SAFE_SEQ = Number.MAX_SAFE_INTEGER;
 var MAX_EPOCH = 4294967295;
@@ -489,6 +494,38 @@ function recordNonce(iv, seq) {
 function recordAad(dir, th, epoch, seq) {
   return concat(LABEL_REC, Uint8Array.of(dir), th, u32be(epoch), u64be(seq));
 }
+function headerAad(dir, th, epoch, seq) {
+  return concat(LABEL_HDR, Uint8Array.of(dir), th, u32be(epoch), u64be(seq));
+}
+function bodyAad(epoch, room) {
+  return concat(LABEL_GRP, u64be(epoch), lp(utf8(room)));
+}
+function bodyDigest(epoch, room, body) {
+  return sha256(concat(LABEL_DIG, u64be(epoch), lp(utf8(room)), body));
+}
+async function importRoomKey(room, epoch, raw) {
+  try {
+    const key = await subtle().importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+    return { room, epoch, key };
+  } finally {
+    wipe(raw);
+  }
+}
+async function openBody(k, body) {
+  if (body.length < 8 + 16)
+    return null;
+  const nonce = new Uint8Array(12);
+  nonce.set(body.subarray(0, 8), 4);
+  try {
+    const pt = new Uint8Array(await subtle().decrypt({ name: "AES-GCM", iv: nonce, additionalData: bodyAad(k.epoch, k.room), tagLength: 128 }, k.key, body.subarray(8)));
+    let end = pt.length;
+    while (end > 0 && pt[end - 1] === 0)
+      end--;
+    return pt.subarray(0, end);
+  } catch {
+    return null;
+  }
+}
 var DirectionState = class _DirectionState {
   dir;
   th;
@@ -550,10 +587,11 @@ var DirectionState = class _DirectionState {
     const ct = await subtle().encrypt({ name: "AES-GCM", iv: this.nonce(seq), additionalData: this.aad(seq), tagLength: 128 }, this.key, plaintext);
     return new Uint8Array(ct);
   }
-  /** Returns null on authentication failure. */
-  async decrypt(seq, ct) {
+  /** Returns null on authentication failure. `header`: a group record's header (§11.3), another AAD label. */
+  async decrypt(seq, ct, header = false) {
+    const additionalData = header ? headerAad(this.dir, this.th, this.epoch, seq) : this.aad(seq);
     try {
-      const pt = await subtle().decrypt({ name: "AES-GCM", iv: this.nonce(seq), additionalData: this.aad(seq), tagLength: 128 }, this.key, ct);
+      const pt = await subtle().decrypt({ name: "AES-GCM", iv: this.nonce(seq), additionalData, tagLength: 128 }, this.key, ct);
       return new Uint8Array(pt);
     } catch {
       return null;
@@ -652,17 +690,26 @@ function checkEnvelopeData(d) {
   if (!isPlainObject(d))
     throw decryptionFailed();
   const keys = Object.keys(d);
-  if (keys.length !== 3)
+  const group = keys.length === 4 && "body" in d;
+  if (keys.length !== 3 && !group)
     throw decryptionFailed();
-  const { seq, iv, ct } = d;
-  if (!(seq instanceof JsonNumber) || !/^(0|[1-9][0-9]*)$/.test(seq.raw))
-    throw decryptionFailed();
-  const n = Number(seq.raw);
-  if (!Number.isSafeInteger(n))
+  const { seq, iv, ct, body } = d;
+  const n = integerLiteral(seq);
+  if (n === null)
     throw decryptionFailed();
   if (typeof iv !== "string" || typeof ct !== "string")
     throw decryptionFailed();
-  return { seq: n, iv, ct };
+  if (!group)
+    return { seq: n, iv, ct };
+  if (typeof body !== "string")
+    throw decryptionFailed();
+  return { seq: n, iv, ct, body };
+}
+function integerLiteral(v) {
+  if (!(v instanceof JsonNumber) || !/^(0|[1-9][0-9]*)$/.test(v.raw))
+    return null;
+  const n = Number(v.raw);
+  return Number.isSafeInteger(n) ? n : null;
 }
 function parseEncryptedFrame(text) {
   const downgrade = () => new SealcastError("DOWNGRADE", "unexpected plaintext frame on an encrypted session", {
@@ -689,8 +736,18 @@ var td = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 var RecordOpener = class {
   state;
   tail = Promise.resolve();
+  /** Group records (§11) accepted: the latest key per room, oldest first. Null unless enabled. */
+  rooms = null;
   constructor(state) {
     this.state = state;
+  }
+  /** Accept `room_key` and group records (§11): the server answered `roomKeys: 1`. */
+  enableRoomKeys() {
+    this.rooms ??= /* @__PURE__ */ new Map();
+  }
+  /** The latest key received for `room` (for tests). */
+  roomKey(room) {
+    return this.rooms?.get(room);
   }
   /** Client side: verify the server's `confirm` (consumes s2c seq 0). */
   async verifyConfirm(confirm) {
@@ -722,30 +779,37 @@ var RecordOpener = class {
   }
   async openLocked(d) {
     const st = this.state;
+    if (d.body !== void 0 && this.rooms === null)
+      throw decryptionFailed();
     if (d.seq >= st.maxRecords)
       throw keyExhausted();
     if (d.seq !== st.seq)
       throw decryptionFailed();
-    let iv, ct;
+    let iv, ct, body;
     try {
       iv = decode(d.iv);
       ct = decode(d.ct);
+      if (d.body !== void 0)
+        body = decode(d.body);
     } catch {
       throw decryptionFailed();
     }
     if (!bytesEqual(iv, st.nonce(d.seq)) || ct.length < 16)
       throw decryptionFailed();
-    const pt = await st.decrypt(d.seq, ct);
+    const pt = await st.decrypt(d.seq, ct, body !== void 0);
     if (pt === null)
       throw decryptionFailed();
+    if (body !== void 0)
+      return this.openGroupLocked(d.seq, pt, body);
     let end = pt.length;
     while (end > 0 && pt[end - 1] === 0)
       end--;
     if (end === 0)
       throw decryptionFailed();
-    let msg;
+    let msg, text;
     try {
-      msg = JSON.parse(td.decode(pt.subarray(0, end)));
+      text = td.decode(pt.subarray(0, end));
+      msg = JSON.parse(text);
     } catch {
       throw decryptionFailed();
     } finally {
@@ -759,20 +823,96 @@ var RecordOpener = class {
       await st.advanceEpoch();
       return null;
     }
-    const out = { event: msg["event"] };
-    if ("data" in msg)
-      out.data = msg["data"];
-    if (typeof msg["id"] === "string")
-      out.id = msg["id"];
-    if (typeof msg["room"] === "string")
-      out.room = msg["room"];
-    if (typeof msg["offset"] === "number")
-      out.offset = msg["offset"];
-    if (typeof msg["epoch"] === "string")
-      out.epoch = msg["epoch"];
-    return out;
+    if (msg["event"] === "room_key" && this.rooms !== null) {
+      await this.storeRoomKey(text);
+      return null;
+    }
+    return innerMessage(msg);
+  }
+  /** §11.3 steps 4–8 for a header that opened: the key, the digest, the body. */
+  async openGroupLocked(seq, header, body) {
+    const st = this.state;
+    if (header.length !== 40)
+      throw decryptionFailed();
+    const dv = new DataView(header.buffer, header.byteOffset, 8);
+    const epoch = dv.getUint32(0) * 2 ** 32 + dv.getUint32(4);
+    let k;
+    for (const candidate of this.rooms.values())
+      if (candidate.epoch === epoch)
+        k = candidate;
+    if (k === void 0)
+      throw decryptionFailed();
+    if (!bytesEqual(await bodyDigest(epoch, k.room, body), header.subarray(8)))
+      throw decryptionFailed();
+    const pt = await openBody(k, body);
+    if (pt === null || pt.length === 0)
+      throw decryptionFailed();
+    let msg;
+    try {
+      msg = JSON.parse(td.decode(pt));
+    } catch {
+      throw decryptionFailed();
+    } finally {
+      wipe(pt);
+    }
+    if (!isPlainObject(msg) || typeof msg["event"] !== "string" || FORBIDDEN_INNER.has(msg["event"]) || msg["event"] === "key_update" || msg["event"] === "room_key") {
+      throw decryptionFailed();
+    }
+    if (seq + 1 >= st.maxRecords)
+      throw keyExhausted();
+    st.seq = seq + 1;
+    return innerMessage(msg);
+  }
+  /** A `room_key` record (§11.2): exact schema, then the room's current key. */
+  async storeRoomKey(text) {
+    let v;
+    try {
+      v = parseStrict(text);
+    } catch {
+      throw decryptionFailed();
+    }
+    if (!isPlainObject(v) || Object.keys(v).length !== 2)
+      throw decryptionFailed();
+    const d = v["data"];
+    if (!isPlainObject(d) || Object.keys(d).length !== 3)
+      throw decryptionFailed();
+    const { room, epoch, key } = d;
+    const n = integerLiteral(epoch);
+    if (typeof room !== "string" || room.length === 0 || utf8(room).length > 65535)
+      throw decryptionFailed();
+    if (n === null || typeof key !== "string")
+      throw decryptionFailed();
+    let raw;
+    try {
+      raw = decodeLen(key, 32);
+    } catch {
+      throw decryptionFailed();
+    }
+    const k = await importRoomKey(room, n, raw);
+    const rooms = this.rooms;
+    rooms.delete(room);
+    rooms.set(room, k);
+    if (rooms.size > MAX_ROOM_KEYS) {
+      const oldest = rooms.keys().next().value;
+      if (oldest !== void 0)
+        rooms.delete(oldest);
+    }
   }
 };
+function innerMessage(msg) {
+  const out = { event: msg["event"] };
+  if ("data" in msg)
+    out.data = msg["data"];
+  if (typeof msg["id"] === "string")
+    out.id = msg["id"];
+  if (typeof msg["room"] === "string")
+    out.room = msg["room"];
+  if (typeof msg["offset"] === "number")
+    out.offset = msg["offset"];
+  if (typeof msg["epoch"] === "string")
+    out.epoch = msg["epoch"];
+  return out;
+}
 async function resolveServerKeys(keys) {
   if (!Array.isArray(keys) || keys.length === 0) {
     throw new SealcastError("CONFIG", "serverKeys must be a non-empty array", { fatal: true });
@@ -1205,8 +1345,11 @@ var SealcastClient = class {
       const data = { ...this.opts.auth ?? {} };
       if (this.token !== void 0)
         data["token"] = this.token;
-      if (ephemeral && keys)
+      if (ephemeral && keys) {
         Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
+        if (this.opts.roomKeys !== false)
+          data[ROOM_KEYS_FIELD] = 1;
+      }
       try {
         ws.send(JSON.stringify({ event: "authenticate", data }));
       } catch {
@@ -1282,6 +1425,8 @@ var SealcastClient = class {
         session.destroy();
         return;
       }
+      if (this.opts.roomKeys !== false && d[ROOM_KEYS_FIELD] === 1)
+        session.opener.enableRoomKeys();
       a.session = session;
       info = { id: session.connId, userId: session.userId, time: String(d["time"] ?? ""), encrypted: true, kid: session.kid };
     } else {

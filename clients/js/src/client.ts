@@ -10,6 +10,7 @@ import { CloseCode, SealcastError, closeReason, reconnectPolicy } from "./errors
 import {
   authenticateCrypto,
   clientHandshake,
+  ROOM_KEYS_FIELD,
   envelopeFrame,
   generateEphemeral,
   resolveServerKeys,
@@ -78,6 +79,11 @@ export interface ConnectOptions {
   maxRecordsPerEpoch?: number;
   /** Pad outbound plaintexts to a multiple of this many bytes (default off). */
   padBucket?: number;
+  /**
+   * Advertise group records (wsenc/1 §11, `roomKeys: 1`; default true): room messages then arrive sealed once
+   * under the room's key with a header of this session's own. `false`: every message is a per-recipient record.
+   */
+  roomKeys?: boolean;
   /** Abort a connection attempt that has not completed the handshake in time (default 15000 ms). */
   handshakeTimeoutMs?: number;
   /** Maximum messages queued while not connected (default 1000). */
@@ -560,7 +566,10 @@ export class SealcastClient {
       a.phase = "handshake";
       const data: Record<string, unknown> = { ...(this.opts.auth ?? {}) };
       if (this.token !== undefined) data["token"] = this.token;
-      if (ephemeral && keys) Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
+      if (ephemeral && keys) {
+        Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
+        if (this.opts.roomKeys !== false) data[ROOM_KEYS_FIELD] = 1;
+      }
       try {
         ws.send(JSON.stringify({ event: "authenticate", data }));
       } catch {
@@ -638,6 +647,8 @@ export class SealcastClient {
         session.destroy();
         return;
       }
+      // Group records only when this client asked and the server answered (§11.1).
+      if (this.opts.roomKeys !== false && d[ROOM_KEYS_FIELD] === 1) session.opener.enableRoomKeys();
       a.session = session;
       info = { id: session.connId, userId: session.userId, time: String(d["time"] ?? ""), encrypted: true, kid: session.kid };
     } else {

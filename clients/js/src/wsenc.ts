@@ -39,6 +39,13 @@ const LABEL_KEY = utf8("wsenc/1 key");
 const LABEL_IV = utf8("wsenc/1 iv");
 const LABEL_UPD = utf8("wsenc/1 upd");
 const LABEL_REC = utf8("wsenc/1 rec");
+const LABEL_HDR = utf8("wsenc/1 hdr");
+const LABEL_GRP = utf8("wsenc/1 grp");
+const LABEL_DIG = utf8("wsenc/1 dig");
+/** Rooms whose latest key a receiver keeps (§11.2); the least recently keyed room is forgotten first. */
+export const MAX_ROOM_KEYS = 4096;
+/** The `authenticate`/`connected` field that negotiates group records (§11.1). */
+export const ROOM_KEYS_FIELD = "roomKeys";
 const ZERO_SALT: Bytes = new Uint8Array(32);
 const MAX_SAFE_SEQ = Number.MAX_SAFE_INTEGER; // 2^53 - 1
 const MAX_EPOCH = 0xffffffff;
@@ -219,6 +226,59 @@ export function recordAad(dir: Direction, th: Bytes, epoch: number, seq: number)
   return concat(LABEL_REC, Uint8Array.of(dir), th, u32be(epoch), u64be(seq));
 }
 
+/** `hdr_aad = "wsenc/1 hdr" ‖ dir ‖ th ‖ u32be(epoch) ‖ u64be(seq)`: a group record's header (§11.3). */
+export function headerAad(dir: Direction, th: Bytes, epoch: number, seq: number): Bytes {
+  return concat(LABEL_HDR, Uint8Array.of(dir), th, u32be(epoch), u64be(seq));
+}
+
+/** `body_aad = "wsenc/1 grp" ‖ u64be(epoch) ‖ LP(utf8(room))` (§11.3). */
+export function bodyAad(epoch: number, room: string): Bytes {
+  return concat(LABEL_GRP, u64be(epoch), lp(utf8(room)));
+}
+
+/** `digest = SHA-256("wsenc/1 dig" ‖ u64be(epoch) ‖ LP(utf8(room)) ‖ body)` (§11.3). */
+export function bodyDigest(epoch: number, room: string, body: Bytes): Promise<Bytes> {
+  return sha256(concat(LABEL_DIG, u64be(epoch), lp(utf8(room)), body));
+}
+
+/** A room key as a receiver holds it (§11.2): the AES key is a non-extractable CryptoKey. */
+export interface RoomKey {
+  room: string;
+  epoch: number;
+  key: CryptoKey;
+}
+
+/** Imports a room key's 32 raw bytes (non-extractable) and wipes them. */
+export async function importRoomKey(room: string, epoch: number, raw: Bytes): Promise<RoomKey> {
+  try {
+    const key = await subtle().importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+    return { room, epoch, key };
+  } finally {
+    wipe(raw);
+  }
+}
+
+/** Opens a group record's shared body under `k`; the plaintext with its padding stripped, or null. */
+export async function openBody(k: RoomKey, body: Bytes): Promise<Bytes | null> {
+  if (body.length < 8 + 16) return null;
+  const nonce = new Uint8Array(12);
+  nonce.set(body.subarray(0, 8), 4);
+  try {
+    const pt = new Uint8Array(
+      await subtle().decrypt(
+        { name: "AES-GCM", iv: nonce, additionalData: bodyAad(k.epoch, k.room), tagLength: 128 },
+        k.key,
+        body.subarray(8),
+      ),
+    );
+    let end = pt.length;
+    while (end > 0 && pt[end - 1] === 0) end--;
+    return pt.subarray(0, end);
+  } catch {
+    return null;
+  }
+}
+
 /** The state of one direction: traffic secret, epoch, next seq, current AES key and IV. */
 export class DirectionState {
   private ts: Bytes;
@@ -292,11 +352,12 @@ export class DirectionState {
     return new Uint8Array(ct);
   }
 
-  /** Returns null on authentication failure. */
-  async decrypt(seq: number, ct: Bytes): Promise<Bytes | null> {
+  /** Returns null on authentication failure. `header`: a group record's header (§11.3), another AAD label. */
+  async decrypt(seq: number, ct: Bytes, header = false): Promise<Bytes | null> {
+    const additionalData = header ? headerAad(this.dir, this.th, this.epoch, seq) : this.aad(seq);
     try {
       const pt = await subtle().decrypt(
-        { name: "AES-GCM", iv: this.nonce(seq), additionalData: this.aad(seq), tagLength: 128 },
+        { name: "AES-GCM", iv: this.nonce(seq), additionalData, tagLength: 128 },
         this.key,
         ct,
       );
@@ -319,6 +380,8 @@ export interface EnvelopeData {
   seq: number;
   iv: string;
   ct: string;
+  /** A group record's shared body (§11), only on sessions that negotiated `roomKeys`. */
+  body?: string;
 }
 
 export interface InnerMessage {
@@ -433,23 +496,32 @@ export class RecordSealer {
 }
 
 /** Validate the envelope `data` (§6 step 1). Throws 4005. */
-export function checkEnvelopeData(d: StrictJson | undefined): { seq: number; iv: string; ct: string } {
+export function checkEnvelopeData(d: StrictJson | undefined): EnvelopeData {
   if (!isPlainObject(d)) throw decryptionFailed();
   const keys = Object.keys(d);
-  if (keys.length !== 3) throw decryptionFailed();
-  const { seq, iv, ct } = d as Record<string, StrictJson>;
-  if (!(seq instanceof JsonNumber) || !/^(0|[1-9][0-9]*)$/.test(seq.raw)) throw decryptionFailed();
-  const n = Number(seq.raw);
-  if (!Number.isSafeInteger(n)) throw decryptionFailed();
+  const group = keys.length === 4 && "body" in d;
+  if (keys.length !== 3 && !group) throw decryptionFailed();
+  const { seq, iv, ct, body } = d as Record<string, StrictJson>;
+  const n = integerLiteral(seq);
+  if (n === null) throw decryptionFailed();
   if (typeof iv !== "string" || typeof ct !== "string") throw decryptionFailed();
-  return { seq: n, iv, ct };
+  if (!group) return { seq: n, iv, ct };
+  if (typeof body !== "string") throw decryptionFailed();
+  return { seq: n, iv, ct, body };
+}
+
+/** A JSON integer literal `0 | [1-9][0-9]*` up to 2^53 − 1 (§6 step 1), else null. */
+function integerLiteral(v: StrictJson | undefined): number | null {
+  if (!(v instanceof JsonNumber) || !/^(0|[1-9][0-9]*)$/.test(v.raw)) return null;
+  const n = Number(v.raw);
+  return Number.isSafeInteger(n) ? n : null;
 }
 
 /**
  * Parse a whole inbound frame of an encrypted session. A frame that is not an
  * `encrypted` envelope is a downgrade attempt (4004); a malformed envelope is 4005.
  */
-export function parseEncryptedFrame(text: unknown): { seq: number; iv: string; ct: string } {
+export function parseEncryptedFrame(text: unknown): EnvelopeData {
   const downgrade = () =>
     new SealcastError("DOWNGRADE", "unexpected plaintext frame on an encrypted session", {
       closeCode: CloseCode.EncryptionRequired,
@@ -474,7 +546,19 @@ const td = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** Opens inbound records for one direction (§6 receiver steps), in order. */
 export class RecordOpener {
   private tail: Promise<unknown> = Promise.resolve();
+  /** Group records (§11) accepted: the latest key per room, oldest first. Null unless enabled. */
+  private rooms: Map<string, RoomKey> | null = null;
   constructor(readonly state: DirectionState) {}
+
+  /** Accept `room_key` and group records (§11): the server answered `roomKeys: 1`. */
+  enableRoomKeys(): void {
+    this.rooms ??= new Map();
+  }
+
+  /** The latest key received for `room` (for tests). */
+  roomKey(room: string): RoomKey | undefined {
+    return this.rooms?.get(room);
+  }
 
   /** Client side: verify the server's `confirm` (consumes s2c seq 0). */
   async verifyConfirm(confirm: Bytes): Promise<void> {
@@ -506,26 +590,30 @@ export class RecordOpener {
     return p;
   }
 
-  private async openLocked(d: { seq: number; iv: string; ct: string }): Promise<InnerMessage | null> {
+  private async openLocked(d: EnvelopeData): Promise<InnerMessage | null> {
     const st = this.state;
+    if (d.body !== undefined && this.rooms === null) throw decryptionFailed();
     if (d.seq >= st.maxRecords) throw keyExhausted();
     if (d.seq !== st.seq) throw decryptionFailed();
-    let iv: Bytes, ct: Bytes;
+    let iv: Bytes, ct: Bytes, body: Bytes | undefined;
     try {
       iv = b64u.decode(d.iv);
       ct = b64u.decode(d.ct);
+      if (d.body !== undefined) body = b64u.decode(d.body);
     } catch {
       throw decryptionFailed();
     }
     if (!bytesEqual(iv, st.nonce(d.seq)) || ct.length < 16) throw decryptionFailed();
-    const pt = await st.decrypt(d.seq, ct);
+    const pt = await st.decrypt(d.seq, ct, body !== undefined);
     if (pt === null) throw decryptionFailed();
+    if (body !== undefined) return this.openGroupLocked(d.seq, pt, body);
     let end = pt.length;
     while (end > 0 && pt[end - 1] === 0) end--;
     if (end === 0) throw decryptionFailed();
-    let msg: unknown;
+    let msg: unknown, text: string;
     try {
-      msg = JSON.parse(td.decode(pt.subarray(0, end)));
+      text = td.decode(pt.subarray(0, end));
+      msg = JSON.parse(text);
     } catch {
       throw decryptionFailed();
     } finally {
@@ -539,15 +627,89 @@ export class RecordOpener {
       await st.advanceEpoch();
       return null;
     }
-    const out: InnerMessage = { event: msg["event"] };
-    if ("data" in msg) out.data = msg["data"];
-    // Protocol fields beside `event` and `data`, kept only with their expected types.
-    if (typeof msg["id"] === "string") out.id = msg["id"];
-    if (typeof msg["room"] === "string") out.room = msg["room"];
-    if (typeof msg["offset"] === "number") out.offset = msg["offset"];
-    if (typeof msg["epoch"] === "string") out.epoch = msg["epoch"];
-    return out;
+    if (msg["event"] === "room_key" && this.rooms !== null) {
+      await this.storeRoomKey(text);
+      return null;
+    }
+    return innerMessage(msg);
   }
+
+  /** §11.3 steps 4–8 for a header that opened: the key, the digest, the body. */
+  private async openGroupLocked(seq: number, header: Bytes, body: Bytes): Promise<InnerMessage> {
+    const st = this.state;
+    if (header.length !== 40) throw decryptionFailed();
+    const dv = new DataView(header.buffer, header.byteOffset, 8);
+    const epoch = dv.getUint32(0) * 2 ** 32 + dv.getUint32(4);
+    let k: RoomKey | undefined;
+    for (const candidate of this.rooms!.values()) if (candidate.epoch === epoch) k = candidate;
+    if (k === undefined) throw decryptionFailed();
+    if (!bytesEqual(await bodyDigest(epoch, k.room, body), header.subarray(8))) throw decryptionFailed();
+    const pt = await openBody(k, body);
+    if (pt === null || pt.length === 0) throw decryptionFailed();
+    let msg: unknown;
+    try {
+      msg = JSON.parse(td.decode(pt));
+    } catch {
+      throw decryptionFailed();
+    } finally {
+      wipe(pt);
+    }
+    if (
+      !isPlainObject(msg) ||
+      typeof msg["event"] !== "string" ||
+      FORBIDDEN_INNER.has(msg["event"]) ||
+      msg["event"] === "key_update" ||
+      msg["event"] === "room_key"
+    ) {
+      throw decryptionFailed();
+    }
+    // The last slot of an epoch is reserved for key_update.
+    if (seq + 1 >= st.maxRecords) throw keyExhausted();
+    st.seq = seq + 1;
+    return innerMessage(msg);
+  }
+
+  /** A `room_key` record (§11.2): exact schema, then the room's current key. */
+  private async storeRoomKey(text: string): Promise<void> {
+    let v: StrictJson;
+    try {
+      v = parseStrict(text);
+    } catch {
+      throw decryptionFailed();
+    }
+    if (!isPlainObject(v) || Object.keys(v).length !== 2) throw decryptionFailed();
+    const d = v["data"];
+    if (!isPlainObject(d) || Object.keys(d).length !== 3) throw decryptionFailed();
+    const { room, epoch, key } = d as Record<string, StrictJson>;
+    const n = integerLiteral(epoch);
+    if (typeof room !== "string" || room.length === 0 || utf8(room).length > 0xffff) throw decryptionFailed();
+    if (n === null || typeof key !== "string") throw decryptionFailed();
+    let raw: Bytes;
+    try {
+      raw = b64u.decodeLen(key, 32);
+    } catch {
+      throw decryptionFailed();
+    }
+    const k = await importRoomKey(room, n, raw);
+    const rooms = this.rooms!;
+    rooms.delete(room);
+    rooms.set(room, k);
+    if (rooms.size > MAX_ROOM_KEYS) {
+      const oldest = rooms.keys().next().value;
+      if (oldest !== undefined) rooms.delete(oldest);
+    }
+  }
+}
+
+/** The application message of an opened record, keeping protocol fields only with their expected types. */
+function innerMessage(msg: Record<string, unknown>): InnerMessage {
+  const out: InnerMessage = { event: msg["event"] as string };
+  if ("data" in msg) out.data = msg["data"];
+  if (typeof msg["id"] === "string") out.id = msg["id"];
+  if (typeof msg["room"] === "string") out.room = msg["room"];
+  if (typeof msg["offset"] === "number") out.offset = msg["offset"];
+  if (typeof msg["epoch"] === "string") out.epoch = msg["epoch"];
+  return out;
 }
 
 // ---------------------------------------------------------------- handshake

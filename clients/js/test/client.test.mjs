@@ -124,9 +124,10 @@ test("authenticate payload shape, connected info, encrypted send/receive both wa
   const info = await client.ready();
   assert.deepEqual({ ...info, time: undefined }, { id: "conn-0", userId: "user-7", time: undefined, encrypted: true, kid: srv.sk.kid });
   const c = srv.conns[0];
-  assert.deepEqual(Object.keys(c.auth).sort(), ["kid", "publicKey", "token", "v"]);
+  assert.deepEqual(Object.keys(c.auth).sort(), ["kid", "publicKey", "roomKeys", "token", "v"]);
   assert.equal(c.auth.token, "tok-secret");
   assert.equal(c.auth.v, 1);
+  assert.equal(c.auth.roomKeys, 1, "group records are advertised by default");
   assert.equal(c.auth.kid, srv.sk.kid);
   const pub = b64u.decode(c.auth.publicKey);
   assert.equal(pub.length, 65);

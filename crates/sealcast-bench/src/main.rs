@@ -65,8 +65,9 @@ struct TargetArgs {
     /// Which protocol dialect to speak.
     #[arg(long, global = true, value_enum, default_value = "sealcast")]
     server: Kind,
-    /// Receivers' session type (`mixed`: every other receiver encrypted). Encrypted by default, as a default
-    /// sealcast server requires it.
+    /// Receivers' session type (`mixed`: every other receiver encrypted; `group`: encrypted with group records,
+    /// wsenc/1 §11; frames shorter than the payload, the `room_key` records, are not counted). Encrypted by default,
+    /// as a default sealcast server requires it.
     #[arg(long, global = true, value_enum, default_value = "encrypted")]
     mode: Mode,
     /// HS256 secret to mint sealcast tokens with.
@@ -101,6 +102,8 @@ enum Mode {
     Plain,
     Encrypted,
     Mixed,
+    /// wsenc/1 sessions that advertise group records (`roomKeys`).
+    Group,
 }
 
 #[derive(Subcommand)]
@@ -268,6 +271,8 @@ struct Ctx {
     /// One client public key reused where the client side is not completed (std base64 for Ignis, b64url for
     /// sealcast).
     shared_pub: String,
+    /// Receivers advertise group records (`--mode group`).
+    room_keys: bool,
     src_addrs: u8,
     room: String,
 }
@@ -382,6 +387,7 @@ impl Ctx {
             pins,
             pin_error,
             shared_pub,
+            room_keys: t.mode == Mode::Group,
             src_addrs: t.src_addrs.max(1),
             room: t.room.clone(),
         })
@@ -408,6 +414,9 @@ impl Ctx {
                 if encrypted && full {
                     let h = ClientHandshake::new().map_err(|e| e.to_string())?;
                     h.insert_auth_fields(&mut data, None);
+                    if self.room_keys {
+                        data.insert("roomKeys".into(), json!(1));
+                    }
                     hs = Some(h);
                 } else if encrypted {
                     data.insert("v".into(), json!(1));
@@ -438,7 +447,7 @@ impl Ctx {
                     .clone()
                     .unwrap_or_else(|| "wsenc/1 needs the server key: pass --pin-pem FILE".into()));
             }
-            let (s, o) = hs
+            let (s, mut o) = hs
                 .finish(
                     &self.pins,
                     &hello,
@@ -446,6 +455,9 @@ impl Ctx {
                     d["userId"].as_str().unwrap_or(""),
                 )
                 .map_err(|e| format!("finish: {e}"))?;
+            if d["roomKeys"] == 1 {
+                o.enable_room_keys();
+            }
             sealer = Some(s);
             opener = Some(o);
         } else if (self.kind == Kind::Sealcast || !encrypted)
@@ -461,7 +473,13 @@ impl Ctx {
             };
             return Err(format!("auth failed: {}{hint}", String::from_utf8_lossy(&first)));
         }
-        Ok(Session { conn, sealer, opener })
+        let group = (opener.as_ref().is_some() && self.room_keys).then_some(0);
+        Ok(Session {
+            conn,
+            sealer,
+            opener,
+            group,
+        })
     }
 }
 
@@ -470,6 +488,9 @@ struct Session {
     sealer: Option<RecordSealer>,
     /// Opens the reply to the join barrier on a wsenc/1 session; dropped once read (receivers only count).
     opener: Option<RecordOpener>,
+    /// Group records negotiated: frames shorter than this are `room_key` records (a delivered message is at least
+    /// as long as its payload) and are not counted. Set by `fanout` to the payload size.
+    group: Option<usize>,
 }
 
 impl Session {
@@ -563,6 +584,9 @@ async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat
         let mut n = 0u64;
         while let Some((op, range)) = s.conn.next_frame() {
             match op {
+                ws::OP_TEXT | ws::OP_BINARY if s.group.is_some() => {
+                    n += u64::from(range.len() >= s.group.unwrap_or(0));
+                }
                 ws::OP_TEXT | ws::OP_BINARY => n += 1,
                 ws::OP_PING => {
                     let p = s.conn.buf[range].to_vec();
@@ -623,7 +647,7 @@ impl Counters {
 fn is_encrypted(mode: Mode, idx: usize) -> bool {
     match mode {
         Mode::Plain => false,
-        Mode::Encrypted => true,
+        Mode::Encrypted | Mode::Group => true,
         Mode::Mixed => idx % 2 == 1,
     }
 }
@@ -730,14 +754,17 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
     let setup_s = setup.elapsed().as_secs_f64();
     let (_, rss1) = server_sample(t.server_pid);
     // The publisher: a member of the room for sealcast (membership is required; the sender is excluded).
-    let pub_enc = t.mode == Mode::Encrypted;
+    let pub_enc = matches!(t.mode, Mode::Encrypted | Mode::Group);
     let mut publisher = ctx.open(a.receivers, pub_enc, true).await?;
     if ctx.kind == Kind::Sealcast {
         publisher.join_to_publish(ctx.kind, &ctx.room).await?;
     }
     let counters = Counters::new(a.receivers);
     let mut tasks = JoinSet::new();
-    for (i, s) in sessions.into_iter().enumerate() {
+    for (i, mut s) in sessions.into_iter().enumerate() {
+        if s.group.is_some() {
+            s.group = Some(a.payload);
+        }
         // Long runs (large rooms) outlast the servers' 90 s silence limit without heartbeats.
         tasks.spawn(count_frames(s, counters.clone(), i, Some(HEARTBEAT_PERIOD)));
     }

@@ -1,0 +1,313 @@
+//! Group records (wsenc/1 §11) through a real server and real sockets: room messages sealed once under the room's
+//! key, a header of each recipient's own, keys rotated on membership changes, mixed rooms.
+
+use sealcast::client::{Client as EncClient, ClientConfig};
+use sealcast::crypto::{b64, RoomKey, StaticKeySet};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::common::enc::{enc_builder, test_key, RawEnc};
+use crate::common::{builder, eventually, TestServer};
+
+/// The shared body of a group record's raw frame, decoded (panics if the frame is not a group record).
+fn body_of(raw: &str) -> Vec<u8> {
+    let v: Value = serde_json::from_str(raw).unwrap();
+    b64::decode(v["data"]["body"].as_str().expect("a group record")).unwrap()
+}
+
+/// `raw` with its `body` replaced by `other`'s.
+fn with_body_of(raw: &str, other: &str) -> String {
+    let mut v: Value = serde_json::from_str(raw).unwrap();
+    let o: Value = serde_json::from_str(other).unwrap();
+    v["data"]["body"] = o["data"]["body"].clone();
+    v.to_string()
+}
+
+fn is_group_record(raw: &str) -> bool {
+    let v: Value = serde_json::from_str(raw).unwrap();
+    v["event"] == "encrypted" && v["data"]["body"].is_string()
+}
+
+/// A room message's data long enough for a group record (shorter messages go per recipient:
+/// `sealcast::wsenc::GROUP_RECORD_MIN_LEN`).
+fn big(n: u64) -> Value {
+    json!({"n": n, "pad": "x".repeat(sealcast::wsenc::GROUP_RECORD_MIN_LEN)})
+}
+
+/// A copy of `key`, as a member that kept it would hold it.
+fn kept(key: &RoomKey) -> RoomKey {
+    RoomKey::new(key.room().into(), key.epoch(), Zeroizing::new(*key.key_bytes())).unwrap()
+}
+
+/// Two group-capable members of `room`.
+async fn two_members(t: &TestServer, room: &str) -> (RawEnc, RawEnc) {
+    let mut a = RawEnc::login_room_keys(t, "user:a").await;
+    let mut b = RawEnc::login_room_keys(t, "user:b").await;
+    a.join(&[room]).await;
+    b.join(&[room]).await;
+    (a, b)
+}
+
+/// The next `n` raw frames.
+async fn raw_frames(c: &mut RawEnc, n: usize) -> Vec<String> {
+    let mut frames = Vec::new();
+    for _ in 0..n {
+        frames.push(c.recv_raw().await);
+    }
+    frames
+}
+
+#[tokio::test]
+async fn roomkeys_a_room_message_arrives_as_a_group_record_that_opens() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, mut b) = two_members(&t, "r").await;
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    for c in [&mut a, &mut b] {
+        let (m, raw) = c.recv_with_raw().await;
+        assert_eq!((m["event"].as_str(), &m["data"]), (Some("chat"), &big(1)));
+        assert!(is_group_record(&raw), "{raw}");
+    }
+    let (ka, kb) = (a.opener.room_key("r").unwrap(), b.opener.room_key("r").unwrap());
+    assert_eq!(
+        (ka.epoch(), ka.key_bytes()),
+        (kb.epoch(), kb.key_bytes()),
+        "one key per room"
+    );
+}
+
+#[tokio::test]
+async fn roomkeys_an_ex_member_cannot_open_what_is_sent_after_it_left() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, mut b) = two_members(&t, "r").await;
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    a.recv().await;
+    b.recv().await;
+    let old = kept(a.opener.room_key("r").expect("a got the key"));
+    a.leave(&["r"]).await;
+    eventually("a left", || t.server.clients_by_room("r").len() == 1).await;
+    // Another member so that the room still gets group records.
+    let mut c = RawEnc::login_room_keys(&t, "user:c").await;
+    c.join(&["r"]).await;
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
+    let (m, raw) = b.recv_with_raw().await;
+    assert_eq!(m["data"], big(2));
+    let new = b.opener.room_key("r").unwrap();
+    assert_ne!(new.epoch(), old.epoch(), "the key was rotated");
+    let body = body_of(&raw);
+    assert!(
+        old.open_body(&body).is_err(),
+        "the old key does not open the later body"
+    );
+    assert!(new.open_body(&body).is_ok());
+    a.c.expect_silence().await;
+    c.recv().await;
+}
+
+#[tokio::test]
+async fn roomkeys_a_joiner_gets_a_fresh_key_and_not_the_one_before_its_join() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, mut b) = two_members(&t, "r").await;
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    let (_, before) = a.recv_with_raw().await;
+    b.recv().await;
+    let mut c = RawEnc::login_room_keys(&t, "user:c").await;
+    c.join(&["r"]).await;
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
+    assert_eq!(c.recv().await["data"], big(2));
+    let joiner = kept(c.opener.room_key("r").unwrap());
+    assert!(
+        joiner.open_body(&body_of(&before)).is_err(),
+        "the joiner's key does not open what was sent before it joined"
+    );
+    assert_eq!(a.recv().await["data"], big(2));
+    assert_eq!(a.opener.room_key("r").unwrap().epoch(), joiner.epoch());
+}
+
+/// A relay that moves a body from one room's record into another room's record is caught by the receiver.
+#[tokio::test]
+async fn roomkeys_a_body_swapped_between_rooms_is_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, mut b) = two_members(&t, "r1").await;
+    a.join(&["r2"]).await;
+    b.join(&["r2"]).await;
+    t.server.send_to_room("r1", "chat", &big(1), &[]).unwrap();
+    t.server.send_to_room("r2", "chat", &big(2), &[]).unwrap();
+    // room_key r1, group record r1, room_key r2, group record r2
+    let frames = raw_frames(&mut b, 4).await;
+    assert!(is_group_record(&frames[1]) && is_group_record(&frames[3]));
+    b.opener.open(frames[0].as_bytes()).unwrap();
+    let swapped = with_body_of(&frames[1], &frames[3]);
+    let err = b.opener.open(swapped.as_bytes()).unwrap_err();
+    assert_eq!(err.close_code(), 4005);
+    a.recv().await;
+}
+
+/// A relay that hands one recipient's group record to another recipient is caught.
+#[tokio::test]
+async fn roomkeys_a_record_moved_to_another_recipient_is_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, mut b) = two_members(&t, "r").await;
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    let fa = raw_frames(&mut a, 2).await;
+    let fb = raw_frames(&mut b, 2).await;
+    assert!(is_group_record(&fa[1]) && is_group_record(&fb[1]));
+    assert_eq!(body_of(&fa[1]), body_of(&fb[1]), "both frames share one body");
+    assert_ne!(fa[1], fb[1], "each recipient has a header of its own");
+    b.opener.open(fb[0].as_bytes()).unwrap();
+    let err = b.opener.open(fa[1].as_bytes()).unwrap_err();
+    assert_eq!(err.close_code(), 4005);
+}
+
+/// A relay that gives a recipient the body of another message under its own header is caught.
+#[tokio::test]
+async fn roomkeys_a_body_swapped_between_messages_is_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let (_a, mut b) = two_members(&t, "r").await;
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
+    let frames = raw_frames(&mut b, 3).await;
+    b.opener.open(frames[0].as_bytes()).unwrap();
+    let err = b
+        .opener
+        .open(with_body_of(&frames[1], &frames[2]).as_bytes())
+        .unwrap_err();
+    assert_eq!(err.close_code(), 4005);
+}
+
+/// A group-capable, a per-recipient (legacy) encrypted and a plaintext member each receive their own form.
+#[tokio::test]
+async fn roomkeys_a_mixed_room_gives_each_member_its_own_form() {
+    let t = TestServer::start(builder().static_keys(StaticKeySet::new(test_key()))).await;
+    let mut g = RawEnc::login_room_keys(&t, "user:g").await;
+    let mut l = RawEnc::login(&t, "user:l", &[test_key().pinned()]).await;
+    assert!(l.connected.get("roomKeys").is_none(), "not advertised, not answered");
+    let (mut p, _) = t.login("user:p").await;
+    g.join(&["r"]).await;
+    l.join(&["r"]).await;
+    p.send(json!({"event": "join", "data": {"rooms": ["r"]}})).await;
+    p.expect_event("joined").await;
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    let (gm, graw) = g.recv_with_raw().await;
+    assert!(is_group_record(&graw), "{graw}");
+    let (lm, lraw) = l.recv_with_raw().await;
+    let lv: Value = serde_json::from_str(&lraw).unwrap();
+    assert_eq!(lv["event"], "encrypted");
+    assert!(lv["data"].get("body").is_none(), "a per-recipient record: {lraw}");
+    assert!(l.opener.room_key("r").is_none());
+    let pm = p.recv().await;
+    assert_eq!(pm["event"], "chat", "plaintext: {pm}");
+    for m in [&gm, &lm, &pm] {
+        assert_eq!(m["data"], big(1));
+    }
+}
+
+#[tokio::test]
+async fn roomkeys_raw_frames_show_no_plaintext_and_no_key() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, _b) = two_members(&t, "the-room").await;
+    t.server
+        .send_to_room(
+            "the-room",
+            "whisper",
+            &json!({"text": "s3cr3t-payload", "pad": big(0)}),
+            &[],
+        )
+        .unwrap();
+    let (m, _) = a.recv_with_raw().await;
+    assert_eq!(m["data"]["text"], "s3cr3t-payload");
+    let key = b64::encode(a.opener.room_key("the-room").unwrap().key_bytes());
+    let frames: Vec<&String> = a.wire.iter().skip_while(|f| !f.contains("\"seq\":")).collect();
+    assert!(frames.iter().any(|f| is_group_record(f)));
+    for f in frames {
+        let v: Value = serde_json::from_str(f).unwrap();
+        assert_eq!(v["event"], "encrypted", "{f}");
+        for secret in ["s3cr3t", "whisper", "the-room", "room_key", key.as_str()] {
+            assert!(!f.contains(secret), "{secret:?} visible in {f}");
+        }
+    }
+}
+
+/// Group records count towards the per-epoch limit: key updates interleave with them and nothing is lost.
+#[tokio::test]
+async fn roomkeys_group_records_and_key_updates_interleave() {
+    let t = TestServer::start(enc_builder().max_records_per_epoch(4)).await;
+    let (mut a, mut b) = two_members(&t, "r").await;
+    for n in 0..12 {
+        t.server.send_to_room("r", "chat", &big(n), &[]).unwrap();
+    }
+    for c in [&mut a, &mut b] {
+        for n in 0..12 {
+            assert_eq!(c.recv().await["data"], big(n));
+        }
+        assert!(c.opener.epoch() >= 3, "key updates happened");
+    }
+}
+
+/// The Rust client advertises group records by default and reads them.
+#[tokio::test]
+async fn roomkeys_the_rust_client_negotiates_and_reads_group_records() {
+    let t = TestServer::start(enc_builder().allow_client_publish(true)).await;
+    let cfg = |tok: &str| ClientConfig::new(t.url(), tok).pin(test_key().pinned());
+    let mut a = EncClient::connect(cfg("user:a")).await.unwrap();
+    let mut b = EncClient::connect(cfg("user:b")).await.unwrap();
+    let mut c = EncClient::connect(cfg("user:c").room_keys(false)).await.unwrap();
+    assert_eq!(a.connected_data()["roomKeys"], 1);
+    assert!(c.connected_data().get("roomKeys").is_none());
+    for x in [&mut a, &mut b, &mut c] {
+        x.join(&["r"]).await.unwrap();
+    }
+    eventually("all joined", || t.server.clients_by_room("r").len() == 3).await;
+    a.publish("r", "msg", &big(1)).await.unwrap();
+    for x in [&mut b, &mut c] {
+        let m = x.recv().await.unwrap();
+        assert_eq!((m.event.as_str(), m.data), ("msg", big(1)));
+    }
+}
+
+/// A recovering member reads the replay of what was sent before it joined (per-recipient records), then the
+/// live group records.
+#[tokio::test]
+async fn roomkeys_a_recovery_replay_is_readable_by_the_recovering_member() {
+    let t = TestServer::start(enc_builder().history_rooms(vec!["chat:*".into()])).await;
+    let (mut a, _b) = two_members(&t, "chat:1").await;
+    for n in 1..=3 {
+        t.server.send_to_room("chat:1", "m", &big(n), &[]).unwrap();
+    }
+    let first = a.recv().await;
+    let epoch = first["epoch"].clone();
+    let mut c = RawEnc::login_room_keys(&t, "user:c").await;
+    c.send(
+        json!({"event": "join", "data": {"rooms": ["chat:1"], "recover": {"chat:1": {"offset": 0, "epoch": epoch}}}}),
+    )
+    .await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 3 {
+        let (m, raw) = c.recv_with_raw().await;
+        if m["event"] == "m" {
+            assert!(!is_group_record(&raw), "a replay is a per-recipient record");
+            replayed.push(m["data"].clone());
+        }
+    }
+    assert_eq!(replayed, [big(1), big(2), big(3)]);
+    c.expect_event("joined").await;
+    t.server.send_to_room("chat:1", "m", &big(4), &[]).unwrap();
+    let (m, raw) = c.recv_with_raw().await;
+    assert_eq!(m["data"], big(4));
+    assert!(is_group_record(&raw));
+}
+
+/// A short room message goes per recipient even to a group-capable member: below the threshold a per-recipient
+/// record costs less.
+#[tokio::test]
+async fn roomkeys_a_short_room_message_goes_per_recipient() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, _b) = two_members(&t, "r").await;
+    t.server.send_to_room("r", "chat", &json!({"n": 1}), &[]).unwrap();
+    let (m, raw) = a.recv_with_raw().await;
+    assert_eq!(m["data"], json!({"n": 1}));
+    assert!(!is_group_record(&raw), "{raw}");
+    assert!(a.opener.room_key("r").is_none(), "no key was needed");
+    t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
+    let (_, raw) = a.recv_with_raw().await;
+    assert!(is_group_record(&raw));
+}
