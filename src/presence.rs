@@ -1,6 +1,6 @@
 //! Presence: who is in a room (rooms matching `presence_rooms` only).
 //!
-//! [`LocalPresence`] is this server's part: the members of its presence rooms with their user and the time they
+//! `LocalPresence` is this server's part: the members of its presence rooms with their user and the time they
 //! joined, kept by the registry under its write lock (so it always agrees with the routing table), and the
 //! changes not yet carried out (events on the embedded bus, Redis writes on the Redis bus). It answers queries on
 //! the embedded bus; on Redis the room's presence lives in Redis (`bus::redis::presence`) and this index is what
