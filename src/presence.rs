@@ -1,8 +1,8 @@
 //! Presence: who is in a room (rooms matching `presence_rooms` only).
 //!
-//! [`LocalPresence`] is this server's part: the members of its presence rooms with their user and the time they
-//! joined, kept by the registry under its write lock (so it always agrees with the routing table), and the
-//! changes not yet carried out (events on the embedded bus, Redis writes on the Redis bus). It answers queries on
+//! `LocalPresence` (crate-private) is this server's part: the members of its presence rooms with their user and
+//! the time they joined, kept by the registry under its write lock (so it always agrees with the routing table),
+//! and the changes not yet carried out (events on the embedded bus, Redis writes on the Redis bus). It answers queries on
 //! the embedded bus; on Redis the room's presence lives in Redis (`bus::redis::presence`) and this index is what
 //! the instance re-registers after Redis lost it. Locks only: no I/O, nothing awaits under a lock.
 //!
