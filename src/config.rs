@@ -63,7 +63,7 @@ pub struct Config {
     pub request_head_timeout: Duration,
     /// Inbound messages per connection; faster closes 4008. Default 200/s, bursts of 400.
     pub message_rate: Rate,
-    /// `join` messages per connection; faster closes 4008. Default 20/s, bursts of 50.
+    /// `join` messages (and `presence` queries) per connection; faster closes 4008. Default 20/s, bursts of 50.
     pub join_rate: Rate,
     /// Authenticator calls (`authenticate` and `refresh`; with the connect proxy, requests to its backend) running
     /// at once. An `authenticate` waits up to `handshake_wait` for a slot, then is closed 1013; a `refresh` gets

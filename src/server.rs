@@ -634,7 +634,7 @@ impl ServerBuilder {
         request_head_timeout: Duration,
         /// Inbound messages per connection (default 200/s, bursts of 400; 4008 beyond).
         message_rate: crate::Rate,
-        /// `join` messages per connection (default 20/s, bursts of 50; 4008 beyond).
+        /// `join` messages and `presence` queries per connection (default 20/s, bursts of 50; 4008 beyond).
         join_rate: crate::Rate,
         /// Authenticator calls running at once, apart from handshakes (default 1,024).
         max_concurrent_authentications: usize,

@@ -446,6 +446,10 @@ impl<'c> Core<'c> {
                     },
                 }
             }
+            // A query lists up to `presence_max_members` members: it counts against the join rate, like a join.
+            (_, ClientMessage::Presence(_)) if !self.joins.try_take(self.config.join_rate, now) => {
+                self.close(CloseCode::RateLimited)
+            }
             (_, ClientMessage::Presence(room)) => {
                 if room == self.id || !rooms.is_member(&room) {
                     // Only members learn who else is there; own-id rooms have no presence.
@@ -1051,6 +1055,22 @@ mod tests {
         assert_eq!(send(&mut core, now, join), r#"validate ["a"] refused []"#);
         assert_eq!(send(&mut core, now, join), r#"validate ["a"] refused []"#);
         assert_eq!(send(&mut core, now, join), "close 4008");
+    }
+
+    #[test]
+    fn presence_queries_share_the_join_rate() {
+        let c = Config {
+            join_rate: crate::Rate::new(1.0, 2.0),
+            presence_rooms: vec!["chat".into()],
+            ..config()
+        };
+        let now = Instant::now();
+        let mut core = established(&c, now, identity(None));
+        let ask = r#"{"event":"presence","data":{"room":"chat"}}"#;
+        let join = r#"{"event":"join","data":{"rooms":["a"]}}"#;
+        assert_eq!(send(&mut core, now, ask), "presence chat");
+        assert_eq!(send(&mut core, now, join), r#"validate ["a"] refused []"#);
+        assert_eq!(send(&mut core, now, ask), "close 4008");
     }
 
     // Established sessions.

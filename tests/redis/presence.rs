@@ -144,3 +144,46 @@ async fn a_stopping_instance_says_its_members_left() {
     );
     assert_eq!(a.t.server.presence("chat:s").await.map(|p| p.clients), Ok(1));
 }
+
+/// Whatever else writes to Redis is hostile input: malformed entries are skipped (the counts are Redis's), and a
+/// bogus instance in the heartbeat set is cleaned up like a dead one, without disturbing the real members.
+#[tokio::test]
+async fn garbage_in_redis_is_skipped_and_a_bogus_instance_is_removed() {
+    let redis = Redis::start();
+    let a = Instance::start_presence(single(&redis), 1000).await;
+    let (mut x, dx) = a.t.login("user:xavier").await;
+    join(&mut x, &["chat:h"]).await;
+    assert_eq!(a.t.server.presence("chat:h").await.map(|p| p.clients), Ok(1));
+    let members = "{ws:room:chat:h}:sealcast:p:ws:room:chat:h";
+    redis.cli(&["HSET", members, "not-a-client-id", "i 1 -"]);
+    redis.cli(&[
+        "HSET",
+        members,
+        "0b6d9c2e-8f0a-4c59-9a57-3f2f1f7d3c11",
+        "i not-a-time \u{1}",
+    ]);
+    redis.cli(&["ZADD", "sealcast:presence:instances", "0", "bogus \n instance"]);
+    let p = a.t.server.presence("chat:h").await.expect("answered");
+    assert_eq!(
+        p.members.iter().map(|m| m.client.clone()).collect::<Vec<_>>(),
+        vec![id_of(&dx)]
+    );
+    assert_eq!((p.clients, p.truncated), (3, true), "the counts are Redis's");
+    let mut removed = false;
+    for _ in 0..50 {
+        if redis
+            .cli(&["ZSCORE", "sealcast:presence:instances", "bogus \n instance"])
+            .trim()
+            .is_empty()
+        {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(removed, "the bogus instance was never removed");
+    assert_eq!(
+        ask_presence(&mut x, "chat:h").await["data"]["members"][0]["client"],
+        id_of(&dx)
+    );
+}

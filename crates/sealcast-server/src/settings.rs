@@ -165,7 +165,7 @@ settings! {
         message_rate: f64 = lib().message_rate.per_second, "SEALCAST_MESSAGE_RATE";
         /// Burst allowed above `message_rate`.
         message_rate_burst: f64 = lib().message_rate.burst, "SEALCAST_MESSAGE_RATE_BURST";
-        /// `join` messages per second per connection; faster closes 4008.
+        /// `join` messages (and `presence` queries) per second per connection; faster closes 4008.
         join_rate: f64 = lib().join_rate.per_second, "SEALCAST_JOIN_RATE";
         /// Burst allowed above `join_rate`.
         join_rate_burst: f64 = lib().join_rate.burst, "SEALCAST_JOIN_RATE_BURST";

@@ -233,6 +233,17 @@ async fn a_killed_instances_members_leave(bus: &[(&str, &str)]) {
     );
     assert!(!listed(&answer["data"]).contains(&b_id));
     let _ = s2.0.wait();
+    // A new process (a new instance id) joins the fleet: nothing of the killed one comes back.
+    let s3 = serve_with_env(&envs);
+    let (mut c, c_id) = login_with_id(&s3, "carol").await;
+    join(&mut c, &["chat:k"]).await;
+    let answer = ask_presence(&mut c, "chat:k").await;
+    let mut want = listed(&ask_presence(&mut a, "chat:k").await["data"]);
+    want.push(c_id);
+    want.sort();
+    want.dedup();
+    assert_eq!(listed(&answer["data"]), want);
+    assert_eq!(answer["data"]["clients"], 2);
 }
 
 #[tokio::test]

@@ -7,14 +7,15 @@
 //! the set of rooms it has entries in; for the fleet: `sealcast:presence:instances`, a sorted set of instance
 //! ids scored by their last heartbeat (Redis's clock, `TIME`, so instances' clocks need not agree).
 //!
-//! Each server runs one worker task with a connection of its own. The registry records joins and leaves in the
-//! [`LocalPresence`] index; the worker takes them, coalesces each client's changes to a room within a batch into
+//! Each server runs a writer task and a heartbeat task, each with a connection of its own (so that a long batch
+//! of writes never delays a heartbeat). The registry records joins and leaves in the
+//! [`LocalPresence`] index; the writer takes them, coalesces each client's changes to a room within a batch into
 //! the last one, and runs one script per change: the write and, when it changed something, the `member_joined`
 //! / `member_left` envelope's publish on the room's channel, atomically (while the room has at most
-//! `presence_max_members` clients: larger rooms get no events). Queries go through the same worker after the
+//! `presence_max_members` clients: larger rooms get no events). Queries go through the same writer after the
 //! changes taken before them, so an instance always reads its own joins and leaves.
 //!
-//! Crash safety: every [`BEAT`] the worker scores itself in the instances set and gets back the instances not
+//! Crash safety: every [`BEAT`] the heartbeat task scores this instance in the instances set and gets back the instances not
 //! seen for [`DEAD_AFTER`]. For each, one survivor claims the cleanup (`SET NX` with a lease), removes the dead
 //! instance's entries from each room in its rooms set, publishes `member_left` for them, and deletes the
 //! instance. An instance that finds itself missing from the set (it was declared dead while paused, or Redis
@@ -24,6 +25,7 @@
 //! Everything read from Redis is parsed defensively: malformed entries are skipped, lists are bounded.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,9 +51,9 @@ const CLAIM_FOR: Duration = Duration::from_secs(30);
 const PURGE_CHUNK: usize = 1_000;
 /// Most dead instances handled per heartbeat.
 const DEAD_PER_BEAT: usize = 16;
-/// How long a query waits for the worker.
+/// How long a query waits for the writer.
 const QUERY_WAIT: Duration = Duration::from_secs(5);
-/// Most queries waiting for the worker; more are answered `Unavailable`.
+/// Most queries waiting for the writer; more are answered `Unavailable`.
 const MAX_QUERIES: usize = 4_096;
 
 const INSTANCES: &str = "sealcast:presence:instances";
@@ -161,7 +163,7 @@ local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]
 return {new, dead}
 "#;
 
-/// What the worker needs to know of the server's settings.
+/// What the tasks need to know of the server's settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     /// `presence_max_members`: the longest member list, and the largest room with events.
@@ -182,8 +184,14 @@ struct State {
     local: Arc<LocalPresence>,
     settings: Settings,
     queries: Mutex<Vec<Query>>,
+    /// Set by the heartbeat task when this instance was missing from Redis: the writer removes what is left of
+    /// its entries and writes every local member again.
+    resync: AtomicBool,
     stop: CancellationToken,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The writer, then the heartbeat task.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The heartbeat task, for the writer to wait for before it leaves the instances set.
+    beat_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// One server's presence on a [`super::RedisBus`]: the handle its queries go through. Cheap to clone.
@@ -257,7 +265,7 @@ fn two(v: Value) -> redis::RedisResult<(Value, Value)> {
 }
 
 impl RedisPresence {
-    /// Starts the worker of server `me`.
+    /// Starts the writer and heartbeat tasks of server `me`.
     pub(super) fn start(inner: Arc<Inner>, me: Arc<str>, local: Arc<LocalPresence>, settings: Settings) -> Self {
         let stop = inner.stop.child_token();
         let presence = Self(Arc::new(State {
@@ -266,11 +274,15 @@ impl RedisPresence {
             local,
             settings,
             queries: Mutex::new(Vec::new()),
+            resync: AtomicBool::new(false),
             stop,
-            task: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            beat_task: Mutex::new(None),
         }));
-        let task = tokio::spawn(worker(presence.clone()));
-        *presence.0.task.lock() = Some(task);
+        // Heartbeats on a task and a connection of their own: a long batch of writes (a join storm on a cluster,
+        // one round trip per command) must not delay them past DEAD_AFTER.
+        *presence.0.beat_task.lock() = Some(tokio::spawn(heartbeats(presence.clone())));
+        *presence.0.tasks.lock() = vec![tokio::spawn(worker(presence.clone()))];
         presence
     }
 
@@ -295,13 +307,13 @@ impl RedisPresence {
         }
     }
 
-    /// Stops the worker after it wrote what is pending (the server's clients are gone by then: their leaves) and
+    /// Stops the tasks after it wrote what is pending (the server's clients are gone by then: their leaves) and
     /// removed this instance from the instances set.
     pub(crate) async fn shutdown(&self) {
         self.0.stop.cancel();
         self.0.local.wake();
-        let task = self.0.task.lock().take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *self.0.tasks.lock());
+        for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         }
     }
@@ -457,7 +469,7 @@ fn coalesce(changes: Vec<Change>) -> Vec<Change> {
     out
 }
 
-/// What the worker keeps between rounds.
+/// What the writer keeps between rounds.
 struct Worker {
     p: RedisPresence,
     conn: Option<Conn>,
@@ -467,34 +479,45 @@ struct Worker {
     listed: HashSet<RoomName>,
     /// This instance must remove its remaining entries and write every local member again.
     resync: bool,
-    /// The first heartbeat went through (a missing entry after it means this instance was removed).
-    registered: bool,
+}
+
+/// The connection in `slot`, opened if there is none.
+async fn connection(slot: &mut Option<Conn>, endpoint: &super::RedisEndpoint) -> Option<Conn> {
+    if let Some(c) = slot {
+        return Some(c.clone());
+    }
+    match Conn::open(endpoint, None::<NoPush>).await {
+        Ok(c) => {
+            *slot = Some(c.clone());
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "redis presence: cannot connect");
+            None
+        }
+    }
+}
+
+/// Logs a failure and drops the connection (the next use opens a fresh one).
+fn failed(slot: &mut Option<Conn>, what: &str, e: &redis::RedisError) {
+    tracing::warn!(error = %e, "redis presence: {what} failed");
+    *slot = None;
 }
 
 impl Worker {
     async fn conn(&mut self) -> Option<Conn> {
-        if let Some(c) = &self.conn {
-            return Some(c.clone());
-        }
-        match Conn::open(&self.p.0.inner.endpoint, None::<NoPush>).await {
-            Ok(c) => {
-                self.conn = Some(c.clone());
-                Some(c)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "redis presence: cannot connect");
-                None
-            }
-        }
+        connection(&mut self.conn, &self.p.0.inner.endpoint).await
     }
 
     fn failed(&mut self, what: &str, e: &redis::RedisError) {
-        tracing::warn!(error = %e, "redis presence: {what} failed");
-        self.conn = None;
+        failed(&mut self.conn, what, e);
     }
 
     /// Writes the pending changes (and this instance's rooms set) in order.
     async fn write(&mut self, conn: &mut Conn) -> redis::RedisResult<()> {
+        if self.p.0.resync.swap(false, Ordering::AcqRel) {
+            self.resync = true;
+        }
         let pending = self.p.0.local.take();
         if pending.overflowed {
             self.carry.clear();
@@ -557,6 +580,96 @@ impl Worker {
         }
     }
 
+    /// Answers `queries` (taken before the writes: every change recorded before them is written by now).
+    async fn answer(&mut self, queries: Vec<Query>, conn: Option<&mut Conn>) {
+        match conn {
+            Some(conn) => {
+                for q in queries {
+                    let answer = self.p.answer(conn, &q).await;
+                    let _ = q.reply.send(answer);
+                }
+            }
+            None => {
+                for q in queries {
+                    let _ = q.reply.send(Err(PresenceError::Unavailable));
+                }
+            }
+        }
+    }
+
+    /// One round: write, then answer the queries that were waiting when it began. A query is queued after the
+    /// changes its client made before it, so taking the queries first means the writes that follow include all
+    /// of those; queries that arrive meanwhile wake the next round.
+    async fn round(&mut self) {
+        let queries = std::mem::take(&mut *self.p.0.queries.lock());
+        let Some(mut conn) = self.conn().await else {
+            self.answer(queries, None).await;
+            return;
+        };
+        let ok = match self.write(&mut conn).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed("write", &e);
+                false
+            }
+        };
+        self.answer(queries, ok.then_some(&mut conn)).await;
+    }
+
+    /// Stopping: the last leaves are written, and this instance leaves the set (nothing of it is left to clean).
+    async fn finish(&mut self) {
+        let Some(mut conn) = self.conn().await else {
+            return;
+        };
+        let queries = std::mem::take(&mut *self.p.0.queries.lock());
+        self.answer(queries, None).await;
+        if self.write(&mut conn).await.is_err() {
+            return;
+        }
+        let me = self.p.0.me.clone();
+        // The heartbeat task stops first: it must not score this instance again after it left the set.
+        let beats = self.p.0.beat_task.lock().take();
+        if let Some(beats) = beats {
+            let _ = tokio::time::timeout(Duration::from_secs(3), beats).await;
+        }
+        if self.p.0.local.all().is_empty() {
+            let _ = conn.run::<Value>(redis::cmd("DEL").arg(rooms_key(&me))).await;
+            let _ = conn.run::<Value>(redis::cmd("ZREM").arg(INSTANCES).arg(&*me)).await;
+        }
+    }
+}
+
+async fn worker(p: RedisPresence) {
+    let mut w = Worker {
+        p: p.clone(),
+        conn: None,
+        carry: Vec::new(),
+        listed: HashSet::new(),
+        resync: false,
+    };
+    // Also every BEAT: changes that could not be written (Redis was down) are retried without a new one.
+    let mut retry = tokio::time::interval(BEAT);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = p.0.stop.cancelled() => break,
+            _ = p.0.local.changed() => {}
+            _ = retry.tick() => {}
+        }
+        w.round().await;
+    }
+    w.finish().await;
+}
+
+/// The heartbeat task: scores this instance every [`BEAT`] and removes dead instances' members.
+struct Beater {
+    p: RedisPresence,
+    conn: Option<Conn>,
+    /// The first heartbeat went through (a missing entry after it means this instance was removed).
+    registered: bool,
+}
+
+impl Beater {
     async fn heartbeat(&mut self, conn: &mut Conn) -> redis::RedisResult<()> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(HEARTBEAT)
@@ -568,7 +681,8 @@ impl Worker {
         let (new, dead) = two(conn.run(&cmd).await?)?;
         if int(&new) == Some(1) && self.registered {
             tracing::warn!("redis presence: this instance was missing from Redis; registering its members again");
-            self.resync = true;
+            self.p.0.resync.store(true, Ordering::Release);
+            self.p.0.local.wake();
         }
         self.registered = true;
         let Value::Array(dead) = dead else {
@@ -597,92 +711,28 @@ impl Worker {
         }
         Ok(())
     }
-
-    /// Answers `queries` (taken before the writes: every change recorded before them is written by now).
-    async fn answer(&mut self, queries: Vec<Query>, conn: Option<&mut Conn>) {
-        match conn {
-            Some(conn) => {
-                for q in queries {
-                    let answer = self.p.answer(conn, &q).await;
-                    let _ = q.reply.send(answer);
-                }
-            }
-            None => {
-                for q in queries {
-                    let _ = q.reply.send(Err(PresenceError::Unavailable));
-                }
-            }
-        }
-    }
-
-    /// One round: write, then heartbeat when due, then answer the queries that were waiting when it began. A
-    /// query is queued after the changes its client made before it, so taking the queries first means the writes
-    /// that follow include all of those; queries that arrive meanwhile wake the next round.
-    async fn round(&mut self, beat: bool) {
-        let queries = std::mem::take(&mut *self.p.0.queries.lock());
-        let Some(mut conn) = self.conn().await else {
-            self.answer(queries, None).await;
-            return;
-        };
-        let mut ok = true;
-        if let Err(e) = self.write(&mut conn).await {
-            self.failed("write", &e);
-            ok = false;
-        }
-        if ok && beat {
-            if let Err(e) = self.heartbeat(&mut conn).await {
-                self.failed("heartbeat", &e);
-                ok = false;
-            }
-            // Missing from the set: write everything again at once.
-            if ok && self.resync {
-                if let Err(e) = self.write(&mut conn).await {
-                    self.failed("write", &e);
-                    ok = false;
-                }
-            }
-        }
-        self.answer(queries, ok.then_some(&mut conn)).await;
-    }
-
-    /// Stopping: the last leaves are written, and this instance leaves the set (nothing of it is left to clean).
-    async fn finish(&mut self) {
-        let Some(mut conn) = self.conn().await else {
-            return;
-        };
-        let queries = std::mem::take(&mut *self.p.0.queries.lock());
-        self.answer(queries, None).await;
-        if self.write(&mut conn).await.is_err() {
-            return;
-        }
-        let me = self.p.0.me.clone();
-        if self.p.0.local.all().is_empty() {
-            let _ = conn.run::<Value>(redis::cmd("DEL").arg(rooms_key(&me))).await;
-            let _ = conn.run::<Value>(redis::cmd("ZREM").arg(INSTANCES).arg(&*me)).await;
-        }
-    }
 }
 
-async fn worker(p: RedisPresence) {
-    let mut w = Worker {
+async fn heartbeats(p: RedisPresence) {
+    let mut b = Beater {
         p: p.clone(),
         conn: None,
-        carry: Vec::new(),
-        listed: HashSet::new(),
-        resync: false,
         registered: false,
     };
     let mut beat = tokio::time::interval(BEAT);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let due = tokio::select! {
-            _ = p.0.stop.cancelled() => break,
-            _ = p.0.local.changed() => false,
-            _ = beat.tick() => true,
+        tokio::select! {
+            _ = p.0.stop.cancelled() => return,
+            _ = beat.tick() => {}
+        }
+        let Some(mut conn) = connection(&mut b.conn, &p.0.inner.endpoint).await else {
+            continue;
         };
-        w.round(due).await;
+        if let Err(e) = b.heartbeat(&mut conn).await {
+            failed(&mut b.conn, "heartbeat", &e);
+        }
     }
-    w.finish().await;
 }
 
 #[cfg(test)]
