@@ -18,3 +18,10 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
+# The Python client's tests run in a venv (Debian's python3 needs python3-venv for that).
+if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  echo "install-deps: apt-get install python3-venv python3-pip"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends python3-venv python3-pip >/dev/null
+fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, Rust unit/integration/doc tests, the JavaScript client's tests.
+# The whole test suite: formatting, lints, Rust unit/integration/doc tests, the JavaScript and Python clients' tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -24,5 +24,12 @@ cargo test --locked -p sealcast --no-default-features --test crypto -- kat:: spe
 cargo build --locked --bin sealcast --example chat_peer
 export SEALCAST_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/sealcast" SEALCAST_LIVE_REQUIRED=1
 (cd clients/js && npm ci --no-audit --no-fund && npm test)
+# The Python client, installed from its pyproject.toml into a fresh venv: the wsenc/1 known answers (read from the
+# spec) and its live tests against this binary.
+py_venv="$(mktemp -d)/venv"
+python3 -m venv "$py_venv"
+"$py_venv/bin/pip" install -q --disable-pip-version-check 'clients/python[test]'
+(cd clients/python && "$py_venv/bin/python" -m pytest -q -p no:cacheprovider)
+rm -rf "$(dirname "$py_venv")"
 # A short run of every fuzz target (cargo-fuzz, stable, no sanitizer); FUZZ_SMOKE=0 skips it.
 bash scripts/fuzz-smoke.sh
