@@ -9,6 +9,8 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace --all-targets
 cargo test --locked --workspace --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib -p sealcast -p sealcast-server
+# The documentation site (docs/, mdBook): it builds and no internal link is broken.
+bash scripts/check-docs.sh
 # The library carries none of the binaries' dependencies (ARCHITECTURE.md, "Crates").
 binary_only=' (clap|toml|tracing-subscriber|metrics-exporter-prometheus|mimalloc) v'
 if cargo tree --locked -p sealcast -e normal | grep -E "$binary_only"; then
