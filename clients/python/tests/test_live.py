@@ -179,3 +179,20 @@ def test_keys_ratchet_through_many_epochs_with_the_server(servers):
     assert [a.id for a in acks] == [f"k{i}" for i in range(10)]
     assert epoch >= 4
     assert state == "open"
+
+
+def test_a_refused_token_stops_the_client_with_the_server_error(servers):
+    s = servers()
+
+    async def body():
+        c = Client(s.url, token=sign_token("mallory", secret="not-the-server-secret-0123456789abcdef"), server_keys=s.keys)
+        closes = []
+        c.on("close", lambda code, err: closes.append(code))
+        with pytest.raises(SealcastError) as e:
+            await c.start()
+        return e.value, closes, c.state
+
+    err, closes, state = run(body())
+    assert (err.code, err.server_message) == ("SERVER_ERROR", "Authentication failed")
+    assert closes == [4003]
+    assert state == "closed"

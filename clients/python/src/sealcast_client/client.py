@@ -230,6 +230,7 @@ class Client:
         self._retried_with_fresh_token = False
         #: Tests only: called with ("in" | "out", frame text) for every WebSocket frame.
         self._tap: Callable[[str, str], None] | None = None
+        self._handshake_error: SealcastError | None = None
 
     def __repr__(self) -> str:
         return f"Client(url={self._url!r}, state={self._state!r})"
@@ -291,8 +292,8 @@ class Client:
             raise SealcastError("CONFIG", "publish id must be 1 to 64 bytes")
         msg = {"event": "publish", "data": {"room": room, "event": event, "data": data}, "id": id}
         fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        await self._send_when_open(msg, lambda a: a.publishes.__setitem__(id, fut))
-        return await fut
+        await self._send_then_wait(msg, lambda a: a.publishes.__setitem__(id, fut), fut)
+        return fut.result()
 
     async def join(self, rooms: str | Iterable[str], *, recover: dict[str, StreamPosition] | None = None) -> JoinResult:
         """Join rooms and wait for the ``joined`` answer. Joined rooms are re-joined after every reconnect,
@@ -307,8 +308,8 @@ class Client:
             self._rooms.update(names)
             a.joins.append(fut)
 
-        await self._send_when_open({"event": "join", "data": data}, register)
-        return await fut
+        await self._send_then_wait({"event": "join", "data": data}, register, fut)
+        return fut.result()
 
     async def leave(self, rooms: str | Iterable[str]) -> None:
         """Leave rooms (and forget their positions)."""
@@ -405,6 +406,21 @@ class Client:
                 register(a)
                 await self._write(a, self._seal(a, msg))
                 return
+
+    async def _send_then_wait(
+        self, msg: dict[str, Any], register: Callable[[_Attempt], None], fut: asyncio.Future[Any]
+    ) -> None:
+        """Sends ``msg`` and waits for the answer ``register`` hooked ``fut`` up to; if sending fails the future
+        is settled here, so an answer that can no longer come never lingers."""
+        try:
+            await self._send_when_open(msg, register)
+        except BaseException:
+            if not fut.done():
+                fut.cancel()
+            elif not fut.cancelled():
+                fut.exception()  # retrieved: the send's own error is the one raised
+            raise
+        await asyncio.wait({fut})
 
     def _seal(self, a: _Attempt, msg: dict[str, Any]) -> list[str]:
         if a.session is None:
@@ -530,7 +546,8 @@ class Client:
             if not isinstance(msg, dict):
                 raise SealcastError("PROTOCOL", "malformed handshake message", close_code=CloseCode.PROTOCOL_ERROR)
             if msg.get("event") == "error":
-                self._emit("error", _server_error(msg.get("data")))
+                self._handshake_error = _server_error(msg.get("data"))
+                self._emit("error", self._handshake_error)
                 continue
             d = msg.get("data")
             if msg.get("event") != "connected" or not isinstance(d, dict):
@@ -562,6 +579,7 @@ class Client:
             self._failures = 0
         self._retried_with_fresh_token = False
         self._info = info
+        self._handshake_error = None
         self._state = "open"
         self._opened.set()
         self._emit("connected", info)
@@ -649,7 +667,7 @@ class Client:
         if self._state == "closed":
             return
         self._state = "closed"
-        self._close_error = err
+        self._close_error = err or self._handshake_error
         self._closed.set()
         self._emit("close", code, err)
 
