@@ -4,11 +4,13 @@
 Every relative link and asset reference of every page must resolve to a file of the build, and a `#fragment` to
 an element id of its target page. Links to the repository (REPO_URL/blob|tree/main/PATH) must name a file or
 folder that exists in this checkout, so pages can point at code without linking out of date. Other absolute
-URLs are not fetched (the check runs offline). Exit status 1 lists every broken link.
+URLs are not fetched (the check runs offline). The README's relative links must name existing files too. Exit
+status 1 lists every broken link.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -57,8 +59,11 @@ def main(book: Path, repo: Path) -> int:
             where = f"{path.relative_to(book.resolve())}: {link}"
             if link.startswith(REPO_URL):
                 parts = urlparse(link).path.split("/")[3:]  # /sealcast/sealcast/blob/main/PATH
-                if len(parts) < 3 or parts[0] not in ("blob", "tree", "edit") or parts[1] != "main":
+                if not parts or parts[0] not in ("blob", "tree", "edit"):
                     continue  # the repository's own pages (issues, the home page)
+                if len(parts) < 3 or parts[1] != "main":
+                    broken.append(f"{where} (not a path on the main branch)")
+                    continue
                 checked += 1
                 if parts[0] != "edit" and not (repo / unquote("/".join(parts[2:]))).exists():
                     broken.append(f"{where} (no such file in the repository)")
@@ -76,6 +81,15 @@ def main(book: Path, repo: Path) -> int:
                 ids = pages[target].ids if target in pages else parse(target).ids
                 if unquote(frag) not in ids:
                     broken.append(f"{where} (no element with id {frag!r})")
+    # The README links into the site's sources: those files must exist.
+    readme = repo / "README.md"
+    for m in re.finditer(r"\]\(([^)#\s]+)(#[^)\s]*)?\)", readme.read_text(encoding="utf-8")):
+        link = m.group(1)
+        if urlparse(link).scheme:
+            continue
+        checked += 1
+        if not (repo / unquote(link)).exists():
+            broken.append(f"README.md: {link} (no such file)")
     for b in broken:
         print(f"check-docs: broken link: {b}", file=sys.stderr)
     print(f"check-docs: {len(pages)} pages, {checked} links checked, {len(broken)} broken")
