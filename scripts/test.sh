@@ -22,12 +22,14 @@ fi
 # test binary).
 cargo test --locked -p sealcast --no-default-features --lib crypto::
 cargo test --locked -p sealcast --no-default-features --test crypto -- kat:: spec:: vectors:: handshake::
-# The JS client's unit tests, its live tests against this binary, and the browser test of the demo page.
+# The binary the packaging check and the clients' live tests run.
 cargo build --locked --bin sealcast --example chat_peer
 export SEALCAST_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/sealcast" SEALCAST_LIVE_REQUIRED=1
 # Packaging: the library crate packages, the systemd unit verifies (the static release build is
 # scripts/release.sh, too slow for every run).
 bash scripts/check-packaging.sh
+# The JS client's unit tests, its live tests against this binary, the browser test of the demo page, and its
+# packed tarball installed into a fresh project (test/package.test.mjs).
 (cd clients/js && npm ci --no-audit --no-fund && npm test)
 # The Python client, installed from its pyproject.toml into a fresh venv: the wsenc/1 known answers (read from the
 # spec) and its live tests against this binary.
