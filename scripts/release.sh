@@ -40,13 +40,19 @@ echo "release: built in $(( $(date +%s) - start )) s"
 mkdir -p "$out"
 artefact="$out/sealcast-$version-x86_64-linux-musl"
 cp "$stage/root/bin/sealcast" "$artefact"
+# Without its debug info (the release profile keeps line tables; the unstripped binary stays in
+# $target_dir/$target/release/sealcast for symbolising a crash).
+strip "$artefact"
 (cd "$out" && sha256sum "$(basename "$artefact")" > "$(basename "$artefact").sha256")
 bin="$artefact"
 
 fail() { echo "release: FAILED: $*" >&2; exit 1; }
 
 # 1. Fully static: no interpreter, no shared libraries.
-file "$bin" | grep -q "statically linked" || fail "not statically linked: $(file "$bin")"
+# (Rust's musl target links a static PIE: `file` says "static-pie linked"; either way, no interpreter.)
+info="$(file "$bin")"
+grep -Eq "statically linked|static-pie linked" <<<"$info" || fail "not statically linked: $info"
+if grep -q "interpreter" <<<"$info"; then fail "has a dynamic loader: $info"; fi
 if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -q "not a dynamic executable\|statically linked"; then
   fail "ldd lists libraries: $(ldd "$bin")"
 fi
