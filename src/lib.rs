@@ -81,3 +81,20 @@ pub use wsenc::WsEnc1;
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The documentation site's Rust code blocks (docs/), compiled as doc-tests like the README's.
+#[cfg(doctest)]
+pub mod docs_doctests {
+    /// docs/embedding.md
+    #[doc = include_str!("../docs/embedding.md")]
+    pub struct Embedding;
+    /// docs/encryption.md
+    #[doc = include_str!("../docs/encryption.md")]
+    pub struct Encryption;
+    /// docs/scaling.md
+    #[doc = include_str!("../docs/scaling.md")]
+    pub struct Scaling;
+    /// docs/clients.md
+    #[doc = include_str!("../docs/clients.md")]
+    pub struct Clients;
+}

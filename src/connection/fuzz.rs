@@ -64,7 +64,7 @@ const EVENTS: [&str; 8] = [
     "join",
     "a",
 ];
-/// The documented error texts (README, "Errors").
+/// The documented error texts (docs/protocol.md, "Error texts").
 const ERROR_TEXTS: [&str; 12] = [
     errors::INVALID_MESSAGE_FORMAT,
     errors::NOT_AUTHENTICATED,

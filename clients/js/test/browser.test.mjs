@@ -2,21 +2,14 @@
 // browser contexts; both join a room and chat. Screenshots go to target/test-output/.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { startServer, skipWithoutBinary } from "./support/sealcast.mjs";
+import { startServer } from "./support/sealcast.mjs";
+import { launchChromium, skipWithoutBrowser } from "./support/browser.mjs";
 
-const CHROMIUM = process.env.SEALCAST_CHROMIUM || "/usr/bin/chromium";
 const OUT = fileURLToPath(new URL("../../../target/test-output/", import.meta.url));
 
-function skipWithoutBrowser() {
-  const noBinary = skipWithoutBinary();
-  if (noBinary) return noBinary;
-  if (existsSync(CHROMIUM)) return false;
-  if (process.env.SEALCAST_LIVE_REQUIRED === "1") throw new Error(`${CHROMIUM} missing: apt-get install chromium`);
-  return `${CHROMIUM} missing (apt-get install chromium, or set SEALCAST_CHROMIUM)`;
-}
 const skip = skipWithoutBrowser();
 
 const cleanups = [];
@@ -84,22 +77,7 @@ function assertRawFrames(raw, secrets) {
 test("two browsers chat through the demo page and see each other in the member list; the wire shows only encrypted frames", { skip }, async () => {
   const server = await startServer({ args: ["--demo"] });
   cleanups.push(() => server.stop());
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Playwright gives every launch a fresh temporary profile (--user-data-dir) of its own.
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    timeout: 30_000,
-  });
+  const browser = await launchChromium(chromium);
   cleanups.push(() => browser.close());
   const url = `${server.http}/demo/`;
   const alice = await openDemo(browser, url);

@@ -1009,6 +1009,19 @@ fn the_committed_sample_config_is_what_config_sample_prints_and_passes_config_ch
 }
 
 #[test]
+fn config_reference_prints_the_committed_configuration_reference_page() {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reference/configuration.md");
+    let printed = Command::new(BIN).args(["config", "reference"]).output().unwrap();
+    assert!(printed.status.success());
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        printed.contains("### `server.bind`\n\nVariable `SEALCAST_BIND` · flag `--bind` ·"),
+        "{printed}"
+    );
+    assert_eq!(printed, std::fs::read_to_string(page).unwrap());
+}
+
+#[test]
 fn serve_refuses_an_invalid_config_file_naming_the_key() {
     let (_dir, path) = config_file("[limits]\nmax_conections = 5\n");
     let out = Command::new(BIN).args(["serve", "--config", &path]).output().unwrap();

@@ -101,6 +101,8 @@ enum ConfigCommand {
     Check(ServeArgs),
     /// Print a config file with every setting at its default and its meaning (the committed sealcast.toml).
     Sample,
+    /// Print the configuration reference as Markdown (the committed docs/reference/configuration.md).
+    Reference,
 }
 
 #[derive(Args)]
@@ -167,6 +169,10 @@ fn main() -> ExitCode {
         },
         Command::Config(ConfigCommand::Sample) => {
             print!("{}", Settings::sample_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", Settings::reference_markdown());
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check(args)) => match check(&args) {
