@@ -196,3 +196,62 @@ def test_a_refused_token_stops_the_client_with_the_server_error(servers):
     assert (err.code, err.server_message) == ("SERVER_ERROR", "Authentication failed")
     assert closes == [4003]
     assert state == "closed"
+
+
+PRESENCE = {"SEALCAST_PRESENCE_ROOMS": "team:*"}
+
+
+def test_presence_lists_the_rooms_members_with_exact_counts(servers):
+    s = servers(PRESENCE)
+
+    async def body():
+        a = await connect(s.url, token=sign_token("alice"), server_keys=s.keys, reconnect=False)
+        b = await connect(s.url, token=sign_token("bob"), server_keys=s.keys, reconnect=False)
+        await a.join("team:1")
+        await b.join("team:1")
+        p = await a.presence("team:1")
+        await a.close()
+        await b.close()
+        return p, a.info.id, b.info.id
+
+    p, a_id, b_id = run(body())
+    assert (p.room, p.clients, p.users, p.truncated) == ("team:1", 2, 2, False)
+    assert sorted((m.client, m.user) for m in p.members) == sorted([(a_id, "alice"), (b_id, "bob")])
+    assert all(m.since is not None and m.since.tzinfo is not None for m in p.members)
+
+
+def test_members_joining_and_leaving_arrive_as_member_events(servers):
+    s = servers(PRESENCE)
+
+    async def body():
+        a = await connect(s.url, token=sign_token("alice"), server_keys=s.keys, reconnect=False)
+        await a.join("team:1")
+        b = await connect(s.url, token=sign_token("bob"), server_keys=s.keys, reconnect=False)
+        await b.join("team:1")
+        joined = await next_message(a, "member_joined")
+        await b.close()
+        left = await next_message(a, "member_left")
+        await a.close()
+        return joined, left, b.info.id
+
+    joined, left, b_id = run(body())
+    assert joined.data == {"room": "team:1", "client": b_id, "user": "bob"}
+    assert left.data == {"room": "team:1", "client": b_id, "user": "bob"}
+
+
+def test_presence_in_a_room_without_it_raises_the_servers_error(servers):
+    s = servers(PRESENCE)
+
+    async def body():
+        c = await connect(s.url, token=sign_token("alice"), server_keys=s.keys, reconnect=False)
+        await c.join("lobby")
+        with pytest.raises(SealcastError) as err:
+            await c.presence("lobby")
+        await c.join("team:2")
+        after = await c.presence("team:2")
+        await c.close()
+        return err.value, after
+
+    err, after = run(body())
+    assert (err.code, err.server_message) == ("SERVER_ERROR", "Presence not enabled for room")
+    assert (after.room, after.clients) == ("team:2", 1)  # the refusal answered its own query, not the next one

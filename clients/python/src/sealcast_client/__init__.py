@@ -1,10 +1,21 @@
 """sealcast client for Python (asyncio): authenticate, wsenc/1 with pinned server keys, rooms, publish with
-acknowledgements, join results and automatic recovery of rooms with history after a reconnect.
+acknowledgements, join results, presence and automatic recovery of rooms with history after a reconnect.
 
 >>> client = await sealcast_client.connect(url, token=token, server_keys=[ServerKey(kid, public_key)])
 """
 
-from .client import Ack, Client, ConnectedInfo, Extension, JoinResult, Message, StreamPosition, connect
+from .client import (
+    Ack,
+    Client,
+    ConnectedInfo,
+    Extension,
+    JoinResult,
+    Member,
+    Message,
+    Presence,
+    StreamPosition,
+    connect,
+)
 from .errors import CloseCode, SealcastError, reconnect_policy
 from .wsenc import MAX_RECORDS_PER_EPOCH, ServerKey
 
@@ -15,8 +26,10 @@ __all__ = [
     "ConnectedInfo",
     "Extension",
     "JoinResult",
+    "Member",
     "MAX_RECORDS_PER_EPOCH",
     "Message",
+    "Presence",
     "SealcastError",
     "ServerKey",
     "StreamPosition",

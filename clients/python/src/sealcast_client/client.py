@@ -14,6 +14,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Protocol
 
 import websockets
@@ -24,7 +25,12 @@ from . import wsenc
 from .errors import CloseCode, SealcastError, downgrade, reconnect_policy
 
 #: Events an application may not send itself: they belong to the protocol.
-NOT_SENDABLE = frozenset({"authenticate", "connected", "encrypted", "key_update", "joined", "ack"})
+NOT_SENDABLE = frozenset(
+    {"authenticate", "connected", "encrypted", "key_update", "joined", "ack"}
+    | {"presence", "member_joined", "member_left"}
+)
+#: The error texts that answer a presence query (in order, like the queries).
+PRESENCE_ERRORS = frozenset({"Not a member of room", "Presence not enabled for room", "Presence unavailable"})
 #: Lifecycle names of ``Client.on``.
 LIFECYCLE = frozenset({"connected", "close", "error", "reconnecting", "rejoined"})
 #: Most rooms whose last position is tracked for recovery.
@@ -98,6 +104,55 @@ class JoinResult:
     refused: list[RefusedRoom] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Member:
+    """A member of a presence room: its connection id, user id (``None`` for an anonymous session) and when it
+    joined the room (UTC, to the millisecond, by its instance's clock; ``None`` if the server sent no valid time)."""
+
+    client: str
+    user: str | None
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Who is in a room: at most the server's ``presence.max_members`` members (in no particular order), the exact
+    numbers of ``clients`` and distinct ``users``, and whether the list was ``truncated``."""
+
+    room: str
+    members: list[Member]
+    clients: int
+    users: int
+    truncated: bool
+
+
+def _utc(value: Any) -> datetime | None:
+    try:
+        # Python 3.10's fromisoformat does not read the "Z" suffix the server writes.
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _presence(data: Any) -> Presence:
+    """Reads a ``presence`` answer; entries that are not members are skipped, missing counts read as 0."""
+    d = data if isinstance(data, dict) else {}
+    members = []
+    for m in d.get("members") or []:
+        if not isinstance(m, dict) or not isinstance(m.get("client"), str):
+            continue
+        user = m.get("user")
+        members.append(Member(m["client"], user if isinstance(user, str) else None, _utc(m.get("since"))))
+
+    def count(k: str) -> int:
+        v = d.get(k)
+        return v if type(v) is int else 0
+
+    room = d.get("room")
+    truncated = d.get("truncated") is True
+    return Presence(room if isinstance(room, str) else "", members, count("clients"), count("users"), truncated)
+
+
 class Extension(Protocol):
     """A protocol extension (for example presence) plugged into the client with ``Client.add_extension``.
 
@@ -151,15 +206,17 @@ class _Attempt:
         self.open = False
         self.joins: deque[asyncio.Future[JoinResult] | None] = deque()
         self.publishes: dict[str, asyncio.Future[Ack]] = {}
+        self.presences: deque[asyncio.Future[Presence]] = deque()
         self.epoch_started = time.monotonic()
 
     def fail_pending(self) -> None:
         gone = SealcastError("NOT_CONNECTED", "the session ended before the server answered")
-        for f in list(self.joins) + list(self.publishes.values()):
+        for f in [*self.joins, *self.publishes.values(), *self.presences]:
             if f is not None and not f.done():
                 f.set_exception(gone)
         self.joins.clear()
         self.publishes.clear()
+        self.presences.clear()
 
 
 class Client:
@@ -309,6 +366,16 @@ class Client:
             a.joins.append(fut)
 
         await self._send_then_wait({"event": "join", "data": data}, register, fut)
+        return fut.result()
+
+    async def presence(self, room: str) -> Presence:
+        """Who is in a joined room that keeps presence (the server's ``presence.rooms``). Raises ``SERVER_ERROR``
+        (``Not a member of room``, ``Presence not enabled for room``, ``Presence unavailable``) or
+        ``NOT_CONNECTED`` if the session ended first. While the room is small enough, its members' joins and leaves
+        arrive from ``recv()`` as messages ``member_joined`` / ``member_left`` with data ``{room, client, user}``."""
+        fut: asyncio.Future[Presence] = asyncio.get_running_loop().create_future()
+        msg = {"event": "presence", "data": {"room": room}}
+        await self._send_then_wait(msg, lambda a: a.presences.append(fut), fut)
         return fut.result()
 
     async def leave(self, rooms: str | Iterable[str]) -> None:
@@ -619,6 +686,8 @@ class Client:
         if event == "error":
             pending = a.publishes.pop(data.get("id"), None) if isinstance(data, dict) else None
             err = _server_error(data)
+            if pending is None and err.server_message in PRESENCE_ERRORS and a.presences:
+                pending = a.presences.popleft()
             if pending is not None and not pending.done():
                 pending.set_exception(err)
             else:
@@ -632,6 +701,11 @@ class Client:
                 pending.set_result(
                     Ack(data["id"], offset if type(offset) is int else None, epoch if isinstance(epoch, str) else None)
                 )
+            return
+        if event == "presence":
+            waiter = a.presences.popleft() if a.presences else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(_presence(data))
             return
         if event == "joined":
             result = _join_result(data)
