@@ -174,6 +174,27 @@ impl Chunk {
     }
 }
 
+/// What a sealing call appended besides the bytes in the buffer.
+struct Sealed {
+    count: u64,
+    groups: (u64, u64),
+    tails: Vec<(usize, Bytes)>,
+}
+
+impl From<Frames<'_>> for Sealed {
+    fn from(mut frames: Frames<'_>) -> Self {
+        Self {
+            count: frames.count(),
+            groups: frames.group_records(),
+            tails: frames.take_tails(),
+        }
+    }
+}
+
+/// Most message text (bytes of JSON) one batched group record (wsenc/1 §11.4) carries: its frame stays near
+/// 64 KiB, far below any client's frame limit. A longer message is sealed on its own.
+const MAX_BATCH_TEXT: usize = 48 * 1024;
+
 /// Bytes a sealed record adds to its text besides the base64 growth (wsenc/1: the envelope, the nonce and the
 /// frame header come to about 90); used only to size the write buffer up front.
 const SEALED_OVERHEAD: usize = 96;
@@ -257,7 +278,19 @@ impl<'a> Writer<'a> {
             }
             let payload = match item {
                 Outbound::Text(frame) => Payload::Shared(frame),
-                Outbound::Room(frame) => Payload::Room(frame),
+                Outbound::Room(frame) => {
+                    // Consecutive room messages go to a sealer that takes batches together (never with an outbound
+                    // transformer: those items are handled one by one in `encode_waiting`).
+                    let limit = self.sealer.as_ref().map_or(0, |s| s.room_batch_limit());
+                    if limit > 1 && matches!(batch.front(), Some(Outbound::Room(_))) {
+                        let run = take_run(frame, batch, limit);
+                        if let Err(code) = self.put_rooms(&run) {
+                            return Encoded::Done(Some(WriteEnd::Close(code)));
+                        }
+                        continue;
+                    }
+                    Payload::Room(frame)
+                }
                 Outbound::System(text) => Payload::Own(text),
                 Outbound::Pong(payload) => {
                     put_frame(&mut self.buf, OP_PONG, &payload);
@@ -359,13 +392,39 @@ impl<'a> Writer<'a> {
             Payload::Room(frame) => sealer.seal_room(&RoomMessage::new(frame), &mut frames),
             Payload::Own(text) => sealer.seal(text, &mut frames),
         };
+        let done = Sealed::from(frames);
+        self.sealed(mark, sealed, done)
+    }
+
+    /// Frames a run of consecutive room messages (at least two) through [`Sealer::seal_rooms`]: wsenc/1 sends
+    /// them as one batched group record.
+    fn put_rooms(&mut self, run: &[RoomFrame]) -> Result<(), CloseCode> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            for frame in run {
+                self.push_chunk(Chunk::Shared(frame.text_frame().clone()));
+            }
+            return Ok(());
+        };
+        let mark = self.buf.len();
+        let messages: Vec<RoomMessage<'_>> = run.iter().map(RoomMessage::new).collect();
+        let mut frames = Frames::new(&mut self.buf);
+        let sealed = sealer.seal_rooms(&messages, &mut frames);
+        let done = Sealed::from(frames);
+        self.sealed(mark, sealed, done)
+    }
+
+    /// What a sealing call left in the buffer from `mark` on: on failure it is dropped (the frames before it are
+    /// sent); otherwise its records are counted and its shared tails are queued in their places.
+    fn sealed(&mut self, mark: usize, sealed: Result<(), CloseCode>, done: Sealed) -> Result<(), CloseCode> {
         if let Err(code) = sealed {
             self.buf.truncate(mark);
             self.flush_own();
             return Err(code);
         }
-        self.shared.telemetry.records_out(frames.count());
-        let tails = frames.take_tails();
+        self.shared.telemetry.records_out(done.count);
+        let (single, batched) = done.groups;
+        self.shared.telemetry.group_records(single, batched);
+        let tails = done.tails;
         // A group record's shared body follows its header in the byte stream without being copied: the buffer
         // up to each body's place goes first, then the body.
         let mut sent = 0;
@@ -391,6 +450,26 @@ impl<'a> Writer<'a> {
             self.chunks.push_back(Chunk::Own(self.buf.split().freeze()));
         }
     }
+}
+
+/// `first` and the room messages right behind it in `batch`, up to `limit` of them and [`MAX_BATCH_TEXT`] bytes
+/// of text (`first` is always taken).
+fn take_run(first: RoomFrame, batch: &mut VecDeque<Outbound>, limit: usize) -> Vec<RoomFrame> {
+    let mut text = first.text_frame().text().len();
+    let mut run = vec![first];
+    while run.len() < limit {
+        let Some(Outbound::Room(next)) = batch.front() else {
+            break;
+        };
+        text = text.saturating_add(next.text_frame().text().len());
+        if text > MAX_BATCH_TEXT {
+            break;
+        }
+        if let Some(Outbound::Room(next)) = batch.pop_front() {
+            run.push(next);
+        }
+    }
+    run
 }
 
 /// Runs the outbound transformer, if any: `None` drops the message for this recipient, `Some(None)` sends it
