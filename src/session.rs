@@ -147,6 +147,14 @@ impl RoomFrame {
     pub(crate) fn text_frame(&self) -> &TextFrame {
         &self.0.text
     }
+
+    /// The sealed body as an element of a batched record's `bodies` (empty if it was never sealed).
+    pub(crate) fn element(&self, first: bool) -> &[u8] {
+        match self.0.body.get() {
+            Some(Some(body)) => body.batch_element_bytes(first),
+            _ => &[],
+        }
+    }
 }
 
 impl std::fmt::Debug for RoomFrame {
@@ -166,6 +174,15 @@ const SHARED_TAIL_MIN: usize = 2048;
 /// recipient's shared frame does (measured: BENCHMARKS.md, batched group records).
 const SHARED_ELEMENT_MIN: usize = 0;
 
+/// A shared piece of the byte stream that follows a group record's own bytes.
+pub(crate) enum SharedTail {
+    /// These bytes (a single group record's body and its closing `"}}`, §11.3).
+    Bytes(Bytes),
+    /// The body of the `index`th message handed to [`Sealer::seal_rooms`], as an element of a batched record's
+    /// `bodies` (§11.4): the writer sends it from the room frame it holds, with no reference count touched.
+    Element { index: usize, first: bool },
+}
+
 /// Where a [`Sealer`] puts what it sends: each frame is appended, already framed as a WebSocket text frame, to
 /// the connection's write buffer, so sealed records go out without another copy.
 pub struct Frames<'a> {
@@ -174,7 +191,9 @@ pub struct Frames<'a> {
     /// Group records among them (single, batched).
     groups: (u64, u64),
     /// Shared tails (group records' bodies) and the offsets in `buf` they follow.
-    tails: Vec<(usize, Bytes)>,
+    tails: Vec<(usize, SharedTail)>,
+    /// The index, in the messages handed to [`Sealer::seal_rooms`], of the batch's first body.
+    element_base: usize,
 }
 
 impl<'a> Frames<'a> {
@@ -184,13 +203,20 @@ impl<'a> Frames<'a> {
             count: 0,
             groups: (0, 0),
             tails: Vec::new(),
+            element_base: 0,
         }
     }
 
     /// The shared tails appended, each with the offset in the write buffer it follows (ascending): the writer
     /// sends the buffer up to there, then the tail, without copying it.
-    pub(crate) fn take_tails(&mut self) -> Vec<(usize, Bytes)> {
+    pub(crate) fn take_tails(&mut self) -> Vec<(usize, SharedTail)> {
         std::mem::take(&mut self.tails)
+    }
+
+    /// The bodies of the next batched record are those of the messages from `index` on (in the slice handed to
+    /// [`Sealer::seal_rooms`]), in order.
+    pub(crate) fn set_element_base(&mut self, index: usize) {
+        self.element_base = index;
     }
 
     /// Appends `text` as one text frame.
@@ -234,7 +260,7 @@ impl RecordSink for Frames<'_> {
         if tail.len() < SHARED_TAIL_MIN {
             self.buf.extend_from_slice(tail);
         } else {
-            self.tails.push((self.buf.len(), tail.clone()));
+            self.tails.push((self.buf.len(), SharedTail::Bytes(tail.clone())));
         }
     }
 
@@ -246,11 +272,13 @@ impl RecordSink for Frames<'_> {
         }
     }
 
-    fn put_element(&mut self, element: &Bytes) {
+    fn put_element(&mut self, index: usize, body: &SealedBody, first: bool) {
+        let element = body.batch_element_bytes(first);
         if element.len() < SHARED_ELEMENT_MIN {
             self.buf.extend_from_slice(element);
         } else {
-            self.tails.push((self.buf.len(), element.clone()));
+            let index = self.element_base.saturating_add(index);
+            self.tails.push((self.buf.len(), SharedTail::Element { index, first }));
         }
     }
 }

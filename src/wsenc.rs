@@ -230,7 +230,7 @@ impl Sealer for RecordSealer {
         }
         let pad = self.padding();
         let mut items = Vec::with_capacity(messages.len());
-        for message in messages {
+        for (i, message) in messages.iter().enumerate() {
             let group = (message.text().len() >= BATCH_RECORD_MIN_LEN)
                 .then(|| message.group(pad))
                 .flatten();
@@ -241,6 +241,7 @@ impl Sealer for RecordSealer {
                     self.seal_batch(&items, out)?;
                     items.clear();
                     Sealer::seal(self, message.text(), out)?;
+                    out.set_element_base(i + 1);
                 }
             }
         }

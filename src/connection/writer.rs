@@ -22,7 +22,7 @@ use crate::mailbox::{Outbound, Receiver, Task};
 use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_PONG, OP_TEXT, PING_FRAME};
 use crate::protocol::{event, outbound, CloseCode, Message as AppMessage};
 use crate::registry::Entry;
-use crate::session::{Frames, RoomFrame, RoomMessage, Sealer};
+use crate::session::{Frames, RoomFrame, RoomMessage, Sealer, SharedTail};
 use crate::shared::Shared;
 use crate::telemetry::HookKind;
 
@@ -152,6 +152,9 @@ enum Payload {
 enum Chunk {
     Shared(TextFrame),
     Own(Bytes),
+    /// A room message's sealed body as an element of a batched group record (wsenc/1 §11.4): `true` for the
+    /// first of its record.
+    Element(RoomFrame, bool),
 }
 
 impl Chunk {
@@ -159,6 +162,7 @@ impl Chunk {
         match self {
             Self::Shared(frame) => frame.wire(),
             Self::Own(bytes) => bytes,
+            Self::Element(frame, first) => frame.element(*first),
         }
     }
 
@@ -166,8 +170,8 @@ impl Chunk {
     /// frame needs here is rare.
     fn advance(&mut self, n: usize) {
         match self {
-            Self::Shared(frame) => {
-                *self = Self::Own(Bytes::copy_from_slice(frame.wire().get(n..).unwrap_or_default()));
+            Self::Shared(_) | Self::Element(..) => {
+                *self = Self::Own(Bytes::copy_from_slice(self.bytes().get(n..).unwrap_or_default()));
             }
             Self::Own(bytes) => bytes.advance(n),
         }
@@ -178,7 +182,7 @@ impl Chunk {
 struct Sealed {
     count: u64,
     groups: (u64, u64),
-    tails: Vec<(usize, Bytes)>,
+    tails: Vec<(usize, SharedTail)>,
 }
 
 impl From<Frames<'_>> for Sealed {
@@ -284,7 +288,7 @@ impl<'a> Writer<'a> {
                     let limit = self.sealer.as_ref().map_or(0, |s| s.room_batch_limit());
                     if limit > 1 && matches!(batch.front(), Some(Outbound::Room(_))) {
                         let run = take_run(frame, batch, limit);
-                        if let Err(code) = self.put_rooms(&run) {
+                        if let Err(code) = self.put_rooms(run) {
                             return Encoded::Done(Some(WriteEnd::Close(code)));
                         }
                         continue;
@@ -393,12 +397,12 @@ impl<'a> Writer<'a> {
             Payload::Own(text) => sealer.seal(text, &mut frames),
         };
         let done = Sealed::from(frames);
-        self.sealed(mark, sealed, done)
+        self.sealed(mark, sealed, done, Vec::new())
     }
 
     /// Frames a run of consecutive room messages (at least two) through [`Sealer::seal_rooms`]: wsenc/1 sends
     /// them as one batched group record.
-    fn put_rooms(&mut self, run: &[RoomFrame]) -> Result<(), CloseCode> {
+    fn put_rooms(&mut self, run: Vec<RoomFrame>) -> Result<(), CloseCode> {
         let Some(sealer) = self.sealer.as_mut() else {
             for frame in run {
                 self.push_chunk(Chunk::Shared(frame.text_frame().clone()));
@@ -410,12 +414,20 @@ impl<'a> Writer<'a> {
         let mut frames = Frames::new(&mut self.buf);
         let sealed = sealer.seal_rooms(&messages, &mut frames);
         let done = Sealed::from(frames);
-        self.sealed(mark, sealed, done)
+        drop(messages);
+        self.sealed(mark, sealed, done, run)
     }
 
     /// What a sealing call left in the buffer from `mark` on: on failure it is dropped (the frames before it are
     /// sent); otherwise its records are counted and its shared tails are queued in their places.
-    fn sealed(&mut self, mark: usize, sealed: Result<(), CloseCode>, done: Sealed) -> Result<(), CloseCode> {
+    /// `run`: the room frames whose bodies the tails may name.
+    fn sealed(
+        &mut self,
+        mark: usize,
+        sealed: Result<(), CloseCode>,
+        done: Sealed,
+        run: Vec<RoomFrame>,
+    ) -> Result<(), CloseCode> {
         if let Err(code) = sealed {
             self.buf.truncate(mark);
             self.flush_own();
@@ -427,12 +439,25 @@ impl<'a> Writer<'a> {
         let tails = done.tails;
         // A group record's shared body follows its header in the byte stream without being copied: the buffer
         // up to each body's place goes first, then the body.
+        // A batch's bodies follow each other with nothing in between: no empty buffer between them.
         let mut sent = 0;
+        self.chunks.reserve(tails.len() + 1);
+        // Element indexes ascend: each room frame moves into its chunk (no reference count touched).
+        let mut run = run.into_iter().enumerate();
         for (at, tail) in tails {
-            let own = self.buf.split_to(at.saturating_sub(sent));
-            sent = at;
-            self.chunks.push_back(Chunk::Own(own.freeze()));
-            self.chunks.push_back(Chunk::Own(tail));
+            if at > sent {
+                let own = self.buf.split_to(at - sent);
+                sent = at;
+                self.chunks.push_back(Chunk::Own(own.freeze()));
+            }
+            match tail {
+                SharedTail::Bytes(bytes) => self.chunks.push_back(Chunk::Own(bytes)),
+                SharedTail::Element { index, first } => {
+                    if let Some((_, frame)) = run.find(|(i, _)| *i == index) {
+                        self.chunks.push_back(Chunk::Element(frame, first));
+                    }
+                }
+            }
         }
         Ok(())
     }

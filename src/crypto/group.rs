@@ -273,6 +273,12 @@ impl SealedBody {
         self.wire.slice(start..end)
     }
 
+    /// [`Self::batch_element`] as a slice of the shared bytes.
+    pub fn batch_element_bytes(&self, first: bool) -> &[u8] {
+        let end = self.wire.len().saturating_sub(ENV_SUFFIX.len() - 1);
+        self.wire.get(usize::from(first).min(end)..end).unwrap_or_default()
+    }
+
     /// The body's base64url text (the envelope's `body` field).
     pub fn body_b64u(&self) -> &[u8] {
         let end = self.wire.len().saturating_sub(ENV_SUFFIX.len());

@@ -536,7 +536,7 @@ impl RecordSealer {
             Tail::Batch(items) => {
                 sink.group_record(true);
                 for (i, (_, body)) in items.iter().enumerate() {
-                    sink.put_element(&body.batch_element(i == 0));
+                    sink.put_element(i, body, i == 0);
                 }
                 sink.put_tail(&Bytes::from_static(ENV_BODIES_END));
             }
@@ -570,8 +570,10 @@ pub(crate) trait RecordSink {
     fn put_tail(&mut self, tail: &Bytes);
 
     /// Continues the record started by [`Self::next_prefix`] with one shared body of a batched record.
-    fn put_element(&mut self, element: &Bytes) {
-        self.put_tail(element);
+    /// `index`: the body's place in the batch; `first`: it opens the array.
+    fn put_element(&mut self, index: usize, body: &SealedBody, first: bool) {
+        let _ = index;
+        self.put_tail(&body.batch_element(first));
     }
 
     /// Told once per group record written: batched (§11.4) or single (§11.3). The default ignores it.
