@@ -295,28 +295,34 @@ impl fmt::Debug for SealedBody {
     }
 }
 
-/// What a sealer remembers about the room keys its client holds: the latest epoch sent per room.
+/// What a sealer remembers about the room keys its client holds: the latest epoch sent per room. It also keeps
+/// the buffer a batched record's header is built in (§11.4), so that a session that never gets group records
+/// holds neither.
 #[derive(Default)]
-pub(crate) struct KeysSent(Vec<(Arc<str>, u64)>);
+pub(crate) struct KeysSent {
+    sent: Vec<(Arc<str>, u64)>,
+    /// A batched header's plaintext (epochs and digests: not secret), reused.
+    pub(crate) header: Vec<u8>,
+}
 
 impl KeysSent {
     /// True if the client already holds `key` (it was sent and not forgotten since).
     pub(crate) fn holds(&self, key: &RoomKey) -> bool {
-        self.0
+        self.sent
             .iter()
             .any(|(room, epoch)| *epoch == key.epoch && **room == *key.room)
     }
 
     /// Records that `key` was sent: it replaces its room's earlier key. When full, everything is forgotten.
     pub(crate) fn sent(&mut self, key: &RoomKey) {
-        if let Some(slot) = self.0.iter_mut().find(|(room, _)| **room == *key.room) {
+        if let Some(slot) = self.sent.iter_mut().find(|(room, _)| **room == *key.room) {
             slot.1 = key.epoch;
             return;
         }
-        if self.0.len() >= MAX_KEYS_SENT {
-            self.0 = Vec::new();
+        if self.sent.len() >= MAX_KEYS_SENT {
+            self.sent = Vec::new();
         }
-        self.0.push((key.room.clone(), key.epoch));
+        self.sent.push((key.room.clone(), key.epoch));
     }
 }
 
@@ -474,6 +480,6 @@ mod tests {
             sent.sent(&key(&format!("r{i}"), 10 + i, 0));
         }
         assert!(!sent.holds(&a2), "full: forgotten, so it is sent again");
-        assert!(sent.0.len() <= MAX_KEYS_SENT);
+        assert!(sent.sent.len() <= MAX_KEYS_SENT);
     }
 }

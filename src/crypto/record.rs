@@ -228,8 +228,6 @@ pub struct RecordSealer {
     /// The room keys this session's client holds: boxed, and made at the first group record, so that an idle
     /// session stays small.
     keys_sent: Option<Box<KeysSent>>,
-    /// A batched record's header plaintext (not secret: epochs and digests), reused.
-    header_scratch: Vec<u8>,
 }
 
 impl RecordSealer {
@@ -248,7 +246,6 @@ impl RecordSealer {
             room_keys: false,
             batches: false,
             keys_sent: None,
-            header_scratch: Vec::new(),
         }
     }
 
@@ -312,11 +309,18 @@ impl RecordSealer {
         if self.seq.saturating_add(1) >= self.limit {
             self.key_update(sink)?;
         }
-        let mut header = std::mem::take(&mut self.header_scratch);
+        // Every item's key was just checked, so the box exists; its buffer is borrowed out while sealing.
+        let mut header = self
+            .keys_sent
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.header))
+            .unwrap_or_default();
         header.clear();
         group::batch_header(items.iter().map(|(_, body)| *body), &mut header);
         let sealed = self.seal_envelope(&header, None, HEADER_AAD_LABEL, Tail::Batch(items), sink);
-        self.header_scratch = header;
+        if let Some(sent) = self.keys_sent.as_mut() {
+            sent.header = header;
+        }
         sealed
     }
 
@@ -389,7 +393,9 @@ impl RecordSealer {
     pub fn release_idle_memory(&mut self) {
         self.keys.release_schedule();
         self.scratch = Vec::new();
-        self.header_scratch = Vec::new();
+        if let Some(sent) = self.keys_sent.as_mut() {
+            sent.header = Vec::new();
+        }
     }
 
     /// Seals one inner message (UTF-8 JSON `{"event":..,"data":..}`; the caller guarantees it is a
