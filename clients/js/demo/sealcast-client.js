@@ -378,6 +378,8 @@ var LABEL_GRP = utf8("wsenc/1 grp");
 var LABEL_DIG = utf8("wsenc/1 dig");
 var MAX_ROOM_KEYS = 4096;
 var ROOM_KEYS_FIELD = "roomKeys";
+var ROOM_KEYS_BATCHED = 2;
+var MAX_BATCH_BODIES = 256;
 var ZERO_SALT = new Uint8Array(32);
 var MAX_SAFE_SEQ = Number.MAX_SAFE_INTEGER;
 var MAX_EPOCH = 4294967295;
@@ -691,14 +693,22 @@ function checkEnvelopeData(d) {
     throw decryptionFailed();
   const keys = Object.keys(d);
   const group = keys.length === 4 && "body" in d;
-  if (keys.length !== 3 && !group)
+  const batch = keys.length === 4 && "bodies" in d;
+  if (keys.length !== 3 && !group && !batch)
     throw decryptionFailed();
-  const { seq, iv, ct, body } = d;
+  const { seq, iv, ct, body, bodies } = d;
   const n = integerLiteral(seq);
   if (n === null)
     throw decryptionFailed();
   if (typeof iv !== "string" || typeof ct !== "string")
     throw decryptionFailed();
+  if (batch) {
+    if (!Array.isArray(bodies) || bodies.length === 0 || bodies.length > MAX_BATCH_BODIES)
+      throw decryptionFailed();
+    if (!bodies.every((b) => typeof b === "string"))
+      throw decryptionFailed();
+    return { seq: n, iv, ct, bodies };
+  }
   if (!group)
     return { seq: n, iv, ct };
   if (typeof body !== "string")
@@ -738,12 +748,19 @@ var RecordOpener = class {
   tail = Promise.resolve();
   /** Group records (§11) accepted: the latest key per room, oldest first. Null unless enabled. */
   rooms = null;
+  /** Batched group records (§11.4) accepted, by `openFrameAll`/`openAll`. */
+  batches = false;
   constructor(state) {
     this.state = state;
   }
   /** Accept `room_key` and group records (§11): the server answered `roomKeys: 1`. */
   enableRoomKeys() {
     this.rooms ??= /* @__PURE__ */ new Map();
+  }
+  /** Accept batched group records too (§11.4): the server answered `roomKeys: 2`. Implies `enableRoomKeys`. */
+  enableRoomKeyBatches() {
+    this.enableRoomKeys();
+    this.batches = true;
   }
   /** The latest key received for `room` (for tests). */
   roomKey(room) {
@@ -759,48 +776,60 @@ var RecordOpener = class {
       throw serverAuthFailed();
     st.seq = 1;
   }
-  /** Open a whole frame (string). Returns null for a consumed `key_update`. */
+  /**
+   * Open a whole frame (string). Returns null for a consumed `key_update`. A batched group record (§11.4) carries
+   * several messages, so this refuses it (4005): sessions that enabled batches use `openFrameAll`.
+   */
   openFrame(text) {
-    return this.serialize(async () => this.openLocked(parseEncryptedFrame(text)));
+    return this.serialize(async () => single(await this.openLocked(parseEncryptedFrame(text), false)));
   }
-  /** Open the envelope `data` given as a strict-parsed or plain value. */
+  /** Open a whole frame: every message it carries, in order (none for a control record, several for a batch). */
+  openFrameAll(text) {
+    return this.serialize(async () => this.openLocked(parseEncryptedFrame(text), this.batches));
+  }
+  /** Open the envelope `data` given as a strict-parsed or plain value (batches refused, as `openFrame`). */
   open(d) {
-    return this.serialize(async () => {
-      if (!Number.isSafeInteger(d.seq) || d.seq < 0 || typeof d.iv !== "string" || typeof d.ct !== "string") {
-        throw decryptionFailed();
-      }
-      return this.openLocked(d);
-    });
+    return this.serialize(async () => single(await this.openLocked(checkedData(d), false)));
+  }
+  /** `open` for every message the envelope carries (batches accepted when enabled). */
+  openAll(d) {
+    return this.serialize(async () => this.openLocked(checkedData(d), this.batches));
   }
   serialize(fn) {
     const p = this.tail.then(fn);
     this.tail = p.catch(() => void 0);
     return p;
   }
-  async openLocked(d) {
+  async openLocked(d, batches) {
     const st = this.state;
     if (d.body !== void 0 && this.rooms === null)
+      throw decryptionFailed();
+    if (d.bodies !== void 0 && (!batches || d.body !== void 0))
       throw decryptionFailed();
     if (d.seq >= st.maxRecords)
       throw keyExhausted();
     if (d.seq !== st.seq)
       throw decryptionFailed();
-    let iv, ct, body;
+    let iv, ct, body, bodies;
     try {
       iv = decode(d.iv);
       ct = decode(d.ct);
       if (d.body !== void 0)
         body = decode(d.body);
+      if (d.bodies !== void 0)
+        bodies = d.bodies.map((b) => decode(b));
     } catch {
       throw decryptionFailed();
     }
     if (!bytesEqual(iv, st.nonce(d.seq)) || ct.length < 16)
       throw decryptionFailed();
-    const pt = await st.decrypt(d.seq, ct, body !== void 0);
+    const pt = await st.decrypt(d.seq, ct, body !== void 0 || bodies !== void 0);
     if (pt === null)
       throw decryptionFailed();
     if (body !== void 0)
-      return this.openGroupLocked(d.seq, pt, body);
+      return [await this.openGroupLocked(d.seq, pt, body)];
+    if (bodies !== void 0)
+      return this.openBatchLocked(d.seq, pt, bodies);
     let end = pt.length;
     while (end > 0 && pt[end - 1] === 0)
       end--;
@@ -821,19 +850,41 @@ var RecordOpener = class {
     st.seq = d.seq + 1;
     if (msg["event"] === "key_update") {
       await st.advanceEpoch();
-      return null;
+      return [];
     }
     if (msg["event"] === "room_key" && this.rooms !== null) {
       await this.storeRoomKey(text);
-      return null;
+      return [];
     }
-    return innerMessage(msg);
+    return [innerMessage(msg)];
   }
   /** §11.3 steps 4–8 for a header that opened: the key, the digest, the body. */
   async openGroupLocked(seq, header, body) {
     const st = this.state;
     if (header.length !== 40)
       throw decryptionFailed();
+    const msg = await this.openShared(header, body);
+    if (seq + 1 >= st.maxRecords)
+      throw keyExhausted();
+    st.seq = seq + 1;
+    return msg;
+  }
+  /** §11.4 steps 4–7: one 40-byte header per body, in order; every body checked before any is returned. */
+  async openBatchLocked(seq, header, bodies) {
+    const st = this.state;
+    if (header.length !== 40 * bodies.length)
+      throw decryptionFailed();
+    const out = [];
+    for (let i = 0; i < bodies.length; i++) {
+      out.push(await this.openShared(header.subarray(40 * i, 40 * (i + 1)), bodies[i]));
+    }
+    if (seq + 1 >= st.maxRecords)
+      throw keyExhausted();
+    st.seq = seq + 1;
+    return out;
+  }
+  /** §11.3 steps 5–7 for one body named by a 40-byte header `u64be(epoch) ‖ digest`. */
+  async openShared(header, body) {
     const dv = new DataView(header.buffer, header.byteOffset, 8);
     const epoch = dv.getUint32(0) * 2 ** 32 + dv.getUint32(4);
     let k;
@@ -858,9 +909,6 @@ var RecordOpener = class {
     if (!isPlainObject(msg) || typeof msg["event"] !== "string" || FORBIDDEN_INNER.has(msg["event"]) || msg["event"] === "key_update" || msg["event"] === "room_key") {
       throw decryptionFailed();
     }
-    if (seq + 1 >= st.maxRecords)
-      throw keyExhausted();
-    st.seq = seq + 1;
     return innerMessage(msg);
   }
   /** A `room_key` record (§11.2): exact schema, then the room's current key. */
@@ -899,6 +947,17 @@ var RecordOpener = class {
     }
   }
 };
+function single(all) {
+  if (all.length > 1)
+    throw decryptionFailed();
+  return all[0] ?? null;
+}
+function checkedData(d) {
+  if (!Number.isSafeInteger(d.seq) || d.seq < 0 || typeof d.iv !== "string" || typeof d.ct !== "string") {
+    throw decryptionFailed();
+  }
+  return d;
+}
 function innerMessage(msg) {
   const out = { event: msg["event"] };
   if ("data" in msg)
@@ -1347,8 +1406,9 @@ var SealcastClient = class {
         data["token"] = this.token;
       if (ephemeral && keys) {
         Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
-        if (this.opts.roomKeys !== false)
-          data[ROOM_KEYS_FIELD] = 1;
+        if (this.opts.roomKeys !== false) {
+          data[ROOM_KEYS_FIELD] = this.opts.roomKeyBatches !== false ? ROOM_KEYS_BATCHED : 1;
+        }
       }
       try {
         ws.send(JSON.stringify({ event: "authenticate", data }));
@@ -1377,8 +1437,7 @@ var SealcastClient = class {
       return;
     if (a.phase === "open") {
       if (a.session) {
-        const msg3 = await a.session.opener.openFrame(raw);
-        if (msg3)
+        for (const msg3 of await a.session.opener.openFrameAll(raw))
           this.dispatch(a, msg3);
         return;
       }
@@ -1427,6 +1486,9 @@ var SealcastClient = class {
       }
       if (this.opts.roomKeys !== false && d[ROOM_KEYS_FIELD] === 1)
         session.opener.enableRoomKeys();
+      if (this.opts.roomKeys !== false && this.opts.roomKeyBatches !== false && d[ROOM_KEYS_FIELD] === ROOM_KEYS_BATCHED) {
+        session.opener.enableRoomKeyBatches();
+      }
       a.session = session;
       info = { id: session.connId, userId: session.userId, time: String(d["time"] ?? ""), encrypted: true, kid: session.kid };
     } else {
