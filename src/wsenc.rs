@@ -51,13 +51,6 @@ pub struct WsEnc1 {
 /// (measured: BENCHMARKS.md, group records), and the header makes the frame longer.
 pub const GROUP_RECORD_MIN_LEN: usize = 1024;
 
-/// Room messages of a session that takes batched group records (wsenc/1 §11.4) join a batch from this length
-/// of their JSON text, in bytes: every length. Under one header per batch, a message's own cost is 40 bytes of
-/// header plaintext, so group records pay off at any length once a run has two or more messages (measured:
-/// BENCHMARKS.md, batched group records). A room message that arrives alone still follows
-/// [`GROUP_RECORD_MIN_LEN`].
-pub const BATCH_RECORD_MIN_LEN: usize = 0;
-
 /// The `authenticate` and `connected` field that negotiates group records (wsenc/1 §11).
 pub const ROOM_KEYS_FIELD: &str = "roomKeys";
 
@@ -231,10 +224,10 @@ impl Sealer for RecordSealer {
         let pad = self.padding();
         let mut items = Vec::with_capacity(messages.len());
         for (i, message) in messages.iter().enumerate() {
-            let group = (message.text().len() >= BATCH_RECORD_MIN_LEN)
-                .then(|| message.group(pad))
-                .flatten();
-            match group {
+            // Any length: under one header per run a message's own share is 40 bytes of header plaintext, so
+            // batched records pay off at 256 B already (BENCHMARKS.md, batched group records); a room message
+            // that leaves alone still follows GROUP_RECORD_MIN_LEN (`seal_room`).
+            match message.group(pad) {
                 Some(item) => items.push(item),
                 // A message that cannot join the batch ends it and goes per recipient, in order.
                 None => {
