@@ -269,9 +269,66 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
+fn batch_sealers() -> Vec<RecordSealer> {
+    let mut sealers = group_sealers();
+    for s in &mut sealers {
+        s.enable_room_key_batches();
+    }
+    sealers
+}
+
+/// The floor of §11.4 (issue 18): the per-recipient, per-message sealing cost of 256-byte room messages to 1,000
+/// members, in messages (deliveries) per second — a §11.3 record (one 40-byte header sealed, base64'd and framed
+/// per message) against batched records of `k` bodies (one header of 40 × k bytes per `k` messages). The shared
+/// bodies are sealed once per message, as the server does, inside the measurement.
+fn room_key_batches(c: &mut Criterion) {
+    let msg = message(256);
+    let mut g = c.benchmark_group("room_key_batches");
+    g.throughput(Throughput::Elements(MEMBERS as u64));
+    g.bench_function("single_header_1000x256B", |b| {
+        let mut sealers = group_sealers();
+        let key = fresh_room_key(1);
+        let mut out = Vec::with_capacity(4);
+        let mut counter = 0;
+        b.iter(|| {
+            let body = key.seal_body(counter % 1_000_000, black_box(&msg), None).unwrap();
+            counter += 1;
+            for s in &mut sealers {
+                out.clear();
+                s.seal_group(&key, &body, &mut out).unwrap();
+                black_box(&out);
+            }
+        })
+    });
+    for k in [2usize, 8, 32, 128] {
+        g.throughput(Throughput::Elements((MEMBERS * k) as u64));
+        g.bench_function(format!("batched_{k}_1000x256B"), |b| {
+            let mut sealers = batch_sealers();
+            let key = fresh_room_key(1);
+            let mut out = Vec::with_capacity(4);
+            let mut counter = 0u64;
+            b.iter(|| {
+                let bodies: Vec<_> = (0..k)
+                    .map(|_| {
+                        counter += 1;
+                        key.seal_body(counter % 1_000_000, black_box(&msg), None).unwrap()
+                    })
+                    .collect();
+                let items: Vec<_> = bodies.iter().map(|body| (&key, body)).collect();
+                for s in &mut sealers {
+                    out.clear();
+                    s.seal_group_batch(&items, &mut out).unwrap();
+                    black_box(&out);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = records, handshake, room_keys
+    targets = records, handshake, room_keys, room_key_batches
 }
 criterion_main!(benches);

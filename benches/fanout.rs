@@ -1,5 +1,6 @@
 //! Fan-out: one room of 1,000 local subscribers on real loopback WebSockets, plaintext, wsenc/1-encrypted per
-//! recipient, and wsenc/1 with group records (§11: sealed once, a header per recipient) in the same run. Each iteration sends a burst with `send_to_room` and waits until every subscriber has
+//! recipient, wsenc/1 with group records (§11: sealed once, a header per recipient) and with batched group
+//! records (§11.4: one header per run of queued messages) in the same run. Each iteration sends a burst with `send_to_room` and waits until every subscriber has
 //! received all of it, so the figure is end-to-end deliveries per second (serialise once, queue, seal per
 //! recipient if encrypted, write, client read). Subscribers count frames without parsing or decrypting them,
 //! so both modes spend the same client-side effort and the difference is the server's sealing.
@@ -25,16 +26,17 @@ struct Bench {
     received: Arc<AtomicU64>,
 }
 
-/// A subscriber of `room`; with `key`, a wsenc/1 session (advertising group records with `group`). Group
-/// subscribers do not count the `room_key` record that precedes a new key's first group record.
-async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, group: bool, counter: Arc<AtomicU64>) {
+/// A subscriber of `room`; with `key`, a wsenc/1 session (advertising `"roomKeys": group` when `group` is 1 or
+/// 2). Group subscribers do not count the `room_key` record that precedes a new key's first group record, and
+/// count each body of a batched record (§11.4) as a delivery.
+async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, group: u64, counter: Arc<AtomicU64>) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
     let mut data = Map::new();
     let hs = key.map(|_| ClientHandshake::new().expect("keygen"));
     if let Some(hs) = &hs {
         hs.insert_auth_fields(&mut data, None);
-        if group {
-            data.insert("roomKeys".into(), json!(1));
+        if group > 0 {
+            data.insert("roomKeys".into(), json!(group));
         }
     }
     let auth = json!({"event": "authenticate", "data": Value::Object(data)}).to_string();
@@ -61,10 +63,18 @@ async fn subscribe(url: &str, room: &str, key: Option<&StaticKey>, group: bool, 
         // The first text frame is the join's answer (`joined`), not a delivery.
         let mut answered = false;
         while let Some(Ok(m)) = ws.next().await {
-            // A delivered message is at least as long as its payload; the `room_key` records are shorter.
-            let counted = !group || m.len() >= PAYLOAD;
-            if m.is_text() && std::mem::replace(&mut answered, true) && counted {
-                counter.fetch_add(1, Ordering::Relaxed);
+            // A delivered message is at least as long as its payload; the `room_key` records are shorter. A
+            // batched record carries one message per body (base64url has no commas).
+            if !m.is_text() {
+                continue;
+            }
+            let data = m.into_data();
+            let n = match memchr::memmem::find(&data, b"\"bodies\":[") {
+                Some(at) => 1 + memchr::memchr_iter(b',', data.get(at..).unwrap_or_default()).count() as u64,
+                None => u64::from(group == 0 || data.len() >= PAYLOAD),
+            };
+            if std::mem::replace(&mut answered, true) {
+                counter.fetch_add(n, Ordering::Relaxed);
             }
         }
     });
@@ -90,12 +100,13 @@ async fn setup() -> Bench {
     });
     let received = Arc::new(AtomicU64::new(0));
     for _ in 0..SUBSCRIBERS {
-        subscribe(&url, "plain", None, false, received.clone()).await;
-        subscribe(&url, "enc", Some(&key), false, received.clone()).await;
-        subscribe(&url, "group", Some(&key), true, received.clone()).await;
+        subscribe(&url, "plain", None, 0, received.clone()).await;
+        subscribe(&url, "enc", Some(&key), 0, received.clone()).await;
+        subscribe(&url, "group", Some(&key), 1, received.clone()).await;
+        subscribe(&url, "batch", Some(&key), 2, received.clone()).await;
     }
     let members = |room| server.clients_by_room(room).len();
-    while members("plain") + members("enc") + members("group") < 3 * SUBSCRIBERS {
+    while members("plain") + members("enc") + members("group") + members("batch") < 4 * SUBSCRIBERS {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Bench { server, received }
@@ -112,6 +123,7 @@ fn fanout(c: &mut Criterion) {
         ("plaintext_room_1000_256B", "plain"),
         ("encrypted_room_1000_256B", "enc"),
         ("group_records_room_1000_256B", "group"),
+        ("batched_group_records_room_1000_256B", "batch"),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {

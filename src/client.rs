@@ -56,6 +56,7 @@ pub struct ClientConfig {
     require_encryption: bool,
     max_records_per_epoch: u64,
     room_keys: bool,
+    room_key_batches: bool,
     token_provider: Option<TokenProvider>,
     refresh_margin: Duration,
     backoff_initial: Duration,
@@ -86,6 +87,7 @@ impl ClientConfig {
             require_encryption: true,
             max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
             room_keys: true,
+            room_key_batches: true,
             token_provider: None,
             refresh_margin: Duration::from_secs(60),
             backoff_initial: Duration::from_millis(500),
@@ -160,6 +162,14 @@ impl ClientConfig {
     /// per-recipient record.
     pub fn room_keys(mut self, enabled: bool) -> Self {
         self.room_keys = enabled;
+        self
+    }
+
+    /// Whether to advertise batched group records too (wsenc/1 §11.4, `"roomKeys": 2`; default: true): a burst
+    /// of room messages then arrives as one record with one header for all of them. Off (with
+    /// [`Self::room_keys`] on) the client offers `"roomKeys": 1`.
+    pub fn room_key_batches(mut self, enabled: bool) -> Self {
+        self.room_key_batches = enabled;
         self
     }
 }
@@ -353,6 +363,8 @@ pub struct Client {
     out: Vec<Bytes>,
     /// Messages that arrived while a `join` or a `publish` waited for its answer, for `recv`.
     held: VecDeque<Message>,
+    /// The rest of a batched group record's messages (wsenc/1 §11.4), read before the socket.
+    unread: VecDeque<Vec<u8>>,
     /// The next publish id.
     next_id: u64,
 }
@@ -380,7 +392,12 @@ impl Client {
             let hs = ClientHandshake::new()?;
             hs.insert_auth_fields(&mut auth, config.kid);
             if config.room_keys {
-                auth.insert(crate::wsenc::ROOM_KEYS_FIELD.into(), Value::from(1));
+                let offer = if config.room_key_batches {
+                    crate::wsenc::ROOM_KEYS_BATCHED
+                } else {
+                    1
+                };
+                auth.insert(crate::wsenc::ROOM_KEYS_FIELD.into(), Value::from(offer));
             }
             Some(hs)
         };
@@ -394,6 +411,7 @@ impl Client {
             connected,
             out: Vec::new(),
             held: VecDeque::new(),
+            unread: VecDeque::new(),
             next_id: 0,
         };
         if let Some(hs) = handshake {
@@ -401,8 +419,17 @@ impl Client {
             let (mut sealer, mut opener) =
                 hs.finish(&config.pinned, &hello, client.id(), client.user_id().unwrap_or(""))?;
             // Group records only when both sides asked for them; the server's answer is what counts.
-            if config.room_keys && client.connected.get(crate::wsenc::ROOM_KEYS_FIELD) == Some(&Value::from(1)) {
-                opener.enable_room_keys();
+            let answer = client
+                .connected
+                .get(crate::wsenc::ROOM_KEYS_FIELD)
+                .and_then(Value::as_u64);
+            match answer {
+                Some(1) if config.room_keys => opener.enable_room_keys(),
+                Some(crate::wsenc::ROOM_KEYS_BATCHED) if config.room_keys && config.room_key_batches => {
+                    opener.enable_room_key_batches();
+                }
+                // An answer the client did not offer: the record layer refuses group records (4005).
+                _ => {}
             }
             sealer
                 .set_epoch_limit(config.max_records_per_epoch)
@@ -586,19 +613,26 @@ impl Client {
     /// The next message from the socket.
     async fn read(&mut self) -> Result<Message, ClientError> {
         loop {
-            let Some(text) = next_text(&mut self.ws).await? else {
-                continue;
-            };
-            let inner = match self.opener.as_mut() {
-                None => text.into_bytes(),
-                Some(opener) => match opener.open(text.as_bytes()) {
-                    Ok(Some(inner)) => inner,
-                    Ok(None) => continue,
-                    Err(OpenError::NotEncrypted) => {
-                        return Err(ClientError::Protocol("plaintext frame on an encrypted session"))
+            let inner = match self.unread.pop_front() {
+                Some(inner) => inner,
+                None => {
+                    let Some(text) = next_text(&mut self.ws).await? else {
+                        continue;
+                    };
+                    match self.opener.as_mut() {
+                        None => text.into_bytes(),
+                        Some(opener) => match opener.open_all(text.as_bytes()) {
+                            Ok(all) => {
+                                self.unread.extend(all);
+                                continue;
+                            }
+                            Err(OpenError::NotEncrypted) => {
+                                return Err(ClientError::Protocol("plaintext frame on an encrypted session"))
+                            }
+                            Err(e) => return Err(e.into()),
+                        },
                     }
-                    Err(e) => return Err(e.into()),
-                },
+                }
             };
             let v: Value = serde_json::from_slice(&inner).map_err(|_| ClientError::Protocol("invalid JSON"))?;
             let event_name = str_field(&v, "event").ok_or(ClientError::Protocol("message without event"))?;

@@ -31,6 +31,10 @@ pub struct Config {
     /// wsenc/1 records per direction and epoch before a key update; past it the peer is closed 4006. Default 2^20,
     /// which is also the maximum (lower it only for tests).
     pub max_records_per_epoch: u64,
+    /// Send wsenc/1 group records (§11: a room message sealed once, a small header per recipient; §11.4 batches)
+    /// to clients that advertise them. Off, every room message is a per-recipient record and `connected` never
+    /// carries `roomKeys`. Default `true`.
+    pub room_keys: bool,
     /// Largest inbound message after authentication, in bytes; larger closes 1009. Default 128 KiB.
     pub max_payload_length: usize,
     /// Largest inbound message before authentication, in bytes; larger closes 1009. Default 8 KiB.
@@ -126,6 +130,7 @@ impl Default for Config {
             encrypted_batch_limit: 10,
             require_encryption: true,
             max_records_per_epoch: crate::crypto::MAX_RECORDS_PER_EPOCH,
+            room_keys: true,
             max_payload_length: 128 * 1024,
             max_preauth_payload_length: 8 * 1024,
             outbound_queue: 1024,
@@ -405,6 +410,7 @@ mod tests {
                 "max_records_per_epoch",
                 format!("2^{}", d.max_records_per_epoch.ilog2()),
             ),
+            ("room_keys", flag(d.room_keys)),
             ("max_payload_length", bytes(d.max_payload_length)),
             ("max_preauth_payload_length", bytes(d.max_preauth_payload_length)),
             ("outbound_queue", count(d.outbound_queue)),

@@ -90,6 +90,10 @@ metrics! {
         "Connections closed 4007 because their outbound queue overflowed.";
     counter WSENC_HANDSHAKES = "sealcast_wsenc_handshakes_total",
         "wsenc/1 handshakes attempted (elliptic-curve work done).";
+    counter ROOM_KEY_ROTATIONS = "sealcast_room_key_rotations_total",
+        "Room keys made (wsenc/1 group records): a room's first group message, and its next after a membership change or a spent key.";
+    counter GROUP_RECORDS = "sealcast_group_records_total",
+        "wsenc/1 group records sent (label `form`: single, batched); each is also one outbound record.";
 }
 
 /// Bucket upper bounds, in seconds, for each histogram: give them to the Prometheus exporter (see the module's

@@ -9,7 +9,7 @@
 use std::borrow::Borrow;
 use std::collections::{hash_map, HashMap, HashSet};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -33,9 +33,10 @@ pub(crate) struct Entry {
     /// and logs, hooks and `connected` show it.
     pub(crate) id_str: Arc<str>,
     pub(crate) mailbox: Arc<Mailbox>,
-    /// The session takes group records (wsenc/1 §11): room fan-outs prepare the room key's shared body for it.
-    /// Set once, before the connection enters any room.
-    room_keys: AtomicBool,
+    /// The group records the session takes (wsenc/1 §11): 0 none, 1 single (§11.3; room fan-outs of long
+    /// messages prepare the room key's shared body for it), 2 batched too (§11.4; every room fan-out does). Set
+    /// once, before the connection enters any room.
+    room_keys: AtomicU8,
     connected_at: SystemTime,
     state: Mutex<EntryState>,
 }
@@ -107,7 +108,7 @@ impl Entry {
             id,
             id_str: id.to_string().into(),
             mailbox,
-            room_keys: AtomicBool::new(false),
+            room_keys: AtomicU8::new(0),
             connected_at: SystemTime::now(),
             state: Mutex::new(EntryState {
                 phase: ClientState::Unauthorized,
@@ -119,13 +120,20 @@ impl Entry {
         })
     }
 
-    /// Marks the session as taking group records (before [`Registry::authenticate`] puts it in rooms).
-    pub(crate) fn set_room_keys(&self) {
-        self.room_keys.store(true, Ordering::Relaxed);
+    /// Marks the session as taking group records, batched ones too if `batches` (before
+    /// [`Registry::authenticate`] puts it in rooms).
+    pub(crate) fn set_room_keys(&self, batches: bool) {
+        self.room_keys.store(if batches { 2 } else { 1 }, Ordering::Relaxed);
     }
 
-    fn takes_room_keys(&self) -> bool {
-        self.room_keys.load(Ordering::Relaxed)
+    /// True if this room fan-out should reach the session as room frames: it takes batched group records (any
+    /// message may join a batch), or single ones and the fan-out has a message long enough for one.
+    fn takes_room_frames(&self, long: bool) -> bool {
+        match self.room_keys.load(Ordering::Relaxed) {
+            0 => false,
+            1 => long,
+            _ => true,
+        }
     }
 
     pub(crate) fn phase(&self) -> ClientState {
@@ -276,14 +284,22 @@ impl Members {
 }
 
 /// Queues a room's `frames` for every member not in `exclude`: group-capable members get them as room frames
-/// under the room's current key (prepared once, at the first such member), the others as they are.
-fn deliver_room(index: &Index, room: &RoomName, keys: &RoomKeys, frames: &[TextFrame], exclude: &Exclude) -> usize {
+/// under the room's current key (prepared once, at the first such member), the others as they are. `long`: a
+/// frame is long enough for a single group record (members that take only those get room frames only then).
+fn deliver_room(
+    index: &Index,
+    room: &RoomName,
+    keys: &RoomKeys,
+    frames: &[TextFrame],
+    exclude: &Exclude,
+    long: bool,
+) -> usize {
     let mut group: Option<Option<Vec<crate::session::RoomFrame>>> = None;
     index
         .iter()
         .filter(|(id, _)| !exclude.skips(id))
         .filter(|(_, e)| {
-            if e.takes_room_keys() {
+            if e.takes_room_frames(long) {
                 if let Some(room_frames) = group.get_or_insert_with(|| keys.frames(room, frames)) {
                     return e.mailbox.push_room_frames(room_frames);
                 }
@@ -360,10 +376,10 @@ impl Registry {
         Self {
             idx: RwLock::new(Indexes::default()),
             bus,
+            room_keys: RoomKeys::new(telemetry.clone()),
             telemetry,
             max_rooms_per_client,
             presence,
-            room_keys: RoomKeys::default(),
         }
     }
 
@@ -561,9 +577,11 @@ impl Registry {
             }
             Target::Room(room) => {
                 return match idx.rooms.get(room) {
-                    // Group records pay off only with several recipients and messages that are not short.
-                    Some(Members::Many(map)) if frames.iter().any(|f| f.text().len() >= GROUP_RECORD_MIN_LEN) => {
-                        deliver_room(map, room, &self.room_keys, frames, exclude)
+                    // Group records pay off only with several recipients; single ones (§11.3) only for messages that
+                    // are not short, batched ones (§11.4) for any.
+                    Some(Members::Many(map)) => {
+                        let long = frames.iter().any(|f| f.text().len() >= GROUP_RECORD_MIN_LEN);
+                        deliver_room(map, room, &self.room_keys, frames, exclude, long)
                     }
                     Some(one) => one.deliver(frames, exclude),
                     None => 0,

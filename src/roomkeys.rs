@@ -18,6 +18,7 @@ use crate::crypto::RoomKey;
 use crate::protocol::outbound::TextFrame;
 use crate::protocol::RoomName;
 use crate::session::RoomFrame;
+use crate::telemetry::Telemetry;
 
 /// A room's current key and the next body counter under it.
 struct Current {
@@ -29,6 +30,8 @@ struct Current {
 #[derive(Default)]
 pub(crate) struct RoomKeys {
     inner: Mutex<State>,
+    /// Counts the keys made (`sealcast_room_key_rotations_total`).
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 #[derive(Default)]
@@ -39,6 +42,14 @@ struct State {
 }
 
 impl RoomKeys {
+    /// No keys yet; every key made is counted in `telemetry`.
+    pub(crate) fn new(telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            telemetry: Some(telemetry),
+        }
+    }
+
     /// `frames` as room frames under `room`'s current key (made now if there is none, or if the current one has
     /// sealed its last body), each with its own counter. `None` if no key could be made (no OS randomness): the
     /// caller then delivers per-recipient records.
@@ -55,6 +66,9 @@ impl RoomKeys {
             random_bytes(&mut *bytes).ok()?;
             let key = RoomKey::new(room.as_shared(), epoch, bytes).ok()?;
             state.epoch = epoch;
+            if let Some(telemetry) = &self.telemetry {
+                telemetry.room_key_rotation();
+            }
             state.keys.insert(
                 room.clone(),
                 Current {

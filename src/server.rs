@@ -610,6 +610,8 @@ impl ServerBuilder {
         require_encryption: bool,
         /// wsenc/1 records per epoch before a key update (default 2^20).
         max_records_per_epoch: u64,
+        /// wsenc/1 group records (§11, batched §11.4) for clients that advertise them (default on).
+        room_keys: bool,
         /// Largest inbound message after authentication (default 128 KiB).
         max_payload_length: usize,
         /// Largest inbound message before authentication (default 8 KiB).
@@ -761,6 +763,7 @@ impl ServerBuilder {
             self.static_keys.as_ref().map(|keys| {
                 let wsenc = WsEnc1::with_shared_keys(keys.clone())
                     .max_records_per_epoch(self.config.max_records_per_epoch)
+                    .room_keys(self.config.room_keys)
                     .with_telemetry(telemetry.clone());
                 Arc::new(wsenc) as Arc<Handshake>
             })

@@ -107,6 +107,9 @@ pub(crate) struct Telemetry {
     hook_failures: AtomicU64,
     records_in: Counter,
     records_out: Counter,
+    room_key_rotations: Counter,
+    group_single: Counter,
+    group_batched: Counter,
     key_updates: Counter,
     queue_drops: Counter,
     slow_consumer_closes: Counted,
@@ -150,6 +153,9 @@ impl Telemetry {
             hook_failures: AtomicU64::new(0),
             records_in: counter!(RECORDS, "direction" => "in"),
             records_out: counter!(RECORDS, "direction" => "out"),
+            room_key_rotations: counter!(ROOM_KEY_ROTATIONS),
+            group_single: counter!(GROUP_RECORDS, "form" => "single"),
+            group_batched: counter!(GROUP_RECORDS, "form" => "batched"),
             key_updates: counter!(KEY_UPDATES),
             queue_drops: counter!(QUEUE_DROPS),
             slow_consumer_closes: Counted::new(counter!(SLOW_CONSUMER_CLOSES)),
@@ -255,6 +261,21 @@ impl Telemetry {
     /// Records sealed for a client.
     pub(crate) fn records_out(&self, n: u64) {
         self.records_out.increment(n);
+    }
+
+    /// A room key was made (wsenc/1 §11.2).
+    pub(crate) fn room_key_rotation(&self) {
+        self.room_key_rotations.increment(1);
+    }
+
+    /// Group records sent: `single` with one `body` (§11.3), `batched` with `bodies` (§11.4).
+    pub(crate) fn group_records(&self, single: u64, batched: u64) {
+        if single > 0 {
+            self.group_single.increment(single);
+        }
+        if batched > 0 {
+            self.group_batched.increment(batched);
+        }
     }
 
     /// A client switched to its next epoch's keys.

@@ -54,10 +54,21 @@ pub const GROUP_RECORD_MIN_LEN: usize = 1024;
 /// The `authenticate` and `connected` field that negotiates group records (wsenc/1 §11).
 pub const ROOM_KEYS_FIELD: &str = "roomKeys";
 
-/// True if the `authenticate` payload advertises group records: `"roomKeys": 1`. Any other value (a later
-/// version, a string, `true`) is not this extension and is ignored.
+/// The `roomKeys` value of batched group records (wsenc/1 §11.4; it implies the single ones, value 1).
+pub const ROOM_KEYS_BATCHED: u64 = 2;
+
+/// True if the `authenticate` payload advertises group records: `"roomKeys": 1`, or `2` (batched ones too).
+/// Any other value (a later version, a string, `true`) is not this extension and is ignored.
 pub fn advertises_room_keys(data: &Map<String, Value>) -> bool {
-    data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64) == Some(1)
+    matches!(
+        data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64),
+        Some(1 | ROOM_KEYS_BATCHED)
+    )
+}
+
+/// True if the `authenticate` payload advertises batched group records (wsenc/1 §11.4): `"roomKeys": 2`.
+pub fn advertises_room_key_batches(data: &Map<String, Value>) -> bool {
+    data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64) == Some(ROOM_KEYS_BATCHED)
 }
 
 impl std::fmt::Debug for WsEnc1 {
@@ -118,6 +129,7 @@ impl WsEnc1 {
     /// Runs the server side of the handshake on an `authenticate` payload.
     pub fn establish(&self, client_id: &str, user_id: Option<&str>, data: Map<String, Value>) -> HandshakeOutcome {
         let room_keys = self.room_keys && advertises_room_keys(&data);
+        let batches = room_keys && advertises_room_key_batches(&data);
         let request = match crypto::HandshakeRequest::from_auth_data(&Value::Object(data)) {
             Ok(Some(request)) => request,
             Ok(None) => return HandshakeOutcome::Plaintext,
@@ -139,7 +151,10 @@ impl WsEnc1 {
         sealer.set_padding(self.padding);
         let mut connected_fields = Map::new();
         hello.insert_into(&mut connected_fields);
-        if room_keys {
+        if batches {
+            sealer.enable_room_key_batches();
+            connected_fields.insert(ROOM_KEYS_FIELD.into(), Value::from(ROOM_KEYS_BATCHED));
+        } else if room_keys {
             sealer.enable_room_keys();
             connected_fields.insert(ROOM_KEYS_FIELD.into(), Value::from(1));
         }
@@ -189,6 +204,56 @@ impl Sealer for RecordSealer {
 
     fn room_keys(&self) -> bool {
         self.room_keys_enabled()
+    }
+
+    fn room_batch_limit(&self) -> usize {
+        if self.room_key_batches_enabled() {
+            crypto::group::MAX_BATCH_BODIES
+        } else {
+            0
+        }
+    }
+
+    fn seal_rooms(&mut self, messages: &[RoomMessage<'_>], out: &mut Frames<'_>) -> Result<(), CloseCode> {
+        if !self.room_key_batches_enabled() {
+            for message in messages {
+                self.seal_room(message, out)?;
+            }
+            return Ok(());
+        }
+        let pad = self.padding();
+        let mut items = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            // Any length: under one header per run a message's own share is 40 bytes of header plaintext, so
+            // batched records pay off at 256 B already (BENCHMARKS.md, batched group records); a room message
+            // that leaves alone still follows GROUP_RECORD_MIN_LEN (`seal_room`).
+            match message.group(pad) {
+                Some(item) => items.push(item),
+                // A message that cannot join the batch ends it and goes per recipient, in order.
+                None => {
+                    self.seal_batch(&items, out)?;
+                    items.clear();
+                    Sealer::seal(self, message.text(), out)?;
+                    out.set_element_base(i + 1);
+                }
+            }
+        }
+        self.seal_batch(&items, out)
+    }
+}
+
+impl RecordSealer {
+    /// One batched group record for `items`, if there are any.
+    fn seal_batch(
+        &mut self,
+        items: &[(&crypto::RoomKey, &crypto::SealedBody)],
+        out: &mut Frames<'_>,
+    ) -> Result<(), CloseCode> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.seal_group_batch_to(items, out)
+            .map_err(|e| close_code(e.close_code()))
     }
 }
 

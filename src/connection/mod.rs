@@ -519,7 +519,7 @@ impl Reader<'_> {
         self.mailbox().push_system(connected);
         if let Some(sealer) = e.sealer {
             if sealer.room_keys() {
-                self.entry.set_room_keys();
+                self.entry.set_room_keys(sealer.room_batch_limit() > 1);
             }
             self.mailbox().push(Outbound::Encrypt(sealer));
         }

@@ -22,7 +22,7 @@ use crate::mailbox::{Outbound, Receiver, Task};
 use crate::protocol::outbound::{put_frame, TextFrame, OP_CLOSE, OP_PONG, OP_TEXT, PING_FRAME};
 use crate::protocol::{event, outbound, CloseCode, Message as AppMessage};
 use crate::registry::Entry;
-use crate::session::{Frames, RoomFrame, RoomMessage, Sealer};
+use crate::session::{Frames, RoomFrame, RoomMessage, Sealer, SharedTail};
 use crate::shared::Shared;
 use crate::telemetry::HookKind;
 
@@ -152,6 +152,9 @@ enum Payload {
 enum Chunk {
     Shared(TextFrame),
     Own(Bytes),
+    /// A room message's sealed body as an element of a batched group record (wsenc/1 §11.4): `true` for the
+    /// first of its record.
+    Element(RoomFrame, bool),
 }
 
 impl Chunk {
@@ -159,6 +162,7 @@ impl Chunk {
         match self {
             Self::Shared(frame) => frame.wire(),
             Self::Own(bytes) => bytes,
+            Self::Element(frame, first) => frame.element(*first),
         }
     }
 
@@ -166,13 +170,34 @@ impl Chunk {
     /// frame needs here is rare.
     fn advance(&mut self, n: usize) {
         match self {
-            Self::Shared(frame) => {
-                *self = Self::Own(Bytes::copy_from_slice(frame.wire().get(n..).unwrap_or_default()));
+            Self::Shared(_) | Self::Element(..) => {
+                *self = Self::Own(Bytes::copy_from_slice(self.bytes().get(n..).unwrap_or_default()));
             }
             Self::Own(bytes) => bytes.advance(n),
         }
     }
 }
+
+/// What a sealing call appended besides the bytes in the buffer.
+struct Sealed {
+    count: u64,
+    groups: (u64, u64),
+    tails: Vec<(usize, SharedTail)>,
+}
+
+impl From<Frames<'_>> for Sealed {
+    fn from(mut frames: Frames<'_>) -> Self {
+        Self {
+            count: frames.count(),
+            groups: frames.group_records(),
+            tails: frames.take_tails(),
+        }
+    }
+}
+
+/// Most message text (bytes of JSON) one batched group record (wsenc/1 §11.4) carries: its frame stays near
+/// 64 KiB, far below any client's frame limit. A longer message is sealed on its own.
+const MAX_BATCH_TEXT: usize = 48 * 1024;
 
 /// Bytes a sealed record adds to its text besides the base64 growth (wsenc/1: the envelope, the nonce and the
 /// frame header come to about 90); used only to size the write buffer up front.
@@ -257,7 +282,19 @@ impl<'a> Writer<'a> {
             }
             let payload = match item {
                 Outbound::Text(frame) => Payload::Shared(frame),
-                Outbound::Room(frame) => Payload::Room(frame),
+                Outbound::Room(frame) => {
+                    // Consecutive room messages go to a sealer that takes batches together (never with an outbound
+                    // transformer: those items are handled one by one in `encode_waiting`).
+                    let limit = self.sealer.as_ref().map_or(0, |s| s.room_batch_limit());
+                    if limit > 1 && matches!(batch.front(), Some(Outbound::Room(_))) {
+                        let run = take_run(frame, batch, limit);
+                        if let Err(code) = self.put_rooms(run) {
+                            return Encoded::Done(Some(WriteEnd::Close(code)));
+                        }
+                        continue;
+                    }
+                    Payload::Room(frame)
+                }
                 Outbound::System(text) => Payload::Own(text),
                 Outbound::Pong(payload) => {
                     put_frame(&mut self.buf, OP_PONG, &payload);
@@ -359,21 +396,68 @@ impl<'a> Writer<'a> {
             Payload::Room(frame) => sealer.seal_room(&RoomMessage::new(frame), &mut frames),
             Payload::Own(text) => sealer.seal(text, &mut frames),
         };
+        let done = Sealed::from(frames);
+        self.sealed(mark, sealed, done, Vec::new())
+    }
+
+    /// Frames a run of consecutive room messages (at least two) through [`Sealer::seal_rooms`]: wsenc/1 sends
+    /// them as one batched group record.
+    fn put_rooms(&mut self, run: Vec<RoomFrame>) -> Result<(), CloseCode> {
+        let Some(sealer) = self.sealer.as_mut() else {
+            for frame in run {
+                self.push_chunk(Chunk::Shared(frame.text_frame().clone()));
+            }
+            return Ok(());
+        };
+        let mark = self.buf.len();
+        let messages: Vec<RoomMessage<'_>> = run.iter().map(RoomMessage::new).collect();
+        let mut frames = Frames::new(&mut self.buf);
+        let sealed = sealer.seal_rooms(&messages, &mut frames);
+        let done = Sealed::from(frames);
+        drop(messages);
+        self.sealed(mark, sealed, done, run)
+    }
+
+    /// What a sealing call left in the buffer from `mark` on: on failure it is dropped (the frames before it are
+    /// sent); otherwise its records are counted and its shared tails are queued in their places.
+    /// `run`: the room frames whose bodies the tails may name.
+    fn sealed(
+        &mut self,
+        mark: usize,
+        sealed: Result<(), CloseCode>,
+        done: Sealed,
+        run: Vec<RoomFrame>,
+    ) -> Result<(), CloseCode> {
         if let Err(code) = sealed {
             self.buf.truncate(mark);
             self.flush_own();
             return Err(code);
         }
-        self.shared.telemetry.records_out(frames.count());
-        let tails = frames.take_tails();
+        self.shared.telemetry.records_out(done.count);
+        let (single, batched) = done.groups;
+        self.shared.telemetry.group_records(single, batched);
+        let tails = done.tails;
         // A group record's shared body follows its header in the byte stream without being copied: the buffer
         // up to each body's place goes first, then the body.
+        // A batch's bodies follow each other with nothing in between: no empty buffer between them.
         let mut sent = 0;
+        self.chunks.reserve(tails.len() + 1);
+        // Element indexes ascend: each room frame moves into its chunk (no reference count touched).
+        let mut run = run.into_iter().enumerate();
         for (at, tail) in tails {
-            let own = self.buf.split_to(at.saturating_sub(sent));
-            sent = at;
-            self.chunks.push_back(Chunk::Own(own.freeze()));
-            self.chunks.push_back(Chunk::Own(tail));
+            if at > sent {
+                let own = self.buf.split_to(at - sent);
+                sent = at;
+                self.chunks.push_back(Chunk::Own(own.freeze()));
+            }
+            match tail {
+                SharedTail::Bytes(bytes) => self.chunks.push_back(Chunk::Own(bytes)),
+                SharedTail::Element { index, first } => {
+                    if let Some((_, frame)) = run.find(|(i, _)| *i == index) {
+                        self.chunks.push_back(Chunk::Element(frame, first));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -391,6 +475,26 @@ impl<'a> Writer<'a> {
             self.chunks.push_back(Chunk::Own(self.buf.split().freeze()));
         }
     }
+}
+
+/// `first` and the room messages right behind it in `batch`, up to `limit` of them and [`MAX_BATCH_TEXT`] bytes
+/// of text (`first` is always taken).
+fn take_run(first: RoomFrame, batch: &mut VecDeque<Outbound>, limit: usize) -> Vec<RoomFrame> {
+    let mut text = first.text_frame().text().len();
+    let mut run = vec![first];
+    while run.len() < limit {
+        let Some(Outbound::Room(next)) = batch.front() else {
+            break;
+        };
+        text = text.saturating_add(next.text_frame().text().len());
+        if text > MAX_BATCH_TEXT {
+            break;
+        }
+        if let Some(Outbound::Room(next)) = batch.pop_front() {
+            run.push(next);
+        }
+    }
+    run
 }
 
 /// Runs the outbound transformer, if any: `None` drops the message for this recipient, `Some(None)` sends it

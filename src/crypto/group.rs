@@ -34,6 +34,8 @@ pub const MAX_ROOM_KEYS: usize = 4096;
 pub const MAX_KEYS_SENT: usize = 1024;
 /// The inner event that carries a room key inside an ordinary record.
 pub const ROOM_KEY_EVENT: &str = "room_key";
+/// Most bodies one batched group record (§11.4) may carry; a receiver refuses more.
+pub const MAX_BATCH_BODIES: usize = 256;
 
 const BODY_LABEL: &[u8; 11] = b"wsenc/1 grp";
 const DIGEST_LABEL: &[u8; 11] = b"wsenc/1 dig";
@@ -134,8 +136,11 @@ impl RoomKey {
         body.extend_from_slice(&tag);
         let digest = self.digest(&body);
         let encoded = b64::encoded_len(body.len());
-        let mut wire = BytesMut::zeroed(encoded);
-        b64::encode_into(&body, &mut wire).map_err(|_| SealError::TooLarge)?;
+        let mut wire = BytesMut::with_capacity(WIRE_LEAD.len() + encoded + ENV_SUFFIX.len());
+        wire.put_slice(WIRE_LEAD);
+        wire.resize(WIRE_LEAD.len() + encoded, 0);
+        b64::encode_into(&body, wire.get_mut(WIRE_LEAD.len()..).unwrap_or_default())
+            .map_err(|_| SealError::TooLarge)?;
         wire.put_slice(ENV_SUFFIX);
         Ok(SealedBody {
             epoch: self.epoch,
@@ -229,12 +234,18 @@ fn put_lp(out: &mut Vec<u8>, x: &[u8]) {
     out.extend_from_slice(x.get(..usize::from(len)).unwrap_or(x));
 }
 
+/// What a body's shared buffer starts with: `,"`, so that one buffer serves every place a body goes on the wire
+/// (see [`SealedBody`]).
+const WIRE_LEAD: &[u8] = b",\"";
+
 /// A room message sealed once: what every group-capable recipient's frame shares.
 #[derive(Clone)]
 pub struct SealedBody {
     epoch: u64,
     digest: [u8; 32],
-    /// `b64u(body) ‖ "}}`: the end of every recipient's `encrypted` envelope.
+    /// `,"` ‖ `b64u(body)` ‖ `"}}`, one buffer sliced three ways: from the third byte it ends a §11.3 record
+    /// (`b64u(body)"}}`); without its last two bytes it follows an earlier body of a batched record (`,"b64u"`);
+    /// from the second byte without its last two it is a batch's first body (`"b64u"`).
     wire: Bytes,
 }
 
@@ -249,16 +260,29 @@ impl SealedBody {
         &self.digest
     }
 
-    /// The shared tail of the envelope: the base64url body and the closing `"}}`.
-    pub fn wire(&self) -> &Bytes {
-        &self.wire
+    /// The shared tail of a §11.3 envelope: the base64url body and the closing `"}}`.
+    pub fn wire(&self) -> Bytes {
+        self.wire.slice(WIRE_LEAD.len().min(self.wire.len())..)
+    }
+
+    /// The body as an element of a batched record's `bodies` array (§11.4): `"b64u"` for the first body,
+    /// `,"b64u"` for every later one. Shares the sealed bytes.
+    pub fn batch_element(&self, first: bool) -> Bytes {
+        let end = self.wire.len().saturating_sub(ENV_SUFFIX.len() - 1);
+        let start = usize::from(first).min(end);
+        self.wire.slice(start..end)
+    }
+
+    /// [`Self::batch_element`] as a slice of the shared bytes.
+    pub fn batch_element_bytes(&self, first: bool) -> &[u8] {
+        let end = self.wire.len().saturating_sub(ENV_SUFFIX.len() - 1);
+        self.wire.get(usize::from(first).min(end)..end).unwrap_or_default()
     }
 
     /// The body's base64url text (the envelope's `body` field).
     pub fn body_b64u(&self) -> &[u8] {
-        self.wire
-            .get(..self.wire.len().saturating_sub(ENV_SUFFIX.len()))
-            .unwrap_or_default()
+        let end = self.wire.len().saturating_sub(ENV_SUFFIX.len());
+        self.wire.get(WIRE_LEAD.len().min(end)..end).unwrap_or_default()
     }
 }
 
@@ -271,28 +295,34 @@ impl fmt::Debug for SealedBody {
     }
 }
 
-/// What a sealer remembers about the room keys its client holds: the latest epoch sent per room.
+/// What a sealer remembers about the room keys its client holds: the latest epoch sent per room. It also keeps
+/// the buffer a batched record's header is built in (§11.4), so that a session that never gets group records
+/// holds neither.
 #[derive(Default)]
-pub(crate) struct KeysSent(Vec<(Arc<str>, u64)>);
+pub(crate) struct KeysSent {
+    sent: Vec<(Arc<str>, u64)>,
+    /// A batched header's plaintext (epochs and digests: not secret), reused.
+    pub(crate) header: Vec<u8>,
+}
 
 impl KeysSent {
     /// True if the client already holds `key` (it was sent and not forgotten since).
     pub(crate) fn holds(&self, key: &RoomKey) -> bool {
-        self.0
+        self.sent
             .iter()
             .any(|(room, epoch)| *epoch == key.epoch && **room == *key.room)
     }
 
     /// Records that `key` was sent: it replaces its room's earlier key. When full, everything is forgotten.
     pub(crate) fn sent(&mut self, key: &RoomKey) {
-        if let Some(slot) = self.0.iter_mut().find(|(room, _)| **room == *key.room) {
+        if let Some(slot) = self.sent.iter_mut().find(|(room, _)| **room == *key.room) {
             slot.1 = key.epoch;
             return;
         }
-        if self.0.len() >= MAX_KEYS_SENT {
-            self.0 = Vec::new();
+        if self.sent.len() >= MAX_KEYS_SENT {
+            self.sent = Vec::new();
         }
-        self.0.push((key.room.clone(), key.epoch));
+        self.sent.push((key.room.clone(), key.epoch));
     }
 }
 
@@ -326,6 +356,22 @@ pub(crate) fn parse_header(pt: &[u8]) -> Option<(u64, [u8; 32])> {
     }
     let (epoch, digest) = pt.split_at_checked(8)?;
     Some((u64::from_be_bytes(epoch.try_into().ok()?), digest.try_into().ok()?))
+}
+
+/// Splits a batched header's plaintext (§11.4) into its `n` `(epoch, digest)` pairs, in order; `None` unless it
+/// is exactly `n` × 40 bytes.
+pub(crate) fn parse_batch_header(pt: &[u8], n: usize) -> Option<Vec<(u64, [u8; 32])>> {
+    if Some(pt.len()) != n.checked_mul(HEADER_LEN) {
+        return None;
+    }
+    pt.chunks_exact(HEADER_LEN).map(parse_header).collect()
+}
+
+/// A batched header's plaintext (§11.4): the headers of `bodies`, concatenated in order.
+pub(crate) fn batch_header<'b>(bodies: impl Iterator<Item = &'b SealedBody>, out: &mut Vec<u8>) {
+    for body in bodies {
+        out.extend_from_slice(&header(body));
+    }
 }
 
 /// `u64be(epoch) ‖ digest`.
@@ -434,6 +480,6 @@ mod tests {
             sent.sent(&key(&format!("r{i}"), 10 + i, 0));
         }
         assert!(!sent.holds(&a2), "full: forgotten, so it is sent again");
-        assert!(sent.0.len() <= MAX_KEYS_SENT);
+        assert!(sent.sent.len() <= MAX_KEYS_SENT);
     }
 }

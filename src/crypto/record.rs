@@ -11,7 +11,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::b64;
 use super::backend::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
-use super::group::{self, KeysSent, RoomKey, RoomKeyRing, SealedBody, ROOM_KEY_EVENT};
+use super::group::{self, KeysSent, RoomKey, RoomKeyRing, SealedBody, MAX_BATCH_BODIES, ROOM_KEY_EVENT};
 use super::schedule::{TrafficSecret, TH_LEN};
 use super::{
     Direction, CLOSE_DECRYPTION_FAILED, CLOSE_ENCRYPTION_REQUIRED, CLOSE_KEY_EXHAUSTED, MAX_RECORDS_PER_EPOCH,
@@ -36,6 +36,10 @@ const ENV_IV: &[u8] = br#","iv":""#;
 const ENV_CT: &[u8] = br#"","ct":""#;
 pub(crate) const ENV_SUFFIX: &[u8] = br#""}}"#;
 const ENV_BODY: &[u8] = br#"","body":""#;
+/// A batched group record's `bodies` array opens after `ct` (§11.4) ...
+const ENV_BODIES: &[u8] = br#"","bodies":["#;
+/// ... and the envelope ends right after it.
+const ENV_BODIES_END: &[u8] = b"]}}";
 
 /// `nonce(d, n, seq) = iv_d_n XOR (0x00000000 ‖ u64be(seq))`.
 pub fn nonce(iv: &[u8; NONCE_LEN], seq: u64) -> [u8; NONCE_LEN] {
@@ -219,6 +223,8 @@ pub struct RecordSealer {
     scratch: Vec<u8>,
     /// Group records (§11) negotiated.
     room_keys: bool,
+    /// Batched group records (§11.4) negotiated.
+    batches: bool,
     /// The room keys this session's client holds: boxed, and made at the first group record, so that an idle
     /// session stays small.
     keys_sent: Option<Box<KeysSent>>,
@@ -238,6 +244,7 @@ impl RecordSealer {
             pad_bucket: None,
             scratch: Vec::new(),
             room_keys: false,
+            batches: false,
             keys_sent: None,
         }
     }
@@ -250,6 +257,71 @@ impl RecordSealer {
     /// True if this session gets group records.
     pub fn room_keys_enabled(&self) -> bool {
         self.room_keys
+    }
+
+    /// Sends batched group records (§11.4) too: the client advertised `"roomKeys": 2` and the server answered it.
+    /// Implies [`Self::enable_room_keys`].
+    pub fn enable_room_key_batches(&mut self) {
+        self.room_keys = true;
+        self.batches = true;
+    }
+
+    /// True if this session gets batched group records.
+    pub fn room_key_batches_enabled(&self) -> bool {
+        self.batches
+    }
+
+    /// Seals several room messages as one batched group record (§11.4): a `room_key` record first for every key
+    /// the client does not hold yet, then one record whose header names every body, in order. `items` are the
+    /// bodies with the keys that sealed them (1 to [`MAX_BATCH_BODIES`]; they may be of different rooms and
+    /// epochs). Frames appended to `out` are complete. Fails with [`SealError::InvalidPlaintext`] when batches are
+    /// not enabled, `items` is empty or too long, or a body is not its key's.
+    pub fn seal_group_batch(
+        &mut self,
+        items: &[(&RoomKey, &SealedBody)],
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), SealError> {
+        let mut records = Vec::new();
+        let sealed = self.seal_group_batch_to(items, &mut records);
+        out.extend(records.into_iter().map(BytesMut::freeze));
+        sealed
+    }
+
+    /// [`Self::seal_group_batch`] into a [`RecordSink`]: each body goes to [`RecordSink::put_element`].
+    pub(crate) fn seal_group_batch_to(
+        &mut self,
+        items: &[(&RoomKey, &SealedBody)],
+        sink: &mut impl RecordSink,
+    ) -> Result<(), SealError> {
+        if !self.batches
+            || items.is_empty()
+            || items.len() > MAX_BATCH_BODIES
+            || items.iter().any(|(key, body)| key.epoch() != body.epoch())
+        {
+            return Err(SealError::InvalidPlaintext);
+        }
+        for (key, _) in items {
+            if !self.keys_sent.as_ref().is_some_and(|sent| sent.holds(key)) {
+                self.seal_to(key.delivery_message(), sink)?;
+                self.keys_sent.get_or_insert_with(Box::default).sent(key);
+            }
+        }
+        if self.seq.saturating_add(1) >= self.limit {
+            self.key_update(sink)?;
+        }
+        // Every item's key was just checked, so the box exists; its buffer is borrowed out while sealing.
+        let mut header = self
+            .keys_sent
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.header))
+            .unwrap_or_default();
+        header.clear();
+        group::batch_header(items.iter().map(|(_, body)| *body), &mut header);
+        let sealed = self.seal_envelope(&header, None, HEADER_AAD_LABEL, Tail::Batch(items), sink);
+        if let Some(sent) = self.keys_sent.as_mut() {
+            sent.header = header;
+        }
+        sealed
     }
 
     /// The padding bucket, if any.
@@ -290,7 +362,7 @@ impl RecordSealer {
             self.key_update(sink)?;
         }
         let header = group::header(body);
-        self.seal_envelope(&header, None, HEADER_AAD_LABEL, Some(body.wire()), sink)
+        self.seal_envelope(&header, None, HEADER_AAD_LABEL, Tail::Body(body.wire()), sink)
     }
 
     /// Lowers the per-epoch record limit (`2..=2^20`, above the next seq); for tests.
@@ -321,6 +393,9 @@ impl RecordSealer {
     pub fn release_idle_memory(&mut self) {
         self.keys.release_schedule();
         self.scratch = Vec::new();
+        if let Some(sent) = self.keys_sent.as_mut() {
+            sent.header = Vec::new();
+        }
     }
 
     /// Seals one inner message (UTF-8 JSON `{"event":..,"data":..}`; the caller guarantees it is a
@@ -387,18 +462,18 @@ impl RecordSealer {
         pad: Option<NonZeroUsize>,
         sink: &mut impl RecordSink,
     ) -> Result<(), SealError> {
-        self.seal_envelope(inner, pad, AAD_LABEL, None, sink)
+        self.seal_envelope(inner, pad, AAD_LABEL, Tail::None, sink)
     }
 
-    /// Seals `inner` at the current seq under the AAD with `label` and writes its envelope; with `tail`, the
-    /// envelope is a group record's: `"body":"` follows `ct`, and the shared `tail` (the body and the closing
-    /// `"}}`) is handed to the sink as it is.
+    /// Seals `inner` at the current seq under the AAD with `label` and writes its envelope; with a `tail`, the
+    /// envelope is a group record's: `"body":"` follows `ct`, and the shared tail (the body and the closing
+    /// `"}}`) is handed to the sink as it is; or, batched, `"bodies":[` follows `ct`, then each shared body.
     fn seal_envelope(
         &mut self,
         inner: &[u8],
         pad: Option<NonZeroUsize>,
         label: &[u8; 11],
-        tail: Option<&Bytes>,
+        tail: Tail<'_>,
         sink: &mut impl RecordSink,
     ) -> Result<(), SealError> {
         if self.seq >= self.limit {
@@ -432,9 +507,21 @@ impl RecordSealer {
             + b64::encoded_len(NONCE_LEN)
             + ENV_CT.len()
             + b64::encoded_len(ct_len);
+        let (end, tail_len) = match &tail {
+            Tail::None => (ENV_SUFFIX, 0),
+            Tail::Body(body) => (ENV_BODY, body.len()),
+            Tail::Batch(items) => {
+                let bodies: usize = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, body))| body.batch_element(i == 0).len())
+                    .sum();
+                (ENV_BODIES, bodies + ENV_BODIES_END.len())
+            }
+        };
         let mut out = match tail {
-            None => Fill(sink.next_record(total + ENV_SUFFIX.len())),
-            Some(tail) => Fill(sink.next_prefix(total + ENV_BODY.len(), tail.len())),
+            Tail::None => Fill(sink.next_record(total + end.len())),
+            _ => Fill(sink.next_prefix(total + end.len(), tail_len)),
         };
         out.put(ENV_PREFIX)?;
         out.put(seq_str)?;
@@ -442,16 +529,37 @@ impl RecordSealer {
         out.put_b64(&nonce)?;
         out.put(ENV_CT)?;
         out.put_b64(&self.scratch)?;
-        out.put(if tail.is_some() { ENV_BODY } else { ENV_SUFFIX })?;
+        out.put(end)?;
         if !out.0.is_empty() {
             return Err(SealError::TooLarge);
         }
-        if let Some(tail) = tail {
-            sink.put_tail(tail);
+        match tail {
+            Tail::None => {}
+            Tail::Body(body) => {
+                sink.put_tail(&body);
+                sink.group_record(false);
+            }
+            Tail::Batch(items) => {
+                sink.group_record(true);
+                for (i, (_, body)) in items.iter().enumerate() {
+                    sink.put_element(i, body, i == 0);
+                }
+                sink.put_tail(&Bytes::from_static(ENV_BODIES_END));
+            }
         }
         self.seq += 1;
         Ok(())
     }
+}
+
+/// What follows `ct` in an envelope.
+enum Tail<'a> {
+    /// Nothing: a §6 record.
+    None,
+    /// A group record's shared body (§11.3), with the closing `"}}`.
+    Body(Bytes),
+    /// A batched group record's bodies (§11.4), in order.
+    Batch(&'a [(&'a RoomKey, &'a SealedBody)]),
 }
 
 /// Where a [`RecordSealer`] writes records: space for each record, of its exact length, in order.
@@ -466,6 +574,18 @@ pub(crate) trait RecordSink {
 
     /// Ends the record started by [`Self::next_prefix`] with its shared tail.
     fn put_tail(&mut self, tail: &Bytes);
+
+    /// Continues the record started by [`Self::next_prefix`] with one shared body of a batched record.
+    /// `index`: the body's place in the batch; `first`: it opens the array.
+    fn put_element(&mut self, index: usize, body: &SealedBody, first: bool) {
+        let _ = index;
+        self.put_tail(&body.batch_element(first));
+    }
+
+    /// Told once per group record written: batched (§11.4) or single (§11.3). The default ignores it.
+    fn group_record(&mut self, batched: bool) {
+        let _ = batched;
+    }
 }
 
 /// Each record in a buffer of its own.
@@ -543,14 +663,32 @@ struct WireData<'a> {
     /// A group record's shared body (§11); when present it must be a string (`null` is malformed).
     #[serde(borrow, default, deserialize_with = "some_str")]
     body: Option<&'a str>,
+    /// A batched group record's shared bodies (§11.4); when present an array of strings.
+    #[serde(borrow, default, deserialize_with = "some_strs")]
+    bodies: Option<Vec<&'a str>>,
 }
 
 fn some_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de str>, D::Error> {
     <&'de str>::deserialize(d).map(Some)
 }
 
-/// A strictly parsed envelope: `seq`, `iv`, `ct` and, for a group record, `body`.
-type Parsed<'a> = (u64, &'a str, &'a str, Option<&'a str>);
+fn some_strs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<&'de str>>, D::Error> {
+    <Vec<&'de str>>::deserialize(d).map(Some)
+}
+
+/// What an envelope carries after `ct`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shared<'a> {
+    /// Nothing: a §6 record.
+    None,
+    /// A group record's `body` (§11.3).
+    Body(&'a str),
+    /// A batched group record's `bodies` (§11.4), as sent (not yet checked for count).
+    Bodies(Vec<&'a str>),
+}
+
+/// A strictly parsed envelope: `seq`, `iv`, `ct` and, for a group record, its body or bodies.
+type Parsed<'a> = (u64, &'a str, &'a str, Shared<'a>);
 
 #[derive(Deserialize)]
 struct InnerProbe<'a> {
@@ -613,14 +751,25 @@ fn parse_canonical(frame: &[u8]) -> Option<Parsed<'_>> {
     let rest = rest.strip_prefix(ENV_CT)?;
     let (ct, rest) = take_b64url(rest)?;
     if rest == ENV_SUFFIX {
-        return Some((seq, iv, ct, None));
+        return Some((seq, iv, ct, Shared::None));
+    }
+    if let Some(mut rest) = rest.strip_prefix(ENV_BODIES) {
+        let mut bodies = Vec::new();
+        loop {
+            let (body, after) = take_b64url(rest)?;
+            bodies.push(body);
+            if after == br#""]}}"# {
+                return Some((seq, iv, ct, Shared::Bodies(bodies)));
+            }
+            rest = after.strip_prefix(br#"",""#)?;
+        }
     }
     let rest = rest.strip_prefix(ENV_BODY)?;
     let (body, rest) = take_b64url(rest)?;
     if rest != ENV_SUFFIX {
         return None;
     }
-    Some((seq, iv, ct, Some(body)))
+    Some((seq, iv, ct, Shared::Body(body)))
 }
 
 /// The strictly parsed envelope: `(seq, iv, ct)`.
@@ -633,7 +782,7 @@ fn parse_envelope(frame: &[u8]) -> Result<Parsed<'_>, OpenError> {
 
 /// The general strict parser (any key order, JSON whitespace).
 fn parse_envelope_strict(frame: &[u8]) -> Result<Parsed<'_>, OpenError> {
-    let strict = || -> Option<(Option<u64>, &str, &str, Option<&str>)> {
+    let strict = || -> Option<(Option<u64>, &str, &str, Option<Shared<'_>>)> {
         if !starts_with_object(frame) {
             return None;
         }
@@ -642,11 +791,18 @@ fn parse_envelope_strict(frame: &[u8]) -> Result<Parsed<'_>, OpenError> {
             return None;
         }
         let data: WireData<'_> = serde_json::from_str(env.data.get()).ok()?;
-        Some((parse_seq(data.seq.get()), data.iv, data.ct, data.body))
+        let shared = match (data.body, data.bodies) {
+            (None, None) => Some(Shared::None),
+            (Some(body), None) => Some(Shared::Body(body)),
+            (None, Some(bodies)) => Some(Shared::Bodies(bodies)),
+            // Never both (§11.4).
+            (Some(_), Some(_)) => None,
+        };
+        Some((parse_seq(data.seq.get()), data.iv, data.ct, shared))
     };
     match strict() {
-        Some((Some(seq), iv, ct, body)) => Ok((seq, iv, ct, body)),
-        Some((None, _, _, _)) => Err(OpenError::MalformedEnvelope),
+        Some((Some(seq), iv, ct, Some(shared))) => Ok((seq, iv, ct, shared)),
+        Some(_) => Err(OpenError::MalformedEnvelope),
         None => Err(classify_failure(frame)),
     }
 }
@@ -701,6 +857,18 @@ pub struct RecordOpener {
     poisoned: bool,
     /// Group records (§11) accepted: the room keys received. `None` unless enabled.
     rooms: Option<Box<RoomKeyRing>>,
+    /// Batched group records (§11.4) accepted (by [`Self::open_all`]).
+    batches: bool,
+}
+
+/// What one record held.
+enum Opened {
+    /// A control record, consumed.
+    Consumed,
+    /// One application message.
+    One(Vec<u8>),
+    /// A batched group record's messages, in order.
+    Many(Vec<Vec<u8>>),
 }
 
 /// The `data` of a `room_key` inner message.
@@ -727,6 +895,7 @@ impl RecordOpener {
             limit: MAX_RECORDS_PER_EPOCH,
             poisoned: false,
             rooms: None,
+            batches: false,
         }
     }
 
@@ -734,6 +903,13 @@ impl RecordOpener {
     /// server answered it. `room_key` records are then consumed ([`Self::open`] returns `Ok(None)`).
     pub fn enable_room_keys(&mut self) {
         self.rooms.get_or_insert_with(Box::default);
+    }
+
+    /// Accepts batched group records (§11.4) too, through [`Self::open_all`]: the client advertised
+    /// `"roomKeys": 2` and the server answered it. Implies [`Self::enable_room_keys`].
+    pub fn enable_room_key_batches(&mut self) {
+        self.enable_room_keys();
+        self.batches = true;
     }
 
     /// The latest key received for `room`, if any (group records enabled).
@@ -768,11 +944,37 @@ impl RecordOpener {
     /// `Ok(None)` when the record was a `key_update` (consumed: the receive keys switched).
     /// After any error the opener stays failed and the connection must be closed with
     /// [`OpenError::close_code`].
+    ///
+    /// A batched group record (§11.4) carries several messages, so this refuses it as a malformed envelope; a
+    /// session that enabled batches opens its frames with [`Self::open_all`].
     pub fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, OpenError> {
+        match self.open_checked(frame, false)? {
+            Opened::Consumed => Ok(None),
+            Opened::One(inner) => Ok(Some(inner)),
+            Opened::Many(_) => {
+                self.poisoned = true;
+                Err(OpenError::MalformedEnvelope)
+            }
+        }
+    }
+
+    /// [`Self::open`] for sessions that may receive batched group records (§11.4): every inner message the frame
+    /// carries, in order — none for a control record, one for an ordinary or group record, several for a batch.
+    /// A batch is all or nothing: if any of its bodies fails, none is returned and the session must close.
+    pub fn open_all(&mut self, frame: &[u8]) -> Result<Vec<Vec<u8>>, OpenError> {
+        let batches = self.batches;
+        Ok(match self.open_checked(frame, batches)? {
+            Opened::Consumed => Vec::new(),
+            Opened::One(inner) => vec![inner],
+            Opened::Many(all) => all,
+        })
+    }
+
+    fn open_checked(&mut self, frame: &[u8], batches: bool) -> Result<Opened, OpenError> {
         if self.poisoned {
             return Err(OpenError::Poisoned);
         }
-        let r = self.open_inner(frame);
+        let r = self.open_inner(frame, batches);
         if r.is_err() {
             self.poisoned = true;
         }
@@ -793,11 +995,14 @@ impl RecordOpener {
         Ok(())
     }
 
-    fn open_inner(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, OpenError> {
+    fn open_inner(&mut self, frame: &[u8], batches: bool) -> Result<Opened, OpenError> {
         // 1. exact schema
-        let (seq, iv_b64, ct_b64, body_b64) = parse_envelope(frame)?;
-        if body_b64.is_some() && self.rooms.is_none() {
-            return Err(OpenError::MalformedEnvelope);
+        let (seq, iv_b64, ct_b64, shared) = parse_envelope(frame)?;
+        match &shared {
+            Shared::None => {}
+            Shared::Body(_) if self.rooms.is_some() => {}
+            Shared::Bodies(bodies) if batches && (1..=MAX_BATCH_BODIES).contains(&bodies.len()) => {}
+            _ => return Err(OpenError::MalformedEnvelope),
         }
         // 2. seq == expected (a seq at or past the epoch limit is 4006)
         if seq >= self.limit {
@@ -819,35 +1024,37 @@ impl RecordOpener {
             .split_at_mut_checked(body_len)
             .ok_or(OpenError::CiphertextTooShort)?;
         let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::CiphertextTooShort)?;
-        let aad = match body_b64 {
-            None => aad(self.direction, &self.th, self.epoch, seq),
-            Some(_) => header_aad(self.direction, &self.th, self.epoch, seq),
+        let aad = match shared {
+            Shared::None => aad(self.direction, &self.th, self.epoch, seq),
+            Shared::Body(_) | Shared::Bodies(_) => header_aad(self.direction, &self.th, self.epoch, seq),
         };
         self.keys
             .aead()
             .open_in_place(&nonce, &aad, body, &tag)
             .map_err(|_| OpenError::AuthFailed)?;
-        if let Some(shared) = body_b64 {
-            // §11: the header names the room key and the shared body's digest.
-            let (epoch, digest) = group::parse_header(body).ok_or(OpenError::InvalidInner)?;
-            let key = self
-                .rooms
-                .as_ref()
-                .and_then(|rooms| rooms.by_epoch(epoch))
-                .ok_or(OpenError::AuthFailed)?;
-            let shared = b64::decode(shared).map_err(|_| OpenError::BadEncoding)?;
-            if key.digest(&shared) != digest {
-                return Err(OpenError::AuthFailed);
+        let opened = match shared {
+            Shared::None => None,
+            Shared::Body(shared) => {
+                // §11.3: the header names the room key and the shared body's digest.
+                let (epoch, digest) = group::parse_header(body).ok_or(OpenError::InvalidInner)?;
+                Some(Opened::One(self.open_shared(epoch, &digest, shared)?))
             }
-            let inner = key.open_body(&shared)?;
-            if !matches!(check_inner(&inner)?, Inner::Application) {
-                return Err(OpenError::ReservedInnerEvent);
+            Shared::Bodies(bodies) => {
+                // §11.4: one (epoch, digest) per body, in order; every body checked before any is returned.
+                let headers = group::parse_batch_header(body, bodies.len()).ok_or(OpenError::InvalidInner)?;
+                let mut all = Vec::with_capacity(bodies.len());
+                for ((epoch, digest), shared) in headers.iter().zip(bodies) {
+                    all.push(self.open_shared(*epoch, digest, shared)?);
+                }
+                Some(Opened::Many(all))
             }
+        };
+        if let Some(opened) = opened {
             if seq.saturating_add(1) >= self.limit {
                 return Err(OpenError::KeyExhausted);
             }
             self.expected = seq + 1;
-            return Ok(Some(inner));
+            return Ok(opened);
         }
         // 5. strip padding, validate the inner message
         let end = body.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
@@ -871,7 +1078,7 @@ impl RecordOpener {
                 self.keys.ratchet();
                 self.epoch = next_epoch;
                 self.expected = 0;
-                Ok(None)
+                Ok(Opened::Consumed)
             }
             Inner::Application | Inner::RoomKey => {
                 // The last slot of an epoch is reserved for key_update.
@@ -879,9 +1086,31 @@ impl RecordOpener {
                     return Err(OpenError::KeyExhausted);
                 }
                 self.expected = seq + 1;
-                Ok(matches!(kind, Inner::Application).then_some(buf))
+                Ok(match kind {
+                    Inner::Application => Opened::One(buf),
+                    _ => Opened::Consumed,
+                })
             }
         }
+    }
+
+    /// §11.3 steps 5–7 for one shared body named by a header: the key of `epoch` is held, `digest` matches the
+    /// body, the body opens, and its message is an application message.
+    fn open_shared(&self, epoch: u64, digest: &[u8; 32], shared: &str) -> Result<Vec<u8>, OpenError> {
+        let key = self
+            .rooms
+            .as_ref()
+            .and_then(|rooms| rooms.by_epoch(epoch))
+            .ok_or(OpenError::AuthFailed)?;
+        let shared = b64::decode(shared).map_err(|_| OpenError::BadEncoding)?;
+        if key.digest(&shared) != *digest {
+            return Err(OpenError::AuthFailed);
+        }
+        let inner = key.open_body(&shared)?;
+        if !matches!(check_inner(&inner)?, Inner::Application) {
+            return Err(OpenError::ReservedInnerEvent);
+        }
+        Ok(inner)
     }
 }
 
@@ -1169,6 +1398,85 @@ mod group_tests {
         assert_eq!(opened.iter().filter(|m| m.is_some()).count(), 6);
         assert!(o.epoch() >= 2, "key updates interleave with group records");
         assert_eq!(s.epoch(), o.epoch());
+    }
+
+    fn batch_pair() -> (RecordSealer, RecordOpener) {
+        let (mut s, mut o) = pair(MAX_RECORDS_PER_EPOCH);
+        s.enable_room_key_batches();
+        o.enable_room_key_batches();
+        (s, o)
+    }
+
+    #[test]
+    fn a_batch_of_two_rooms_opens_every_body_in_order() {
+        let (mut s, mut o) = batch_pair();
+        let (a, b) = (room_key("a", 1, 1), room_key("b", 2, 2));
+        let msgs: [&[u8]; 3] = [
+            br#"{"event":"m","data":1}"#,
+            br#"{"event":"m","data":2}"#,
+            br#"{"event":"m","data":3}"#,
+        ];
+        let bodies = [
+            a.seal_body(0, msgs[0], None).unwrap(),
+            b.seal_body(0, msgs[1], None).unwrap(),
+            a.seal_body(1, msgs[2], None).unwrap(),
+        ];
+        let items = [(&a, &bodies[0]), (&b, &bodies[1]), (&a, &bodies[2])];
+        let mut out = Vec::new();
+        s.seal_group_batch(&items, &mut out).unwrap();
+        assert_eq!(out.len(), 3, "two room_key records, then one batched record");
+        let mut opened = Vec::new();
+        for f in &out {
+            opened.extend(o.open_all(f).unwrap());
+        }
+        assert_eq!(opened, msgs.map(<[u8]>::to_vec));
+        let v: serde_json::Value = serde_json::from_slice(&out[2]).unwrap();
+        assert_eq!(v["data"]["bodies"].as_array().unwrap().len(), 3);
+        assert_eq!(s.next_seq(), o.expected_seq(), "one record, one seq");
+    }
+
+    #[test]
+    fn open_refuses_a_batch_that_only_open_all_takes() {
+        let (mut s, mut o) = batch_pair();
+        let key = room_key("r", 1, 1);
+        let bodies = [
+            key.seal_body(0, MSG, None).unwrap(),
+            key.seal_body(1, MSG, None).unwrap(),
+        ];
+        let mut out = Vec::new();
+        s.seal_group_batch(&[(&key, &bodies[0]), (&key, &bodies[1])], &mut out)
+            .unwrap();
+        assert_eq!(o.open(&out[0]).unwrap(), None);
+        assert_eq!(o.open(&out[1]), Err(OpenError::MalformedEnvelope));
+    }
+
+    #[test]
+    fn a_batch_on_a_session_without_batches_is_refused() {
+        let (mut s, _) = batch_pair();
+        let (_, mut o) = pair(MAX_RECORDS_PER_EPOCH);
+        let key = room_key("r", 1, 1);
+        let body = key.seal_body(0, MSG, None).unwrap();
+        let mut out = Vec::new();
+        s.seal_group_batch(&[(&key, &body)], &mut out).unwrap();
+        o.open_all(&out[0]).unwrap();
+        assert_eq!(o.open_all(&out[1]), Err(OpenError::MalformedEnvelope));
+    }
+
+    #[test]
+    fn a_batch_with_bodies_reordered_is_refused() {
+        let (mut s, mut o) = batch_pair();
+        let key = room_key("r", 1, 1);
+        let bodies = [
+            key.seal_body(0, MSG, None).unwrap(),
+            key.seal_body(1, MSG, None).unwrap(),
+        ];
+        let mut out = Vec::new();
+        s.seal_group_batch(&[(&key, &bodies[0]), (&key, &bodies[1])], &mut out)
+            .unwrap();
+        o.open_all(&out[0]).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&out[1]).unwrap();
+        v["data"]["bodies"].as_array_mut().unwrap().swap(0, 1);
+        assert_eq!(o.open_all(v.to_string().as_bytes()), Err(OpenError::AuthFailed));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct RawEnc {
     pub connected: Value,
     /// Every raw frame received after `connected`.
     pub wire: Vec<String>,
+    /// The rest of a batched group record's messages (§11.4), with the frame that carried them.
+    pending: std::collections::VecDeque<(Value, String)>,
 }
 
 /// The `authenticate` frame of a fresh handshake.
@@ -64,14 +66,21 @@ impl RawEnc {
     }
 
     pub async fn login_with_kid(t: &TestServer, token: &str, pinned: &[PinnedKey], kid: Option<[u8; 8]>) -> Self {
-        Self::login_with(t, token, pinned, kid, false).await
+        Self::login_with(t, token, pinned, kid, 0).await
     }
 
     /// A session that advertises group records (wsenc/1 §11, `"roomKeys": 1`) and accepts them if the server
     /// answers `roomKeys`.
     pub async fn login_room_keys(t: &TestServer, token: &str) -> Self {
-        let raw = Self::login_with(t, token, &[test_key().pinned()], None, true).await;
+        let raw = Self::login_with(t, token, &[test_key().pinned()], None, 1).await;
         assert_eq!(raw.connected["roomKeys"], 1, "the server answers roomKeys");
+        raw
+    }
+
+    /// A session that advertises batched group records (wsenc/1 §11.4, `"roomKeys": 2`) and accepts them.
+    pub async fn login_room_key_batches(t: &TestServer, token: &str) -> Self {
+        let raw = Self::login_with(t, token, &[test_key().pinned()], None, 2).await;
+        assert_eq!(raw.connected["roomKeys"], 2, "the server answers roomKeys 2");
         raw
     }
 
@@ -80,13 +89,13 @@ impl RawEnc {
         token: &str,
         pinned: &[PinnedKey],
         kid: Option<[u8; 8]>,
-        room_keys: bool,
+        room_keys: u64,
     ) -> Self {
         let mut c = t.connect().await;
         let hs = ClientHandshake::new().expect("keygen");
         let mut auth = authenticate_frame(&hs, token, kid);
-        if room_keys {
-            auth["data"]["roomKeys"] = 1.into();
+        if room_keys > 0 {
+            auth["data"]["roomKeys"] = room_keys.into();
         }
         c.send(auth).await;
         let first = c.recv().await;
@@ -96,8 +105,11 @@ impl RawEnc {
         let id = connected["id"].as_str().unwrap().to_owned();
         let user = connected["userId"].as_str().unwrap_or("").to_owned();
         let (sealer, mut opener) = hs.finish(pinned, &hello, &id, &user).expect("confirm verifies");
-        if room_keys && connected["roomKeys"] == 1 {
+        if room_keys > 0 && connected["roomKeys"] == 1 {
             opener.enable_room_keys();
+        }
+        if room_keys == 2 && connected["roomKeys"] == 2 {
+            opener.enable_room_key_batches();
         }
         Self {
             c,
@@ -105,6 +117,7 @@ impl RawEnc {
             opener,
             connected,
             wire: Vec::new(),
+            pending: Default::default(),
         }
     }
 
@@ -136,15 +149,7 @@ impl RawEnc {
 
     /// The next application message, opened (key updates consumed).
     pub async fn recv(&mut self) -> Value {
-        loop {
-            let raw = self.recv_raw().await;
-            let v: Value = serde_json::from_str(&raw).unwrap();
-            assert_eq!(v["event"], "encrypted", "plaintext after connected: {raw}");
-            match self.opener.open(raw.as_bytes()).expect("record opens") {
-                Some(inner) => return serde_json::from_slice(&inner).unwrap(),
-                None => continue,
-            }
-        }
+        self.recv_with_raw().await.0
     }
 
     /// Joins `rooms` and waits for the `joined` answer.
@@ -160,11 +165,18 @@ impl RawEnc {
 
     /// The next application message and the raw frame that carried it (`room_key` and `key_update` records
     /// skipped).
+    /// A batched record's messages come one by one, each with the batch's frame.
     pub async fn recv_with_raw(&mut self) -> (Value, String) {
         loop {
+            if let Some(next) = self.pending.pop_front() {
+                return next;
+            }
             let raw = self.recv_raw().await;
-            if let Some(inner) = self.opener.open(raw.as_bytes()).expect("record opens") {
-                return (serde_json::from_slice(&inner).unwrap(), raw);
+            let v: Value = serde_json::from_str(&raw).unwrap();
+            assert_eq!(v["event"], "encrypted", "plaintext after connected: {raw}");
+            for inner in self.opener.open_all(raw.as_bytes()).expect("record opens") {
+                self.pending
+                    .push_back((serde_json::from_slice(&inner).unwrap(), raw.clone()));
             }
         }
     }

@@ -1075,3 +1075,209 @@ fn appendix_d_records_open_and_the_negative_checks_fail() {
         assert_eq!(o.open(forged.as_bytes()).unwrap_err().close_code(), 4005);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Appendix E: batched group records (§11.4)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Appendix E's `name = value` lines (a trailing parenthesised note dropped) and its JSON wire lines.
+fn appendix_e() -> (BTreeMap<String, String>, Vec<&'static str>) {
+    let (blocks, _) = split_blocks(section("## Appendix E"));
+    let mut values = BTreeMap::new();
+    let mut wire = Vec::new();
+    for block in blocks {
+        match block.lang.as_str() {
+            "text" => {
+                for line in block.lines {
+                    let (name, value) = line
+                        .split_once(" = ")
+                        .unwrap_or_else(|| panic!("{SPEC_PATH}: Appendix E line not understood: {line}"));
+                    let value = value.trim();
+                    let value = value.split_once("   (").map_or(value, |(v, _)| v).trim();
+                    values.insert(name.trim().to_owned(), value.to_owned());
+                }
+            }
+            "json" => wire.extend(block.lines),
+            other => panic!("{SPEC_PATH}: unexpected code block `{other}` in Appendix E"),
+        }
+    }
+    (values, wire)
+}
+
+fn e_value<'a>(values: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    values
+        .get(name)
+        .unwrap_or_else(|| panic!("{SPEC_PATH}: Appendix E does not give `{name}`"))
+}
+
+/// The second room's key of Appendix E.
+fn appendix_e_room_key(values: &BTreeMap<String, String>) -> sealcast::crypto::RoomKey {
+    assert_eq!(
+        hex(e_value(values, "K_r2"), "K_r2"),
+        sha256(&[b"wsenc/1 test room key 2"]),
+        "{SPEC_PATH}: K_r2 is SHA-256 of its label"
+    );
+    let k: [u8; 32] = arr(&hex(e_value(values, "K_r2"), "K_r2"), "K_r2");
+    sealcast::crypto::RoomKey::new(
+        e_value(values, "room_2").into(),
+        e_value(values, "epoch_2").parse().expect("epoch_2"),
+        zeroize::Zeroizing::new(k),
+    )
+    .expect("room key")
+}
+
+/// The implementation seals Appendix E's records byte for byte: Appendix D's two records, the second room's
+/// `room_key` record and the batched record of three bodies from the two rooms.
+#[test]
+fn appendix_e_batched_record_matches_the_implementation() {
+    let d = appendix_d();
+    let (values, wire) = appendix_e();
+    let lobby = d.room_key();
+    let den = appendix_e_room_key(&values);
+    let sealed: Vec<_> = [
+        (&lobby, 4u64, "message_1"),
+        (&den, 0, "message_2"),
+        (&lobby, 5, "message_3"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (key, counter, message))| {
+        let sealed = key
+            .seal_body(counter, e_value(&values, message).as_bytes(), None)
+            .expect("seal body");
+        let body = b64::decode(std::str::from_utf8(sealed.body_b64u()).unwrap()).unwrap();
+        let name = format!("body_{}", i + 1);
+        assert_eq!(
+            hex::encode(&body),
+            e_value(&values, &name),
+            "{SPEC_PATH}: Appendix E {name}"
+        );
+        sealed
+    })
+    .collect();
+    let mut header = Vec::new();
+    for (key, body) in [(&lobby, &sealed[0]), (&den, &sealed[1]), (&lobby, &sealed[2])] {
+        header.extend_from_slice(&key.epoch().to_be_bytes());
+        header.extend_from_slice(body.digest());
+    }
+    assert_eq!(
+        hex::encode(&header),
+        e_value(&values, "header_pt"),
+        "{SPEC_PATH}: Appendix E header_pt"
+    );
+
+    let a = appendix_a();
+    let mut sealer = a.session().sealer_at(Direction::S2c, 0, 1);
+    sealer.enable_room_key_batches();
+    let mut out: Vec<Bytes> = Vec::new();
+    let d_body = lobby
+        .seal_body(d.value("counter").parse().unwrap(), d.value("message").as_bytes(), None)
+        .unwrap();
+    sealer
+        .seal_group(&lobby, &d_body, &mut out)
+        .expect("Appendix D's records");
+    let items = [(&lobby, &sealed[0]), (&den, &sealed[1]), (&lobby, &sealed[2])];
+    sealer.seal_group_batch(&items, &mut out).expect("seal batch");
+    assert_eq!(
+        out.len(),
+        4,
+        "Appendix D's two records, the den room_key record, the batch"
+    );
+    let session = a.session();
+    let ts = session.traffic_secret(Direction::S2c, 0);
+    for (i, (pt_name, ct_name, label)) in [
+        ("room_key_pt", "room_key_ct", &b"wsenc/1 rec"[..]),
+        ("header_pt", "header_ct", &b"wsenc/1 hdr"[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let record: Value = serde_json::from_slice(&out[2 + i]).unwrap();
+        let ct = b64::decode(record["data"]["ct"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            hex::encode(&ct),
+            e_value(&values, ct_name),
+            "{SPEC_PATH}: Appendix E {ct_name}"
+        );
+        let seq = 3 + i as u64;
+        let mut aad = aad(Direction::S2c, &session.th, 0, seq);
+        aad[..11].copy_from_slice(label);
+        let (body, tag) = ct.split_at(ct.len() - 16);
+        let mut pt = body.to_vec();
+        AeadKey::new(&ts.key())
+            .open_in_place(&nonce(&ts.iv(), seq), &aad, &mut pt, tag.try_into().unwrap())
+            .expect("record opens");
+        let expected = if pt_name == "header_pt" {
+            hex(e_value(&values, pt_name), pt_name)
+        } else {
+            e_value(&values, pt_name).as_bytes().to_vec()
+        };
+        assert_eq!(pt, expected, "{SPEC_PATH}: Appendix E {pt_name}");
+    }
+    assert_eq!(wire.len(), 2, "{SPEC_PATH}: Appendix E gives two wire records");
+    for (sent, line) in out[2..].iter().zip(&wire) {
+        assert_eq!(
+            std::str::from_utf8(sent).unwrap(),
+            *line,
+            "{SPEC_PATH}: Appendix E wire form"
+        );
+    }
+}
+
+/// An opener that took Appendix D's records and Appendix E's `room_key` record (batches negotiated or not).
+fn appendix_e_opener(batches: bool) -> RecordOpener {
+    let d = appendix_d();
+    let (_, wire) = appendix_e();
+    let session = appendix_a().session();
+    let mut o = RecordOpener::new(Direction::S2c, session.traffic_secret(Direction::S2c, 0), session.th, 1);
+    if batches {
+        o.enable_room_key_batches();
+    } else {
+        o.enable_room_keys();
+    }
+    for line in [d.wire[0], d.wire[1], wire[0]] {
+        o.open_all(line.as_bytes()).expect("earlier records open");
+    }
+    o
+}
+
+/// The client side of Appendix E: the batch opens into its three messages in order.
+#[test]
+fn appendix_e_batch_opens_into_its_messages_in_order() {
+    let (values, wire) = appendix_e();
+    let mut o = appendix_e_opener(true);
+    let opened = o.open_all(wire[1].as_bytes()).expect("batch opens");
+    let expected: Vec<Vec<u8>> = ["message_1", "message_2", "message_3"]
+        .iter()
+        .map(|m| e_value(&values, m).as_bytes().to_vec())
+        .collect();
+    assert_eq!(opened, expected);
+}
+
+/// Appendix E's negative checks: reordered, dropped and duplicated bodies, the batch on a `roomKeys: 1`
+/// session, and both `body` and `bodies`.
+#[test]
+fn appendix_e_negative_checks_fail() {
+    let (_, wire) = appendix_e();
+    let batch: Value = serde_json::from_str(wire[1]).unwrap();
+    let bodies = batch["data"]["bodies"].as_array().unwrap().clone();
+    let with_bodies = |b: Vec<Value>| {
+        let mut v = batch.clone();
+        v["data"]["bodies"] = Value::Array(b);
+        v.to_string()
+    };
+    let mut variants = vec![
+        with_bodies(vec![bodies[1].clone(), bodies[0].clone(), bodies[2].clone()]),
+        with_bodies(vec![bodies[0].clone(), bodies[1].clone()]),
+        with_bodies(vec![bodies[0].clone(), bodies[0].clone(), bodies[2].clone()]),
+    ];
+    let mut both = batch.clone();
+    both["data"]["body"] = bodies[0].clone();
+    variants.push(both.to_string());
+    for forged in variants {
+        let err = appendix_e_opener(true).open_all(forged.as_bytes()).unwrap_err();
+        assert_eq!(err.close_code(), 4005, "{forged}");
+    }
+    let err = appendix_e_opener(false).open_all(wire[1].as_bytes()).unwrap_err();
+    assert_eq!(err.close_code(), 4005, "a batch on a roomKeys: 1 session");
+}

@@ -91,3 +91,21 @@ fn group_seeds_reach_the_valid_record_and_the_edits_are_refused() {
         assert_eq!(opener.open(&data).is_ok_and(|m| m.is_some()), accepted, "{seed}");
     }
 }
+
+#[test]
+fn batched_group_seeds_reach_the_valid_batch_and_the_edits_are_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/group_open");
+    for (seed, messages) in [
+        ("batch_valid", 2),
+        ("batch_one_body_form", 1),
+        ("batch_reordered", 0),
+        ("batch_dropped", 0),
+        ("batch_empty", 0),
+        ("batch_body_and_bodies", 0),
+    ] {
+        let data = std::fs::read(root.join(seed)).expect("seed");
+        let (mut opener, _) = fuzz_checks::group_open::session();
+        assert_eq!(opener.open_all(&data).map_or(0, |m| m.len()), messages, "{seed}");
+        fuzz_checks::group_open::check(&data);
+    }
+}

@@ -243,7 +243,7 @@ async fn roomkeys_group_records_and_key_updates_interleave() {
     }
 }
 
-/// The Rust client advertises group records by default and reads them.
+/// The Rust client advertises group records by default (batched ones too) and reads them.
 #[tokio::test]
 async fn roomkeys_the_rust_client_negotiates_and_reads_group_records() {
     let t = TestServer::start(enc_builder().allow_client_publish(true)).await;
@@ -251,7 +251,7 @@ async fn roomkeys_the_rust_client_negotiates_and_reads_group_records() {
     let mut a = EncClient::connect(cfg("user:a")).await.unwrap();
     let mut b = EncClient::connect(cfg("user:b")).await.unwrap();
     let mut c = EncClient::connect(cfg("user:c").room_keys(false)).await.unwrap();
-    assert_eq!(a.connected_data()["roomKeys"], 1);
+    assert_eq!(a.connected_data()["roomKeys"], 2);
     assert!(c.connected_data().get("roomKeys").is_none());
     for x in [&mut a, &mut b, &mut c] {
         x.join(&["r"]).await.unwrap();
@@ -310,4 +310,263 @@ async fn roomkeys_a_short_room_message_goes_per_recipient() {
     t.server.send_to_room("r", "chat", &big(2), &[]).unwrap();
     let (_, raw) = a.recv_with_raw().await;
     assert!(is_group_record(&raw));
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Batched group records (§11.4): `"roomKeys": 2`
+// ------------------------------------------------------------------------------------------------------------
+
+/// The `bodies` of a raw frame (empty if it is not a batched record).
+fn bodies_of(raw: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(raw).unwrap();
+    v["data"]["bodies"].as_array().cloned().unwrap_or_default()
+}
+
+/// `raw` with its `bodies` replaced.
+fn with_bodies(raw: &str, bodies: Vec<Value>) -> String {
+    let mut v: Value = serde_json::from_str(raw).unwrap();
+    v["data"]["bodies"] = Value::Array(bodies);
+    v.to_string()
+}
+
+/// Two members of `room` that take batched group records.
+async fn two_batch_members(t: &TestServer, room: &str) -> (RawEnc, RawEnc) {
+    let mut a = RawEnc::login_room_key_batches(t, "user:a").await;
+    let mut b = RawEnc::login_room_key_batches(t, "user:b").await;
+    a.join(&[room]).await;
+    b.join(&[room]).await;
+    (a, b)
+}
+
+/// Sends `n` short room messages at once: the test's one-thread runtime runs no writer in between, so each
+/// member's writer finds all of them queued together.
+fn burst(t: &TestServer, room: &str, n: u64) {
+    for i in 0..n {
+        t.server
+            .send_to_room(room, "chat", &json!({"n": i, "text": format!("s3cr3t-{i}")}), &[])
+            .unwrap();
+    }
+}
+
+/// Raw frames until one is a batched record (the `room_key` records come first): all of them, the batch last.
+async fn frames_to_batch(c: &mut RawEnc) -> Vec<String> {
+    let mut frames = Vec::new();
+    loop {
+        let raw = c.recv_raw().await;
+        let batch = !bodies_of(&raw).is_empty();
+        frames.push(raw);
+        if batch {
+            return frames;
+        }
+    }
+}
+
+#[tokio::test]
+async fn roomkeys_a_burst_arrives_as_batched_records_in_order_without_plaintext() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, _b) = two_batch_members(&t, "the-room").await;
+    burst(&t, "the-room", 20);
+    for n in 0..20 {
+        let (m, _) = a.recv_with_raw().await;
+        assert_eq!(m["data"]["n"], n, "in order");
+    }
+    let frames: Vec<&String> = a.wire.iter().skip_while(|f| !f.contains("\"seq\":")).collect();
+    assert!(
+        frames.iter().any(|f| bodies_of(f).len() > 1),
+        "a batched record with several bodies: {frames:?}"
+    );
+    let key = b64::encode(a.opener.room_key("the-room").unwrap().key_bytes());
+    for f in frames {
+        let v: Value = serde_json::from_str(f).unwrap();
+        assert_eq!(v["event"], "encrypted", "{f}");
+        assert!(v["data"].get("body").is_none(), "no single-body record in a burst: {f}");
+        for secret in ["s3cr3t", "chat", "the-room", "room_key", key.as_str()] {
+            assert!(!f.contains(secret), "{secret:?} visible in {f}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn roomkeys_bodies_reordered_inside_a_batch_are_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let (_a, mut b) = two_batch_members(&t, "r").await;
+    burst(&t, "r", 3);
+    let frames = frames_to_batch(&mut b).await;
+    let (batch, keys) = frames.split_last().unwrap();
+    for f in keys {
+        b.opener.open_all(f.as_bytes()).unwrap();
+    }
+    let mut bodies = bodies_of(batch);
+    assert!(bodies.len() >= 2, "{batch}");
+    bodies.swap(0, 1);
+    let err = b.opener.open_all(with_bodies(batch, bodies).as_bytes()).unwrap_err();
+    assert_eq!(err.close_code(), 4005);
+}
+
+#[tokio::test]
+async fn roomkeys_a_body_dropped_from_a_batch_is_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let (_a, mut b) = two_batch_members(&t, "r").await;
+    burst(&t, "r", 3);
+    let frames = frames_to_batch(&mut b).await;
+    let (batch, keys) = frames.split_last().unwrap();
+    for f in keys {
+        b.opener.open_all(f.as_bytes()).unwrap();
+    }
+    let mut bodies = bodies_of(batch);
+    bodies.pop();
+    let err = b.opener.open_all(with_bodies(batch, bodies).as_bytes()).unwrap_err();
+    assert_eq!(err.close_code(), 4005);
+}
+
+/// A relay that puts a body of another recipient's batch (another room's message) into this recipient's batch
+/// is caught: this header names other digests.
+#[tokio::test]
+async fn roomkeys_a_body_swapped_in_from_another_recipients_batch_is_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let (_a, mut b) = two_batch_members(&t, "r1").await;
+    let mut c = RawEnc::login_room_key_batches(&t, "user:c").await;
+    let mut d = RawEnc::login_room_key_batches(&t, "user:d").await;
+    c.join(&["r2"]).await;
+    d.join(&["r2"]).await;
+    burst(&t, "r1", 2);
+    burst(&t, "r2", 2);
+    let theirs = frames_to_batch(&mut c).await;
+    let frames = frames_to_batch(&mut b).await;
+    let (batch, keys) = frames.split_last().unwrap();
+    for f in keys {
+        b.opener.open_all(f.as_bytes()).unwrap();
+    }
+    let mut bodies = bodies_of(batch);
+    bodies[0] = bodies_of(theirs.last().unwrap())[0].clone();
+    let err = b.opener.open_all(with_bodies(batch, bodies).as_bytes()).unwrap_err();
+    assert_eq!(err.close_code(), 4005);
+}
+
+/// A relay that hands one recipient's whole batched record to another recipient is caught.
+#[tokio::test]
+async fn roomkeys_a_batch_moved_to_another_recipient_is_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let (mut a, mut b) = two_batch_members(&t, "r").await;
+    burst(&t, "r", 3);
+    let fa = frames_to_batch(&mut a).await;
+    let fb = frames_to_batch(&mut b).await;
+    assert_eq!(
+        bodies_of(fa.last().unwrap()),
+        bodies_of(fb.last().unwrap()),
+        "both batches share the bodies"
+    );
+    for f in &fb[..fb.len() - 1] {
+        b.opener.open_all(f.as_bytes()).unwrap();
+    }
+    let err = b.opener.open_all(fa.last().unwrap().as_bytes()).unwrap_err();
+    assert_eq!(err.close_code(), 4005);
+}
+
+/// A `roomKeys: 1` member of a room whose other members take batches keeps getting single-body records.
+#[tokio::test]
+async fn roomkeys_a_room_keys_1_member_keeps_getting_single_body_records() {
+    let t = TestServer::start(enc_builder()).await;
+    let (_a, _b) = two_batch_members(&t, "r").await;
+    let mut g = RawEnc::login_room_keys(&t, "user:g").await;
+    g.join(&["r"]).await;
+    for n in 0..5 {
+        t.server.send_to_room("r", "chat", &big(n), &[]).unwrap();
+    }
+    for n in 0..5 {
+        let (m, raw) = g.recv_with_raw().await;
+        assert_eq!(m["data"], big(n));
+        assert!(is_group_record(&raw), "a single-body group record: {raw}");
+        assert!(bodies_of(&raw).is_empty(), "{raw}");
+    }
+}
+
+/// Batch-capable, single-body, per-recipient encrypted and plaintext members of one room each get their own
+/// form of the same burst.
+#[tokio::test]
+async fn roomkeys_a_mixed_room_with_batches_gives_each_member_its_own_form() {
+    let t = TestServer::start(builder().static_keys(StaticKeySet::new(test_key()))).await;
+    let mut bm = RawEnc::login_room_key_batches(&t, "user:b").await;
+    let mut g = RawEnc::login_room_keys(&t, "user:g").await;
+    let mut l = RawEnc::login(&t, "user:l", &[test_key().pinned()]).await;
+    let (mut p, _) = t.login("user:p").await;
+    for c in [&mut bm, &mut g, &mut l] {
+        c.join(&["r"]).await;
+    }
+    p.send(json!({"event": "join", "data": {"rooms": ["r"]}})).await;
+    p.expect_event("joined").await;
+    for n in 0..4 {
+        t.server.send_to_room("r", "chat", &big(n), &[]).unwrap();
+    }
+    let mut forms = Vec::new();
+    for c in [&mut bm, &mut g, &mut l] {
+        let mut raws = Vec::new();
+        for n in 0..4 {
+            let (m, raw) = c.recv_with_raw().await;
+            assert_eq!(m["data"], big(n));
+            raws.push(raw);
+        }
+        forms.push(raws);
+    }
+    assert!(
+        forms[0].iter().all(|r| bodies_of(r).len() == 4),
+        "one batch of four: {:?}",
+        forms[0]
+    );
+    assert!(forms[1].iter().all(|r| is_group_record(r) && bodies_of(r).is_empty()));
+    assert!(forms[2].iter().all(|r| !is_group_record(r) && bodies_of(r).is_empty()));
+    for n in 0..4 {
+        let m = p.recv().await;
+        assert_eq!((m["event"].as_str(), &m["data"]), (Some("chat"), &big(n)), "plaintext");
+    }
+}
+
+/// A batch is one record: with a small epoch limit key updates interleave with batches and nothing is lost.
+#[tokio::test]
+async fn roomkeys_batched_records_and_key_updates_interleave() {
+    let t = TestServer::start(enc_builder().max_records_per_epoch(4)).await;
+    let (mut a, _b) = two_batch_members(&t, "r").await;
+    for round in 0..4 {
+        burst(&t, "r", 5);
+        for n in 0..5 {
+            assert_eq!(a.recv().await["data"]["n"], n, "round {round}");
+        }
+    }
+    assert!(a.opener.epoch() >= 2, "key updates happened");
+}
+
+/// The server setting turns group records off: `roomKeys` is not answered and room messages are per-recipient.
+#[tokio::test]
+async fn roomkeys_the_room_keys_setting_turns_group_records_off() {
+    let t = TestServer::start(enc_builder().room_keys(false)).await;
+    let mut a = RawEnc::login(&t, "user:a", &[test_key().pinned()]).await;
+    assert!(a.connected.get("roomKeys").is_none());
+    let mut b = RawEnc::login(&t, "user:b", &[test_key().pinned()]).await;
+    a.join(&["r"]).await;
+    b.join(&["r"]).await;
+    t.server.send_to_room("r", "chat", &big(1), &[]).unwrap();
+    let (m, raw) = a.recv_with_raw().await;
+    assert_eq!(m["data"], big(1));
+    assert!(!is_group_record(&raw) && bodies_of(&raw).is_empty(), "{raw}");
+}
+
+/// The Rust client offers batches by default and reads a burst that arrives batched.
+#[tokio::test]
+async fn roomkeys_the_rust_client_negotiates_and_reads_batched_records() {
+    let t = TestServer::start(enc_builder()).await;
+    let cfg = |tok: &str| ClientConfig::new(t.url(), tok).pin(test_key().pinned());
+    let mut a = EncClient::connect(cfg("user:a")).await.unwrap();
+    let mut b = EncClient::connect(cfg("user:b").room_key_batches(false)).await.unwrap();
+    assert_eq!(a.connected_data()["roomKeys"], 2);
+    assert_eq!(b.connected_data()["roomKeys"], 1);
+    for x in [&mut a, &mut b] {
+        x.join(&["r"]).await.unwrap();
+    }
+    burst(&t, "r", 10);
+    for x in [&mut a, &mut b] {
+        for n in 0..10 {
+            let m = x.recv().await.unwrap();
+            assert_eq!((m.event.as_str(), &m.data["n"]), ("chat", &json!(n)));
+        }
+    }
 }

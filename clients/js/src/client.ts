@@ -11,6 +11,7 @@ import {
   authenticateCrypto,
   clientHandshake,
   ROOM_KEYS_FIELD,
+  ROOM_KEYS_BATCHED,
   envelopeFrame,
   generateEphemeral,
   resolveServerKeys,
@@ -84,6 +85,11 @@ export interface ConnectOptions {
    * under the room's key with a header of this session's own. `false`: every message is a per-recipient record.
    */
   roomKeys?: boolean;
+  /**
+   * Advertise batched group records too (wsenc/1 §11.4, `roomKeys: 2`; default true, with `roomKeys`): a burst of
+   * room messages then arrives as one record with one header for all of them. `false`: `roomKeys: 1`.
+   */
+  roomKeyBatches?: boolean;
   /** Abort a connection attempt that has not completed the handshake in time (default 15000 ms). */
   handshakeTimeoutMs?: number;
   /** Maximum messages queued while not connected (default 1000). */
@@ -568,7 +574,9 @@ export class SealcastClient {
       if (this.token !== undefined) data["token"] = this.token;
       if (ephemeral && keys) {
         Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
-        if (this.opts.roomKeys !== false) data[ROOM_KEYS_FIELD] = 1;
+        if (this.opts.roomKeys !== false) {
+          data[ROOM_KEYS_FIELD] = this.opts.roomKeyBatches !== false ? ROOM_KEYS_BATCHED : 1;
+        }
       }
       try {
         ws.send(JSON.stringify({ event: "authenticate", data }));
@@ -602,8 +610,7 @@ export class SealcastClient {
     if (a.phase === "done") return;
     if (a.phase === "open") {
       if (a.session) {
-        const msg = await a.session.opener.openFrame(raw);
-        if (msg) this.dispatch(a, msg);
+        for (const msg of await a.session.opener.openFrameAll(raw)) this.dispatch(a, msg);
         return;
       }
       if (typeof raw !== "string") return; // plaintext session: ignore binary frames
@@ -649,6 +656,9 @@ export class SealcastClient {
       }
       // Group records only when this client asked and the server answered (§11.1).
       if (this.opts.roomKeys !== false && d[ROOM_KEYS_FIELD] === 1) session.opener.enableRoomKeys();
+      if (this.opts.roomKeys !== false && this.opts.roomKeyBatches !== false && d[ROOM_KEYS_FIELD] === ROOM_KEYS_BATCHED) {
+        session.opener.enableRoomKeyBatches();
+      }
       a.session = session;
       info = { id: session.connId, userId: session.userId, time: String(d["time"] ?? ""), encrypted: true, kid: session.kid };
     } else {

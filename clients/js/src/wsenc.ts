@@ -46,6 +46,10 @@ const LABEL_DIG = utf8("wsenc/1 dig");
 export const MAX_ROOM_KEYS = 4096;
 /** The `authenticate`/`connected` field that negotiates group records (§11.1). */
 export const ROOM_KEYS_FIELD = "roomKeys";
+/** The `roomKeys` value of batched group records (§11.4; implies 1). */
+export const ROOM_KEYS_BATCHED = 2;
+/** Most bodies one batched group record may carry (§11.4). */
+export const MAX_BATCH_BODIES = 256;
 const ZERO_SALT: Bytes = new Uint8Array(32);
 const MAX_SAFE_SEQ = Number.MAX_SAFE_INTEGER; // 2^53 - 1
 const MAX_EPOCH = 0xffffffff;
@@ -382,6 +386,8 @@ export interface EnvelopeData {
   ct: string;
   /** A group record's shared body (§11), only on sessions that negotiated `roomKeys`. */
   body?: string;
+  /** A batched group record's shared bodies (§11.4), only on sessions that negotiated `roomKeys: 2`. */
+  bodies?: string[];
 }
 
 export interface InnerMessage {
@@ -500,11 +506,17 @@ export function checkEnvelopeData(d: StrictJson | undefined): EnvelopeData {
   if (!isPlainObject(d)) throw decryptionFailed();
   const keys = Object.keys(d);
   const group = keys.length === 4 && "body" in d;
-  if (keys.length !== 3 && !group) throw decryptionFailed();
-  const { seq, iv, ct, body } = d as Record<string, StrictJson>;
+  const batch = keys.length === 4 && "bodies" in d;
+  if (keys.length !== 3 && !group && !batch) throw decryptionFailed();
+  const { seq, iv, ct, body, bodies } = d as Record<string, StrictJson>;
   const n = integerLiteral(seq);
   if (n === null) throw decryptionFailed();
   if (typeof iv !== "string" || typeof ct !== "string") throw decryptionFailed();
+  if (batch) {
+    if (!Array.isArray(bodies) || bodies.length === 0 || bodies.length > MAX_BATCH_BODIES) throw decryptionFailed();
+    if (!bodies.every((b) => typeof b === "string")) throw decryptionFailed();
+    return { seq: n, iv, ct, bodies: bodies as string[] };
+  }
   if (!group) return { seq: n, iv, ct };
   if (typeof body !== "string") throw decryptionFailed();
   return { seq: n, iv, ct, body };
@@ -548,11 +560,19 @@ export class RecordOpener {
   private tail: Promise<unknown> = Promise.resolve();
   /** Group records (§11) accepted: the latest key per room, oldest first. Null unless enabled. */
   private rooms: Map<string, RoomKey> | null = null;
+  /** Batched group records (§11.4) accepted, by `openFrameAll`/`openAll`. */
+  private batches = false;
   constructor(readonly state: DirectionState) {}
 
   /** Accept `room_key` and group records (§11): the server answered `roomKeys: 1`. */
   enableRoomKeys(): void {
     this.rooms ??= new Map();
+  }
+
+  /** Accept batched group records too (§11.4): the server answered `roomKeys: 2`. Implies `enableRoomKeys`. */
+  enableRoomKeyBatches(): void {
+    this.enableRoomKeys();
+    this.batches = true;
   }
 
   /** The latest key received for `room` (for tests). */
@@ -569,19 +589,27 @@ export class RecordOpener {
     st.seq = 1;
   }
 
-  /** Open a whole frame (string). Returns null for a consumed `key_update`. */
+  /**
+   * Open a whole frame (string). Returns null for a consumed `key_update`. A batched group record (§11.4) carries
+   * several messages, so this refuses it (4005): sessions that enabled batches use `openFrameAll`.
+   */
   openFrame(text: unknown): Promise<InnerMessage | null> {
-    return this.serialize(async () => this.openLocked(parseEncryptedFrame(text)));
+    return this.serialize(async () => single(await this.openLocked(parseEncryptedFrame(text), false)));
   }
 
-  /** Open the envelope `data` given as a strict-parsed or plain value. */
+  /** Open a whole frame: every message it carries, in order (none for a control record, several for a batch). */
+  openFrameAll(text: unknown): Promise<InnerMessage[]> {
+    return this.serialize(async () => this.openLocked(parseEncryptedFrame(text), this.batches));
+  }
+
+  /** Open the envelope `data` given as a strict-parsed or plain value (batches refused, as `openFrame`). */
   open(d: EnvelopeData): Promise<InnerMessage | null> {
-    return this.serialize(async () => {
-      if (!Number.isSafeInteger(d.seq) || d.seq < 0 || typeof d.iv !== "string" || typeof d.ct !== "string") {
-        throw decryptionFailed();
-      }
-      return this.openLocked(d);
-    });
+    return this.serialize(async () => single(await this.openLocked(checkedData(d), false)));
+  }
+
+  /** `open` for every message the envelope carries (batches accepted when enabled). */
+  openAll(d: EnvelopeData): Promise<InnerMessage[]> {
+    return this.serialize(async () => this.openLocked(checkedData(d), this.batches));
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
@@ -590,23 +618,26 @@ export class RecordOpener {
     return p;
   }
 
-  private async openLocked(d: EnvelopeData): Promise<InnerMessage | null> {
+  private async openLocked(d: EnvelopeData, batches: boolean): Promise<InnerMessage[]> {
     const st = this.state;
     if (d.body !== undefined && this.rooms === null) throw decryptionFailed();
+    if (d.bodies !== undefined && (!batches || d.body !== undefined)) throw decryptionFailed();
     if (d.seq >= st.maxRecords) throw keyExhausted();
     if (d.seq !== st.seq) throw decryptionFailed();
-    let iv: Bytes, ct: Bytes, body: Bytes | undefined;
+    let iv: Bytes, ct: Bytes, body: Bytes | undefined, bodies: Bytes[] | undefined;
     try {
       iv = b64u.decode(d.iv);
       ct = b64u.decode(d.ct);
       if (d.body !== undefined) body = b64u.decode(d.body);
+      if (d.bodies !== undefined) bodies = d.bodies.map((b) => b64u.decode(b));
     } catch {
       throw decryptionFailed();
     }
     if (!bytesEqual(iv, st.nonce(d.seq)) || ct.length < 16) throw decryptionFailed();
-    const pt = await st.decrypt(d.seq, ct, body !== undefined);
+    const pt = await st.decrypt(d.seq, ct, body !== undefined || bodies !== undefined);
     if (pt === null) throw decryptionFailed();
-    if (body !== undefined) return this.openGroupLocked(d.seq, pt, body);
+    if (body !== undefined) return [await this.openGroupLocked(d.seq, pt, body)];
+    if (bodies !== undefined) return this.openBatchLocked(d.seq, pt, bodies);
     let end = pt.length;
     while (end > 0 && pt[end - 1] === 0) end--;
     if (end === 0) throw decryptionFailed();
@@ -625,19 +656,41 @@ export class RecordOpener {
     st.seq = d.seq + 1;
     if (msg["event"] === "key_update") {
       await st.advanceEpoch();
-      return null;
+      return [];
     }
     if (msg["event"] === "room_key" && this.rooms !== null) {
       await this.storeRoomKey(text);
-      return null;
+      return [];
     }
-    return innerMessage(msg);
+    return [innerMessage(msg)];
   }
 
   /** §11.3 steps 4–8 for a header that opened: the key, the digest, the body. */
   private async openGroupLocked(seq: number, header: Bytes, body: Bytes): Promise<InnerMessage> {
     const st = this.state;
     if (header.length !== 40) throw decryptionFailed();
+    const msg = await this.openShared(header, body);
+    // The last slot of an epoch is reserved for key_update.
+    if (seq + 1 >= st.maxRecords) throw keyExhausted();
+    st.seq = seq + 1;
+    return msg;
+  }
+
+  /** §11.4 steps 4–7: one 40-byte header per body, in order; every body checked before any is returned. */
+  private async openBatchLocked(seq: number, header: Bytes, bodies: Bytes[]): Promise<InnerMessage[]> {
+    const st = this.state;
+    if (header.length !== 40 * bodies.length) throw decryptionFailed();
+    const out: InnerMessage[] = [];
+    for (let i = 0; i < bodies.length; i++) {
+      out.push(await this.openShared(header.subarray(40 * i, 40 * (i + 1)), bodies[i]!));
+    }
+    if (seq + 1 >= st.maxRecords) throw keyExhausted();
+    st.seq = seq + 1;
+    return out;
+  }
+
+  /** §11.3 steps 5–7 for one body named by a 40-byte header `u64be(epoch) ‖ digest`. */
+  private async openShared(header: Bytes, body: Bytes): Promise<InnerMessage> {
     const dv = new DataView(header.buffer, header.byteOffset, 8);
     const epoch = dv.getUint32(0) * 2 ** 32 + dv.getUint32(4);
     let k: RoomKey | undefined;
@@ -663,9 +716,6 @@ export class RecordOpener {
     ) {
       throw decryptionFailed();
     }
-    // The last slot of an epoch is reserved for key_update.
-    if (seq + 1 >= st.maxRecords) throw keyExhausted();
-    st.seq = seq + 1;
     return innerMessage(msg);
   }
 
@@ -699,6 +749,20 @@ export class RecordOpener {
       if (oldest !== undefined) rooms.delete(oldest);
     }
   }
+}
+
+/** `openFrame`'s answer: the one message, or null for a control record; a batch is refused (4005). */
+function single(all: InnerMessage[]): InnerMessage | null {
+  if (all.length > 1) throw decryptionFailed();
+  return all[0] ?? null;
+}
+
+/** An envelope `data` given by the caller: the basic shape checked (4005 otherwise). */
+function checkedData(d: EnvelopeData): EnvelopeData {
+  if (!Number.isSafeInteger(d.seq) || d.seq < 0 || typeof d.iv !== "string" || typeof d.ct !== "string") {
+    throw decryptionFailed();
+  }
+  return d;
 }
 
 /** The application message of an opened record, keeping protocol fields only with their expected types. */

@@ -123,6 +123,85 @@ test("Appendix D negative: another counter's body and a flipped body bit", async
   }
 });
 
+// Appendix E (§11.4): a second room keyed at seq 3, then one batched record at seq 4 of three bodies.
+const E = {
+  room_2: "den",
+  epoch_2: 9,
+  K_r2: "5d49cfb6fb2ea54ce9bee75872c86ad1ae13b839eb32b18ffd28b93177f8a520",
+  bodies: [
+    ["lobby", 7, 4, '{"event":"message","data":{"text":"one"}}', "0000000000000004fb3b67d57474b9527a4c59879ebdb7e55bedacbee60dbee5c15cdda0e03820dcbc4b2c3d26bf49753dd4c1c2572ed6c02700f47e9cdb026a5c"],
+    ["den", 9, 0, '{"event":"message","data":{"text":"two"}}', "0000000000000000a9acca1ca409c7307d5705721d765f4dc83952279a46db56a704d9b75cf4d88beb90166287db273a71ba0970a5207a3baf0e86ff85efd0225c"],
+    ["lobby", 7, 5, '{"event":"message","data":{"text":"three"}}', "00000000000000059f009611843c26da32f9ecb1c180503335be7f47dd64b364ae512158688d0389c1c5912afaf9a2eef43feab20923419574b3b018704e305f31b251"],
+  ],
+  room_key_pt: '{"event":"room_key","data":{"room":"den","epoch":9,"key":"XUnPtvsupUzpvudYcshq0a4TuDnrMrGP_Si5MXf4pSA"}}',
+  room_key_ct:
+    "dcac841c55f63e01def34e0af144e0d8f8f5fdcc30bb18f53de831cf6300e2fc1a238e8d06d3274572a03b34d03bab108d7b316bffd7ecb8c95d357421cde68b2e3c12315d8c225ea5c73eaf16591828fed33553286cc6c5cd59dff3d0f6c21ace3f6c468d5e4753a2bac2faca7cc2bb533141093e82427d",
+  header_pt:
+    "0000000000000007d1c003be32efb8f03831a91c5fbc91e0470f5f1d7fbcd5a15163b9127897a4b70000000000000009ba22a7b31b610fcf90c146553ee690d2d9060924c0722bef1fb69dbb97c0de5c0000000000000007da5c87fde14a9e8a4bd219d0124ba072667bf146b5945ed17a2bbe61f76687e1",
+  header_ct:
+    "b7153df7332df57b86ce1ff6aa20cbe5596acccbd59a6e7a43159b3bd82415f3d5e01b9374936dac3144a578137159c7b21cd3b9d1115f905aa70f6d73ccb7d5a659c897a782eff6b202ff72bdbbf060afe08cb9cb8473bdf6c2493f6b309972dddedfc677f745f344de34f8ec22cfafbc753eaa0561769497c171d07bcf8c08734987078da8b69e",
+};
+const WIRE_E = [
+  '{"event":"encrypted","data":{"seq":3,"iv":"fiN1pftoBVqdcoWh","ct":"3KyEHFX2PgHe804K8UTg2Pj1_cwwuxj1Pegxz2MA4vwaI46NBtMnRXKgOzTQO6sQjXsxa__X7LjJXTV0Ic3miy48EjFdjCJepcc-rxZZGCj-0zVTKGzGxc1Z3_PQ9sIazj9sRo1eR1OiusL6ynzCu1MxQQk-gkJ9"}}',
+  '{"event":"encrypted","data":{"seq":4,"iv":"fiN1pftoBVqdcoWm","ct":"txU99zMt9XuGzh_2qiDL5VlqzMvVmm56QxWbO9gkFfPV4BuTdJNtrDFEpXgTcVnHshzTudERX5Bapw9tc8y31aZZyJengu_2sgL_cr278GCv4Iy5y4RzvfbCST9rMJly3d7fxnf3RfNE3jT47CLPr7x1PqoFYXaUl8Fx0HvPjAhzSYcHjai2ng","bodies":["AAAAAAAAAAT7O2fVdHS5UnpMWYeevbflW-2svuYNvuXBXN2g4Dgg3LxLLD0mv0l1PdTBwlcu1sAnAPR-nNsCalw","AAAAAAAAAACprMocpAnHMH1XBXIddl9NyDlSJ5pG21anBNm3XPTYi-uQFmKH2yc6cboJcKUgejuvDob_he_QIlw","AAAAAAAAAAWfAJYRhDwm2jL57LHBgFAzNb5_R91ks2SuUSFYaI0DicHFkSr6-aLu9D_qsgkjQZV0s7AYcE4wXzGyUQ"]}}',
+];
+
+/** An opener with batches (or only §11.3 records) that took Appendix D's records and Appendix E's room_key. */
+async function batchOpener(batches = true) {
+  const o = await opener(false);
+  if (batches) o.enableRoomKeyBatches();
+  else o.enableRoomKeys();
+  for (const w of [WIRE[0], WIRE[1], WIRE_E[0]]) await o.openFrameAll(w);
+  return o;
+}
+
+test("Appendix E: the bodies, the batched header and the den room_key record", async () => {
+  assert.equal(E.K_r2, hex(await T.sha256(utf8("wsenc/1 test room key 2"))));
+  const keys = { lobby: D.K_r, den: E.K_r2 };
+  let header = new Uint8Array(0);
+  for (const [room, epoch, counter, message, expected] of E.bodies) {
+    const nonce = new Uint8Array(12);
+    nonce.set(T.u64be(counter), 4);
+    const ct = await seal(await aes(unhex(keys[room])), nonce, T.bodyAad(epoch, room), utf8(message));
+    const body = T.concat(T.u64be(counter), ct);
+    assert.equal(hex(body), expected);
+    header = T.concat(header, T.u64be(epoch), await T.bodyDigest(epoch, room, body));
+  }
+  assert.equal(hex(header), E.header_pt);
+  const ts = unhex(TS_S2C_0);
+  const key = await aes(await T.deriveKeyBytes(ts));
+  const iv = await T.deriveIv(ts);
+  const th = unhex(TH);
+  assert.equal(hex(await seal(key, T.recordNonce(iv, 3), T.recordAad(T.DIR_S2C, th, 0, 3), utf8(E.room_key_pt))), E.room_key_ct);
+  assert.equal(hex(await seal(key, T.recordNonce(iv, 4), T.headerAad(T.DIR_S2C, th, 0, 4), unhex(E.header_pt))), E.header_ct);
+  assert.equal(hex(b64u.decode(JSON.parse(WIRE_E[1]).data.ct)), E.header_ct);
+});
+
+test("Appendix E: the batch opens into its three messages in order", async () => {
+  const o = await batchOpener();
+  assert.deepEqual(await o.openFrameAll(WIRE_E[1]), E.bodies.map((b) => JSON.parse(b[3])));
+});
+
+test("Appendix E negative: reordered, dropped and duplicated bodies", async () => {
+  const bodies = JSON.parse(WIRE_E[1]).data.bodies;
+  for (const forged of [[bodies[1], bodies[0], bodies[2]], [bodies[0], bodies[1]], [bodies[0], bodies[0], bodies[2]]]) {
+    const v = JSON.parse(WIRE_E[1]);
+    v.data.bodies = forged;
+    await assert.rejects((await batchOpener()).openFrameAll(JSON.stringify(v)), is4005);
+  }
+});
+
+test("Appendix E negative: the batch on a roomKeys: 1 session, and through openFrame", async () => {
+  await assert.rejects((await batchOpener(false)).openFrameAll(WIRE_E[1]), is4005);
+  await assert.rejects((await batchOpener()).openFrame(WIRE_E[1]), is4005);
+});
+
+test("Appendix E negative: both body and bodies", async () => {
+  const v = JSON.parse(WIRE_E[1]);
+  v.data.body = v.data.bodies[0];
+  await assert.rejects((await batchOpener()).openFrameAll(JSON.stringify(v)), is4005);
+});
+
 // ------------------------------------------------------------------------------------------- live (binary)
 
 const skip = skipWithoutBinary();
@@ -186,4 +265,23 @@ test("live: group-capable and per-recipient JS clients share a room, each gets i
   await waitFor(() => carol.got.filter((m) => m.event === "chat").length === 2, "carol's second chat");
   await sleep(200);
   assert.equal(bob.got.length, before);
+});
+
+test("live: a burst to a room reaches a JS client as batched records, every message in order", { skip }, async () => {
+  const s = await startServer({ env: { SEALCAST_ALLOW_CLIENT_PUBLISH: "true" } });
+  cleanups.push(() => s.stop());
+  const alice = await client(s, "alice");
+  const bob = await client(s, "bob");
+  const carol = await client(s, "carol");
+  for (const c of [alice, bob, carol]) {
+    await c.ready();
+    await c.join("chat:burst");
+  }
+  await sleep(100);
+  const n = 40;
+  await Promise.all([...Array(n).keys()].map((i) => alice.publish("chat:burst", "m", { i })));
+  for (const c of [bob, carol]) await waitFor(() => c.got.filter((m) => m.event === "m").length === n, "the burst");
+  for (const c of [bob, carol]) assert.deepEqual(c.got.filter((m) => m.event === "m").map((m) => m.data.i), [...Array(n).keys()]);
+  const batches = bob.wire.map((f) => JSON.parse(f)).filter((f) => f.event === "encrypted" && Array.isArray(f.data.bodies));
+  assert.ok(batches.some((f) => f.data.bodies.length > 1), "at least one record carries several bodies");
 });

@@ -104,6 +104,9 @@ enum Mode {
     Mixed,
     /// wsenc/1 sessions that advertise group records (`roomKeys`).
     Group,
+    /// wsenc/1 sessions that advertise batched group records too (`roomKeys: 2`, §11.4): every body of a batched
+    /// record counts as a delivery.
+    Batch,
 }
 
 #[derive(Subcommand)]
@@ -271,8 +274,8 @@ struct Ctx {
     /// One client public key reused where the client side is not completed (std base64 for Ignis, b64url for
     /// sealcast).
     shared_pub: String,
-    /// Receivers advertise group records (`--mode group`).
-    room_keys: bool,
+    /// The `roomKeys` receivers advertise: 1 with `--mode group`, 2 with `--mode batch`, else 0 (none).
+    room_keys: u64,
     src_addrs: u8,
     room: String,
 }
@@ -387,7 +390,11 @@ impl Ctx {
             pins,
             pin_error,
             shared_pub,
-            room_keys: t.mode == Mode::Group,
+            room_keys: match t.mode {
+                Mode::Group => 1,
+                Mode::Batch => 2,
+                _ => 0,
+            },
             src_addrs: t.src_addrs.max(1),
             room: t.room.clone(),
         })
@@ -414,8 +421,8 @@ impl Ctx {
                 if encrypted && full {
                     let h = ClientHandshake::new().map_err(|e| e.to_string())?;
                     h.insert_auth_fields(&mut data, None);
-                    if self.room_keys {
-                        data.insert("roomKeys".into(), json!(1));
+                    if self.room_keys > 0 {
+                        data.insert("roomKeys".into(), json!(self.room_keys));
                     }
                     hs = Some(h);
                 } else if encrypted {
@@ -457,6 +464,8 @@ impl Ctx {
                 .map_err(|e| format!("finish: {e}"))?;
             if d["roomKeys"] == 1 {
                 o.enable_room_keys();
+            } else if d["roomKeys"] == 2 {
+                o.enable_room_key_batches();
             }
             sealer = Some(s);
             opener = Some(o);
@@ -473,7 +482,7 @@ impl Ctx {
             };
             return Err(format!("auth failed: {}{hint}", String::from_utf8_lossy(&first)));
         }
-        let group = (opener.as_ref().is_some() && self.room_keys).then_some(0);
+        let group = (opener.as_ref().is_some() && self.room_keys > 0).then_some(0);
         Ok(Session {
             conn,
             sealer,
@@ -585,7 +594,12 @@ async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat
         while let Some((op, range)) = s.conn.next_frame() {
             match op {
                 ws::OP_TEXT | ws::OP_BINARY if s.group.is_some() => {
-                    n += u64::from(range.len() >= s.group.unwrap_or(0));
+                    let frame = s.conn.buf.get(range.clone()).unwrap_or_default();
+                    n += match memchr::memmem::find(frame, b"\"bodies\":[") {
+                        // A batched group record: one delivery per body (base64url has no commas).
+                        Some(at) => 1 + memchr::memchr_iter(b',', frame.get(at..).unwrap_or_default()).count() as u64,
+                        None => u64::from(range.len() >= s.group.unwrap_or(0)),
+                    };
                 }
                 ws::OP_TEXT | ws::OP_BINARY => n += 1,
                 ws::OP_PING => {
@@ -647,7 +661,7 @@ impl Counters {
 fn is_encrypted(mode: Mode, idx: usize) -> bool {
     match mode {
         Mode::Plain => false,
-        Mode::Encrypted | Mode::Group => true,
+        Mode::Encrypted | Mode::Group | Mode::Batch => true,
         Mode::Mixed => idx % 2 == 1,
     }
 }
@@ -754,7 +768,7 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
     let setup_s = setup.elapsed().as_secs_f64();
     let (_, rss1) = server_sample(t.server_pid);
     // The publisher: a member of the room for sealcast (membership is required; the sender is excluded).
-    let pub_enc = matches!(t.mode, Mode::Encrypted | Mode::Group);
+    let pub_enc = matches!(t.mode, Mode::Encrypted | Mode::Group | Mode::Batch);
     let mut publisher = ctx.open(a.receivers, pub_enc, true).await?;
     if ctx.kind == Kind::Sealcast {
         publisher.join_to_publish(ctx.kind, &ctx.room).await?;

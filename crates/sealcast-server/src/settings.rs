@@ -140,6 +140,8 @@ settings! {
         server_key_files: Vec<PathBuf> = Vec::new(), "SEALCAST_SERVER_KEY_FILE";
         /// Records per direction and epoch before a key update (2 to 1048576).
         max_records_per_epoch: u64 = lib().max_records_per_epoch, "SEALCAST_MAX_RECORDS_PER_EPOCH";
+        /// Group records (wsenc/1 §11, batched §11.4) for clients that advertise `roomKeys`: a room message sealed once, a small header per recipient. Off: every room message is sealed per recipient.
+        room_keys: bool = lib().room_keys, "SEALCAST_ROOM_KEYS";
         /// Sealing operations in flight across all connections.
         encrypted_batch_limit: usize = lib().encrypted_batch_limit, "SEALCAST_ENCRYPTED_BATCH_LIMIT";
     }
@@ -703,6 +705,7 @@ impl Settings {
         c.encrypted_batch_limit = e.encrypted_batch_limit;
         c.require_encryption = e.require_encryption;
         c.max_records_per_epoch = e.max_records_per_epoch;
+        c.room_keys = e.room_keys;
         c.max_payload_length = l.max_payload_length;
         c.max_preauth_payload_length = l.max_preauth_payload_length;
         c.outbound_queue = s.outbound_queue;
