@@ -1435,9 +1435,9 @@ mod group_tests {
         assert_eq!(s.next_seq(), o.expected_seq(), "one record, one seq");
     }
 
-    #[test]
-    fn open_refuses_a_batch_that_only_open_all_takes() {
-        let (mut s, mut o) = batch_pair();
+    /// A batch-capable opener and what its sealer wrote: the `room_key` record, then a batch of two bodies.
+    fn two_body_batch() -> (RecordOpener, Vec<Bytes>) {
+        let (mut s, o) = batch_pair();
         let key = room_key("r", 1, 1);
         let bodies = [
             key.seal_body(0, MSG, None).unwrap(),
@@ -1446,6 +1446,12 @@ mod group_tests {
         let mut out = Vec::new();
         s.seal_group_batch(&[(&key, &bodies[0]), (&key, &bodies[1])], &mut out)
             .unwrap();
+        (o, out)
+    }
+
+    #[test]
+    fn open_refuses_a_batch_that_only_open_all_takes() {
+        let (mut o, out) = two_body_batch();
         assert_eq!(o.open(&out[0]).unwrap(), None);
         assert_eq!(o.open(&out[1]), Err(OpenError::MalformedEnvelope));
     }
@@ -1464,15 +1470,7 @@ mod group_tests {
 
     #[test]
     fn a_batch_with_bodies_reordered_is_refused() {
-        let (mut s, mut o) = batch_pair();
-        let key = room_key("r", 1, 1);
-        let bodies = [
-            key.seal_body(0, MSG, None).unwrap(),
-            key.seal_body(1, MSG, None).unwrap(),
-        ];
-        let mut out = Vec::new();
-        s.seal_group_batch(&[(&key, &bodies[0]), (&key, &bodies[1])], &mut out)
-            .unwrap();
+        let (mut o, out) = two_body_batch();
         o.open_all(&out[0]).unwrap();
         let mut v: serde_json::Value = serde_json::from_slice(&out[1]).unwrap();
         v["data"]["bodies"].as_array_mut().unwrap().swap(0, 1);

@@ -361,6 +361,16 @@ async fn frames_to_batch(c: &mut RawEnc) -> Vec<String> {
     }
 }
 
+/// The next batched record, after opening the records before it (the `room_key`s it needs).
+async fn batch_after_its_keys(c: &mut RawEnc) -> String {
+    let mut frames = frames_to_batch(c).await;
+    let batch = frames.pop().unwrap();
+    for f in frames {
+        c.opener.open_all(f.as_bytes()).unwrap();
+    }
+    batch
+}
+
 #[tokio::test]
 async fn roomkeys_a_burst_arrives_as_batched_records_in_order_without_plaintext() {
     let t = TestServer::start(enc_builder()).await;
@@ -391,11 +401,7 @@ async fn roomkeys_bodies_reordered_inside_a_batch_are_caught() {
     let t = TestServer::start(enc_builder()).await;
     let (_a, mut b) = two_batch_members(&t, "r").await;
     burst(&t, "r", 3);
-    let frames = frames_to_batch(&mut b).await;
-    let (batch, keys) = frames.split_last().unwrap();
-    for f in keys {
-        b.opener.open_all(f.as_bytes()).unwrap();
-    }
+    let batch = &batch_after_its_keys(&mut b).await;
     let mut bodies = bodies_of(batch);
     assert!(bodies.len() >= 2, "{batch}");
     bodies.swap(0, 1);
@@ -408,11 +414,7 @@ async fn roomkeys_a_body_dropped_from_a_batch_is_caught() {
     let t = TestServer::start(enc_builder()).await;
     let (_a, mut b) = two_batch_members(&t, "r").await;
     burst(&t, "r", 3);
-    let frames = frames_to_batch(&mut b).await;
-    let (batch, keys) = frames.split_last().unwrap();
-    for f in keys {
-        b.opener.open_all(f.as_bytes()).unwrap();
-    }
+    let batch = &batch_after_its_keys(&mut b).await;
     let mut bodies = bodies_of(batch);
     bodies.pop();
     let err = b.opener.open_all(with_bodies(batch, bodies).as_bytes()).unwrap_err();
@@ -432,11 +434,7 @@ async fn roomkeys_a_body_swapped_in_from_another_recipients_batch_is_caught() {
     burst(&t, "r1", 2);
     burst(&t, "r2", 2);
     let theirs = frames_to_batch(&mut c).await;
-    let frames = frames_to_batch(&mut b).await;
-    let (batch, keys) = frames.split_last().unwrap();
-    for f in keys {
-        b.opener.open_all(f.as_bytes()).unwrap();
-    }
+    let batch = &batch_after_its_keys(&mut b).await;
     let mut bodies = bodies_of(batch);
     bodies[0] = bodies_of(theirs.last().unwrap())[0].clone();
     let err = b.opener.open_all(with_bodies(batch, bodies).as_bytes()).unwrap_err();
