@@ -82,8 +82,8 @@ pub enum Refusal {
     /// A required claim is absent, or not of its type (jsonwebtoken does not tell the two apart).
     #[error("the token has no usable `{0}` claim (absent or of the wrong type)")]
     MissingClaim(&'static str),
-    /// A claim has the wrong type (`rooms` must be a list of strings).
-    #[error("a claim has the wrong type (`rooms` must be a list of strings)")]
+    /// A claim has the wrong type (`rooms` must be a list of strings), or `exp` is past what a time can hold.
+    #[error("a claim has the wrong type or is out of range (`rooms` must be a list of strings, `exp` a time)")]
     BadClaims,
     /// ([`JwksAuthenticator`]) No key of the JWKS has the token's `kid`, even after a refresh (or a refresh was
     /// not allowed yet: see [`jwks::MIN_REFETCH_INTERVAL`]).
@@ -252,9 +252,26 @@ fn validation(algorithm: JwtAlgorithm) -> Validation {
     validation
 }
 
+/// A verified token's claims: [`Refusal::BadClaims`] when they are not of their types, or when `exp` is past
+/// what a `SystemTime` holds (it becomes the credentials' expiry; `UNIX_EPOCH + exp` panicked for an `exp` of
+/// 2^63 seconds or more, found by the `auth_token` fuzz target's identity check).
+fn claims_of(claims: &Value) -> Result<Claims, Refusal> {
+    let claims: Claims = serde_json::from_value(claims.clone()).map_err(|_| Refusal::BadClaims)?;
+    if std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(claims.exp))
+        .is_none()
+    {
+        return Err(Refusal::BadClaims);
+    }
+    Ok(claims)
+}
+
 /// The identity of a verified token: `sub`, every claim as metadata, `exp` as the credential's expiry, `rooms`.
 fn identity_of(claims: Claims, all: Value) -> Identity {
-    let expiry = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
+    // `claims_of` refused an `exp` that does not fit; the epoch (long expired) is only a fallback.
+    let expiry = std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(claims.exp))
+        .unwrap_or(std::time::UNIX_EPOCH);
     let identity = Identity::user(claims.sub).with_metadata(all).expiring_at(expiry);
     match claims.rooms {
         Some(patterns) => identity.with_rooms(patterns),
@@ -339,19 +356,24 @@ impl JwtAuthenticator {
         let verifier = self.current.read().clone();
         let data = jsonwebtoken::decode::<Value>(token, &verifier.key.key, &verifier.validation)
             .map_err(|e| Refusal::of(&e, verifier.key.algorithm))?;
-        let claims: Claims = serde_json::from_value(data.claims.clone()).map_err(|_| Refusal::BadClaims)?;
+        let claims = claims_of(&data.claims)?;
         Ok((claims, data.claims))
+    }
+
+    /// Checks a token and builds the identity it grants: what the authentication hook answers.
+    pub fn identify(&self, token: &str) -> Result<Identity, Refusal> {
+        self.check(token).map(|(claims, all)| identity_of(claims, all))
     }
 }
 
 impl Hook<AuthRequest, Option<Identity>> for JwtAuthenticator {
     fn call(&self, req: AuthRequest) -> HookFuture<Option<Identity>> {
         let checked = match req.data.get("token").and_then(Value::as_str) {
-            Some(token) => self.check(token),
+            Some(token) => self.identify(token),
             None => Err(Refusal::NoToken),
         };
         let outcome = match checked {
-            Ok((claims, all)) => Some(identity_of(claims, all)),
+            Ok(identity) => Some(identity),
             Err(reason) => {
                 tracing::info!(client = %req.client_id, %reason, "authentication refused");
                 None
@@ -411,6 +433,23 @@ pub fn rooms_claim_validator(req: RoomRequest) -> HookFuture<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exp_past_what_a_time_holds_is_refused_not_a_panic() {
+        // `UNIX_EPOCH + exp` panicked here for exp >= 2^63 s (fuzz/regressions/auth_token/).
+        let token = |exp: u64| {
+            let claims = serde_json::json!({"sub": "alice", "exp": exp});
+            jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"k")).unwrap()
+        };
+        let auth = JwtAuthenticator::hs256(b"k");
+        for exp in [u64::MAX, 1 << 63] {
+            assert!(matches!(auth.check(&token(exp)), Err(Refusal::BadClaims)), "{exp}");
+            assert!(matches!(auth.identify(&token(exp)), Err(Refusal::BadClaims)), "{exp}");
+        }
+        let far = 253_402_300_799; // 9999-12-31T23:59:59Z
+        let identity = auth.identify(&token(far)).unwrap();
+        assert_eq!(identity.expires_at, Some(UNIX_EPOCH + Duration::from_secs(far)));
+    }
 
     #[test]
     fn minted_token_verifies_and_wrong_secret_fails() {

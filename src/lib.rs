@@ -35,6 +35,8 @@ pub mod history;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
+    /// What presence reads back from Redis (`bus::redis::presence`).
+    pub use crate::bus::redis::presence::fuzz::check as redis_presence;
     pub use crate::connection::fuzz::check as connection_core;
     /// The two crypto backends agree (needs the `aws-lc` feature).
     #[cfg(feature = "aws-lc")]

@@ -61,11 +61,26 @@ pub enum PresenceError {
     Unavailable,
 }
 
-/// `since` as ISO 8601 (RFC 3339, UTC, milliseconds).
+/// The latest time a member's `since` shows, in milliseconds after the Unix epoch: 9999-12-31T23:59:59.999Z, the
+/// last with a four-digit year. An entry read from Redis with a later one is malformed (`bus::redis::presence`).
+pub(crate) const MAX_SINCE_MS: u64 = 253_402_300_799_999;
+/// The earliest: 0000-01-01T00:00:00.000Z, as milliseconds before the Unix epoch.
+const MIN_SINCE_MS_BEFORE_EPOCH: u64 = 62_167_219_200_000;
+
+/// `since` as ISO 8601 (RFC 3339, UTC, milliseconds), clamped to the four-digit years (`time`'s conversion from
+/// `SystemTime` panics past its range, which a corrupted Redis entry could reach; found by the `redis_presence`
+/// fuzz target).
 fn iso(t: SystemTime) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time::OffsetDateTime::from(t).format(format).unwrap_or_default()
+    let ms: i64 = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis().min(u128::from(MAX_SINCE_MS))).unwrap_or(0),
+        Err(e) => -i64::try_from(e.duration().as_millis().min(u128::from(MIN_SINCE_MS_BEFORE_EPOCH))).unwrap_or(0),
+    };
+    time::OffsetDateTime::UNIX_EPOCH
+        .checked_add(time::Duration::milliseconds(ms))
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_default()
 }
 
 impl Serialize for PresenceMember {
@@ -348,6 +363,20 @@ mod tests {
         assert_eq!(
             answer.to_json(),
             r#"{"room":"chat:1","members":[{"client":"c","user":"alice","since":"2023-11-14T22:13:20.123Z"}],"clients":3,"users":2,"truncated":true}"#
+        );
+    }
+
+    #[test]
+    fn since_outside_the_four_digit_years_is_clamped_not_a_panic() {
+        let since = |t| iso(t);
+        assert_eq!(since(time_of(MAX_SINCE_MS)), "9999-12-31T23:59:59.999Z");
+        // `time` panicked converting these (a corrupted Redis entry's `since`; fuzz/regressions/redis_presence/).
+        assert_eq!(since(time_of(MAX_SINCE_MS + 1)), "9999-12-31T23:59:59.999Z");
+        assert_eq!(since(time_of(u64::MAX)), "9999-12-31T23:59:59.999Z");
+        assert_eq!(since(UNIX_EPOCH - Duration::from_secs(1)), "1969-12-31T23:59:59.000Z");
+        assert_eq!(
+            since(UNIX_EPOCH - Duration::from_secs(1 << 40)),
+            "0000-01-01T00:00:00.000Z"
         );
     }
 }

@@ -19,9 +19,22 @@ pub fn check(data: &[u8]) {
         return;
     };
     let auth = JwtAuthenticator::hs256(SECRET);
+    // The identity the authentication hook answers with: granted exactly for an accepted token, for its `sub`,
+    // expiring at its `exp`, with every claim as metadata.
+    let identity = auth.identify(token);
     let Some((claims, all)) = auth.verify(token) else {
+        assert!(identity.is_err(), "an identity for a refused token");
         return;
     };
+    let identity = identity.unwrap_or_else(|e| panic!("accepted token without an identity: {e}"));
+    assert_eq!(identity.user_id.as_deref(), Some(claims.sub.as_str()));
+    assert_eq!(
+        identity.expires_at,
+        UNIX_EPOCH.checked_add(std::time::Duration::from_secs(claims.exp)),
+        "the identity's expiry is not the token's exp"
+    );
+    assert_eq!(identity.metadata, all);
+    assert_eq!(identity.rooms, claims.rooms);
     let mut parts = token.split('.');
     let segment = |p: Option<&str>| -> Value {
         let raw = URL_SAFE_NO_PAD

@@ -18,13 +18,14 @@ pub mod group_open;
 pub mod ignis_open;
 pub mod record_open;
 pub mod redis_envelope;
+pub mod ws_frame;
 
 /// A target's check: panics when an oracle fails.
 pub type Check = fn(&[u8]);
 
 /// The fuzz targets of the library's parsers, by name, with their checks (the directory names under `corpus/` and
 /// `regressions/`); `config` is the one other target.
-pub const TARGETS: [(&str, Check); 7] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("client_message", client_message::check),
     ("authenticate", authenticate::check),
     ("record_open", record_open::check),
@@ -32,4 +33,5 @@ pub const TARGETS: [(&str, Check); 7] = [
     ("redis_envelope", redis_envelope::check),
     ("ignis_open", ignis_open::check),
     ("auth_token", auth_token::check),
+    ("ws_frame", ws_frame::check),
 ];

@@ -29,6 +29,10 @@ pub fn check(data: &[u8]) {
         check_presence(&env);
         return;
     }
+    if env.action == Action::Disconnect {
+        check_disconnect(data, &env);
+        return;
+    }
     assert!(
         event::is_valid_application_event(&env.event) && !event::is_reserved(&env.event),
         "envelope with event {:?} accepted",
@@ -130,6 +134,34 @@ fn check_presence(env: &Envelope) {
     let back = Envelope::parse(json.as_bytes()).unwrap_or_else(|e| panic!("own serialisation refused: {e}: {json}"));
     assert_same(env, &back);
     assert_eq!(back.action, Action::Presence);
+}
+
+/// `{"type":"disconnect","target":"client:<id>"|"user:<id>","event":"disconnect"}`: to a client or a user, the
+/// target as the raw reading spells it, nothing excluded, no position, `null` data; it round-trips as a disconnect.
+fn check_disconnect(data: &[u8], env: &Envelope) {
+    assert_eq!(
+        env.event,
+        event::DISCONNECT,
+        "disconnect envelope with event {:?} accepted",
+        env.event
+    );
+    let v: Value = serde_json::from_slice(data).unwrap_or_else(|e| panic!("accepted envelope is not JSON: {e}"));
+    assert_eq!(v.get("type").and_then(Value::as_str), Some("disconnect"));
+    assert_eq!(v.get("serverId").and_then(Value::as_str), Some(env.server_id.as_str()));
+    let target = v.get("target").and_then(Value::as_str).unwrap_or_default();
+    match &env.target {
+        Target::Client(id) => assert_eq!(target.strip_prefix("client:").and_then(ClientId::parse), Some(*id)),
+        Target::User(u) => assert_eq!(target.strip_prefix("user:"), Some(u.as_str())),
+        other => panic!("disconnect envelope to {other:?} accepted"),
+    }
+    assert!(v.get("exclude").and_then(Value::as_array).is_none_or(Vec::is_empty));
+    assert!(env.exclude.is_empty() && env.position.is_none());
+    assert_eq!(env.data.get(), "null");
+    let json = env.to_json();
+    let back = Envelope::parse(json.as_bytes()).unwrap_or_else(|e| panic!("own serialisation refused: {e}: {json}"));
+    assert_same(env, &back);
+    assert_eq!(back.action, Action::Disconnect);
+    assert_eq!(back.to_json(), json, "serialisation is not stable");
 }
 
 fn check_channel(data: &[u8]) {

@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use super::http::{Endpoint, FetchError, UrlError};
 use super::tls::TlsRoots;
-use super::{identity_of, validation, Claims, JwtAlgorithm, Refusal};
+use super::{claims_of, identity_of, validation, Claims, JwtAlgorithm, Refusal};
 use crate::hooks::{AuthRequest, Hook, HookError, HookFuture, Identity};
 
 /// Largest JWKS document read.
@@ -362,7 +362,7 @@ impl JwksAuthenticator {
         let key = set.select(kid)?;
         let data = jsonwebtoken::decode::<Value>(token, key, &self.inner.validation)
             .map_err(|e| Refusal::of(&e, self.inner.algorithm))?;
-        let claims: Claims = serde_json::from_value(data.claims.clone()).map_err(|_| Refusal::BadClaims)?;
+        let claims = claims_of(&data.claims)?;
         Ok((claims, data.claims))
     }
 

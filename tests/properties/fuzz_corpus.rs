@@ -109,3 +109,30 @@ fn batched_group_seeds_reach_the_valid_batch_and_the_edits_are_refused() {
         fuzz_checks::group_open::check(&data);
     }
 }
+
+#[test]
+fn frame_seeds_decode_to_the_expected_items_and_errors() {
+    use sealcast::protocol::frame::{FrameError, Inbound};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ws_frame");
+    let decode = |seed: &str| {
+        let data = std::fs::read(root.join(seed)).expect("seed");
+        fuzz_checks::ws_frame::run(&data[2..], 65_536, data[1])
+    };
+    let text = decode("fragmented_with_ping");
+    assert_eq!(
+        text.items,
+        [Inbound::Ping("p".into()), Inbound::Text("hello world".into())]
+    );
+    assert_eq!(decode("ping_pong_close").items.last(), Some(&Inbound::Close));
+    assert_eq!(decode("utf8_split_across_fragments").items, [Inbound::Text("é".into())]);
+    assert_eq!(decode("unmasked").error, Some(FrameError::Protocol));
+    assert_eq!(decode("invalid_utf8").error, Some(FrameError::InvalidUtf8));
+    assert_eq!(decode("len64_msb_set").error, Some(FrameError::TooLarge));
+    assert!(decode("incomplete_payload").buffered);
+    // The limit is the seed's first byte: 16 bytes here, announced over it before any payload arrives.
+    let data = std::fs::read(root.join("too_large_header_only")).expect("seed");
+    assert_eq!(
+        fuzz_checks::ws_frame::run(&data[2..], 16, 0).error,
+        Some(FrameError::TooLarge)
+    );
+}

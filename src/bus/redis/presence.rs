@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::history::{int, key_prefix, text};
 use super::{Conn, Inner, NoPush, MAX_ENVELOPE_LEN};
-use crate::presence::{time_of, Change, LocalPresence, Presence, PresenceError, PresenceMember};
+use crate::presence::{time_of, Change, LocalPresence, Presence, PresenceError, PresenceMember, MAX_SINCE_MS};
 use crate::protocol::{ClientId, Envelope, RoomName, Target, UserId};
 
 /// How often an instance scores itself in the instances set.
@@ -57,6 +57,10 @@ const QUERY_WAIT: Duration = Duration::from_secs(5);
 const MAX_QUERIES: usize = 4_096;
 
 const INSTANCES: &str = "sealcast:presence:instances";
+
+/// The fuzz target `redis_presence`: every reader of what Redis hands back, against an independent reading.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 
 /// Reads the user out of an entry's value (`"<instance> <since> u<user>"`), or nil.
 macro_rules! user_of {
@@ -235,13 +239,14 @@ fn value(instance: &str, since_ms: u64, user: Option<&UserId>) -> String {
     }
 }
 
-/// Parses an entry read back from Redis (hostile input): its client id and value.
+/// Parses an entry read back from Redis (hostile input): its client id and value. A `since` past
+/// [`MAX_SINCE_MS`] is malformed (the writer uses the clock; the answer shows it as a four-digit year).
 fn member(client: &Value, value: &Value) -> Option<(ClientId, Option<UserId>, u64)> {
     let client = ClientId::parse(&text(client)?)?;
     let v = text(value)?;
     let mut parts = v.splitn(3, ' ');
     let _instance = parts.next()?;
-    let since: u64 = parts.next()?.parse().ok()?;
+    let since: u64 = parts.next()?.parse().ok().filter(|ms| *ms <= MAX_SINCE_MS)?;
     let user = match parts.next()? {
         "-" => None,
         u => Some(UserId::parse(u.strip_prefix('u')?)?),
@@ -251,6 +256,53 @@ fn member(client: &Value, value: &Value) -> Option<(ClientId, Option<UserId>, u6
 
 fn bad() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Parse, "unexpected presence script answer"))
+}
+
+/// The longest instance id a heartbeat answer may name as dead (ids are UUIDs; longer ones are not ours).
+const MAX_INSTANCE_LEN: usize = 128;
+
+/// The dead instances listed in a heartbeat's answer, to clean up: at most [`DEAD_PER_BEAT`] of the first
+/// [`DEAD_PER_BEAT`] entries, texts only, never `me`, none longer than [`MAX_INSTANCE_LEN`]; `None` when the list
+/// is not a list.
+fn dead_instances(dead: &Value, me: &str) -> Option<Vec<String>> {
+    let Value::Array(dead) = dead else {
+        return None;
+    };
+    Some(
+        dead.iter()
+            .take(DEAD_PER_BEAT)
+            .filter_map(text)
+            .filter(|id| id != me && id.len() <= MAX_INSTANCE_LEN)
+            .collect(),
+    )
+}
+
+/// A member a purge removed: its client and user.
+type Removed = (ClientId, Option<UserId>);
+
+/// A purge script's answer (`{clients left, {client, value, ...}}`): the clients left in the room, how many
+/// entries were removed, and the removed members whose entries parse (the others are skipped).
+fn purge_answer(v: Value) -> redis::RedisResult<(usize, usize, Vec<Removed>)> {
+    let (left, removed) = two(v)?;
+    let left = usize::try_from(int(&left).ok_or_else(bad)?).unwrap_or(0);
+    let Value::Array(removed) = removed else {
+        return Err(bad());
+    };
+    let members = removed
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [c, v] => member(c, v).map(|(client, user, _)| (client, user)),
+            _ => None,
+        })
+        .collect();
+    Ok((left, removed.len() / 2, members))
+}
+
+/// The rooms an instance's rooms set lists (`SMEMBERS`): an error unless every entry is text; the texts that are
+/// no room name are skipped.
+fn listed_rooms(v: Value) -> redis::RedisResult<Vec<RoomName>> {
+    let rooms: Vec<String> = redis::from_redis_value(v)?;
+    Ok(rooms.iter().filter_map(|r| RoomName::parse(r)).collect())
 }
 
 /// A script's two-part answer.
@@ -368,8 +420,8 @@ impl RedisPresence {
 
     /// Removes `instance`'s entries from every room it listed, with `member_left` for each; true when done.
     async fn purge(&self, conn: &mut Conn, instance: &str) -> redis::RedisResult<()> {
-        let rooms: Vec<String> = conn.run(redis::cmd("SMEMBERS").arg(rooms_key(instance))).await?;
-        for room in rooms.iter().filter_map(|r| RoomName::parse(r)) {
+        let rooms = listed_rooms(conn.run(redis::cmd("SMEMBERS").arg(rooms_key(instance))).await?)?;
+        for room in rooms {
             let Some(keys) = room_keys(&self.0.inner, room.as_str()) else {
                 continue;
             };
@@ -381,23 +433,14 @@ impl RedisPresence {
                     .arg(&keys.users)
                     .arg(instance)
                     .arg(PURGE_CHUNK);
-                let (left, removed) = two(conn.run(&cmd).await?)?;
-                let left = usize::try_from(int(&left).ok_or_else(bad)?).unwrap_or(0);
-                let Value::Array(removed) = removed else {
-                    return Err(bad());
-                };
-                let count = removed.len() / 2;
+                let (left, count, removed) = purge_answer(conn.run(&cmd).await?)?;
                 // Events while the room, with those removed, had at most `max_members` clients.
                 if self.0.settings.events && left.saturating_add(count) <= self.0.settings.max_members {
                     let mut publishes = Vec::new();
-                    for pair in removed.chunks(2) {
-                        if let [c, v] = pair {
-                            if let Some((client, user, _)) = member(c, v) {
-                                let env = self.envelope(&room, false, client, user.as_ref());
-                                if !env.is_empty() {
-                                    publishes.push(super::publish_cmd(self.0.inner.mode, &keys.channel, &env));
-                                }
-                            }
+                    for (client, user) in removed {
+                        let env = self.envelope(&room, false, client, user.as_ref());
+                        if !env.is_empty() {
+                            publishes.push(super::publish_cmd(self.0.inner.mode, &keys.channel, &env));
                         }
                     }
                     conn.run_in_order::<Value>(&publishes).await?;
@@ -685,13 +728,7 @@ impl Beater {
             self.p.0.local.wake();
         }
         self.registered = true;
-        let Value::Array(dead) = dead else {
-            return Err(bad());
-        };
-        for id in dead.iter().take(DEAD_PER_BEAT).filter_map(text) {
-            if id == *self.p.0.me || id.len() > 128 {
-                continue;
-            }
+        for id in dead_instances(&dead, &self.p.0.me).ok_or_else(bad)? {
             let claimed: Value = conn
                 .run(
                     redis::cmd("SET")
