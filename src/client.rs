@@ -723,9 +723,7 @@ async fn next_frame(ws: &mut Ws) -> Result<Option<Frame>, ClientError> {
 }
 
 /// [`next_frame`] for what is not a data frame.
-fn next_other(
-    next: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
-) -> Result<(), ClientError> {
+fn next_other(next: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>) -> Result<(), ClientError> {
     match next {
         None => Err(ClientError::Closed {
             code: 1006,

@@ -1057,7 +1057,9 @@ impl RecordOpener {
         // 3./4. the header under this seq's nonce and the header AAD
         let nonce = nonce(&self.keys.iv, seq);
         let aad = header_aad(self.direction, &self.th, self.epoch, seq);
-        let (ct, tag) = hdr.split_at_checked(hdr_len - TAG_LEN).ok_or(OpenError::CiphertextTooShort)?;
+        let (ct, tag) = hdr
+            .split_at_checked(hdr_len - TAG_LEN)
+            .ok_or(OpenError::CiphertextTooShort)?;
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError::CiphertextTooShort)?;
         let mut pt = ct.to_vec();
         self.keys

@@ -1289,7 +1289,13 @@ fn appendix_f_negative_checks_fail() {
     let head = 11 + 3 * 40 + 16;
     let part1 = head..head + 4 + 65;
     let part2 = part1.end..part1.end + 4 + 65;
-    let swapped = [&frame[..head], &frame[part2.clone()], &frame[part1], &frame[part2.end..]].concat();
+    let swapped = [
+        &frame[..head],
+        &frame[part2.clone()],
+        &frame[part1],
+        &frame[part2.end..],
+    ]
+    .concat();
     let variants: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", frame[..frame.len() - 1].to_vec()),
         ("extended", [&frame[..], &[0]].concat()),

@@ -615,7 +615,11 @@ async fn roomkeys_a_burst_arrives_as_binary_batches_in_order_and_text_batches_st
         assert!(!raw.starts_with("binary:"), "text for roomKeys 2");
     }
     assert!(b.bin_wire.is_empty(), "no binary frame to a roomKeys 2 member");
-    assert!(b.wire.iter().any(|f| bodies_of(f).len() > 1), "text batches: {:?}", b.wire);
+    assert!(
+        b.wire.iter().any(|f| bodies_of(f).len() > 1),
+        "text batches: {:?}",
+        b.wire
+    );
     assert!(!a.bin_wire.is_empty(), "binary batches");
     assert!(
         a.bin_wire.iter().any(|f| binary_parts(f).1.len() > 1),
