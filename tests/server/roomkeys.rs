@@ -686,3 +686,22 @@ async fn roomkeys_tampered_binary_batches_are_caught() {
     let err = c.opener.open_binary(&bin).unwrap_err();
     assert_eq!(err.close_code(), 4005, "binary on a roomKeys 2 session");
 }
+
+/// A binary batch is one record too: with a small epoch limit key updates (text records) interleave with binary
+/// batches and nothing is lost.
+#[tokio::test]
+async fn roomkeys_binary_batches_and_key_updates_interleave() {
+    let t = TestServer::start(enc_builder().max_records_per_epoch(4)).await;
+    let mut a = RawEnc::login_room_key_binary(&t, "user:a").await;
+    let mut b = RawEnc::login_room_key_binary(&t, "user:b").await;
+    a.join(&["r"]).await;
+    b.join(&["r"]).await;
+    for round in 0..4 {
+        burst(&t, "r", 5);
+        for n in 0..5 {
+            assert_eq!(a.recv().await["data"]["n"], n, "round {round}");
+        }
+    }
+    assert!(a.opener.epoch() >= 2, "key updates happened");
+    assert!(!a.bin_wire.is_empty(), "binary batches");
+}
