@@ -57,6 +57,7 @@ pub struct ClientConfig {
     max_records_per_epoch: u64,
     room_keys: bool,
     room_key_batches: bool,
+    room_key_binary: bool,
     token_provider: Option<TokenProvider>,
     refresh_margin: Duration,
     backoff_initial: Duration,
@@ -88,6 +89,7 @@ impl ClientConfig {
             max_records_per_epoch: crypto::MAX_RECORDS_PER_EPOCH,
             room_keys: true,
             room_key_batches: true,
+            room_key_binary: true,
             token_provider: None,
             refresh_margin: Duration::from_secs(60),
             backoff_initial: Duration::from_millis(500),
@@ -170,6 +172,14 @@ impl ClientConfig {
     /// [`Self::room_keys`] on) the client offers `"roomKeys": 1`.
     pub fn room_key_batches(mut self, enabled: bool) -> Self {
         self.room_key_batches = enabled;
+        self
+    }
+
+    /// Whether to take batched group records as binary frames (wsenc/1 §11.5, `"roomKeys": 3`; default: true):
+    /// the bodies then travel as raw bytes instead of base64url in JSON. Off (with [`Self::room_key_batches`] on)
+    /// the client offers `"roomKeys": 2`.
+    pub fn room_key_binary(mut self, enabled: bool) -> Self {
+        self.room_key_binary = enabled;
         self
     }
 }
@@ -392,7 +402,9 @@ impl Client {
             let hs = ClientHandshake::new()?;
             hs.insert_auth_fields(&mut auth, config.kid);
             if config.room_keys {
-                let offer = if config.room_key_batches {
+                let offer = if config.room_key_batches && config.room_key_binary {
+                    crate::wsenc::ROOM_KEYS_BINARY
+                } else if config.room_key_batches {
                     crate::wsenc::ROOM_KEYS_BATCHED
                 } else {
                     1
@@ -427,6 +439,11 @@ impl Client {
                 Some(1) if config.room_keys => opener.enable_room_keys(),
                 Some(crate::wsenc::ROOM_KEYS_BATCHED) if config.room_keys && config.room_key_batches => {
                     opener.enable_room_key_batches();
+                }
+                Some(crate::wsenc::ROOM_KEYS_BINARY)
+                    if config.room_keys && config.room_key_batches && config.room_key_binary =>
+                {
+                    opener.enable_room_key_binary();
                 }
                 // An answer the client did not offer: the record layer refuses group records (4005).
                 _ => {}
@@ -616,8 +633,15 @@ impl Client {
             let inner = match self.unread.pop_front() {
                 Some(inner) => inner,
                 None => {
-                    let Some(text) = next_text(&mut self.ws).await? else {
-                        continue;
+                    let text = match next_frame(&mut self.ws).await? {
+                        None => continue,
+                        Some(Frame::Text(text)) => text,
+                        Some(Frame::Binary(bytes)) => {
+                            // §11.5: only a session that negotiated binary batches takes one (else 4005).
+                            let opener = self.opener.as_mut().ok_or(ClientError::Protocol("binary frame"))?;
+                            self.unread.extend(opener.open_binary(&bytes)?);
+                            continue;
+                        }
                     };
                     match self.opener.as_mut() {
                         None => text.into_bytes(),
@@ -680,6 +704,40 @@ impl Client {
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
+}
+
+/// A data frame.
+enum Frame {
+    Text(String),
+    /// A binary batched group record (wsenc/1 §11.5).
+    Binary(Vec<u8>),
+}
+
+/// Reads the next data frame; `Ok(None)` for control frames; a close becomes [`ClientError::Closed`].
+async fn next_frame(ws: &mut Ws) -> Result<Option<Frame>, ClientError> {
+    match ws.next().await {
+        Some(Ok(WsMessage::Binary(b))) => Ok(Some(Frame::Binary(b.to_vec()))),
+        Some(Ok(WsMessage::Text(t))) => Ok(Some(Frame::Text(t.to_string()))),
+        other => next_other(other).map(|_| None),
+    }
+}
+
+/// [`next_frame`] for what is not a data frame.
+fn next_other(next: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>) -> Result<(), ClientError> {
+    match next {
+        None => Err(ClientError::Closed {
+            code: 1006,
+            reason: String::new(),
+            error: None,
+        }),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(WsMessage::Close(frame))) => Err(ClientError::Closed {
+            code: frame.as_ref().map_or(1005, |f| u16::from(f.code)),
+            reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            error: None,
+        }),
+        Some(Ok(_)) => Ok(()),
+    }
 }
 
 /// Reads the next text frame; `Ok(None)` for control frames; a close becomes [`ClientError::Closed`].

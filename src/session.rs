@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::crypto::{RecordSink, RoomKey, SealedBody};
 
 use crate::hooks::Hook;
-use crate::protocol::outbound::{put_frame, put_header, TextFrame, OP_TEXT};
+use crate::protocol::outbound::{put_frame, put_header, TextFrame, OP_BINARY, OP_TEXT};
 use crate::protocol::CloseCode;
 use crate::redact::debug_redacted;
 
@@ -155,6 +155,14 @@ impl RoomFrame {
             _ => &[],
         }
     }
+
+    /// The sealed body as a part of a binary batched record (`u32be(len) ‖ body`, §11.5; empty if never sealed).
+    pub(crate) fn part(&self) -> &[u8] {
+        match self.0.body.get() {
+            Some(Some(body)) => body.binary_part(),
+            _ => &[],
+        }
+    }
 }
 
 impl std::fmt::Debug for RoomFrame {
@@ -175,6 +183,10 @@ const SHARED_TAIL_MIN: usize = 2048;
 /// cheaper (0.166 vs 0.171–0.183 µs per delivery; BENCHMARKS.md, batched group records).
 const SHARED_ELEMENT_MIN: usize = SHARED_TAIL_MIN;
 
+/// The same for the parts of a binary batched record (§11.5): below it a part is copied into the connection's
+/// buffer, at or above it the writer sends the room frame's shared raw bytes as a buffer of their own.
+const SHARED_PART_MIN: usize = SHARED_ELEMENT_MIN;
+
 /// A shared piece of the byte stream that follows a group record's own bytes.
 pub(crate) enum SharedTail {
     /// These bytes (a single group record's body and its closing `"}}`, §11.3).
@@ -182,6 +194,8 @@ pub(crate) enum SharedTail {
     /// The body of the `index`th message handed to [`Sealer::seal_rooms`], as an element of a batched record's
     /// `bodies` (§11.4): the writer sends it from the room frame it holds, with no reference count touched.
     Element { index: usize, first: bool },
+    /// The same message's body as a part of a binary batched record (§11.5): `u32be(len) ‖ body`.
+    Part { index: usize },
 }
 
 /// Where a [`Sealer`] puts what it sends: each frame is appended, already framed as a WebSocket text frame, to
@@ -270,6 +284,24 @@ impl RecordSink for Frames<'_> {
             self.groups.1 += 1;
         } else {
             self.groups.0 += 1;
+        }
+    }
+
+    fn next_binary(&mut self, len: usize, tail_len: usize) -> &mut [u8] {
+        put_header(self.buf, OP_BINARY, len.saturating_add(tail_len));
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        self.count += 1;
+        self.buf.get_mut(start..).unwrap_or_default()
+    }
+
+    fn put_part(&mut self, index: usize, body: &SealedBody) {
+        let part = body.binary_part();
+        if part.len() < SHARED_PART_MIN {
+            self.buf.extend_from_slice(part);
+        } else {
+            let index = self.element_base.saturating_add(index);
+            self.tails.push((self.buf.len(), SharedTail::Part { index }));
         }
     }
 

@@ -57,18 +57,29 @@ pub const ROOM_KEYS_FIELD: &str = "roomKeys";
 /// The `roomKeys` value of batched group records (wsenc/1 §11.4; it implies the single ones, value 1).
 pub const ROOM_KEYS_BATCHED: u64 = 2;
 
-/// True if the `authenticate` payload advertises group records: `"roomKeys": 1`, or `2` (batched ones too).
-/// Any other value (a later version, a string, `true`) is not this extension and is ignored.
+/// The `roomKeys` value of binary batched group records (wsenc/1 §11.5; it implies values 2 and 1).
+pub const ROOM_KEYS_BINARY: u64 = 3;
+
+/// True if the `authenticate` payload advertises group records: `"roomKeys": 1`, `2` (batched ones too) or `3`
+/// (binary batches too). Any other value (a later version, a string, `true`) is not this extension and is ignored.
 pub fn advertises_room_keys(data: &Map<String, Value>) -> bool {
     matches!(
         data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64),
-        Some(1 | ROOM_KEYS_BATCHED)
+        Some(1 | ROOM_KEYS_BATCHED | ROOM_KEYS_BINARY)
     )
 }
 
-/// True if the `authenticate` payload advertises batched group records (wsenc/1 §11.4): `"roomKeys": 2`.
+/// True if the `authenticate` payload advertises batched group records (wsenc/1 §11.4): `"roomKeys": 2` or `3`.
 pub fn advertises_room_key_batches(data: &Map<String, Value>) -> bool {
-    data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64) == Some(ROOM_KEYS_BATCHED)
+    matches!(
+        data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64),
+        Some(ROOM_KEYS_BATCHED | ROOM_KEYS_BINARY)
+    )
+}
+
+/// True if the `authenticate` payload advertises binary batched group records (wsenc/1 §11.5): `"roomKeys": 3`.
+pub fn advertises_room_key_binary(data: &Map<String, Value>) -> bool {
+    data.get(ROOM_KEYS_FIELD).and_then(Value::as_u64) == Some(ROOM_KEYS_BINARY)
 }
 
 impl std::fmt::Debug for WsEnc1 {
@@ -130,6 +141,7 @@ impl WsEnc1 {
     pub fn establish(&self, client_id: &str, user_id: Option<&str>, data: Map<String, Value>) -> HandshakeOutcome {
         let room_keys = self.room_keys && advertises_room_keys(&data);
         let batches = room_keys && advertises_room_key_batches(&data);
+        let binary = batches && advertises_room_key_binary(&data);
         let request = match crypto::HandshakeRequest::from_auth_data(&Value::Object(data)) {
             Ok(Some(request)) => request,
             Ok(None) => return HandshakeOutcome::Plaintext,
@@ -151,7 +163,10 @@ impl WsEnc1 {
         sealer.set_padding(self.padding);
         let mut connected_fields = Map::new();
         hello.insert_into(&mut connected_fields);
-        if batches {
+        if binary {
+            sealer.enable_room_key_binary();
+            connected_fields.insert(ROOM_KEYS_FIELD.into(), Value::from(ROOM_KEYS_BINARY));
+        } else if batches {
             sealer.enable_room_key_batches();
             connected_fields.insert(ROOM_KEYS_FIELD.into(), Value::from(ROOM_KEYS_BATCHED));
         } else if room_keys {

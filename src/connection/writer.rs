@@ -155,6 +155,8 @@ enum Chunk {
     /// A room message's sealed body as an element of a batched group record (wsenc/1 §11.4): `true` for the
     /// first of its record.
     Element(RoomFrame, bool),
+    /// A room message's sealed body as a part of a binary batched group record (wsenc/1 §11.5).
+    Part(RoomFrame),
 }
 
 impl Chunk {
@@ -163,6 +165,7 @@ impl Chunk {
             Self::Shared(frame) => frame.wire(),
             Self::Own(bytes) => bytes,
             Self::Element(frame, first) => frame.element(*first),
+            Self::Part(frame) => frame.part(),
         }
     }
 
@@ -170,7 +173,7 @@ impl Chunk {
     /// frame needs here is rare.
     fn advance(&mut self, n: usize) {
         match self {
-            Self::Shared(_) | Self::Element(..) => {
+            Self::Shared(_) | Self::Element(..) | Self::Part(_) => {
                 *self = Self::Own(Bytes::copy_from_slice(self.bytes().get(n..).unwrap_or_default()));
             }
             Self::Own(bytes) => bytes.advance(n),
@@ -455,6 +458,11 @@ impl<'a> Writer<'a> {
                 SharedTail::Element { index, first } => {
                     if let Some((_, frame)) = run.find(|(i, _)| *i == index) {
                         self.chunks.push_back(Chunk::Element(frame, first));
+                    }
+                }
+                SharedTail::Part { index } => {
+                    if let Some((_, frame)) = run.find(|(i, _)| *i == index) {
+                        self.chunks.push_back(Chunk::Part(frame));
                     }
                 }
             }

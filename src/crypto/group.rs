@@ -142,10 +142,15 @@ impl RoomKey {
         b64::encode_into(&body, wire.get_mut(WIRE_LEAD.len()..).unwrap_or_default())
             .map_err(|_| SealError::TooLarge)?;
         wire.put_slice(ENV_SUFFIX);
+        let len = u32::try_from(body.len()).map_err(|_| SealError::TooLarge)?;
+        let mut raw = BytesMut::with_capacity(4 + body.len());
+        raw.put_slice(&len.to_be_bytes());
+        raw.put_slice(&body);
         Ok(SealedBody {
             epoch: self.epoch,
             digest,
             wire: wire.freeze(),
+            raw: raw.freeze(),
         })
     }
 
@@ -247,9 +252,21 @@ pub struct SealedBody {
     /// (`b64u(body)"}}`); without its last two bytes it follows an earlier body of a batched record (`,"b64u"`);
     /// from the second byte without its last two it is a batch's first body (`"b64u"`).
     wire: Bytes,
+    /// `u32be(len(body))` ‖ `body`: the body as a part of a binary batched record (§11.5), shared.
+    raw: Bytes,
 }
 
 impl SealedBody {
+    /// The body as a part of a binary batched record (§11.5): `u32be(len)` ‖ the raw body bytes, shared.
+    pub fn binary_part(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// [`Self::binary_part`] as a shared buffer.
+    pub fn binary_part_bytes(&self) -> Bytes {
+        self.raw.clone()
+    }
+
     /// The epoch of the key that sealed it.
     pub fn epoch(&self) -> u64 {
         self.epoch

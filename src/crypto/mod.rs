@@ -76,7 +76,7 @@ pub use group::{InvalidRoomKey, RoomKey, SealedBody};
 pub use handshake::{server_handshake, ClientHandshake, HandshakeError, HandshakeRequest, ServerHello};
 pub use keys::{KeyError, PinnedKey, StaticKey, StaticKeySet};
 pub(crate) use record::RecordSink;
-pub use record::{InvalidEpochLimit, OpenError, RecordOpener, RecordSealer, SealError};
+pub use record::{InvalidEpochLimit, OpenError, RecordOpener, RecordSealer, SealError, BINARY_BATCH};
 
 /// `PROTO` (40 bytes), the first transcript field.
 pub const PROTO: &[u8; 40] = b"wsenc/1 NK P-256 HKDF-SHA256 AES-256-GCM";

@@ -225,6 +225,8 @@ pub struct RecordSealer {
     room_keys: bool,
     /// Batched group records (§11.4) negotiated.
     batches: bool,
+    /// Binary batched group records (§11.5) negotiated: batches go out as binary frames.
+    binary: bool,
     /// The room keys this session's client holds: boxed, and made at the first group record, so that an idle
     /// session stays small.
     keys_sent: Option<Box<KeysSent>>,
@@ -245,6 +247,7 @@ impl RecordSealer {
             scratch: Vec::new(),
             room_keys: false,
             batches: false,
+            binary: false,
             keys_sent: None,
         }
     }
@@ -269,6 +272,18 @@ impl RecordSealer {
     /// True if this session gets batched group records.
     pub fn room_key_batches_enabled(&self) -> bool {
         self.batches
+    }
+
+    /// Sends batched group records as binary frames (§11.5): the client advertised `"roomKeys": 3` and the server
+    /// answered it. Implies [`Self::enable_room_key_batches`].
+    pub fn enable_room_key_binary(&mut self) {
+        self.enable_room_key_batches();
+        self.binary = true;
+    }
+
+    /// True if this session gets batched group records as binary frames (§11.5).
+    pub fn room_key_binary_enabled(&self) -> bool {
+        self.binary
     }
 
     /// Seals several room messages as one batched group record (§11.4): a `room_key` record first for every key
@@ -317,7 +332,11 @@ impl RecordSealer {
             .unwrap_or_default();
         header.clear();
         group::batch_header(items.iter().map(|(_, body)| *body), &mut header);
-        let sealed = self.seal_envelope(&header, None, HEADER_AAD_LABEL, Tail::Batch(items), sink);
+        let sealed = if self.binary {
+            self.seal_binary(&header, items, sink)
+        } else {
+            self.seal_envelope(&header, None, HEADER_AAD_LABEL, Tail::Batch(items), sink)
+        };
         if let Some(sent) = self.keys_sent.as_mut() {
             sent.header = header;
         }
@@ -552,6 +571,54 @@ impl RecordSealer {
     }
 }
 
+impl RecordSealer {
+    /// A batched record as one binary frame (§11.5): `0x01 ‖ u64be(seq) ‖ u16be(k) ‖ hdr ‖ k × (u32be(len) ‖ body)`,
+    /// `hdr` sealed exactly as §11.4's at the current seq.
+    fn seal_binary(
+        &mut self,
+        header: &[u8],
+        items: &[(&RoomKey, &SealedBody)],
+        sink: &mut impl RecordSink,
+    ) -> Result<(), SealError> {
+        if self.seq >= self.limit {
+            return Err(SealError::KeyExhausted);
+        }
+        let k = u16::try_from(items.len()).map_err(|_| SealError::InvalidPlaintext)?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(header);
+        let nonce = nonce(&self.keys.iv, self.seq);
+        let aad = aad_labelled(HEADER_AAD_LABEL, self.direction, &self.th, self.epoch, self.seq);
+        let tag = self
+            .keys
+            .aead()
+            .seal_in_place(&nonce, &aad, &mut self.scratch)
+            .map_err(|_| SealError::TooLarge)?;
+        self.scratch.extend_from_slice(&tag);
+        let head_len = BINARY_HEAD_LEN + self.scratch.len();
+        let parts: usize = items.iter().map(|(_, body)| body.binary_part().len()).sum();
+        let mut out = Fill(sink.next_binary(head_len, parts));
+        out.put(&[BINARY_BATCH])?;
+        out.put(&self.seq.to_be_bytes())?;
+        out.put(&k.to_be_bytes())?;
+        out.put(&self.scratch)?;
+        if !out.0.is_empty() {
+            return Err(SealError::TooLarge);
+        }
+        sink.group_record(true);
+        for (i, (_, body)) in items.iter().enumerate() {
+            sink.put_part(i, body);
+        }
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+/// The type byte of a binary batched group record (§11.5).
+pub const BINARY_BATCH: u8 = 0x01;
+
+/// Type byte, `u64be(seq)`, `u16be(k)`: what precedes a binary batch's header.
+const BINARY_HEAD_LEN: usize = 1 + 8 + 2;
+
 /// What follows `ct` in an envelope.
 enum Tail<'a> {
     /// Nothing: a §6 record.
@@ -580,6 +647,18 @@ pub(crate) trait RecordSink {
     fn put_element(&mut self, index: usize, body: &SealedBody, first: bool) {
         let _ = index;
         self.put_tail(&body.batch_element(first));
+    }
+
+    /// Returns `len` bytes for the start of a binary frame (§11.5) whose last `tail_len` bytes are the parts
+    /// handed to [`Self::put_part`]. The default is [`Self::next_prefix`] (a sink that does not frame).
+    fn next_binary(&mut self, len: usize, tail_len: usize) -> &mut [u8] {
+        self.next_prefix(len, tail_len)
+    }
+
+    /// Continues the binary frame started by [`Self::next_binary`] with one body part (`u32be(len) ‖ body`).
+    fn put_part(&mut self, index: usize, body: &SealedBody) {
+        let _ = index;
+        self.put_tail(&body.binary_part_bytes());
     }
 
     /// Told once per group record written: batched (§11.4) or single (§11.3). The default ignores it.
@@ -859,6 +938,8 @@ pub struct RecordOpener {
     rooms: Option<Box<RoomKeyRing>>,
     /// Batched group records (§11.4) accepted (by [`Self::open_all`]).
     batches: bool,
+    /// Binary batched group records (§11.5) accepted (by [`Self::open_binary`]).
+    binary: bool,
 }
 
 /// What one record held.
@@ -896,6 +977,7 @@ impl RecordOpener {
             poisoned: false,
             rooms: None,
             batches: false,
+            binary: false,
         }
     }
 
@@ -910,6 +992,92 @@ impl RecordOpener {
     pub fn enable_room_key_batches(&mut self) {
         self.enable_room_keys();
         self.batches = true;
+    }
+
+    /// Accepts binary batched group records (§11.5) too, through [`Self::open_binary`]: the client advertised
+    /// `"roomKeys": 3` and the server answered it. Implies [`Self::enable_room_key_batches`].
+    pub fn enable_room_key_binary(&mut self) {
+        self.enable_room_key_batches();
+        self.binary = true;
+    }
+
+    /// Opens one whole inbound binary frame: a binary batched group record (§11.5). Returns its messages, in
+    /// order (all or nothing). On a session without §11.5, or on any failure, the opener stays failed and the
+    /// connection must be closed with [`OpenError::close_code`] (4005, or 4006 for a spent epoch).
+    pub fn open_binary(&mut self, frame: &[u8]) -> Result<Vec<Vec<u8>>, OpenError> {
+        if self.poisoned {
+            return Err(OpenError::Poisoned);
+        }
+        let r = self.open_binary_inner(frame);
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    fn open_binary_inner(&mut self, frame: &[u8]) -> Result<Vec<Vec<u8>>, OpenError> {
+        if !self.binary {
+            return Err(OpenError::MalformedEnvelope);
+        }
+        // 1. exact length accounting
+        let (&kind, rest) = frame.split_first().ok_or(OpenError::MalformedEnvelope)?;
+        if kind != BINARY_BATCH {
+            return Err(OpenError::MalformedEnvelope);
+        }
+        let (seq, rest) = rest.split_first_chunk::<8>().ok_or(OpenError::MalformedEnvelope)?;
+        let (k, rest) = rest.split_first_chunk::<2>().ok_or(OpenError::MalformedEnvelope)?;
+        let seq = u64::from_be_bytes(*seq);
+        let k = usize::from(u16::from_be_bytes(*k));
+        if !(1..=MAX_BATCH_BODIES).contains(&k) {
+            return Err(OpenError::MalformedEnvelope);
+        }
+        let hdr_len = k * group::HEADER_LEN + TAG_LEN;
+        let (hdr, mut rest) = rest.split_at_checked(hdr_len).ok_or(OpenError::MalformedEnvelope)?;
+        let mut bodies = Vec::with_capacity(k);
+        for _ in 0..k {
+            let (len, after) = rest.split_first_chunk::<4>().ok_or(OpenError::MalformedEnvelope)?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| OpenError::MalformedEnvelope)?;
+            if len < 8 + TAG_LEN {
+                return Err(OpenError::MalformedEnvelope);
+            }
+            let (body, after) = after.split_at_checked(len).ok_or(OpenError::MalformedEnvelope)?;
+            bodies.push(body);
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(OpenError::MalformedEnvelope);
+        }
+        // 2. seq == expected (a seq at or past the epoch limit is 4006)
+        if seq >= self.limit {
+            return Err(OpenError::KeyExhausted);
+        }
+        if seq != self.expected {
+            return Err(OpenError::UnexpectedSeq);
+        }
+        // 3./4. the header under this seq's nonce and the header AAD
+        let nonce = nonce(&self.keys.iv, seq);
+        let aad = header_aad(self.direction, &self.th, self.epoch, seq);
+        let (ct, tag) = hdr
+            .split_at_checked(hdr_len - TAG_LEN)
+            .ok_or(OpenError::CiphertextTooShort)?;
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| OpenError::CiphertextTooShort)?;
+        let mut pt = ct.to_vec();
+        self.keys
+            .aead()
+            .open_in_place(&nonce, &aad, &mut pt, &tag)
+            .map_err(|_| OpenError::AuthFailed)?;
+        // 5. every body, in order, before any is returned
+        let headers = group::parse_batch_header(&pt, k).ok_or(OpenError::InvalidInner)?;
+        let mut all = Vec::with_capacity(k);
+        for ((epoch, digest), body) in headers.iter().zip(bodies) {
+            all.push(self.open_shared_raw(*epoch, digest, body)?);
+        }
+        // 7. one record
+        if seq.saturating_add(1) >= self.limit {
+            return Err(OpenError::KeyExhausted);
+        }
+        self.expected = seq + 1;
+        Ok(all)
     }
 
     /// The latest key received for `room`, if any (group records enabled).
@@ -1097,16 +1265,24 @@ impl RecordOpener {
     /// §11.3 steps 5–7 for one shared body named by a header: the key of `epoch` is held, `digest` matches the
     /// body, the body opens, and its message is an application message.
     fn open_shared(&self, epoch: u64, digest: &[u8; 32], shared: &str) -> Result<Vec<u8>, OpenError> {
+        if self.rooms.as_ref().and_then(|rooms| rooms.by_epoch(epoch)).is_none() {
+            return Err(OpenError::AuthFailed);
+        }
+        let shared = b64::decode(shared).map_err(|_| OpenError::BadEncoding)?;
+        self.open_shared_raw(epoch, digest, &shared)
+    }
+
+    /// [`Self::open_shared`] on the raw body bytes.
+    fn open_shared_raw(&self, epoch: u64, digest: &[u8; 32], shared: &[u8]) -> Result<Vec<u8>, OpenError> {
         let key = self
             .rooms
             .as_ref()
             .and_then(|rooms| rooms.by_epoch(epoch))
             .ok_or(OpenError::AuthFailed)?;
-        let shared = b64::decode(shared).map_err(|_| OpenError::BadEncoding)?;
-        if key.digest(&shared) != *digest {
+        if key.digest(shared) != *digest {
             return Err(OpenError::AuthFailed);
         }
-        let inner = key.open_body(&shared)?;
+        let inner = key.open_body(shared)?;
         if !matches!(check_inner(&inner)?, Inner::Application) {
             return Err(OpenError::ReservedInnerEvent);
         }

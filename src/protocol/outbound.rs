@@ -190,6 +190,8 @@ impl Message {
 
 /// WebSocket opcode of a text frame.
 pub(crate) const OP_TEXT: u8 = 0x1;
+/// Opcode of a binary frame (wsenc/1 §11.5's batched records).
+pub(crate) const OP_BINARY: u8 = 0x2;
 /// WebSocket opcode of a close frame.
 pub(crate) const OP_CLOSE: u8 = 0x8;
 /// WebSocket opcode of a pong frame.

@@ -48,6 +48,8 @@ pub struct RawEnc {
     pub connected: Value,
     /// Every raw frame received after `connected`.
     pub wire: Vec<String>,
+    /// Every binary frame received after `connected` (wsenc/1 §11.5).
+    pub bin_wire: Vec<Vec<u8>>,
     /// The rest of a batched group record's messages (§11.4), with the frame that carried them.
     pending: std::collections::VecDeque<(Value, String)>,
 }
@@ -84,6 +86,13 @@ impl RawEnc {
         raw
     }
 
+    /// A session that advertises binary batched group records (wsenc/1 §11.5, `"roomKeys": 3`) and accepts them.
+    pub async fn login_room_key_binary(t: &TestServer, token: &str) -> Self {
+        let raw = Self::login_with(t, token, &[test_key().pinned()], None, 3).await;
+        assert_eq!(raw.connected["roomKeys"], 3, "the server answers roomKeys 3");
+        raw
+    }
+
     async fn login_with(
         t: &TestServer,
         token: &str,
@@ -108,8 +117,11 @@ impl RawEnc {
         if room_keys > 0 && connected["roomKeys"] == 1 {
             opener.enable_room_keys();
         }
-        if room_keys == 2 && connected["roomKeys"] == 2 {
+        if room_keys >= 2 && connected["roomKeys"] == 2 {
             opener.enable_room_key_batches();
+        }
+        if room_keys == 3 && connected["roomKeys"] == 3 {
+            opener.enable_room_key_binary();
         }
         Self {
             c,
@@ -117,6 +129,7 @@ impl RawEnc {
             opener,
             connected,
             wire: Vec::new(),
+            bin_wire: Vec::new(),
             pending: Default::default(),
         }
     }
@@ -138,6 +151,16 @@ impl RawEnc {
         for frame in self.seal(&inner) {
             self.c.send_text(&frame).await;
         }
+    }
+
+    /// The next raw frame, text or binary.
+    pub async fn recv_data(&mut self) -> super::Data {
+        let data = self.c.next_data(super::WAIT).await.expect("a frame");
+        match &data {
+            super::Data::Text(t) => self.wire.push(t.clone()),
+            super::Data::Binary(b) => self.bin_wire.push(b.clone()),
+        }
+        data
     }
 
     /// The next raw frame (must be a text frame).
@@ -171,7 +194,19 @@ impl RawEnc {
             if let Some(next) = self.pending.pop_front() {
                 return next;
             }
-            let raw = self.recv_raw().await;
+            let raw = match self.recv_data().await {
+                super::Data::Text(raw) => raw,
+                super::Data::Binary(bin) => {
+                    // A binary batched record (§11.5): its messages come with a hex rendering of the frame.
+                    let hex: String = bin.iter().map(|b| format!("{b:02x}")).collect();
+                    let raw = format!("binary:{hex}");
+                    for inner in self.opener.open_binary(&bin).expect("binary record opens") {
+                        self.pending
+                            .push_back((serde_json::from_slice(&inner).unwrap(), raw.clone()));
+                    }
+                    continue;
+                }
+            };
             let v: Value = serde_json::from_str(&raw).unwrap();
             assert_eq!(v["event"], "encrypted", "plaintext after connected: {raw}");
             for inner in self.opener.open_all(raw.as_bytes()).expect("record opens") {

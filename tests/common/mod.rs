@@ -177,6 +177,13 @@ pub struct Client {
 }
 
 /// What the client observed instead of a frame.
+/// A data frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Ended {
     Closed(u16, String),
@@ -199,6 +206,24 @@ impl Client {
 
     pub async fn send_raw(&mut self, m: Message) {
         self.ws.send(m).await.expect("send");
+    }
+
+    /// Next data frame (text or binary), or how the connection ended.
+    pub async fn next_data(&mut self, within: Duration) -> Result<Data, Ended> {
+        loop {
+            let m = match tokio::time::timeout(within, self.ws.next()).await {
+                Err(_) => panic!("no frame within {within:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return Err(Ended::Dropped),
+                Ok(Some(Ok(m))) => m,
+            };
+            match m {
+                Message::Text(t) => return Ok(Data::Text(t.to_string())),
+                Message::Binary(b) => return Ok(Data::Binary(b.to_vec())),
+                Message::Close(Some(f)) => return Err(Ended::Closed(u16::from(f.code), f.reason.to_string())),
+                Message::Close(None) => return Err(Ended::Dropped),
+                _ => continue,
+            }
+        }
     }
 
     /// Next text frame, or how the connection ended.

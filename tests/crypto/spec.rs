@@ -1222,6 +1222,93 @@ fn appendix_e_batched_record_matches_the_implementation() {
             "{SPEC_PATH}: Appendix E wire form"
         );
     }
+
+    // Appendix F: the same batch on a roomKeys 3 session is the binary frame, the records before it unchanged.
+    let mut bin_sealer = a.session().sealer_at(Direction::S2c, 0, 1);
+    bin_sealer.enable_room_key_binary();
+    let mut bin_out: Vec<Bytes> = Vec::new();
+    bin_sealer.seal_group(&lobby, &d_body, &mut bin_out).unwrap();
+    bin_sealer.seal_group_batch(&items, &mut bin_out).unwrap();
+    assert_eq!(bin_out.len(), 4);
+    assert_eq!(bin_out[..3], out[..3], "only the batch changes form");
+    assert_eq!(
+        hex::encode(&bin_out[3]),
+        appendix_f(),
+        "{SPEC_PATH}: Appendix F binary_batch"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Appendix F: binary batched group records (§11.5)
+
+/// Appendix F's `binary_batch` hex.
+fn appendix_f() -> String {
+    let (blocks, _) = split_blocks(section("## Appendix F"));
+    let line = blocks
+        .iter()
+        .flat_map(|b| b.lines.iter())
+        .find_map(|l| l.strip_prefix("binary_batch = "))
+        .unwrap_or_else(|| panic!("{SPEC_PATH}: Appendix F has no binary_batch line"));
+    line.trim().to_owned()
+}
+
+/// An opener that negotiated `roomKeys: 3` (or only 2) and took Appendix D's records and Appendix E's `room_key`.
+fn appendix_f_opener(binary: bool) -> RecordOpener {
+    let d = appendix_d();
+    let (_, wire) = appendix_e();
+    let session = appendix_a().session();
+    let mut o = RecordOpener::new(Direction::S2c, session.traffic_secret(Direction::S2c, 0), session.th, 1);
+    if binary {
+        o.enable_room_key_binary();
+    } else {
+        o.enable_room_key_batches();
+    }
+    for line in [d.wire[0], d.wire[1], wire[0]] {
+        o.open_all(line.as_bytes()).expect("earlier records open");
+    }
+    o
+}
+
+/// The client side of Appendix F: the binary batch opens into Appendix E's three messages in order.
+#[test]
+fn appendix_f_binary_batch_opens_into_its_messages_in_order() {
+    let (values, _) = appendix_e();
+    let frame = hex(&appendix_f(), "binary_batch");
+    let opened = appendix_f_opener(true).open_binary(&frame).expect("binary batch opens");
+    let expected: Vec<Vec<u8>> = ["message_1", "message_2", "message_3"]
+        .iter()
+        .map(|m| e_value(&values, m).as_bytes().to_vec())
+        .collect();
+    assert_eq!(opened, expected);
+}
+
+/// Appendix F's negative checks.
+#[test]
+fn appendix_f_negative_checks_fail() {
+    let frame = hex(&appendix_f(), "binary_batch");
+    let head = 11 + 3 * 40 + 16;
+    let part1 = head..head + 4 + 65;
+    let part2 = part1.end..part1.end + 4 + 65;
+    let swapped = [
+        &frame[..head],
+        &frame[part2.clone()],
+        &frame[part1],
+        &frame[part2.end..],
+    ]
+    .concat();
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", frame[..frame.len() - 1].to_vec()),
+        ("extended", [&frame[..], &[0]].concat()),
+        ("parts swapped", swapped),
+        ("type byte 0x02", [&[0x02][..], &frame[1..]].concat()),
+        ("k = 0", [&frame[..9], &[0, 0], &frame[11..]].concat()),
+    ];
+    for (what, forged) in variants {
+        let err = appendix_f_opener(true).open_binary(&forged).unwrap_err();
+        assert_eq!(err.close_code(), 4005, "{what}");
+    }
+    let err = appendix_f_opener(false).open_binary(&frame).unwrap_err();
+    assert_eq!(err.close_code(), 4005, "binary on a roomKeys: 2 session");
 }
 
 /// An opener that took Appendix D's records and Appendix E's `room_key` record (batches negotiated or not).

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use crate::common::enc::{enc_builder, test_key, RawEnc};
-use crate::common::{builder, eventually, TestServer};
+use crate::common::{builder, eventually, Data, TestServer};
 
 /// The shared body of a group record's raw frame, decoded (panics if the frame is not a group record).
 fn body_of(raw: &str) -> Vec<u8> {
@@ -251,7 +251,7 @@ async fn roomkeys_the_rust_client_negotiates_and_reads_group_records() {
     let mut a = EncClient::connect(cfg("user:a")).await.unwrap();
     let mut b = EncClient::connect(cfg("user:b")).await.unwrap();
     let mut c = EncClient::connect(cfg("user:c").room_keys(false)).await.unwrap();
-    assert_eq!(a.connected_data()["roomKeys"], 2);
+    assert_eq!(a.connected_data()["roomKeys"], 3);
     assert!(c.connected_data().get("roomKeys").is_none());
     for x in [&mut a, &mut b, &mut c] {
         x.join(&["r"]).await.unwrap();
@@ -555,7 +555,7 @@ async fn roomkeys_the_rust_client_negotiates_and_reads_batched_records() {
     let cfg = |tok: &str| ClientConfig::new(t.url(), tok).pin(test_key().pinned());
     let mut a = EncClient::connect(cfg("user:a")).await.unwrap();
     let mut b = EncClient::connect(cfg("user:b").room_key_batches(false)).await.unwrap();
-    assert_eq!(a.connected_data()["roomKeys"], 2);
+    assert_eq!(a.connected_data()["roomKeys"], 3);
     assert_eq!(b.connected_data()["roomKeys"], 1);
     for x in [&mut a, &mut b] {
         x.join(&["r"]).await.unwrap();
@@ -567,4 +567,141 @@ async fn roomkeys_the_rust_client_negotiates_and_reads_batched_records() {
             assert_eq!((m.event.as_str(), &m.data["n"]), ("chat", &json!(n)));
         }
     }
+}
+
+/// Binary frames until one is a binary batched record (§11.5), opening the text records before it (the
+/// `room_key`s it needs).
+async fn binary_batch_after_its_keys(c: &mut RawEnc) -> Vec<u8> {
+    loop {
+        match c.recv_data().await {
+            Data::Binary(bin) => return bin,
+            Data::Text(raw) => {
+                c.opener.open_all(raw.as_bytes()).unwrap();
+            }
+        }
+    }
+}
+
+/// The parts `u32be(len) ‖ body` of a binary batched record, after its head and header.
+fn binary_parts(bin: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let k = usize::from(u16::from_be_bytes([bin[9], bin[10]]));
+    let head = 11 + 40 * k + 16;
+    let mut parts = Vec::new();
+    let mut at = head;
+    while at < bin.len() {
+        let len = u32::from_be_bytes(bin[at..at + 4].try_into().unwrap()) as usize;
+        parts.push(bin[at..at + 4 + len].to_vec());
+        at += 4 + len;
+    }
+    assert_eq!(parts.len(), k, "k parts");
+    (bin[..head].to_vec(), parts)
+}
+
+/// A `roomKeys: 3` member gets a burst as binary frames, in order, with no plaintext in the raw bytes; a
+/// `roomKeys: 2` member of the same room keeps getting text batches.
+#[tokio::test]
+async fn roomkeys_a_burst_arrives_as_binary_batches_in_order_and_text_batches_stay_text() {
+    let t = TestServer::start(enc_builder()).await;
+    let mut a = RawEnc::login_room_key_binary(&t, "user:a").await;
+    let mut b = RawEnc::login_room_key_batches(&t, "user:b").await;
+    a.join(&["the-room"]).await;
+    b.join(&["the-room"]).await;
+    burst(&t, "the-room", 20);
+    for n in 0..20 {
+        let (m, _) = a.recv_with_raw().await;
+        assert_eq!(m["data"]["n"], n, "in order");
+        let (m, raw) = b.recv_with_raw().await;
+        assert_eq!(m["data"]["n"], n, "in order");
+        assert!(!raw.starts_with("binary:"), "text for roomKeys 2");
+    }
+    assert!(b.bin_wire.is_empty(), "no binary frame to a roomKeys 2 member");
+    assert!(
+        b.wire.iter().any(|f| bodies_of(f).len() > 1),
+        "text batches: {:?}",
+        b.wire
+    );
+    assert!(!a.bin_wire.is_empty(), "binary batches");
+    assert!(
+        a.bin_wire.iter().any(|f| binary_parts(f).1.len() > 1),
+        "a binary batch with several bodies"
+    );
+    assert!(
+        a.wire.iter().all(|f| bodies_of(f).is_empty()),
+        "no text batch to a roomKeys 3 member"
+    );
+    let key = *a.opener.room_key("the-room").unwrap().key_bytes();
+    for f in &a.bin_wire {
+        assert_eq!(f[0], 0x01, "type byte");
+        for secret in [&b"s3cr3t"[..], b"chat", b"the-room", b"room_key", &key[..]] {
+            assert!(!f.windows(secret.len()).any(|w| w == secret), "{secret:?} visible");
+        }
+    }
+}
+
+/// A fresh `roomKeys: 3` member of `room`, and the first binary batch of a burst of three, its keys opened.
+async fn fresh_binary_batch(t: &TestServer, token: &str, room: &str) -> (RawEnc, Vec<u8>) {
+    let mut x = RawEnc::login_room_key_binary(t, token).await;
+    x.join(&[room]).await;
+    burst(t, room, 3);
+    let bin = binary_batch_after_its_keys(&mut x).await;
+    (x, bin)
+}
+
+/// A truncated, extended or body-swapped binary batch is refused (4005), and so is any binary batch on a session
+/// that did not negotiate `roomKeys: 3`.
+#[tokio::test]
+async fn roomkeys_tampered_binary_batches_are_caught() {
+    let t = TestServer::start(enc_builder()).await;
+    let mut other = RawEnc::login_room_key_binary(&t, "user:o").await;
+    other.join(&["r"]).await;
+    type Tamper = fn(&[u8], &[u8], &[Vec<u8>]) -> Vec<u8>;
+    let cases: [(&str, Tamper); 7] = [
+        ("truncated", |bin, _, _| bin[..bin.len() - 1].to_vec()),
+        ("extended", |bin, _, _| [bin, &[0u8]].concat()),
+        ("header only", |_, head, _| head.to_vec()),
+        ("bad type byte", |bin, _, _| [&[0x02u8][..], &bin[1..]].concat()),
+        ("k = 0", |bin, _, _| [&bin[..9], &[0, 0], &bin[11..]].concat()),
+        ("bodies swapped", |_, head, parts| {
+            [head.to_vec(), parts[1].clone(), parts[0].clone(), parts[2..].concat()].concat()
+        }),
+        ("a body's length lies", |_, head, parts| {
+            let mut p0 = parts[0].clone();
+            p0[3] = p0[3].wrapping_sub(1);
+            [head.to_vec(), p0, parts[1..].concat()].concat()
+        }),
+    ];
+    for (i, (what, tamper)) in cases.iter().enumerate() {
+        let (mut x, bin) = fresh_binary_batch(&t, &format!("user:x{i}"), "r").await;
+        let (head, parts) = binary_parts(&bin);
+        assert!(parts.len() >= 3, "a batch of three: {what}");
+        let err = x.opener.open_binary(&tamper(&bin, &head, &parts)).unwrap_err();
+        assert_eq!(err.close_code(), 4005, "{what}");
+    }
+    // The untampered frame opens on the session it was made for.
+    let (mut y, bin) = fresh_binary_batch(&t, "user:y", "r").await;
+    let all = y.opener.open_binary(&bin).expect("opens");
+    assert_eq!(all.len(), 3);
+    // A roomKeys 2 session refuses a binary batch.
+    let mut c = RawEnc::login_room_key_batches(&t, "user:c").await;
+    let err = c.opener.open_binary(&bin).unwrap_err();
+    assert_eq!(err.close_code(), 4005, "binary on a roomKeys 2 session");
+}
+
+/// A binary batch is one record too: with a small epoch limit key updates (text records) interleave with binary
+/// batches and nothing is lost.
+#[tokio::test]
+async fn roomkeys_binary_batches_and_key_updates_interleave() {
+    let t = TestServer::start(enc_builder().max_records_per_epoch(4)).await;
+    let mut a = RawEnc::login_room_key_binary(&t, "user:a").await;
+    let mut b = RawEnc::login_room_key_binary(&t, "user:b").await;
+    a.join(&["r"]).await;
+    b.join(&["r"]).await;
+    for round in 0..4 {
+        burst(&t, "r", 5);
+        for n in 0..5 {
+            assert_eq!(a.recv().await["data"]["n"], n, "round {round}");
+        }
+    }
+    assert!(a.opener.epoch() >= 2, "key updates happened");
+    assert!(!a.bin_wire.is_empty(), "binary batches");
 }

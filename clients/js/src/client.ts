@@ -12,6 +12,7 @@ import {
   clientHandshake,
   ROOM_KEYS_FIELD,
   ROOM_KEYS_BATCHED,
+  ROOM_KEYS_BINARY,
   envelopeFrame,
   generateEphemeral,
   resolveServerKeys,
@@ -90,6 +91,11 @@ export interface ConnectOptions {
    * room messages then arrives as one record with one header for all of them. `false`: `roomKeys: 1`.
    */
   roomKeyBatches?: boolean;
+  /**
+   * Take batched group records as binary frames (wsenc/1 §11.5, `roomKeys: 3`; default true, with `roomKeyBatches`):
+   * the bodies then travel raw instead of base64url in JSON. `false`: `roomKeys: 2`.
+   */
+  roomKeyBinary?: boolean;
   /** Abort a connection attempt that has not completed the handshake in time (default 15000 ms). */
   handshakeTimeoutMs?: number;
   /** Maximum messages queued while not connected (default 1000). */
@@ -575,7 +581,8 @@ export class SealcastClient {
       if (ephemeral && keys) {
         Object.assign(data, authenticateCrypto(ephemeral, keys[0]));
         if (this.opts.roomKeys !== false) {
-          data[ROOM_KEYS_FIELD] = this.opts.roomKeyBatches !== false ? ROOM_KEYS_BATCHED : 1;
+          data[ROOM_KEYS_FIELD] =
+            this.opts.roomKeyBatches === false ? 1 : this.opts.roomKeyBinary === false ? ROOM_KEYS_BATCHED : ROOM_KEYS_BINARY;
         }
       }
       try {
@@ -610,7 +617,15 @@ export class SealcastClient {
     if (a.phase === "done") return;
     if (a.phase === "open") {
       if (a.session) {
-        for (const msg of await a.session.opener.openFrameAll(raw)) this.dispatch(a, msg);
+        // A binary frame is a binary batched group record (§11.5); on a session without it the opener refuses (4005).
+        const bin =
+          raw instanceof ArrayBuffer
+            ? new Uint8Array(raw)
+            : ArrayBuffer.isView(raw)
+              ? Uint8Array.from(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength))
+              : null;
+        const msgs = bin !== null ? await a.session.opener.openBinary(bin) : await a.session.opener.openFrameAll(raw);
+        for (const msg of msgs) this.dispatch(a, msg);
         return;
       }
       if (typeof raw !== "string") return; // plaintext session: ignore binary frames
@@ -658,6 +673,14 @@ export class SealcastClient {
       if (this.opts.roomKeys !== false && d[ROOM_KEYS_FIELD] === 1) session.opener.enableRoomKeys();
       if (this.opts.roomKeys !== false && this.opts.roomKeyBatches !== false && d[ROOM_KEYS_FIELD] === ROOM_KEYS_BATCHED) {
         session.opener.enableRoomKeyBatches();
+      }
+      if (
+        this.opts.roomKeys !== false &&
+        this.opts.roomKeyBatches !== false &&
+        this.opts.roomKeyBinary !== false &&
+        d[ROOM_KEYS_FIELD] === ROOM_KEYS_BINARY
+      ) {
+        session.opener.enableRoomKeyBinary();
       }
       a.session = session;
       info = { id: session.connId, userId: session.userId, time: String(d["time"] ?? ""), encrypted: true, kid: session.kid };

@@ -48,6 +48,8 @@ export const MAX_ROOM_KEYS = 4096;
 export const ROOM_KEYS_FIELD = "roomKeys";
 /** The `roomKeys` value of batched group records (§11.4; implies 1). */
 export const ROOM_KEYS_BATCHED = 2;
+/** The `roomKeys` value of batched group records as binary frames (§11.5; implies 2 and 1). */
+export const ROOM_KEYS_BINARY = 3;
 /** Most bodies one batched group record may carry (§11.4). */
 export const MAX_BATCH_BODIES = 256;
 const ZERO_SALT: Bytes = new Uint8Array(32);
@@ -562,6 +564,8 @@ export class RecordOpener {
   private rooms: Map<string, RoomKey> | null = null;
   /** Batched group records (§11.4) accepted, by `openFrameAll`/`openAll`. */
   private batches = false;
+  /** Binary batched group records (§11.5) accepted, by `openBinary`. */
+  private binary = false;
   constructor(readonly state: DirectionState) {}
 
   /** Accept `room_key` and group records (§11): the server answered `roomKeys: 1`. */
@@ -573,6 +577,50 @@ export class RecordOpener {
   enableRoomKeyBatches(): void {
     this.enableRoomKeys();
     this.batches = true;
+  }
+
+  /** Accept batched group records as binary frames (§11.5): the server answered `roomKeys: 3`. Implies batches. */
+  enableRoomKeyBinary(): void {
+    this.enableRoomKeyBatches();
+    this.binary = true;
+  }
+
+  /**
+   * Open a binary frame: a binary batched group record (§11.5), `0x01 ‖ u64be(seq) ‖ u16be(k) ‖ hdr ‖
+   * k × (u32be(len) ‖ body)`. Every message it carries, in order; any failure (or a session without §11.5) is 4005.
+   */
+  openBinary(frame: Bytes): Promise<InnerMessage[]> {
+    return this.serialize(async () => this.openBinaryLocked(frame));
+  }
+
+  private async openBinaryLocked(frame: Bytes): Promise<InnerMessage[]> {
+    const st = this.state;
+    if (!this.binary || !(frame instanceof Uint8Array) || frame.length < 11 || frame[0] !== 0x01) {
+      throw decryptionFailed();
+    }
+    const dv = new DataView(frame.buffer, frame.byteOffset, frame.length);
+    const hi = dv.getUint32(1);
+    const seq = hi * 2 ** 32 + dv.getUint32(5);
+    const k = dv.getUint16(9);
+    if (k < 1 || k > MAX_BATCH_BODIES) throw decryptionFailed();
+    const hdrEnd = 11 + 40 * k + 16;
+    if (frame.length < hdrEnd) throw decryptionFailed();
+    const bodies: Bytes[] = [];
+    let at = hdrEnd;
+    for (let i = 0; i < k; i++) {
+      if (frame.length - at < 4) throw decryptionFailed();
+      const len = dv.getUint32(at);
+      at += 4;
+      if (len < 24 || frame.length - at < len) throw decryptionFailed();
+      bodies.push(frame.subarray(at, at + len));
+      at += len;
+    }
+    if (at !== frame.length) throw decryptionFailed();
+    if (hi >= 2 ** 21 || seq >= st.maxRecords) throw keyExhausted();
+    if (seq !== st.seq) throw decryptionFailed();
+    const pt = await st.decrypt(seq, frame.slice(11, hdrEnd), true);
+    if (pt === null) throw decryptionFailed();
+    return this.openBatchLocked(seq, pt, bodies);
   }
 
   /** The latest key received for `room` (for tests). */

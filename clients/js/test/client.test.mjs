@@ -127,7 +127,7 @@ test("authenticate payload shape, connected info, encrypted send/receive both wa
   assert.deepEqual(Object.keys(c.auth).sort(), ["kid", "publicKey", "roomKeys", "token", "v"]);
   assert.equal(c.auth.token, "tok-secret");
   assert.equal(c.auth.v, 1);
-  assert.equal(c.auth.roomKeys, 2, "group records, batched ones too, are advertised by default");
+  assert.equal(c.auth.roomKeys, 3, "group records, batched ones too (as binary frames), are advertised by default");
   assert.equal(c.auth.kid, srv.sk.kid);
   const pub = b64u.decode(c.auth.publicKey);
   assert.equal(pub.length, 65);

@@ -202,6 +202,44 @@ test("Appendix E negative: both body and bodies", async () => {
   await assert.rejects((await batchOpener()).openFrameAll(JSON.stringify(v)), is4005);
 });
 
+// Appendix F (§11.5): Appendix E's batch at seq 4 as a binary frame (produced by the Rust sealer).
+const F_BINARY = "0100000000000000040003b7153df7332df57b86ce1ff6aa20cbe5596acccbd59a6e7a43159b3bd82415f3d5e01b9374936dac3144a578137159c7b21cd3b9d1115f905aa70f6d73ccb7d5a659c897a782eff6b202ff72bdbbf060afe08cb9cb8473bdf6c2493f6b309972dddedfc677f745f344de34f8ec22cfafbc753eaa0561769497c171d07bcf8c08734987078da8b69e000000410000000000000004fb3b67d57474b9527a4c59879ebdb7e55bedacbee60dbee5c15cdda0e03820dcbc4b2c3d26bf49753dd4c1c2572ed6c02700f47e9cdb026a5c000000410000000000000000a9acca1ca409c7307d5705721d765f4dc83952279a46db56a704d9b75cf4d88beb90166287db273a71ba0970a5207a3baf0e86ff85efd0225c0000004300000000000000059f009611843c26da32f9ecb1c180503335be7f47dd64b364ae512158688d0389c1c5912afaf9a2eef43feab20923419574b3b018704e305f31b251";
+
+/** An opener that negotiated roomKeys 3 (or only 2) and took Appendix D's records and Appendix E's room_key. */
+async function binaryOpener(binary = true) {
+  const o = await opener(false);
+  if (binary) o.enableRoomKeyBinary();
+  else o.enableRoomKeyBatches();
+  for (const w of [WIRE[0], WIRE[1], WIRE_E[0]]) await o.openFrameAll(w);
+  return o;
+}
+
+test("Appendix F: the binary frame is Appendix E's header and raw bodies", () => {
+  const parts = E.bodies.map((b) => T.concat(unhex("000000" + (b[4].length / 2).toString(16)), unhex(b[4])));
+  const frame = T.concat(unhex("01"), T.u64be(4), unhex("0003"), unhex(E.header_ct), ...parts);
+  assert.equal(hex(frame), F_BINARY);
+});
+
+test("Appendix F: the binary batch opens into its three messages in order", async () => {
+  const o = await binaryOpener();
+  assert.deepEqual(await o.openBinary(unhex(F_BINARY)), E.bodies.map((b) => JSON.parse(b[3])));
+});
+
+test("Appendix F negative: truncated, extended, parts swapped, type byte, k = 0, roomKeys 2", async () => {
+  const f = unhex(F_BINARY);
+  const head = 11 + 3 * 40 + 16;
+  const p1 = f.subarray(head, head + 69);
+  const p2 = f.subarray(head + 69, head + 138);
+  const k0 = f.slice();
+  k0[9] = 0;
+  k0[10] = 0;
+  const t2 = f.slice();
+  t2[0] = 2;
+  const variants = [f.subarray(0, f.length - 1), T.concat(f, new Uint8Array(1)), T.concat(f.subarray(0, head), p2, p1, f.subarray(head + 138)), t2, k0];
+  for (const v of variants) await assert.rejects((await binaryOpener()).openBinary(v), is4005);
+  await assert.rejects((await binaryOpener(false)).openBinary(f), is4005);
+});
+
 // ------------------------------------------------------------------------------------------- live (binary)
 
 const skip = skipWithoutBinary();
@@ -212,15 +250,20 @@ afterEach(async () => {
 
 function client(s, user, opts = {}) {
   const wire = [];
+  const bin = [];
   class Tap extends WebSocket {
     constructor(url, ...rest) {
       super(url, ...rest);
-      this.addEventListener("message", (e) => wire.push(String(e.data)));
+      this.addEventListener("message", (e) => {
+        if (typeof e.data === "string") wire.push(e.data);
+        else bin.push(new Uint8Array(e.data));
+      });
     }
   }
   return mintToken(s.secret, user).then((token) => {
     const c = realConnect({ url: s.url, token, serverKeys: [{ kid: s.kid, publicKey: s.publicKey }], WebSocket: Tap, reconnect: false, ...opts });
     c.wire = wire;
+    c.bin = bin;
     c.got = [];
     c.on("message", (event, data) => c.got.push({ event, data }));
     cleanups.push(() => c.close());
@@ -267,11 +310,11 @@ test("live: group-capable and per-recipient JS clients share a room, each gets i
   assert.equal(bob.got.length, before);
 });
 
-test("live: a burst to a room reaches a JS client as batched records, every message in order", { skip }, async () => {
+test("live: a burst to a room reaches JS clients as binary (roomKeys 3) or text (roomKeys 2) batches, in order", { skip }, async () => {
   const s = await startServer({ env: { SEALCAST_ALLOW_CLIENT_PUBLISH: "true" } });
   cleanups.push(() => s.stop());
   const alice = await client(s, "alice");
-  const bob = await client(s, "bob");
+  const bob = await client(s, "bob", { roomKeyBinary: false });
   const carol = await client(s, "carol");
   for (const c of [alice, bob, carol]) {
     await c.ready();
@@ -284,4 +327,9 @@ test("live: a burst to a room reaches a JS client as batched records, every mess
   for (const c of [bob, carol]) assert.deepEqual(c.got.filter((m) => m.event === "m").map((m) => m.data.i), [...Array(n).keys()]);
   const batches = bob.wire.map((f) => JSON.parse(f)).filter((f) => f.event === "encrypted" && Array.isArray(f.data.bodies));
   assert.ok(batches.some((f) => f.data.bodies.length > 1), "at least one record carries several bodies");
+  assert.equal(bob.bin.length, 0, "no binary frame to a roomKeys 2 client");
+  assert.ok(carol.bin.some((b) => b[0] === 1 && ((b[9] << 8) | b[10]) > 1), "carol gets binary batches of several");
+  assert.ok(!carol.wire.some((f) => f.includes('"bodies"')), "no text batch to a roomKeys 3 client");
+  const secret = new TextEncoder().encode('"i":');
+  for (const b of carol.bin) assert.ok(!Buffer.from(b).includes(Buffer.from(secret)), "no plaintext in a binary frame");
 });

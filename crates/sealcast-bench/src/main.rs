@@ -107,6 +107,10 @@ enum Mode {
     /// wsenc/1 sessions that advertise batched group records too (`roomKeys: 2`, §11.4): every body of a batched
     /// record counts as a delivery.
     Batch,
+    /// wsenc/1 sessions that take batched group records as binary frames (`roomKeys: 3`, §11.5): every body of a
+    /// binary batch counts as a delivery.
+    #[value(name = "binbatch")]
+    BinBatch,
 }
 
 #[derive(Subcommand)]
@@ -393,6 +397,7 @@ impl Ctx {
             room_keys: match t.mode {
                 Mode::Group => 1,
                 Mode::Batch => 2,
+                Mode::BinBatch => 3,
                 _ => 0,
             },
             src_addrs: t.src_addrs.max(1),
@@ -466,6 +471,8 @@ impl Ctx {
                 o.enable_room_keys();
             } else if d["roomKeys"] == 2 {
                 o.enable_room_key_batches();
+            } else if d["roomKeys"] == 3 {
+                o.enable_room_key_binary();
             }
             sealer = Some(s);
             opener = Some(o);
@@ -593,6 +600,14 @@ async fn count_frames(mut s: Session, mine: Arc<Counters>, idx: usize, heartbeat
         let mut n = 0u64;
         while let Some((op, range)) = s.conn.next_frame() {
             match op {
+                ws::OP_BINARY if s.group.is_some() => {
+                    // A binary batched group record (§11.5): `0x01 ‖ u64be(seq) ‖ u16be(k) ‖ …`, k deliveries.
+                    let frame = s.conn.buf.get(range.clone()).unwrap_or_default();
+                    n += match (frame.first(), frame.get(9..11)) {
+                        (Some(0x01), Some(&[hi, lo])) => u64::from(u16::from_be_bytes([hi, lo])),
+                        _ => 1,
+                    };
+                }
                 ws::OP_TEXT | ws::OP_BINARY if s.group.is_some() => {
                     let frame = s.conn.buf.get(range.clone()).unwrap_or_default();
                     n += match memchr::memmem::find(frame, b"\"bodies\":[") {
@@ -661,7 +676,7 @@ impl Counters {
 fn is_encrypted(mode: Mode, idx: usize) -> bool {
     match mode {
         Mode::Plain => false,
-        Mode::Encrypted | Mode::Group | Mode::Batch => true,
+        Mode::Encrypted | Mode::Group | Mode::Batch | Mode::BinBatch => true,
         Mode::Mixed => idx % 2 == 1,
     }
 }
@@ -768,7 +783,7 @@ async fn fanout(t: &TargetArgs, a: &FanoutArgs) -> Res<Value> {
     let setup_s = setup.elapsed().as_secs_f64();
     let (_, rss1) = server_sample(t.server_pid);
     // The publisher: a member of the room for sealcast (membership is required; the sender is excluded).
-    let pub_enc = matches!(t.mode, Mode::Encrypted | Mode::Group | Mode::Batch);
+    let pub_enc = matches!(t.mode, Mode::Encrypted | Mode::Group | Mode::Batch | Mode::BinBatch);
     let mut publisher = ctx.open(a.receivers, pub_enc, true).await?;
     if ctx.kind == Kind::Sealcast {
         publisher.join_to_publish(ctx.kind, &ctx.room).await?;
