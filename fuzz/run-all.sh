@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
-targets="${TARGETS:-client_message authenticate record_open redis_envelope ignis_open auth_token config connection_core redis_presence ws_frame backends_agree}"
+targets="${TARGETS:-client_message authenticate record_open redis_envelope ignis_open auth_token config connection_core redis_presence ws_frame group_open group_binary backends_agree}"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "run-all: installing cargo-fuzz" >&2
   cargo install cargo-fuzz --locked

@@ -21,9 +21,9 @@ use super::record_open::{hex32, TH, TS_S2C_0};
 /// Appendix D: the room key `K_r`.
 const K_R: &str = "3ac8a054de97b4e5ad340d08faf35682872484f2571d58999f3f653a2413f291";
 /// Appendix D: the message.
-const MESSAGE: &[u8] = br#"{"event":"message","data":{"text":"hi"}}"#;
+pub const MESSAGE: &[u8] = br#"{"event":"message","data":{"text":"hi"}}"#;
 /// The second message of the batched record.
-const MESSAGE_2: &[u8] = br#"{"event":"message","data":{"text":"there"}}"#;
+pub const MESSAGE_2: &[u8] = br#"{"event":"message","data":{"text":"there"}}"#;
 
 /// The Appendix D room key.
 pub fn room_key() -> RoomKey {

@@ -14,6 +14,7 @@
 pub mod auth_token;
 pub mod authenticate;
 pub mod client_message;
+pub mod group_binary;
 pub mod group_open;
 pub mod ignis_open;
 pub mod record_open;
@@ -25,11 +26,12 @@ pub type Check = fn(&[u8]);
 
 /// The fuzz targets of the library's parsers, by name, with their checks (the directory names under `corpus/` and
 /// `regressions/`); `config` is the one other target.
-pub const TARGETS: [(&str, Check); 8] = [
+pub const TARGETS: [(&str, Check); 9] = [
     ("client_message", client_message::check),
     ("authenticate", authenticate::check),
     ("record_open", record_open::check),
     ("group_open", group_open::check),
+    ("group_binary", group_binary::check),
     ("redis_envelope", redis_envelope::check),
     ("ignis_open", ignis_open::check),
     ("auth_token", auth_token::check),

@@ -136,3 +136,26 @@ fn frame_seeds_decode_to_the_expected_items_and_errors() {
         Some(FrameError::TooLarge)
     );
 }
+
+#[test]
+fn binary_group_seeds_reach_the_valid_frame_and_the_edits_are_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/group_binary");
+    let seeds = [
+        "valid",
+        "truncated",
+        "extended",
+        "wrong_type",
+        "zero_bodies",
+        "count_over",
+    ];
+    for seed in seeds
+        .into_iter()
+        .chain(["seq_changed", "body_flipped", "header_flipped", "head_only"])
+    {
+        let data = std::fs::read(root.join(seed)).expect("seed");
+        let (mut opener, _) = fuzz_checks::group_binary::session();
+        let messages = opener.open_binary(&data).map_or(0, |m| m.len());
+        assert_eq!(messages, if seed == "valid" { 2 } else { 0 }, "{seed}");
+        fuzz_checks::group_binary::check(&data);
+    }
+}
